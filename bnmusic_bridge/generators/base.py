@@ -1,0 +1,161 @@
+"""The generator interface (Stage 1) and the registry that presets and the CLI pick from.
+
+A generator turns noise windows into music windows. Windows are on the analysis grid:
+mono, 44,100 Hz, Riffusion's 512 x 512 image format (see :mod:`bnmusic_bridge.spectrogram`).
+Images and masks are in *picture orientation*: row 0 is the highest mel band (10 kHz),
+row 511 the lowest; column ``j`` is the STFT frame centred on sample
+``window.start_sample + j * 441``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..analysis import StemAnalysis
+from ..errors import ParameterError
+
+ProgressFn = Callable[[str, float], None]
+"""``progress(stage, fraction)``; fraction in 0..1. It may raise
+:class:`bnmusic_bridge.errors.CancelledError` to stop the work."""
+
+
+@dataclass(frozen=True)
+class NoiseWindow:
+    """One Riffusion-image window of the noise stem.
+
+    Attributes:
+        index: 0-based window number.
+        start_sample: first sample of the window in the analysis-rate stem (44.1 kHz).
+        num_samples: window length in samples; 511 * 441 = 225,351 (512 frames, 5.11 s).
+        valid_samples: how many of those samples are real stem (the rest is zero padding
+            after the stem's end).
+        audio: mono float32 noise, shape ``(num_samples,)``, linear amplitude (1.0 = 0 dBFS).
+        image: uint8 ``(512, 512)`` Riffusion image of the noise (loud = dark).
+        max_value: mel magnitude that maps to pixel 0 of ``image`` (linear magnitude).
+        mask: bool ``(512, 512)``, True on the high-energy core M (kept while
+            outpainting).
+        mask_enlarged: bool ``(512, 512)``, M grown for the inpainting step (repainted).
+    """
+
+    index: int
+    start_sample: int
+    num_samples: int
+    valid_samples: int
+    audio: np.ndarray
+    image: np.ndarray
+    max_value: float
+    mask: np.ndarray
+    mask_enlarged: np.ndarray
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What every generator is told besides the windows.
+
+    Attributes:
+        prompt: text prompt (style, instruments).
+        negative_prompt: what to avoid ("" for nothing).
+        seed: integer seed; the same seed and input give the same music.
+        overlap_frames: for window ``k > 0`` the first ``overlap_frames`` columns
+            overlap window ``k - 1``'s last ``overlap_frames`` columns; a generator that
+            continues windows keeps the previous window's tail there.
+        params: generator-specific parameters (steps, guidance, strengths, ...).
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    overlap_frames: int = 64
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WindowMusic:
+    """Music for one window: audio, an image to decode, or both.
+
+    Attributes:
+        audio: float32 ``(channels, num_samples)`` at 44,100 Hz with 1 or 2 channels,
+            linear amplitude, or None when only ``image`` is given (the pipeline decodes
+            it). Its absolute level does not matter: the pipeline loudness-matches the
+            stitched music to the noise before Stage 2.
+        image: uint8 ``(512, 512)`` Riffusion image of the music, or None.
+        diagnostics: anything worth reporting (timings, chosen tempo, key, ...),
+            JSON-serialisable.
+    """
+
+    audio: np.ndarray | None = None
+    image: np.ndarray | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Stage 1: noise windows in, music windows out (same count, same order)."""
+
+    name: str
+
+    def generate(
+        self,
+        windows: Sequence[NoiseWindow],
+        analysis: StemAnalysis,
+        settings: GenerationSettings,
+        progress: ProgressFn | None = None,
+    ) -> list[WindowMusic]: ...
+
+
+GeneratorFactory = Callable[..., Generator]
+
+_FACTORIES: dict[str, GeneratorFactory] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+_INSTANCES: dict[tuple[str, tuple[tuple[str, Any], ...]], Generator] = {}
+_LOCK = threading.Lock()
+
+
+def register_generator(name: str, factory: GeneratorFactory, description: str = "") -> None:
+    """Make ``factory(**options)`` available under ``name``."""
+    _FACTORIES[name] = factory
+    _DESCRIPTIONS[name] = description
+
+
+def available_generators() -> dict[str, str]:
+    """Names of the registered generators and a one-line description of each."""
+    _load_builtin()
+    return dict(_DESCRIPTIONS)
+
+
+def get_generator(name: str, **options: Any) -> Generator:
+    """Return the generator ``name`` built with ``options``.
+
+    Instances are cached per (name, options) so a model-owning generator loads its
+    weights once per process and is reused across jobs.
+    """
+    _load_builtin()
+    if name not in _FACTORIES:
+        known = ", ".join(sorted(_FACTORIES))
+        raise ParameterError(f"unknown generator {name!r}; known generators: {known}")
+    key = (name, tuple(sorted((k, _hashable(v)) for k, v in options.items())))
+    with _LOCK:
+        inst = _INSTANCES.get(key)
+        if inst is None:
+            inst = _FACTORIES[name](**options)
+            _INSTANCES[key] = inst
+        return inst
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def _load_builtin() -> None:
+    # Importing the package registers the built-in generators; done lazily so that
+    # importing this module never pulls torch or diffusers in.
+    from . import builtin  # noqa: F401
