@@ -1,0 +1,121 @@
+"""The high-energy mask M of the noise (BNMusic preprocessing).
+
+M marks the loudest ``mask_area`` share of each Riffusion image of the noise: the image's
+smallest pixel values, which are the largest mel magnitudes because the encoding is
+monotone. On a long stem the threshold is the one of the image window the frame is
+centred in (interpolated in dB between window centres), so every generation window
+sees the paper's per-image mask and overlapping windows agree.
+
+Arrays here are in *mel orientation*: ``(512, frames)``, row 0 = lowest mel band.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import ParameterError
+
+DEFAULT_MASK_AREA = 0.15
+MIN_MASK_AREA = 0.05
+MAX_MASK_AREA = 0.5
+FLOOR_DB = -80.0
+"""Bins more than this far below the stem's loudest bin never enter M (silence)."""
+MIN_COMPONENT_PX = 4
+"""Connected high-energy regions smaller than this many pixels are isolated specks."""
+ENLARGE_PX = 2
+"""Pixels the core grows by for the inpainting step."""
+MIN_CORE_SHARE = 0.08
+"""When the cleaned core covers less than this share of a window, keep growing it (the
+paper enlarges small cores) up to ``MAX_ENLARGE_PX``."""
+MAX_ENLARGE_PX = 8
+
+
+def _to_db(mel: np.ndarray) -> np.ndarray:
+    return 20.0 * np.log10(np.maximum(mel, 1e-12))
+
+
+def high_energy_mask(
+    mel: np.ndarray,
+    mask_area: float = DEFAULT_MASK_AREA,
+    *,
+    window_starts: list[int] | None = None,
+    window_frames: int = 512,
+    valid_frames: int | None = None,
+) -> np.ndarray:
+    """The loudest ``mask_area`` share of the noise's mel image, cleaned of specks.
+
+    Args:
+        mel: ``(n_mels, frames)`` linear mel magnitude of the noise, mel orientation.
+        mask_area: target share of each window's area (0.05 to 0.5); after removing
+            specks smaller than :data:`MIN_COMPONENT_PX` the share can be slightly lower.
+        window_starts: first frame of each image window; None = one window over all.
+        window_frames: frames per window (512 for Riffusion images).
+        valid_frames: frames that hold real audio (the rest is padding and is never
+            in M); None = all.
+
+    Returns:
+        bool ``(n_mels, frames)``, True on the high-energy core. Empty when the noise is
+        silent.
+    """
+    if not MIN_MASK_AREA <= mask_area <= MAX_MASK_AREA:
+        raise ParameterError(
+            f"mask_area={mask_area} is out of range; allowed {MIN_MASK_AREA} to {MAX_MASK_AREA}"
+        )
+    n_mels, frames = mel.shape
+    valid = frames if valid_frames is None else min(valid_frames, frames)
+    db = _to_db(mel)
+    peak_db = float(db[:, :valid].max()) if valid > 0 else -240.0
+    floor_db = peak_db + FLOOR_DB
+    if window_starts is None:
+        window_starts = [0]
+        window_frames = frames
+    centres, thresholds = [], []
+    for start in window_starts:
+        stop = min(start + window_frames, valid)
+        if stop <= start:
+            continue
+        region = db[:, start:stop]
+        thresholds.append(float(np.quantile(region, 1.0 - mask_area)))
+        centres.append(0.5 * (start + stop - 1))
+    if not thresholds:
+        return np.zeros_like(mel, dtype=bool)
+    per_frame = np.interp(np.arange(frames), centres, thresholds).astype(np.float32)
+    core = (db >= per_frame[None, :]) & (db > floor_db)
+    core[:, valid:] = False
+    return remove_specks(core)
+
+
+def remove_specks(mask: np.ndarray, min_pixels: int = MIN_COMPONENT_PX) -> np.ndarray:
+    """Drop 8-connected regions of fewer than ``min_pixels`` pixels."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_pixels
+    keep[0] = False
+    return keep[labels]
+
+
+def enlarge_mask(
+    mask: np.ndarray,
+    enlarge_px: int = ENLARGE_PX,
+    *,
+    min_share: float = MIN_CORE_SHARE,
+    max_enlarge_px: int = MAX_ENLARGE_PX,
+) -> np.ndarray:
+    """Grow the core for the inpainting step.
+
+    Grows by ``enlarge_px`` pixels (3 x 3 dilation steps); a core covering less than
+    ``min_share`` of the image keeps growing one pixel at a time, up to
+    ``max_enlarge_px``, so a small core still gets a region large enough to repaint.
+    An empty mask stays empty.
+    """
+    if not mask.any():
+        return mask.copy()
+    grown = ndimage.binary_dilation(mask, iterations=enlarge_px) if enlarge_px > 0 else mask
+    steps = enlarge_px
+    while grown.mean() < min_share and steps < max_enlarge_px:
+        grown = ndimage.binary_dilation(grown)
+        steps += 1
+    return grown
