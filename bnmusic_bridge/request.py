@@ -50,6 +50,10 @@ class RenderRequest:
         smoothing_s: time constant of the lane's smoothing in seconds.
         max_slew_db_per_s: largest change of the lane in dB per second.
         overlap_frames: overlap of consecutive generation windows in 10 ms frames.
+        effects: the music's effects chain, applied before Stage 2 so lambda accounts
+            for it: a sequence of mappings, each ``{"type": "Reverb", ...parameters}``
+            for a pedalboard built-in or ``{"type": "plugin", "path": ..., ...}`` for a
+            VST3/AU plugin (see :mod:`bnmusic_bridge.fx`).
     """
 
     prompt: str = "lo-fi hip hop beat with warm piano and soft drums"
@@ -75,6 +79,7 @@ class RenderRequest:
     smoothing_s: float = 1.0
     max_slew_db_per_s: float = 12.0
     overlap_frames: int = 64
+    effects: tuple[Mapping[str, Any], ...] = ()
 
     def replace(self, **changes: Any) -> RenderRequest:
         """A copy with ``changes`` applied; unknown field names raise ParameterError."""
@@ -89,6 +94,7 @@ class RenderRequest:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["generator_params"] = dict(self.generator_params)
+        d["effects"] = [dict(e) for e in self.effects]
         return d
 
 

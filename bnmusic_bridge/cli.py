@@ -1,0 +1,263 @@
+"""The ``bnmusic`` command line. Each subcommand builds a request and calls the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import BNMusicError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _render_args(p: argparse.ArgumentParser) -> None:
+    """Flags that override preset/request fields (shared by render, batch and eval)."""
+    g = p.add_argument_group("render parameters (override the preset)")
+    g.add_argument("--preset", help="preset name or .toml file (see `bnmusic presets list`)")
+    g.add_argument("--presets-dir", type=Path, help="folder of user presets (overrides shipped ones)")
+    g.add_argument("--prompt", help="text prompt: style and instruments")
+    g.add_argument("--negative-prompt", help="what the generator should avoid")
+    g.add_argument("--seed", type=int, help="integer seed (same seed, same output)")
+    g.add_argument("--generator", help="generator name (see `bnmusic generators`)")
+    g.add_argument("--model", help="model id or local folder (riffusion generators)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
+    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
+    g.add_argument("--local-files-only", action="store_true", default=None, help="never contact a model hub")
+    g.add_argument("--mask-area", type=float, help="share of the noise image marked high-energy (0.05-0.5)")
+    g.add_argument("--threshold-model", choices=["smr", "spreading"])
+    g.add_argument("--smr-db", type=float, help="signal-to-mask ratio of the smr model, dB")
+    g.add_argument("--alpha", type=float, help="music-level weight of the paper's loss")
+    g.add_argument("--objective", choices=["paper", "coverage"])
+    g.add_argument("--target-coverage", type=float, help="coverage objective's target share (0-1)")
+    g.add_argument("--min-gain-db", type=float)
+    g.add_argument("--max-gain-db", type=float)
+    g.add_argument("--max-loudness-lu", type=float, help="ceiling: music loudness over the noise, LU")
+    g.add_argument("--smoothing-s", type=float, help="lane smoothing time constant, seconds")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="generator parameter (repeatable), e.g. --param inpaint_steps=20")
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("outputs")
+    g.add_argument("--out", type=Path, help="output folder (default: next to the input)")
+    g.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    g.add_argument("--bit-depth", type=int, choices=[16, 24, 32], help="16/24-bit PCM or 32-bit float (default 24)")
+    g.add_argument("--format", dest="file_type", choices=["wav", "flac", "aiff"], help="audio file type (default wav)")
+    g.add_argument("--lane", default=None, help="lane formats, comma-separated (default json,csv)")
+    g.add_argument("--no-plot", action="store_true", help="skip the PNG")
+
+
+_FIELD_FLAGS = (
+    "prompt", "negative_prompt", "seed", "generator", "model", "device", "dtype",
+    "local_files_only", "mask_area", "threshold_model", "smr_db", "alpha", "objective",
+    "target_coverage", "min_gain_db", "max_gain_db", "max_loudness_lu", "smoothing_s",
+)
+
+
+def _parse_value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def build_request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Preset (if any) first, then every flag that was given."""
+    from .request import RenderRequest
+
+    base = RenderRequest()
+    if getattr(args, "preset", None):
+        from .presets import load_preset
+
+        base = load_preset(args.preset, presets_dir=args.presets_dir).request
+    overrides = {k: getattr(args, k) for k in _FIELD_FLAGS if getattr(args, k, None) is not None}
+    params = dict(base.generator_params)
+    for item in getattr(args, "param", []) or []:
+        if "=" not in item:
+            raise BNMusicError(f"--param {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        params[key.strip()] = _parse_value(value.strip())
+    if params != dict(base.generator_params):
+        overrides["generator_params"] = params
+    return base.replace(**overrides)
+
+
+def build_export_options(args: argparse.Namespace, preset_export: Any = None):  # type: ignore[no-untyped-def]
+    from .export import ExportOptions
+
+    opts = preset_export or ExportOptions()
+    changes: dict[str, Any] = {}
+    if getattr(args, "bit_depth", None):
+        changes["bit_depth"] = args.bit_depth
+    if getattr(args, "file_type", None):
+        changes["file_type"] = args.file_type
+    if getattr(args, "lane", None):
+        changes["lane_formats"] = tuple(f.strip() for f in args.lane.split(",") if f.strip())
+    if getattr(args, "force", False):
+        changes["force"] = True
+    if getattr(args, "no_plot", False):
+        changes["plot"] = False
+    import dataclasses
+
+    opts = dataclasses.replace(opts, **changes)
+    opts.check()
+    return opts
+
+
+def _preset_export(args: argparse.Namespace) -> Any:
+    if getattr(args, "preset", None):
+        from .presets import load_preset
+
+        return load_preset(args.preset, presets_dir=args.presets_dir).export
+    return None
+
+
+class _Bar:
+    """A tqdm progress bar over the pipeline's stage events; silent when not a terminal."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.label = label
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=1000, desc=self.label, unit="‰", leave=False, file=sys.stderr)
+        self.bar.set_postfix_str(stage)
+        self.bar.n = int(fraction * 1000)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .export import output_paths, write_outputs
+    from .pipeline import render_file
+
+    noise = Path(args.noise)
+    request = build_request(args)
+    options = build_export_options(args, _preset_export(args))
+    out_dir = args.out or noise.parent
+    # Refuse before the (long) render when outputs would be overwritten.
+    paths = output_paths(noise.stem, out_dir, options)
+    if not options.force:
+        existing = [str(p) for p in paths.all() if p.exists()]
+        if existing:
+            raise BNMusicError(f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite")
+    bar = _Bar(noise.name, enabled=sys.stderr.isatty() and not args.quiet)
+    try:
+        result = render_file(noise, request, progress=bar)
+    finally:
+        bar.close()
+    written = write_outputs(result, out_dir, stem_name=noise.stem, options=options)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    lane = result.lane_gain_db
+    summary = {
+        "input": str(noise),
+        "coverage": round(result.coverage, 4),
+        "nmr_db": round(result.nmr_db, 2),
+        "lambda_db": [round(float(lane.min()), 2), round(float(lane.max()), 2)],
+        "noise_lufs": round(result.noise_lufs, 2),
+        "music_lufs": round(result.music_lufs, 2),
+        "seconds": round(result.timings_s.get("total", 0.0), 2),
+        "outputs": written.as_dict(),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    elif not args.quiet:
+        print(
+            f"{noise.name}: coverage {summary['coverage'] * 100:.1f} %, NMR {summary['nmr_db']} dB, "
+            f"lambda {summary['lambda_db'][0]:+.1f}..{summary['lambda_db'][1]:+.1f} dB, "
+            f"music {summary['music_lufs']} LUFS over noise {summary['noise_lufs']} LUFS "
+            f"({summary['seconds']} s)"
+        )
+        for kind, path in summary["outputs"].items():
+            print(f"  {kind:14s} {path}")
+    return EXIT_OK
+
+
+def cmd_generators(args: argparse.Namespace) -> int:
+    from .generators import available_generators
+
+    for name, desc in sorted(available_generators().items()):
+        print(f"{name:16s} {desc}")
+    return EXIT_OK
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bnmusic",
+        description="Blend environmental-noise stems into generated music (BNMusic) beside your DAW.",
+    )
+    parser.add_argument("--version", action="version", version=f"bnmusic-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("render", help="render one noise stem to music, lambda lane and report")
+    p.add_argument("noise", help="noise stem (WAV, FLAC, AIFF, MP3, OGG)")
+    _render_args(p)
+    _output_args(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("generators", help="list the generators")
+    p.set_defaults(func=cmd_generators)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list = []
+"""Other modules' ``register(subparsers)`` functions (serve, presets, batch, eval)."""
+
+
+def _load_extra_commands() -> None:
+    import importlib
+
+    for module in ("bnmusic_bridge.osc.cli", "bnmusic_bridge.presets_cli", "bnmusic_bridge.batch", "bnmusic_bridge.evaluate"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                continue  # that front end is not part of this build
+            raise
+        register = getattr(mod, "register_cli", None)
+        if register is not None and register not in _EXTRA_COMMANDS:
+            _EXTRA_COMMANDS.append(register)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_extra_commands()
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BNMusicError as e:
+        print(f"bnmusic: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("bnmusic: interrupted; no partial outputs were left", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

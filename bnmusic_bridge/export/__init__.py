@@ -1,0 +1,152 @@
+"""Writing a render's results to disk: stems, lambda lanes, the report and the plot.
+
+Every file is written atomically (temporary name, then rename) and none is overwritten
+unless ``force`` is given. All target names are checked before the first file is
+written, so a refused export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..audio import BIT_DEPTHS, FILE_TYPES, write_audio, write_bytes_atomic
+from ..errors import OutputExistsError, ParameterError
+from ..request import RenderResult
+from .lanes import LANE_FORMATS, lane_files
+from .report import report_json
+from .plot import render_plot_png
+
+__all__ = ["ExportOptions", "OutputPaths", "output_paths", "write_outputs", "LANE_FORMATS"]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to write a render.
+
+    Attributes:
+        bit_depth: 16 or 24 (integer PCM) or 32 (float).
+        file_type: "wav", "flac" or "aiff".
+        force: overwrite existing files.
+        lane_formats: lane files to write ("json", "csv", and the DAW formats of
+            :data:`bnmusic_bridge.export.lanes.LANE_FORMATS`).
+        plot: write the PNG.
+        pattern: output name pattern; ``{stem}`` is the input's name without suffix,
+            ``{kind}`` the output kind (music, blended, lambda, report).
+    """
+
+    bit_depth: int = 24
+    file_type: str = "wav"
+    force: bool = False
+    lane_formats: Sequence[str] = ("json", "csv")
+    plot: bool = True
+    pattern: str = "{stem}.{kind}"
+
+    def check(self) -> None:
+        if self.bit_depth not in BIT_DEPTHS:
+            raise ParameterError(f"bit_depth={self.bit_depth} not supported; use one of {BIT_DEPTHS}")
+        if self.file_type not in FILE_TYPES:
+            raise ParameterError(f"file_type={self.file_type!r} not supported; use one of {FILE_TYPES}")
+        unknown = [f for f in self.lane_formats if f not in LANE_FORMATS]
+        if unknown:
+            raise ParameterError(f"lane format(s) {unknown} unknown; use some of {list(LANE_FORMATS)}")
+        if "{stem}" not in self.pattern or "{kind}" not in self.pattern:
+            raise ParameterError(
+                f"pattern={self.pattern!r} must contain {{stem}} and {{kind}} so outputs stay apart"
+            )
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where each output goes (absent kinds are None)."""
+
+    music: Path
+    blended: Path
+    report: Path
+    plot: Path | None
+    lanes: dict[str, Path]
+
+    def all(self) -> list[Path]:
+        paths = [self.music, self.blended, self.report, *self.lanes.values()]
+        if self.plot is not None:
+            paths.append(self.plot)
+        return paths
+
+    def as_dict(self) -> dict[str, str]:
+        d = {"music": str(self.music), "blended": str(self.blended), "report": str(self.report)}
+        if self.plot is not None:
+            d["plot"] = str(self.plot)
+        d.update({f"lambda_{fmt}": str(p) for fmt, p in self.lanes.items()})
+        return d
+
+
+def output_paths(stem_name: str, out_dir: str | os.PathLike[str], options: ExportOptions) -> OutputPaths:
+    """The names a render of ``stem_name`` gets in ``out_dir`` (``x.music.wav``, ...)."""
+    options.check()
+    d = Path(out_dir)
+
+    def name(kind: str, suffix: str) -> Path:
+        return d / (options.pattern.format(stem=stem_name, kind=kind) + suffix)
+
+    from .lanes import LANE_SUFFIXES
+
+    return OutputPaths(
+        music=name("music", "." + options.file_type),
+        blended=name("blended", "." + options.file_type),
+        report=name("report", ".json"),
+        plot=(d / (options.pattern.format(stem=stem_name, kind="plot").removesuffix(".plot") + ".png"))
+        if options.plot
+        else None,
+        lanes={fmt: name("lambda", LANE_SUFFIXES[fmt]) for fmt in options.lane_formats},
+    )
+
+
+def write_outputs(
+    result: RenderResult,
+    out_dir: str | os.PathLike[str],
+    *,
+    stem_name: str | None = None,
+    options: ExportOptions | None = None,
+    extra_report: dict | None = None,
+) -> OutputPaths:
+    """Write every output of ``result`` into ``out_dir``; returns the paths written.
+
+    Raises:
+        OutputExistsError: some target exists and ``options.force`` is False (checked for
+            all targets before anything is written).
+    """
+    opts = options or ExportOptions()
+    if stem_name is None:
+        stem_name = result.source.stem if result.source is not None else "render"
+    paths = output_paths(stem_name, out_dir, opts)
+    if not opts.force:
+        existing = [str(p) for p in paths.all() if p.exists()]
+        if existing:
+            raise OutputExistsError(
+                f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite"
+            )
+    written: list[Path] = []
+    try:
+        jobs: list[tuple[Path, Callable[[Path], object]]] = [
+            (paths.music, lambda p: write_audio(p, result.music, result.sample_rate_hz, bit_depth=opts.bit_depth, force=opts.force)),
+            (paths.blended, lambda p: write_audio(p, result.music_gained, result.sample_rate_hz, bit_depth=opts.bit_depth, force=opts.force)),
+        ]
+        for fmt, p in paths.lanes.items():
+            data = lane_files(result, fmt)
+            jobs.append((p, lambda q, data=data: write_bytes_atomic(q, data, force=opts.force)))
+        if paths.plot is not None:
+            jobs.append((paths.plot, lambda q: write_bytes_atomic(q, render_plot_png(result), force=opts.force)))
+        for p, job in jobs:
+            job(p)
+            written.append(p)
+        report = report_json(result, paths.as_dict(), extra=extra_report)
+        write_bytes_atomic(paths.report, report, force=opts.force)
+    except BaseException:
+        # A half-written set is worse than none: take back what this call wrote.
+        if not opts.force:
+            for p in written:
+                p.unlink(missing_ok=True)
+        raise
+    return paths

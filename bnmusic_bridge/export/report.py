@@ -1,0 +1,99 @@
+"""The JSON report of a render: inputs, every parameter, lane, coverage, NMR, timings."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from ..request import RenderResult
+
+REPORT_VERSION = 1
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _list(arr: np.ndarray, digits: int) -> list[float | None]:
+    return [None if not math.isfinite(v) else round(float(v), digits) for v in np.asarray(arr).ravel()]
+
+
+def report_dict(result: RenderResult, outputs: dict[str, str], extra: dict | None = None) -> dict[str, Any]:
+    """The report as plain JSON-ready data. NaN and infinities become null."""
+    from .. import __version__
+
+    req = result.request
+    lane_db = result.lane_gain_db
+    report: dict[str, Any] = {
+        "report_version": REPORT_VERSION,
+        "package": "bnmusic-bridge",
+        "version": __version__,
+        "input": str(result.source) if result.source is not None else None,
+        "sample_rate": result.sample_rate_hz,
+        "num_samples": result.num_samples,
+        "duration_s": result.num_samples / result.sample_rate_hz,
+        "channels": result.num_channels,
+        "generator": req.generator,
+        "prompt": req.prompt,
+        "negative_prompt": req.negative_prompt,
+        "seed": req.seed,
+        "threshold_model": req.threshold_model,
+        "objective": req.objective,
+        "alpha": req.alpha,
+        "smr_db": req.smr_db,
+        "mask_area": req.mask_area,
+        "parameters": req.to_dict(),
+        "lambda": {
+            "units": {"times_s": "seconds from the stem start", "gain_db": "dB relative to the unity music stem"},
+            "times_s": _list(result.lane_times_s, 3),
+            "gain_db": _list(lane_db, 3),
+            "min_db": _finite_or_none(float(np.min(lane_db))) if lane_db.size else None,
+            "max_db": _finite_or_none(float(np.max(lane_db))) if lane_db.size else None,
+            "window_times_s": _list(result.window_times_s, 3),
+            "window_optimum_db": _list(result.window_gain_db, 3),
+        },
+        "coverage": {
+            "overall": round(float(result.coverage), 6),
+            "frame_rate_hz": result.frame_rate_hz,
+            "per_frame": _list(result.coverage_per_frame, 4),
+        },
+        "nmr_db": _finite_or_none(result.nmr_db),
+        "loudness_lufs": {
+            "noise": round(result.noise_lufs, 3),
+            "music_blended": round(result.music_lufs, 3),
+            "music_minus_noise_lu": round(result.music_lufs - result.noise_lufs, 3),
+        },
+        "timings_s": {k: round(v, 4) for k, v in result.timings_s.items()},
+        "warnings": list(result.warnings),
+        "generator_diagnostics": result.generator_diagnostics,
+        "details": _jsonable(result.extra),
+        "outputs": outputs,
+    }
+    if extra:
+        report.update(_jsonable(extra))
+    return report
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def report_json(result: RenderResult, outputs: dict[str, str], extra: dict | None = None) -> bytes:
+    """The report encoded as UTF-8 JSON (strict: no NaN tokens)."""
+    return json.dumps(report_dict(result, outputs, extra), indent=1, allow_nan=False).encode("utf-8")

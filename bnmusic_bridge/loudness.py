@@ -1,0 +1,55 @@
+"""Loudness (ITU-R BS.1770-4 through pyloudnorm): the one adapter between this package's
+``(channels, samples)`` layout and pyloudnorm's ``(samples, channels)``."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+SILENCE_LUFS = -120.0
+"""Reported for audio too quiet for BS.1770's gates (instead of -inf)."""
+
+
+@lru_cache(maxsize=8)
+def _meter(sample_rate_hz: int):  # type: ignore[no-untyped-def]
+    import pyloudnorm
+
+    return pyloudnorm.Meter(sample_rate_hz)
+
+
+def integrated_lufs(audio: np.ndarray, sample_rate_hz: int) -> float:
+    """Integrated loudness in LUFS of ``(channels, samples)`` or ``(samples,)`` audio.
+
+    Audio shorter than the 400 ms gating block is measured over a zero-padded block;
+    audio that the gates reject entirely gives :data:`SILENCE_LUFS`.
+    """
+    arr = np.asarray(audio, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    block = int(math.ceil(0.4 * sample_rate_hz)) + 1
+    if arr.shape[1] < block:
+        arr = np.pad(arr, ((0, 0), (0, block - arr.shape[1])))
+    if not np.any(arr):
+        return SILENCE_LUFS
+    # pyloudnorm warns when the signal clips; the level is still right for our use.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = float(_meter(int(sample_rate_hz)).integrated_loudness(arr.T))
+    if not math.isfinite(value):
+        return SILENCE_LUFS
+    return max(value, SILENCE_LUFS)
+
+
+def db_to_gain(db: np.ndarray | float) -> np.ndarray | float:
+    """dB to linear amplitude gain (20 log10 convention)."""
+    return np.power(10.0, np.asarray(db) / 20.0) if not np.isscalar(db) else 10.0 ** (db / 20.0)  # type: ignore[operator]
+
+
+def gain_to_db(gain: np.ndarray | float) -> np.ndarray | float:
+    """Linear amplitude gain to dB; 0 gives -inf."""
+    with np.errstate(divide="ignore"):
+        return 20.0 * np.log10(gain)
