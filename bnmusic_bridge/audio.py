@@ -135,12 +135,27 @@ def read_stem(path: str | os.PathLike[str]) -> Stem:
         raise
     except Exception as e:  # pedalboard raises ValueError/RuntimeError for bad files
         raise AudioInputError(f"{p}: not a readable audio file ({e})") from e
-    if audio.shape[1] < expected:
+    available = _pcm_frames_on_disk(p)
+    if audio.shape[1] < expected or (available is not None and available < expected):
+        got = min(audio.shape[1], available if available is not None else audio.shape[1])
         raise AudioInputError(
-            f"{p}: file is truncated: header says {expected} samples, only "
-            f"{audio.shape[1]} could be read"
+            f"{p}: file is truncated: its header promises {expected} samples, only "
+            f"{got} are in the file"
         )
     return check_audio(audio, rate, p)
+
+
+def _pcm_frames_on_disk(p: Path) -> int | None:
+    """Frames actually present in a WAV/AIFF file, counted by libsndfile from the file
+    size (pedalboard trusts the header and pads a cut-off file with silence)."""
+    if p.suffix.lower() not in (".wav", ".wave", ".bwf", ".aif", ".aiff"):
+        return None
+    try:
+        import soundfile
+
+        return int(soundfile.info(str(p)).frames)
+    except Exception:
+        return None
 
 
 def resample(audio: np.ndarray, from_rate_hz: int, to_rate_hz: int, num_samples: int) -> np.ndarray:

@@ -64,6 +64,8 @@ def high_energy_mask(
         )
     n_mels, frames = mel.shape
     valid = frames if valid_frames is None else min(valid_frames, frames)
+    if valid <= 0 or float(mel[:, :valid].max()) <= 0.0:
+        return np.zeros_like(mel, dtype=bool)
     db = _to_db(mel)
     peak_db = float(db[:, :valid].max()) if valid > 0 else -240.0
     floor_db = peak_db + FLOOR_DB
@@ -113,9 +115,10 @@ def enlarge_mask(
     """
     if not mask.any():
         return mask.copy()
-    grown = ndimage.binary_dilation(mask, iterations=enlarge_px) if enlarge_px > 0 else mask
+    square = np.ones((3, 3), dtype=bool)
+    grown = ndimage.binary_dilation(mask, square, iterations=enlarge_px) if enlarge_px > 0 else mask
     steps = enlarge_px
     while grown.mean() < min_share and steps < max_enlarge_px:
-        grown = ndimage.binary_dilation(grown)
+        grown = ndimage.binary_dilation(grown, square)
         steps += 1
     return grown

@@ -69,11 +69,11 @@ def plan_windows(num_samples: int, overlap_frames: int = 64) -> WindowPlan:
     if not 1 <= overlap_frames < WINDOW_FRAMES:
         raise ValueError(f"overlap_frames={overlap_frames} must be 1 to {WINDOW_FRAMES - 1}")
     step = WINDOW_FRAMES - overlap_frames
-    last_frame = (num_samples - 1) // HOP_SAMPLES  # frame centred on the last sample
-    count = 1 + max(0, math.ceil((last_frame - (WINDOW_FRAMES - 1)) / step))
+    # The last window's audio must reach the stem's last sample.
+    count = 1 + max(0, math.ceil((num_samples - WINDOW_SAMPLES) / (step * HOP_SAMPLES)))
     starts = tuple(k * step for k in range(count))
     padded = starts[-1] * HOP_SAMPLES + WINDOW_SAMPLES
-    return WindowPlan(num_samples, overlap_frames, step, starts, max(padded, num_samples))
+    return WindowPlan(num_samples, overlap_frames, step, starts, padded)
 
 
 def crossfade_gains(
