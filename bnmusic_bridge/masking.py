@@ -1,0 +1,544 @@
+"""Masking thresholds on the Riffusion mel grid (Stage 2, first half).
+
+Every array here is on the analysis grid of the whole stem: float ``(n_mels=512, frames)``
+of LINEAR MEL MAGNITUDE as :func:`bnmusic_bridge.spectrogram.audio_to_mel` returns it
+(1.0 = full-scale audio), mel orientation (row 0 = lowest band, 0..10 kHz HTK mel), one
+frame per 10 ms (frame ``j`` centred on sample ``j * 441`` at 44.1 kHz).
+
+A :class:`MaskingField` says, per time-frequency bin, how much masker the noise needs
+(``required``) and how much masking the music delivers per unit of linear gain
+(``capacity``). A bin is masked at linear gain ``g`` iff ``g * capacity >= required``.
+Two models fill it:
+
+* ``smr`` (the paper): the music masks a bin when it is ``smr_db`` (21 dB, Painter and
+  Spanias' tone-masking-noise SMR) above the noise in that very bin:
+  ``required = noise * 10 ** (smr_db / 20)``, ``capacity = music``.
+* ``spreading`` (ours, beyond the paper): ISO/MPEG psychoacoustic model 1 as simplified
+  by Qin et al. 2019, run directly on the mel bands with the music as masker and the noise
+  as maskee: ``required = noise`` (0 where the noise lies under the absolute threshold of
+  hearing), ``capacity`` = the music's global masking threshold at unity gain, as a mel
+  magnitude.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import ParameterError
+from .spectrogram import (
+    DEFAULT_PARAMS,
+    SpectrogramParams,
+    mel_center_hz,
+    mel_filterbank,
+)
+
+THRESHOLD_MODELS = ("smr", "spreading")
+"""Names :func:`masking_field` accepts."""
+
+DEFAULT_SMR_DB = 21.0
+"""Tone-masking-noise signal-to-mask ratio the paper takes from Painter and Spanias, dB."""
+
+FULL_SCALE_DB_SPL = 96.0
+"""Sound pressure level a full-scale (0 dBFS) sine is taken to play at, dB SPL (the
+MPEG/PAM-1 convention: 16-bit full scale <-> 96 dB)."""
+
+MASKER_MIN_DISTANCE_BARK = 0.5
+"""PAM-1: of two maskers closer than this, only the louder one is kept, Bark."""
+
+_SLOPE_CLASS_STEP_DB = 4.0
+"""Masker-level spacing of the upper-slope classes (see :func:`spreading_field`), dB;
+0.37 dB/Bark per dB of level, so neighbouring classes differ by 1.48 dB/Bark."""
+
+_TINY = 1e-30
+
+
+@dataclass(frozen=True)
+class MaskingField:
+    """What the noise needs and what the music gives, per mel bin.
+
+    Attributes:
+        required: float32 ``(n_mels, frames)``, mel orientation: the masker magnitude
+            (linear mel magnitude, on ``capacity``'s scale) a bin needs to be masked;
+            0 where the bin needs nothing (no noise, or noise under the threshold of
+            hearing).
+        capacity: float32 ``(n_mels, frames)``: the masking the music delivers in each
+            bin at linear gain 1 (unity), linear mel magnitude; it scales linearly with
+            the gain.
+        model: ``"smr"`` or ``"spreading"``.
+        margin_db: how far ``required`` sits above the noise's own magnitude on audible
+            bins, dB (``smr_db`` for ``smr``, 0 for ``spreading``); metering uses it to
+            express the threshold in noise units.
+
+    A bin is masked at linear gain ``g`` (a scalar, or one value per frame) iff
+    ``g * capacity >= required``.
+    """
+
+    required: np.ndarray
+    capacity: np.ndarray
+    model: str
+    margin_db: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.model not in THRESHOLD_MODELS:
+            raise ParameterError(f"model must be one of {THRESHOLD_MODELS}, got {self.model!r}")
+        req = np.asarray(self.required)
+        cap = np.asarray(self.capacity)
+        if req.ndim != 2 or req.shape != cap.shape:
+            raise ParameterError(
+                "required and capacity must be 2-D (n_mels, frames) of one shape, got "
+                f"{req.shape} and {cap.shape}"
+            )
+
+    @property
+    def num_frames(self) -> int:
+        """Number of 10 ms frames (columns)."""
+        return int(self.required.shape[1])
+
+    def required_gain(self) -> np.ndarray:
+        """Lowest linear gain that masks each bin: ``required / capacity``.
+
+        Returns:
+            float64 ``(n_mels, frames)``: 0 where ``required == 0`` (masked at any gain),
+            inf where ``required > 0`` and ``capacity == 0`` (never masked).
+        """
+        req = np.asarray(self.required, dtype=np.float64)
+        cap = np.asarray(self.capacity, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = req / cap
+        gain[req <= 0.0] = 0.0
+        gain[(req > 0.0) & (cap <= 0.0)] = np.inf
+        return gain
+
+    def masked(self, gain: float | np.ndarray) -> np.ndarray:
+        """Bool ``(n_mels, frames)``: True where ``gain * capacity >= required``.
+
+        Args:
+            gain: linear gain, a scalar or one value per frame ``(frames,)``.
+        """
+        g = gain_per_frame(gain, self.num_frames)
+        return g[None, :] * self.capacity.astype(np.float64) >= self.required
+
+
+def gain_per_frame(gain: float | np.ndarray, num_frames: int) -> np.ndarray:
+    """A linear gain (scalar or ``(frames,)``) as a float64 ``(frames,)`` array.
+
+    Raises:
+        ParameterError: the gain has the wrong length, or is negative or NaN.
+    """
+    g = np.asarray(gain, dtype=np.float64)
+    if g.ndim == 0:
+        g = np.full(num_frames, float(g))
+    elif g.shape != (num_frames,):
+        raise ParameterError(
+            f"gain must be a scalar or one value per frame ({num_frames},), got shape {g.shape}"
+        )
+    if np.any(np.isnan(g)) or np.any(g < 0.0):
+        raise ParameterError("gain must be >= 0 and not NaN (linear gain)")
+    return g
+
+
+def _check_pair(noise_mel: np.ndarray, music_mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    noise = np.asarray(noise_mel, dtype=np.float32)
+    music = np.asarray(music_mel, dtype=np.float32)
+    if noise.ndim != 2 or noise.shape != music.shape:
+        raise ParameterError(
+            "noise_mel and music_mel must be 2-D (n_mels, frames) of one shape, got "
+            f"{noise.shape} and {music.shape}"
+        )
+    for name, arr in (("noise_mel", noise), ("music_mel", music)):
+        if not np.all(np.isfinite(arr)):
+            raise ParameterError(f"{name} holds NaN or inf values")
+        if np.any(arr < 0.0):
+            raise ParameterError(f"{name} holds negative values; expected a linear magnitude")
+    return noise, music
+
+
+def smr_field(
+    noise_mel: np.ndarray, music_mel: np.ndarray, smr_db: float = DEFAULT_SMR_DB
+) -> MaskingField:
+    """The paper's threshold: the music must exceed the noise by ``smr_db`` in each bin.
+
+    Args:
+        noise_mel: float ``(n_mels, frames)`` linear mel magnitude of the noise.
+        music_mel: same shape, the music at unity gain (loudness-matched to the noise).
+        smr_db: signal-to-mask ratio in dB (paper: 21).
+
+    Returns:
+        ``required = noise * 10 ** (smr_db / 20)``, ``capacity = music`` (float32).
+    """
+    if not np.isfinite(smr_db):
+        raise ParameterError(f"smr_db must be finite, got {smr_db}")
+    noise, music = _check_pair(noise_mel, music_mel)
+    scale = np.float32(10.0 ** (smr_db / 20.0))
+    return MaskingField(
+        required=noise * scale, capacity=music.copy(), model="smr", margin_db=float(smr_db)
+    )
+
+
+# --- psychoacoustic model 1 on the mel grid -------------------------------------------
+
+
+def bark(freq_hz: np.ndarray) -> np.ndarray:
+    """Bark of a frequency in Hz (Zwicker): ``13 atan(0.00076 f) + 3.5 atan((f/7500)^2)``."""
+    f = np.asarray(freq_hz, dtype=np.float64)
+    return 13.0 * np.arctan(0.00076 * f) + 3.5 * np.arctan((f / 7500.0) ** 2)
+
+
+def ath_db_spl(freq_hz: np.ndarray) -> np.ndarray:
+    """Absolute threshold of hearing in dB SPL (Terhardt, as in PAM-1), f in Hz (> 0)."""
+    f_khz = np.asarray(freq_hz, dtype=np.float64) / 1000.0
+    return 3.64 * f_khz**-0.8 - 6.5 * np.exp(-0.6 * (f_khz - 3.3) ** 2) + 0.001 * f_khz**4 - 12.0
+
+
+def _hann_dtft_magnitude(
+    offset_hz: np.ndarray, win_samples: int, sample_rate_hz: int
+) -> np.ndarray:
+    """``|W(offset)|`` of a periodic Hann window of ``win_samples`` (sum = N/2 at 0 Hz)."""
+    n = float(win_samples)
+    omega = 2.0 * np.pi * np.asarray(offset_hz, dtype=np.float64) / sample_rate_hz
+
+    def dirichlet(w: np.ndarray) -> np.ndarray:
+        half = np.sin(w / 2.0)
+        small = np.abs(half) < 1e-12
+        out = np.empty_like(w)
+        out[~small] = np.sin(n * w[~small] / 2.0) / half[~small]
+        out[small] = n
+        return out
+
+    # periodic Hann = 0.5 - 0.5 cos(2 pi t / N): three shifted Dirichlet kernels whose
+    # common linear phase drops out of the magnitude.
+    phase = np.exp(1j * np.pi * (n - 1.0) / n)
+    spec = (
+        0.5 * dirichlet(omega)
+        - 0.25 * dirichlet(omega - 2.0 * np.pi / n) * phase
+        - 0.25 * dirichlet(omega + 2.0 * np.pi / n) / phase
+    )
+    return np.abs(spec)
+
+
+@lru_cache(maxsize=4)
+def _sine_response(params: SpectrogramParams) -> np.ndarray:
+    fb = mel_filterbank(params).astype(np.float64)
+    centers = mel_center_hz(params)
+    bin_hz = np.linspace(0.0, params.sample_rate_hz // 2, params.n_freqs)
+    band, freq_bin = np.nonzero(fb)
+    mag = _hann_dtft_magnitude(
+        bin_hz[freq_bin] - centers[band], params.win_samples, params.sample_rate_hz
+    )
+    # A unit sine puts half the window's transform on each side; only the positive
+    # side reaches the band (the mirror image matters only for bands under ~20 Hz,
+    # far under the threshold of hearing).
+    response = np.zeros(params.n_mels)
+    np.add.at(response, band, 0.5 * fb[band, freq_bin] * mag)
+    response.setflags(write=False)
+    return response
+
+
+def sine_response(params: SpectrogramParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Mel magnitude a full-scale (amplitude 1.0) sine at each band's centre gives in that band.
+
+    Computed from the window's transform and the filterbank (what
+    :func:`~bnmusic_bridge.spectrogram.audio_to_mel` of a long sine returns, to float
+    precision). float64 ``(n_mels,)``; read-only.
+    """
+    return _sine_response(params)
+
+
+def calibration_db(
+    params: SpectrogramParams = DEFAULT_PARAMS, full_scale_db_spl: float = FULL_SCALE_DB_SPL
+) -> np.ndarray:
+    """dB to add to ``20 log10(mel magnitude)`` to get dB SPL, per band ``(n_mels,)``.
+
+    Fixed for every signal (no per-signal normalisation, since music and noise are
+    compared): a full-scale sine at a band's centre reads ``full_scale_db_spl`` in that
+    band.
+    """
+    return full_scale_db_spl - 20.0 * np.log10(sine_response(params))
+
+
+def ath_mel_magnitude(
+    params: SpectrogramParams = DEFAULT_PARAMS, full_scale_db_spl: float = FULL_SCALE_DB_SPL
+) -> np.ndarray:
+    """The absolute threshold of hearing at each band centre as a mel magnitude, ``(n_mels,)``."""
+    ath = ath_db_spl(mel_center_hz(params))
+    return 10.0 ** ((ath - calibration_db(params, full_scale_db_spl)) / 20.0)
+
+
+@dataclass(frozen=True)
+class _BandGeometry:
+    bark: np.ndarray  # (n_mels,)
+    ath_db: np.ndarray  # (n_mels,)
+    cal_db: np.ndarray  # (n_mels,)
+    window_lo: np.ndarray  # first band within MASKER_MIN_DISTANCE_BARK below, (n_mels,)
+    window_hi: np.ndarray  # last band within it above, (n_mels,)
+    window_level: np.ndarray  # sparse-table level per band, (n_mels,)
+    num_levels: int
+
+
+@lru_cache(maxsize=8)
+def _geometry(params: SpectrogramParams, full_scale_db_spl: float) -> _BandGeometry:
+    z = bark(mel_center_hz(params))
+    lo = np.searchsorted(z, z - MASKER_MIN_DISTANCE_BARK, side="right")
+    hi = np.searchsorted(z, z + MASKER_MIN_DISTANCE_BARK, side="left") - 1
+    length = hi - lo + 1
+    level = np.floor(np.log2(length)).astype(np.int64)
+    return _BandGeometry(
+        bark=z,
+        ath_db=ath_db_spl(mel_center_hz(params)),
+        cal_db=calibration_db(params, full_scale_db_spl),
+        window_lo=lo,
+        window_hi=hi,
+        window_level=level,
+        num_levels=int(level.max()) + 1,
+    )
+
+
+def _range_max_at(
+    values: np.ndarray, band: np.ndarray, frame: np.ndarray, geo: _BandGeometry
+) -> np.ndarray:
+    """Max of ``values`` (n_mels, frames) over the +-0.5 Bark window of each (band, frame)."""
+    n = values.shape[0]
+    # sparse table: level i holds the max over 2**i consecutive bands
+    table = np.full((geo.num_levels, *values.shape), -np.inf, dtype=values.dtype)
+    table[0] = values
+    for i in range(1, geo.num_levels):
+        step = 1 << (i - 1)
+        np.maximum(table[i - 1, : n - step], table[i - 1, step:], out=table[i, : n - step])
+    lvl = geo.window_level[band]
+    left = table[lvl, geo.window_lo[band], frame]
+    right = table[lvl, geo.window_hi[band] - (1 << lvl) + 1, frame]
+    return np.maximum(left, right)
+
+
+@dataclass(frozen=True)
+class Maskers:
+    """The tonal maskers PAM-1 keeps, as coordinates into a ``(n_mels, frames)`` array.
+
+    Attributes:
+        band: int ``(n,)`` mel band of each masker (row index), sorted by band.
+        frame: int ``(n,)`` frame of each masker (column index).
+        level_db_spl: float64 ``(n,)`` masker level P, dB SPL (power sum of the band and
+            its two neighbours).
+    """
+
+    band: np.ndarray
+    frame: np.ndarray
+    level_db_spl: np.ndarray
+
+
+def find_maskers(
+    power_spl: np.ndarray,
+    params: SpectrogramParams = DEFAULT_PARAMS,
+    full_scale_db_spl: float = FULL_SCALE_DB_SPL,
+) -> Maskers:
+    """PAM-1 step 4: the maskers of a calibrated band power ``(n_mels, frames)``.
+
+    Args:
+        power_spl: linear band power on the dB SPL scale (``10 log10`` of it is dB SPL),
+            e.g. ``mel ** 2 * 10 ** (calibration_db / 10)``.
+
+    A masker is a strict local maximum across bands (edge bands excluded), with level
+    ``P = 10 log10`` of the power sum of it and its two neighbours; maskers under the
+    threshold of hearing are dropped, and a masker is dropped when a louder one lies
+    closer than 0.5 Bark (a vectorised form of PAM-1's pairwise pruning: the sequential
+    version can keep a masker whose louder neighbour was itself pruned, this one does
+    not).
+    """
+    geo = _geometry(params, full_scale_db_spl)
+    pw = np.asarray(power_spl, dtype=np.float64)
+    centre = pw[1:-1]
+    peak = (centre > pw[:-2]) & (centre > pw[2:])
+    band, frame = np.nonzero(peak)
+    band = band + 1
+    summed = pw[band - 1, frame] + pw[band, frame] + pw[band + 1, frame]
+    audible = summed >= 10.0 ** (geo.ath_db[band] / 10.0)
+    band, frame, summed = band[audible], frame[audible], summed[audible]
+    level = (10.0 * np.log10(summed)).astype(np.float32)
+    candidates = np.full(pw.shape, -np.inf, dtype=np.float32)
+    candidates[band, frame] = level
+    keep = level >= _range_max_at(candidates, band, frame, geo)
+    return Maskers(band=band[keep], frame=frame[keep], level_db_spl=level[keep].astype(np.float64))
+
+
+def _power_spl(mel: np.ndarray, cal_db: np.ndarray) -> np.ndarray:
+    mel64 = mel.astype(np.float64)
+    return mel64 * mel64 * (10.0 ** (cal_db / 10.0))[:, None]
+
+
+def masking_threshold_power(
+    maskers: Maskers,
+    shape: tuple[int, int],
+    params: SpectrogramParams = DEFAULT_PARAMS,
+    full_scale_db_spl: float = FULL_SCALE_DB_SPL,
+) -> np.ndarray:
+    """PAM-1 steps 5-6 without the ATH term: summed masker thresholds, linear power.
+
+    Each masker ``j`` (Bark ``z_j``, level ``P_j``) spreads to band ``k`` with
+    ``dz = z_k - z_j`` as ``P_j - 6.025 - 0.275 z_j + 27 dz`` (dz <= 0) or
+    ``+ (-27 + 0.37 max(P_j - 40, 0)) dz`` (dz > 0); the powers are summed.
+
+    Vectorised without a masker x band matrix: a slope in dB/Bark is a fixed decay per
+    band step, so each side is a first-order scan along the bands (one numpy operation
+    per band, over all frames at once). The lower slope is one scan; the level-dependent
+    upper slopes are binned into classes 4 dB of level apart (1.48 dB/Bark), each
+    masker's power split linearly between its two neighbouring classes, one scan state
+    per class. The split is exact at the masker and within about 0.5 dB where the
+    threshold is within 40 dB of its masker (checked against
+    :func:`spreading_threshold_reference` in the tests).
+
+    Returns:
+        float64 ``shape`` = ``(n_mels, frames)``, power on the dB SPL scale
+        (``10 log10`` of it is dB SPL).
+    """
+    geo = _geometry(params, full_scale_db_spl)
+    num_bands, num_frames = shape
+    if maskers.band.size == 0:
+        return np.zeros(shape, dtype=np.float64)
+    dz = np.diff(geo.bark)  # (n_mels - 1,), > 0
+    p = maskers.level_db_spl
+    amp = 10.0 ** ((p - 6.025 - 0.275 * geo.bark[maskers.band]) / 10.0)
+
+    # lower side, inclusive of the masker's own band: reverse scan
+    lower = np.zeros(shape, dtype=np.float64)
+    lower[maskers.band, maskers.frame] = amp
+    decay_low = 10.0 ** (-27.0 * dz / 10.0)
+    for k in range(num_bands - 2, -1, -1):
+        lower[k] += lower[k + 1] * decay_low[k]
+
+    # upper side, strictly above the masker: forward scan per slope class
+    excess = np.maximum(p - 40.0, 0.0) / _SLOPE_CLASS_STEP_DB
+    cls0 = np.floor(excess).astype(np.int64)
+    frac = excess - cls0
+    num_classes = int(cls0.max()) + 2
+    slopes = -27.0 + 0.37 * _SLOPE_CLASS_STEP_DB * np.arange(num_classes)
+    decay_up = 10.0 ** (np.outer(dz, slopes) / 10.0)  # (n_mels - 1, classes)
+    state = np.zeros((num_bands, num_classes, num_frames), dtype=np.float64)
+    state[maskers.band, cls0, maskers.frame] = amp * (1.0 - frac)
+    state[maskers.band, cls0 + 1, maskers.frame] = amp * frac
+    for k in range(1, num_bands):
+        state[k] += state[k - 1] * decay_up[k - 1][:, None]
+    # what reached band k from strictly below: the previous band's state, decayed
+    upper = np.matmul(decay_up[:, None, :], state[:-1])[:, 0, :]
+    lower[1:] += upper
+    return lower
+
+
+def spreading_field(
+    noise_mel: np.ndarray,
+    music_mel: np.ndarray,
+    *,
+    full_scale_db_spl: float = FULL_SCALE_DB_SPL,
+    params: SpectrogramParams = DEFAULT_PARAMS,
+) -> MaskingField:
+    """Psychoacoustic model 1 (simplified, Qin et al. 2019) on the mel grid.
+
+    Masker = music (at unity gain), maskee = noise. Steps, per 10 ms frame:
+
+    1. Level: ``L = 20 log10(mel) + calibration_db`` in dB SPL, with a FIXED calibration
+       shared by both signals (a full-scale sine at a band's centre reads
+       ``full_scale_db_spl`` = 96 dB in that band), not PAM-1's per-signal "loudest bin
+       = 96 dB", because two signals are compared.
+    2. Bark of each mel band centre; ATH at each band centre.
+    3. Maskers: see :func:`find_maskers`.
+    4. Spreading in Bark with the level-dependent upper slope, powers summed: see
+       :func:`masking_threshold_power`.
+
+    ``capacity`` is that threshold converted back to a mel magnitude; ``required`` is the
+    noise magnitude, set to 0 where the noise lies under the ATH (inaudible, so counted
+    as masked).
+
+    Approximations (ours):
+
+    * Mel bands stand in for PAM-1's FFT bins: a tone spreads over several narrow mel
+      bands at low frequencies (its 3-band masker level then reads a few dB under the
+      tone's power) and fits in one or two at high frequencies.
+    * The level-dependent upper slope and the ATH pruning of maskers are evaluated at
+      unity gain; the threshold is then scaled linearly by the gain. Above unity the
+      true upper slopes get shallower (more masking), so above-unity coverage is slightly
+      underestimated, and below unity slightly overestimated.
+    * The ATH is not added to ``capacity`` (it does not scale with the gain); instead
+      noise under the ATH needs nothing. Where noise is just above the ATH the true
+      threshold (music + ATH) would mask slightly earlier than ``g * capacity``.
+    * Upper slopes are binned into classes 1.48 dB/Bark apart (see
+      :func:`masking_threshold_power`).
+
+    Args:
+        noise_mel: float ``(n_mels, frames)`` linear mel magnitude of the noise (scale of
+            :func:`~bnmusic_bridge.spectrogram.audio_to_mel`, 1.0 = full-scale audio).
+        music_mel: same shape and scale, the music at unity gain.
+        full_scale_db_spl: playback level of a full-scale sine, dB SPL.
+        params: the spectrogram settings the mels were made with.
+
+    Returns:
+        a :class:`MaskingField` with ``model == "spreading"`` (float32 arrays).
+    """
+    noise, music = _check_pair(noise_mel, music_mel)
+    if noise.shape[0] != params.n_mels:
+        raise ParameterError(f"mels must have n_mels={params.n_mels} rows, got shape {noise.shape}")
+    if not np.isfinite(full_scale_db_spl):
+        raise ParameterError(f"full_scale_db_spl must be finite, got {full_scale_db_spl}")
+    geo = _geometry(params, float(full_scale_db_spl))
+    maskers = find_maskers(_power_spl(music, geo.cal_db), params, float(full_scale_db_spl))
+    threshold = masking_threshold_power(maskers, music.shape, params, float(full_scale_db_spl))
+    # dB SPL power -> mel magnitude: divide out the calibration
+    threshold *= (10.0 ** (-geo.cal_db / 10.0))[:, None]
+    capacity = np.sqrt(threshold, out=threshold).astype(np.float32)
+    ath_mag = (10.0 ** ((geo.ath_db - geo.cal_db) / 20.0)).astype(np.float32)
+    required = np.where(noise >= ath_mag[:, None], noise, np.float32(0.0))
+    return MaskingField(
+        required=required,
+        capacity=capacity,
+        model="spreading",
+        margin_db=0.0,
+    )
+
+
+def spreading_threshold_reference(
+    music_mel: np.ndarray,
+    *,
+    full_scale_db_spl: float = FULL_SCALE_DB_SPL,
+    params: SpectrogramParams = DEFAULT_PARAMS,
+) -> np.ndarray:
+    """Slow reference for :func:`masking_threshold_power`: a loop over frames and maskers.
+
+    Uses the same maskers (:func:`find_maskers`) and each masker's exact level-dependent
+    upper slope (no slope classes). For tests and the benchmark's baseline only.
+
+    Returns:
+        float64 ``(n_mels, frames)`` threshold power on the dB SPL scale (no ATH term).
+    """
+    music = np.asarray(music_mel, dtype=np.float64)
+    geo = _geometry(params, float(full_scale_db_spl))
+    maskers = find_maskers(_power_spl(music, geo.cal_db), params, float(full_scale_db_spl))
+    z = geo.bark
+    out = np.zeros(music.shape)
+    for frame in range(music.shape[1]):
+        sel = maskers.frame == frame
+        for band, p in zip(maskers.band[sel], maskers.level_db_spl[sel], strict=True):
+            dz = z - z[band]
+            slope_up = -27.0 + 0.37 * max(p - 40.0, 0.0)
+            spread = np.where(dz <= 0.0, 27.0 * dz, slope_up * dz)
+            out[:, frame] += 10.0 ** ((p - 6.025 - 0.275 * z[band] + spread) / 10.0)
+    return out
+
+
+def masking_field(
+    model: str,
+    noise_mel: np.ndarray,
+    music_mel: np.ndarray,
+    *,
+    smr_db: float = DEFAULT_SMR_DB,
+    full_scale_db_spl: float = FULL_SCALE_DB_SPL,
+) -> MaskingField:
+    """Build the :class:`MaskingField` of ``model`` (one of :data:`THRESHOLD_MODELS`).
+
+    ``smr_db`` applies to ``smr``; ``full_scale_db_spl`` to ``spreading``.
+    """
+    if model == "smr":
+        return smr_field(noise_mel, music_mel, smr_db=smr_db)
+    if model == "spreading":
+        return spreading_field(noise_mel, music_mel, full_scale_db_spl=full_scale_db_spl)
+    raise ParameterError(f"threshold model must be one of {THRESHOLD_MODELS}, got {model!r}")
