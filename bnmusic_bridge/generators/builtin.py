@@ -19,3 +19,65 @@ register_generator(
     _procedural,
     "embedded default: composes music aligned to the noise's rhythm and bands; no weights, CPU",
 )
+
+
+def _riffusion(**options: Any) -> Generator:
+    from .riffusion import RiffusionGenerator
+
+    return RiffusionGenerator(**options)
+
+
+def _riffusion_a2a(**options: Any) -> Generator:
+    from .baselines import RiffusionA2AGenerator
+
+    return RiffusionA2AGenerator(**options)
+
+
+def _outpaint_only(**options: Any) -> Generator:
+    from .baselines import OutpaintOnlyGenerator
+
+    return OutpaintOnlyGenerator(**options)
+
+
+def _noise_only(**options: Any) -> Generator:
+    from .baselines import NoiseOnlyGenerator
+
+    if options:
+        from ..errors import ParameterError
+
+        raise ParameterError(f"generator 'noise-only' takes no options, got {sorted(options)}")
+    return NoiseOnlyGenerator()
+
+
+def _random_music(**options: Any) -> Generator:
+    from .baselines import RandomMusicGenerator
+
+    return RandomMusicGenerator(**options)
+
+
+register_generator(
+    "riffusion",
+    _riffusion,
+    "BNMusic Stage 1: Riffusion (Stable Diffusion 1.x) outpaints around the noise core, "
+    "then inpaints it; needs the weights, GPU recommended",
+)
+register_generator(
+    "riffusion-a2a",
+    _riffusion_a2a,
+    "baseline: Riffusion audio-to-audio (image-to-image of the noise image, strength 0.55)",
+)
+register_generator(
+    "outpaint-only",
+    _outpaint_only,
+    "ablation: BNMusic's outpainting step only (no inpainting of the core)",
+)
+register_generator(
+    "noise-only",
+    _noise_only,
+    "baseline: silent music (the noise heard alone)",
+)
+register_generator(
+    "random-music",
+    _random_music,
+    "baseline: an unrelated music file from music_dir, chosen by seed, looped to the stem",
+)

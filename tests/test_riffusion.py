@@ -1,0 +1,349 @@
+"""The ``riffusion`` generator on a tiny random Stable Diffusion pipeline (offline, CPU).
+
+Images are 64 x 64 (one test uses 512 x 512 windows resized to the model's 64), 2 steps
+per call; the tiny model is built once per session. The weights are random, so tests
+check plumbing: masks, kept pixels, seeds, continuation, errors, cancellation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tiny_sd import tiny_sd_folder_for
+
+from bnmusic_bridge.errors import (
+    CancelledError,
+    GeneratorError,
+    ModelNotFoundError,
+    ParameterError,
+)
+from bnmusic_bridge.generators.base import (
+    GenerationSettings,
+    NoiseWindow,
+    WindowMusic,
+    get_generator,
+)
+from bnmusic_bridge.generators.baselines import OutpaintOnlyGenerator
+from bnmusic_bridge.generators.riffusion import (
+    SCHEDULERS,
+    RiffusionGenerator,
+    riffusion_plan,
+    window_seed,
+)
+
+SIDE = 64
+NO_ANALYSIS: Any = None  # the riffusion generator does not read the stem analysis
+FAST = {
+    "resolution": 64,
+    "outpaint_steps": 2,
+    "inpaint_steps": 2,
+    "inpaint_strength": 1.0,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tiny_sd_folder_for(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_model: str) -> RiffusionGenerator:
+    g = RiffusionGenerator(tiny_model, local_files_only=True, device="cpu")
+    g.load()
+    return g
+
+
+def make_window(index: int, side: int = SIDE, seed: int = 0) -> NoiseWindow:
+    """A noise-like window: random grey image, a rectangular core M inside a larger one."""
+    rng = np.random.default_rng(seed + 100 * index)
+    image = rng.integers(0, 256, (side, side)).astype(np.uint8)
+    mask = np.zeros((side, side), dtype=bool)
+    enlarged = np.zeros((side, side), dtype=bool)
+    s = side // 64
+    mask[20 * s : 32 * s, 12 * s : 44 * s] = True
+    enlarged[16 * s : 36 * s, 8 * s : 48 * s] = True
+    n = 511 * 441
+    return NoiseWindow(
+        index=index,
+        start_sample=index * 448 * 441,
+        num_samples=n,
+        valid_samples=n,
+        audio=np.zeros(n, dtype=np.float32),
+        image=image,
+        max_value=1.0,
+        mask=mask,
+        mask_enlarged=enlarged,
+    )
+
+
+def settings(seed: int = 3, overlap: int = 8, **params: Any) -> GenerationSettings:
+    return GenerationSettings(
+        prompt="lofi hip hop beat",
+        seed=seed,
+        overlap_frames=overlap,
+        params={**FAST, **params},
+    )
+
+
+def img(music: WindowMusic) -> np.ndarray:
+    assert music.image is not None
+    return music.image
+
+
+class PipeSpy:
+    """Stands in for a diffusers pipeline: records each call's kwargs, then delegates."""
+
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        return self._pipe(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+
+def test_output_shape_dtype_and_diagnostics(gen: RiffusionGenerator) -> None:
+    windows = [make_window(0), make_window(1)]
+    out = gen.generate(windows, NO_ANALYSIS, settings())
+    assert len(out) == 2
+    for music, window in zip(out, windows, strict=True):
+        assert music.audio is None
+        assert music.image is not None
+        assert music.image.shape == (SIDE, SIDE)
+        assert music.image.dtype == np.uint8
+        assert music.diagnostics["device"] == "cpu"
+        assert music.diagnostics["dtype"] == "float32"
+        assert music.diagnostics["scheduler"] == "dpmsolver++"
+        assert music.diagnostics["seed"] == window_seed(3, window.index)
+        # Outside the enlarged core the outpainting generated something new.
+        outside = ~window.mask_enlarged
+        assert np.mean(music.image[outside] != window.image[outside]) > 0.5
+
+
+def test_masks_passed_to_diffusers(gen: RiffusionGenerator) -> None:
+    window = make_window(0)
+    spy = PipeSpy(gen._pipes["inpaint"])  # type: ignore[index]
+    original = gen._pipes["inpaint"]  # type: ignore[index]
+    gen._pipes["inpaint"] = spy  # type: ignore[index]
+    try:
+        gen.generate([window], NO_ANALYSIS, settings(continuation=False))
+    finally:
+        gen._pipes["inpaint"] = original  # type: ignore[index]
+    assert len(spy.calls) == 2
+    outpaint_mask = spy.calls[0]["mask_image"].numpy()[0, 0]
+    inpaint_mask = spy.calls[1]["mask_image"].numpy()[0, 0]
+    # diffusers: white (1) = repaint. Outpainting repaints everything but M ...
+    np.testing.assert_array_equal(outpaint_mask > 0.5, ~window.mask)
+    # ... inpainting repaints the enlarged core.
+    np.testing.assert_array_equal(inpaint_mask > 0.5, window.mask_enlarged)
+    assert spy.calls[0]["strength"] == 1.0
+    assert spy.calls[1]["num_inference_steps"] == 2
+
+
+def test_kept_pixels_come_back_unchanged(gen: RiffusionGenerator, tiny_model: str) -> None:
+    window = make_window(0)
+    s = settings(continuation=False)
+    full = gen.generate([window], NO_ANALYSIS, s)[0].image
+    outpaint_only = OutpaintOnlyGenerator(tiny_model, local_files_only=True, device="cpu")
+    outpainted = outpaint_only.generate(
+        [window],
+        NO_ANALYSIS,
+        GenerationSettings(
+            prompt=s.prompt,
+            seed=s.seed,
+            params={"resolution": 64, "outpaint_steps": 2, "continuation": False},
+        ),
+    )[0].image
+    assert full is not None and outpainted is not None
+    # Step (a) keeps the noise core M exactly.
+    np.testing.assert_array_equal(outpainted[window.mask], window.image[window.mask])
+    # Step (b) keeps everything outside the enlarged core exactly as step (a) left it
+    # (same seed, same first call), and repaints inside it.
+    outside = ~window.mask_enlarged
+    np.testing.assert_array_equal(full[outside], outpainted[outside])
+    assert np.mean(full[window.mask_enlarged] != outpainted[window.mask_enlarged]) > 0.5
+    # The two generators share one set of weights.
+    assert outpaint_only.engine._loaded is gen._loaded
+
+
+def test_full_size_windows_resized_to_model_resolution(gen: RiffusionGenerator) -> None:
+    window = make_window(0, side=512)
+    out = gen.generate([window], NO_ANALYSIS, settings(continuation=False))[0]
+    assert out.image is not None and out.image.shape == (512, 512)
+    outside = ~window.mask_enlarged
+    assert np.mean(out.image[outside] != window.image[outside]) > 0.5
+
+
+def test_same_seed_same_music_other_seed_differs(gen: RiffusionGenerator) -> None:
+    windows = [make_window(0)]
+    a = gen.generate(windows, NO_ANALYSIS, settings(seed=7))[0].image
+    b = gen.generate(windows, NO_ANALYSIS, settings(seed=7))[0].image
+    c = gen.generate(windows, NO_ANALYSIS, settings(seed=8))[0].image
+    np.testing.assert_array_equal(a, b)
+    assert np.mean(a != c) > 0.3
+
+
+def test_continuation_keeps_previous_tail(gen: RiffusionGenerator) -> None:
+    windows = [make_window(0), make_window(1), make_window(2)]
+    overlap = 8
+    out = gen.generate(windows, NO_ANALYSIS, settings(overlap=overlap))
+    images = [img(m) for m in out]
+    for k in (1, 2):
+        np.testing.assert_array_equal(images[k][:, :overlap], images[k - 1][:, -overlap:])
+        assert out[k].diagnostics["continued_from_previous"] is True
+    assert out[0].diagnostics["continued_from_previous"] is False
+    # Without continuation the first columns are generated afresh.
+    free = gen.generate(windows, NO_ANALYSIS, settings(overlap=overlap, continuation=False))
+    assert not np.array_equal(img(free[1])[:, :overlap], img(free[0])[:, -overlap:])
+
+
+def test_batched_windows_match_one_by_one(tiny_model: str, gen: RiffusionGenerator) -> None:
+    windows = [make_window(0), make_window(1)]
+    batched = RiffusionGenerator(tiny_model, local_files_only=True, device="cpu", batch_size=2)
+    s = settings(continuation=False)
+    a = batched.generate(windows, NO_ANALYSIS, s)
+    b = gen.generate(windows, NO_ANALYSIS, s)
+    assert a[0].diagnostics["batch_size"] == 2 and b[0].diagnostics["batch_size"] == 1
+    for x, y in zip(a, b, strict=True):
+        diff = np.abs(x.image.astype(int) - y.image.astype(int))  # type: ignore[union-attr]
+        assert diff.max() <= 2, "per-window seeds make results independent of batching"
+
+
+def test_out_of_memory_halves_batch_then_fails(
+    tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    g = RiffusionGenerator(tiny_model, local_files_only=True, device="cpu", batch_size=4)
+    real = g._run_group
+    sizes: list[int] = []
+
+    def flaky(jobs: Any, *args: Any) -> Any:
+        sizes.append(len(jobs))
+        if len(jobs) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(jobs, *args)
+
+    monkeypatch.setattr(g, "_run_group", flaky)
+    windows = [make_window(i) for i in range(3)]
+    out = g.generate(windows, NO_ANALYSIS, settings(continuation=False))
+    assert sizes[:3] == [3, 1, 1] or sizes[:2] == [3, 1]
+    assert all(m.diagnostics["batch_size"] == 1 for m in out)
+    assert out[0].diagnostics["oom_retries"] >= 1
+
+    def always_oom(jobs: Any, *args: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(g, "_run_group", always_oom)
+    with pytest.raises(GeneratorError, match="out of memory"):
+        g.generate(windows, NO_ANALYSIS, settings(continuation=False))
+
+
+def test_progress_reaches_one_and_cancel_stops(gen: RiffusionGenerator) -> None:
+    windows = [make_window(0), make_window(1)]
+    seen: list[tuple[str, float]] = []
+    gen.generate(windows, NO_ANALYSIS, settings(), lambda st, f: seen.append((st, f)))
+    fractions = [f for _, f in seen]
+    assert {st for st, _ in seen} == {"generate"}
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    # 2 windows x (2 + 2) denoising steps, plus the opening 0.0.
+    assert len(fractions) == 9
+
+    calls: list[float] = []
+
+    def cancel_on_third(stage: str, fraction: float) -> None:
+        calls.append(fraction)
+        if len(calls) == 3:
+            raise CancelledError("stop asked")
+
+    with pytest.raises(CancelledError):
+        gen.generate(windows, NO_ANALYSIS, settings(), cancel_on_third)
+    assert len(calls) == 3
+    assert gen._pipes["inpaint"].interrupt is True  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_runs(tiny_model: str, name: str) -> None:
+    g = OutpaintOnlyGenerator(tiny_model, local_files_only=True, device="cpu", scheduler=name)
+    window = make_window(0)
+    out = g.generate(
+        [window],
+        NO_ANALYSIS,
+        GenerationSettings(
+            seed=1, overlap_frames=8, params={"resolution": 64, "outpaint_steps": 2}
+        ),
+    )[0]
+    assert out.diagnostics["scheduler"] == name
+    np.testing.assert_array_equal(out.image[window.mask], window.image[window.mask])  # type: ignore[index]
+
+
+def test_missing_model_folder_says_how_to_get_weights(tmp_path: Path) -> None:
+    g = RiffusionGenerator(str(tmp_path / "no-such-model"), local_files_only=True)
+    with pytest.raises(ModelNotFoundError) as err:
+        g.generate([make_window(0)], NO_ANALYSIS, settings())
+    text = str(err.value)
+    assert "huggingface-cli download riffusion/riffusion-model-v1" in text
+    assert "--model /path/to/folder" in text and "--generator procedural" in text
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="model_index.json"):
+        RiffusionGenerator(str(tmp_path / "empty")).load()
+
+
+def test_uncached_hub_model_offline_is_model_not_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    g = RiffusionGenerator("someone/not-downloaded-model", local_files_only=True)
+    with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache"):
+        g.load()
+
+
+def test_parameter_errors(tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match="dpmsolver\\+\\+, ddim, pndm, euler, lms"):
+        RiffusionGenerator(scheduler="heun")
+    with pytest.raises(ParameterError, match="device"):
+        RiffusionGenerator(device="tpu")
+    with pytest.raises(ParameterError, match="dtype"):
+        RiffusionGenerator(dtype="int8")
+    with pytest.raises(ParameterError, match="batch_size"):
+        RiffusionGenerator(batch_size=0)
+    # params are checked before any weights are looked for
+    g = RiffusionGenerator(str(tmp_path / "absent"))
+    with pytest.raises(ParameterError, match="'guidence'"):
+        g.generate([make_window(0)], NO_ANALYSIS, settings(guidence=3.0))
+    for bad in (
+        {"inpaint_strength": 0.0},
+        {"outpaint_steps": 0},
+        {"resolution": 100},
+        {"continuation": "yes"},
+        {"outpaint_steps": 2.5},
+        {"inpaint_steps": 1, "inpaint_strength": 0.5},
+    ):
+        with pytest.raises(ParameterError):
+            riffusion_plan(bad)
+    plan = riffusion_plan({})
+    assert [s.kind for s in plan.steps] == ["outpaint", "inpaint"]
+    assert (plan.steps[1].steps, plan.steps[1].strength, plan.resolution) == (25, 0.75, 512)
+
+
+def test_registry_builds_riffusion_lazily(tiny_model: str) -> None:
+    g = get_generator("riffusion", model=tiny_model, local_files_only=True, device="cpu")
+    assert isinstance(g, RiffusionGenerator)
+    assert g.device_choice is None  # nothing loaded until the first generate
+    assert get_generator("riffusion", model=tiny_model, local_files_only=True, device="cpu") is g
+
+
+def test_window_seed_depends_on_seed_and_index() -> None:
+    assert window_seed(1, 0) == window_seed(1, 0)
+    assert len({window_seed(1, 0), window_seed(1, 1), window_seed(2, 0)}) == 3
+    assert 0 <= window_seed(-5, 3) < 2**63
