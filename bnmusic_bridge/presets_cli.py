@@ -1,0 +1,147 @@
+"""``bnmusic presets list | show NAME | validate FILE... | save FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import BNMusicError, ParameterError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add the ``presets`` command to the ``bnmusic`` parser."""
+    from .cli import _render_args
+
+    p = subparsers.add_parser(
+        "presets",
+        help="list, show, validate and save presets",
+        description="Presets are TOML files of render parameters (see docs/presets.md). "
+        "User folders (--presets-dir, then $BNMUSIC_PRESETS_DIR) override shipped presets "
+        "of the same name.",
+    )
+    sub = p.add_subparsers(dest="presets_command", required=True)
+
+    q = sub.add_parser("list", help="every preset by name, with where it comes from")
+    q.add_argument("--presets-dir", type=Path, help="folder of user presets")
+    q.add_argument("--json", action="store_true", help="print the list as JSON")
+    q.set_defaults(func=cmd_list)
+
+    q = sub.add_parser("show", help="print a preset as complete TOML (every field)")
+    q.add_argument("name", help="preset name or .toml file")
+    q.add_argument("--presets-dir", type=Path, help="folder of user presets")
+    q.set_defaults(func=cmd_show)
+
+    q = sub.add_parser("validate", help="check preset files; exit 1 if any is invalid")
+    q.add_argument("files", nargs="+", type=Path, help=".toml preset files")
+    q.add_argument(
+        "--load-plugins",
+        action="store_true",
+        help="also load external VST3/AU plugins to check their parameter names",
+    )
+    q.set_defaults(func=cmd_validate)
+
+    q = sub.add_parser(
+        "save",
+        help="save a preset (optionally starting from --preset) with flags applied",
+        description="Write a complete preset file: --preset (if given) first, then every "
+        "render flag. The file name must be <name>.toml.",
+    )
+    q.add_argument("file", type=Path, help="target file, <name>.toml")
+    q.add_argument("--description", help="description to store (default: the base preset's)")
+    q.add_argument("--force", action="store_true", help="overwrite an existing file")
+    q.add_argument("--bit-depth", type=int, choices=[16, 24, 32])
+    q.add_argument("--format", dest="file_type", choices=["wav", "flac", "aiff"])
+    q.add_argument("--lane", default=None, help="lane formats, comma-separated")
+    q.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    _render_args(q)
+    q.set_defaults(func=cmd_save)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .presets import list_presets
+
+    entries = list_presets(args.presets_dir)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": e.name,
+                        "origin": e.origin,
+                        "path": str(e.path),
+                        "overrides": str(e.overrides) if e.overrides else None,
+                        "description": e.description,
+                        "error": e.error,
+                    }
+                    for e in entries
+                ],
+                indent=1,
+            )
+        )
+        return EXIT_OK
+    if not entries:
+        print("no presets found", file=sys.stderr)
+        return EXIT_ERROR
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        origin = e.origin + (" (overrides shipped)" if e.overrides else "")
+        text = f"INVALID: {e.error}" if e.error else e.description
+        print(f"{e.name:{width}s}  {origin:28s} {text}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .presets import dumps_preset, load_preset
+
+    preset = load_preset(args.name, presets_dir=args.presets_dir)
+    print(f"# {preset.path}")
+    print(dumps_preset(preset), end="")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .fx import check_effects
+    from .presets import read_preset
+
+    failures = 0
+    for path in args.files:
+        try:
+            preset = read_preset(path)
+            if args.load_plugins:
+                check_effects(
+                    preset.request.effects, where=f"{path}: [[effects]]", load_plugins=True
+                )
+        except BNMusicError as e:
+            failures += 1
+            print(f"invalid: {e}", file=sys.stderr)
+            continue
+        print(f"ok: {path} ({preset.name})")
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    from .cli import build_export_options, build_request
+    from .presets import load_preset, make_preset, save_preset
+
+    base = load_preset(args.preset, presets_dir=args.presets_dir) if args.preset else None
+    request = build_request(args)
+    # --force means "overwrite the file" here, not an export option to store.
+    force, args.force = args.force, False
+    export = build_export_options(args, base.export if base else None)
+    name = args.file.stem
+    description = (
+        args.description if args.description is not None else (base.description if base else "")
+    )
+    try:
+        preset = make_preset(name, request, export, description)
+    except ParameterError as e:
+        raise ParameterError(f"{args.file}: {e}") from e
+    written = save_preset(preset, args.file, force=force)
+    print(f"saved {written}")
+    return EXIT_OK
