@@ -15,11 +15,20 @@ from pathlib import Path
 from ..audio import BIT_DEPTHS, FILE_TYPES, write_audio, write_bytes_atomic
 from ..errors import OutputExistsError, ParameterError
 from ..request import RenderResult
-from .lanes import LANE_FORMATS, lane_files
-from .report import report_json
+from .lanes import LANE_FORMATS, LaneOptions, compact_lane, lane_files, lane_kinds, lane_outputs
 from .plot import render_plot_png
+from .report import report_json
 
-__all__ = ["ExportOptions", "OutputPaths", "output_paths", "write_outputs", "LANE_FORMATS"]
+__all__ = [
+    "ExportOptions",
+    "OutputPaths",
+    "output_paths",
+    "write_outputs",
+    "LANE_FORMATS",
+    "LaneOptions",
+    "compact_lane",
+    "lane_files",
+]
 
 
 @dataclass(frozen=True)
@@ -30,8 +39,10 @@ class ExportOptions:
         bit_depth: 16 or 24 (integer PCM) or 32 (float).
         file_type: "wav", "flac" or "aiff".
         force: overwrite existing files.
-        lane_formats: lane files to write ("json", "csv", and the DAW formats of
-            :data:`bnmusic_bridge.export.lanes.LANE_FORMATS`).
+        lane_formats: lane formats to write: "json", "csv", "midi", "reaper" (envelope
+            chunk, track template and project) and "summary" (metering Markdown and
+            PNG, and a "metering" section in the report); see
+            :data:`bnmusic_bridge.export.lanes.LANE_FORMAT_FILES` and docs/lanes.md.
         plot: write the PNG.
         pattern: output name pattern; ``{stem}`` is the input's name without suffix,
             ``{kind}`` the output kind (music, blended, lambda, report).
@@ -43,6 +54,9 @@ class ExportOptions:
     lane_formats: Sequence[str] = ("json", "csv")
     plot: bool = True
     pattern: str = "{stem}.{kind}"
+    lanes: LaneOptions = LaneOptions()
+    """Compaction tolerance, full-lane CSV/JSON, MIDI CC/channel/mapping, session
+    tempo and the stem's timeline position (:class:`~bnmusic_bridge.export.lanes.LaneOptions`)."""
 
     def check(self) -> None:
         if self.bit_depth not in BIT_DEPTHS:
@@ -56,11 +70,13 @@ class ExportOptions:
             raise ParameterError(
                 f"pattern={self.pattern!r} must contain {{stem}} and {{kind}} so outputs stay apart"
             )
+        self.lanes.check()
 
 
 @dataclass(frozen=True)
 class OutputPaths:
-    """Where each output goes (absent kinds are None)."""
+    """Where each output goes (absent kinds are None). ``lanes`` maps each lane file
+    kind ("json", "csv", "midi", "reaper-env", ...) to its path."""
 
     music: Path
     blended: Path
@@ -78,7 +94,7 @@ class OutputPaths:
         d = {"music": str(self.music), "blended": str(self.blended), "report": str(self.report)}
         if self.plot is not None:
             d["plot"] = str(self.plot)
-        d.update({f"lambda_{fmt}": str(p) for fmt, p in self.lanes.items()})
+        d.update({f"lambda_{kind.replace('-', '_')}": str(p) for kind, p in self.lanes.items()})
         return d
 
 
@@ -99,7 +115,7 @@ def output_paths(stem_name: str, out_dir: str | os.PathLike[str], options: Expor
         plot=(d / (options.pattern.format(stem=stem_name, kind="plot").removesuffix(".plot") + ".png"))
         if options.plot
         else None,
-        lanes={fmt: name("lambda", LANE_SUFFIXES[fmt]) for fmt in options.lane_formats},
+        lanes={kind: name("lambda", LANE_SUFFIXES[kind]) for kind in lane_kinds(options.lane_formats)},
     )
 
 
@@ -133,9 +149,17 @@ def write_outputs(
             (paths.music, lambda p: write_audio(p, result.music, result.sample_rate_hz, bit_depth=opts.bit_depth, force=opts.force)),
             (paths.blended, lambda p: write_audio(p, result.music_gained, result.sample_rate_hz, bit_depth=opts.bit_depth, force=opts.force)),
         ]
-        for fmt, p in paths.lanes.items():
-            data = lane_files(result, fmt)
-            jobs.append((p, lambda q, data=data: write_bytes_atomic(q, data, force=opts.force)))
+        # Every lane file is encoded before the first write, so an encoding error
+        # leaves nothing behind.
+        summary = None
+        if any(kind.startswith("summary") for kind in paths.lanes):
+            from .summary import metering_summary
+
+            summary = metering_summary(result, tolerance_db=opts.lanes.tolerance_db)
+            extra_report = {**(extra_report or {}), "metering": summary.to_dict()}
+        lane_data = lane_outputs(result, list(paths.lanes), paths=paths, options=opts.lanes, summary=summary)
+        for kind, p in paths.lanes.items():
+            jobs.append((p, lambda q, data=lane_data[kind]: write_bytes_atomic(q, data, force=opts.force)))
         if paths.plot is not None:
             jobs.append((paths.plot, lambda q: write_bytes_atomic(q, render_plot_png(result), force=opts.force)))
         for p, job in jobs:
