@@ -1,0 +1,1145 @@
+"""The embedded default generator: composes music aligned to the noise (no weights, CPU).
+
+BNMusic's Stage 1 asks for music whose rhythm and spectral placement follow the noise's
+high-energy regions. This generator composes such music directly instead of painting a
+spectrogram:
+
+1. *Beat grid* from the noise's onset periodicity (``analysis.tempo_bpm`` and
+   ``beat_phase_s``), moved by octaves (x2, /2) into the style's tempo range so every
+   music beat falls on a noise beat; a style tempo when the noise is not periodic.
+2. *Key and register* from the noise's spectrum: tonal peaks of ``band_energy_db``
+   choose the key (a hum at 110 Hz pulls towards keys with A in them), the centroid of
+   ``mask_band_share`` places the chord voicing, and every pitched voice tilts its
+   harmonics towards the noise's high-energy bands (up to +-9 dB, power-preserving), so
+   the music's energy sits where the noise is loud, which is what makes masking work.
+3. *Dynamics* follow the noise's frame energy (``frame_energy_db``, 0.3 s smoothing).
+4. *Style and palette* from prompt words; structure in 8-bar sections (A B A C) whose
+   chord progressions and melodic motifs recur, over one global timeline.
+
+Determinism and seams: every note is a pure function of (plan, bar), the mix is built in
+fixed 65,536-sample chunks on the absolute timeline, streamed in order from the start
+through one reverb (the limiter is memoryless), and a window is a slice of those chunks. So the same input
+and seed give bit-identical audio, and the part of window ``k`` that overlaps window
+``k + 1`` is sample-identical in both.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..analysis import StemAnalysis
+from ..errors import ParameterError
+from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
+from .styles import (
+    MAJOR_SCALE,
+    MINOR_SCALE,
+    NOTE_NAMES,
+    STEP_VELOCITY,
+    STYLES,
+    Chord,
+    DrumPattern,
+    Style,
+    instruments_in,
+    parse_key,
+    parse_progression,
+    style_from_prompt,
+)
+from .synth import (
+    SAMPLE_RATE_HZ,
+    SpectralTilt,
+    drum_kit,
+    pan_gains,
+    render_note,
+    soft_clip,
+)
+
+CHUNK_SAMPLES = 65_536
+"""Mix block on the absolute timeline (1.49 s); windows are slices of these blocks."""
+BARS_PER_SECTION = 8
+SECTION_CYCLE = ("A", "B", "A", "C")
+MASTER_GAIN = 0.5
+MAX_TILT_DB = 9.0
+_NOTE_CACHE_BYTES = 96 * 2**20
+_CHUNK_CACHE = 8
+
+PARAM_DEFAULTS: dict[str, Any] = {
+    "style": None,
+    "tempo_bpm": None,
+    "key": None,
+    "density": 0.5,
+    "drums": None,
+    "dynamics_depth": 0.5,
+    "spectral_match": 1.0,
+    "reverb_mix": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class ProceduralOptions:
+    """Validated ``settings.params`` of the procedural generator (see the class doc)."""
+
+    style: str | None = None
+    tempo_bpm: float | None = None
+    key: str | None = None
+    density: float = 0.5
+    drums: bool | None = None
+    dynamics_depth: float = 0.5
+    spectral_match: float = 1.0
+    reverb_mix: float = 0.5
+
+
+def parse_options(params: Mapping[str, Any]) -> ProceduralOptions:
+    """Check ``settings.params`` and return them typed.
+
+    Raises:
+        ParameterError: an unknown key (all unknown keys are named), a wrong type or a
+            value out of range.
+    """
+    unknown = sorted(set(params) - set(PARAM_DEFAULTS))
+    if unknown:
+        raise ParameterError(
+            f"unknown procedural generator parameter(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(PARAM_DEFAULTS)}"
+        )
+    values = {**PARAM_DEFAULTS, **params}
+
+    style = values["style"]
+    if style is not None:
+        if not isinstance(style, str):
+            raise ParameterError(f"style must be a string, got {style!r}")
+        name = _style_name(style)
+        if name is None:
+            raise ParameterError(f"unknown style {style!r}; known styles: {', '.join(STYLES)}")
+        style = name
+
+    tempo = values["tempo_bpm"]
+    if tempo is not None:
+        if isinstance(tempo, bool) or not isinstance(tempo, int | float):
+            raise ParameterError(f"tempo_bpm must be a number, got {tempo!r}")
+        if not 40.0 <= float(tempo) <= 240.0:
+            raise ParameterError(f"tempo_bpm={tempo} is out of range 40..240")
+        tempo = float(tempo)
+
+    key = values["key"]
+    if key is not None:
+        if not isinstance(key, str):
+            raise ParameterError(f"key must be a string such as 'D' or 'F#m', got {key!r}")
+        parse_key(key)
+
+    drums = values["drums"]
+    if drums is not None and not isinstance(drums, bool):
+        raise ParameterError(f"drums must be true or false, got {drums!r}")
+
+    unit: dict[str, float] = {}
+    for name in ("density", "dynamics_depth", "spectral_match", "reverb_mix"):
+        v = values[name]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= float(v) <= 1.0:
+            raise ParameterError(f"{name} must be a number from 0 to 1, got {v!r}")
+        unit[name] = float(v)
+    return ProceduralOptions(style=style, tempo_bpm=tempo, key=key, drums=drums, **unit)
+
+
+def _style_name(text: str) -> str | None:
+    lowered = text.strip().lower()
+    if lowered in STYLES:
+        return lowered
+    found, word = style_from_prompt(lowered)
+    return found if word is not None else None
+
+
+# ------------------------------------------------------------------ planning
+
+
+@dataclass(frozen=True)
+class MusicPlan:
+    """Everything decided once per stem; the composition is a pure function of it.
+
+    Attributes:
+        style: the chosen style; style_source says why ("params", "prompt word 'x'",
+            "default").
+        tempo_bpm: music tempo in BPM; tempo_source: "params", "noise" or "style".
+        beat_s: seconds per beat; phase_s: time in seconds of beat 0, a downbeat.
+        tonic_pc: key tonic pitch class (0 = C); minor: minor key; key_source: "params",
+            "noise peaks" or "seed".
+        chord_centre_midi: centre of the chord voicing (MIDI).
+        bass_low_midi: lowest bass note (MIDI).
+        lead_centre_midi: centre of melody and arpeggios (MIDI).
+        roles: instrument of each role (chords, pad, bass, arp, lead); None = off.
+        drums_on: whether the drum kit plays.
+        role_gains: linear gain of each role and drum lane (style balance x noise bands).
+        tilt: the spectral tilt applied to every pitched voice's harmonics.
+        progressions: chord progression of section kinds A, B, C.
+        density: 0..1 note density.
+        seed: the settings' seed.
+        gain_frames: linear music gain per 10 ms frame (dynamics following the noise).
+        reverb_room: pedalboard room size; reverb_send_scale: multiplies each role's send.
+    """
+
+    style: Style
+    style_source: str
+    tempo_bpm: float
+    tempo_source: str
+    beat_s: float
+    phase_s: float
+    tonic_pc: int
+    minor: bool
+    key_source: str
+    chord_centre_midi: float
+    bass_low_midi: int
+    lead_centre_midi: float
+    roles: dict[str, str | None]
+    drums_on: bool
+    role_gains: dict[str, float]
+    tilt: SpectralTilt
+    progressions: dict[str, tuple[Chord, ...]]
+    density: float
+    seed: int
+    gain_frames: np.ndarray
+    reverb_room: float
+    reverb_send_scale: float
+
+    @property
+    def key_name(self) -> str:
+        return f"{NOTE_NAMES[self.tonic_pc]} {'minor' if self.minor else 'major'}"
+
+    @property
+    def bar_s(self) -> float:
+        return 4.0 * self.beat_s
+
+
+_REGIONS_HZ = {"low": (0.0, 160.0), "lowmid": (160.0, 640.0), "mid": (640.0, 2560.0)}
+_REGIONS_HZ["high"] = (2560.0, 1e9)
+
+_ROLE_LEVEL = {
+    "chords": 0.16,
+    "pad": 0.07,
+    "bass": 0.42,
+    "arp": 0.14,
+    "lead": 0.2,
+    "kick": 0.75,
+    "snare": 0.42,
+    "clap": 0.38,
+    "hat": 0.16,
+    "open_hat": 0.13,
+    "ride": 0.16,
+    "shaker": 0.12,
+    "crash": 0.22,
+}
+_ROLE_REGIONS = {
+    "chords": ("lowmid", "mid"),
+    "pad": ("lowmid", "mid"),
+    "bass": ("low", "lowmid"),
+    "arp": ("mid",),
+    "lead": ("mid", "high"),
+    "kick": ("low",),
+    "snare": ("mid", "high"),
+    "clap": ("mid", "high"),
+    "hat": ("high",),
+    "open_hat": ("high",),
+    "ride": ("high",),
+    "shaker": ("high",),
+    "crash": ("high",),
+}
+_ROLE_SEND = {
+    "chords": 0.3,
+    "pad": 0.5,
+    "bass": 0.0,
+    "arp": 0.45,
+    "lead": 0.35,
+    "kick": 0.0,
+    "snare": 0.15,
+    "clap": 0.2,
+    "hat": 0.05,
+    "open_hat": 0.08,
+    "ride": 0.1,
+    "shaker": 0.08,
+    "crash": 0.15,
+}
+_DRUM_PAN = {"hat": 0.2, "open_hat": 0.2, "ride": -0.2, "shaker": 0.3, "crash": -0.15}
+
+
+def make_plan(
+    analysis: StemAnalysis, settings: GenerationSettings, options: ProceduralOptions
+) -> MusicPlan:
+    """Decide style, tempo, key, register, palette and levels for a stem."""
+    # 1. Style and palette from the prompt (params win).
+    if options.style is not None:
+        style_name, style_source = options.style, "params"
+    else:
+        style_name, word = style_from_prompt(settings.prompt)
+        style_source = f"prompt word {word!r}" if word else "default"
+    style = STYLES[style_name]
+    wanted = instruments_in(settings.prompt)
+    unwanted = set(instruments_in(settings.negative_prompt))
+    roles = _choose_roles(style, wanted, unwanted)
+    drums_on = style.drums is not None or "drums" in wanted
+    if "drums" in unwanted:
+        drums_on = False
+    if options.drums is not None:
+        drums_on = options.drums
+
+    # 2. Tempo and beat grid locked to the noise.
+    tempo, tempo_source, phase = _choose_tempo(analysis, style, options)
+    beat_s = 60.0 / tempo
+
+    # 3. Key from the noise's tonal peaks, register from its high-energy bands.
+    tonic_pc, minor, key_source = _choose_key(analysis, style, options, settings.seed)
+    shares = _region_shares(analysis)
+    centroid_hz = _mask_centroid_hz(analysis)
+    centroid_midi = 69.0 + 12.0 * math.log2(max(centroid_hz, 20.0) / 440.0)
+    chord_centre = float(np.clip(60.0 + 0.6 * (centroid_midi - 60.0), 50.0, 76.0))
+    bass_low = 28 if shares["low"] >= 0.5 * shares["lowmid"] else 33
+    lead_centre = float(np.clip(chord_centre + 10.0, 64.0, 84.0))
+
+    # 4. Levels: the style's balance, tilted towards the noise's loud regions.
+    match = options.spectral_match
+    expected = _expected_region_shares(analysis)
+    region_gain = {
+        r: float(np.clip((shares[r] / expected[r] + 0.05) ** (0.75 * match), 0.3, 2.5))
+        for r in shares
+    }
+    role_gains = {
+        role: level * float(np.mean([region_gain[r] for r in _ROLE_REGIONS[role]]))
+        for role, level in _ROLE_LEVEL.items()
+    }
+    if "bass" in wanted:
+        role_gains["bass"] *= 1.4
+
+    rng = np.random.default_rng([settings.seed & 0xFFFFFFFF, 0x51])
+    order = rng.permutation(len(style.progressions))
+    progs = [parse_progression(style.progressions[i], minor) for i in order]
+    progressions = {kind: progs[i % len(progs)] for i, kind in enumerate(("A", "B", "C"))}
+
+    return MusicPlan(
+        style=style,
+        style_source=style_source,
+        tempo_bpm=tempo,
+        tempo_source=tempo_source,
+        beat_s=beat_s,
+        phase_s=phase,
+        tonic_pc=tonic_pc,
+        minor=minor,
+        key_source=key_source,
+        chord_centre_midi=chord_centre,
+        bass_low_midi=bass_low,
+        lead_centre_midi=lead_centre,
+        roles=roles,
+        drums_on=drums_on,
+        role_gains=role_gains,
+        tilt=_spectral_tilt(analysis, match),
+        progressions=progressions,
+        density=options.density,
+        seed=int(settings.seed),
+        gain_frames=_dynamics(analysis, options.dynamics_depth),
+        reverb_room=style.reverb_room,
+        reverb_send_scale=2.0 * options.reverb_mix * style.reverb_send / 0.25,
+    )
+
+
+def _choose_roles(style: Style, wanted: list[str], unwanted: set[str]) -> dict[str, str | None]:
+    roles: dict[str, str | None] = {
+        "chords": style.chord_instrument,
+        "pad": style.pad_instrument,
+        "bass": style.bass_instrument,
+        "arp": style.arp_instrument if style.arp_pattern else None,
+        "lead": style.lead_instrument,
+    }
+    # Named instruments take over the role they suit.
+    if "piano" in wanted:
+        if roles["chords"] in ("piano", "epiano", "guitar"):
+            roles["chords"] = "piano"
+        elif roles["arp"] is not None:
+            roles["arp"] = "piano"
+        else:
+            roles["lead"] = "piano"
+    if "epiano" in wanted:
+        roles["chords"] = "epiano"
+    if "pad" in wanted and "pad" not in roles.values():
+        roles["pad"] = "pad"
+    if "strings" in wanted and "strings" not in roles.values():
+        roles["pad"] = "strings"
+    if "guitar" in wanted and "guitar" not in roles.values():
+        if style.chord_pattern in ("stabs", "strum"):
+            roles["chords"] = "guitar"
+        else:
+            roles["lead"] = "guitar"
+    if "pluck" in wanted and "pluck" not in roles.values():
+        if roles["arp"] is not None:
+            roles["arp"] = "pluck"
+        else:
+            roles["lead"] = "pluck"
+    if "bell" in wanted and "bell" not in roles.values():
+        roles["lead"] = "bell"
+    # A negative prompt removes an instrument; a role that loses its instrument falls
+    # back to a neighbour (chords must keep sounding, the rest may go quiet).
+    fallback = {"piano": "epiano", "epiano": "piano", "pad": "strings", "strings": "pad"}
+    for role, inst in list(roles.items()):
+        if inst is None:
+            continue
+        family = "bass" if inst in ("bass", "sub", "upright", "cello") else inst
+        if family in unwanted:
+            repl = fallback.get(inst) if role == "chords" else None
+            roles[role] = repl if repl not in unwanted else None
+    if roles["chords"] is None:
+        roles["chords"] = next(
+            i for i in ("pad", "strings", "piano", "epiano") if i not in unwanted
+        )
+    return roles
+
+
+def _choose_tempo(
+    analysis: StemAnalysis, style: Style, options: ProceduralOptions
+) -> tuple[float, str, float]:
+    noise_period = analysis.beat_period_s
+    if options.tempo_bpm is not None:
+        tempo = options.tempo_bpm
+        phase = analysis.beat_phase_s % (60.0 / tempo) if noise_period else 0.0
+        return tempo, "params", phase
+    if analysis.tempo_bpm is None or noise_period is None:
+        return style.tempo_bpm, "style", 0.0
+    lo, hi = style.tempo_range_bpm
+    candidates = [analysis.tempo_bpm * 2.0**k for k in (-2, -1, 0, 1, 2)]
+
+    def distance(t: float) -> float:
+        if lo <= t <= hi:
+            return 0.0
+        return abs(math.log(t / (lo if t < lo else hi)))
+
+    tempo = min(candidates, key=lambda t: (distance(t), abs(math.log(t / style.tempo_bpm))))
+    return tempo, "noise", analysis.beat_phase_s % (60.0 / tempo)
+
+
+def _choose_key(
+    analysis: StemAnalysis, style: Style, options: ProceduralOptions, seed: int
+) -> tuple[int, bool, str]:
+    minor = style.minor
+    if options.key is not None:
+        pc, mode = parse_key(options.key)
+        return pc, minor if mode is None else mode, "params"
+    profile = _tonal_profile(analysis)
+    if profile.sum() >= 6.0:
+        scale = MINOR_SCALE if minor else MAJOR_SCALE
+        third = 3 if minor else 4
+        template = np.full(12, -0.6)
+        template[list(scale)] = 0.35
+        template[0], template[7], template[third] = 1.0, 0.8, 0.7
+        scores = [float(np.dot(np.roll(template, r), profile)) for r in range(12)]
+        return int(np.argmax(scores)), minor, "noise peaks"
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x4B])
+    comfortable = (0, 2, 3, 5, 7, 9, 10)
+    return int(comfortable[rng.integers(len(comfortable))]), minor, "seed"
+
+
+def _tonal_profile(analysis: StemAnalysis) -> np.ndarray:
+    """Pitch-class weights (dB above the local spectral floor, summed) of narrow peaks in
+    the noise's mean spectrum between 55 Hz and 2 kHz: hums, whines, engine orders."""
+    from scipy import ndimage
+
+    db = np.asarray(analysis.band_energy_db, dtype=np.float64)
+    hz = np.asarray(analysis.band_center_hz, dtype=np.float64)
+    floor = ndimage.median_filter(db, size=15, mode="nearest")
+    peak = np.maximum(db - floor - 3.0, 0.0)
+    is_peak = (db >= np.roll(db, 1)) & (db >= np.roll(db, -1))
+    keep = is_peak & (hz >= 55.0) & (hz <= 2000.0) & (db > -50.0)
+    profile = np.zeros(12)
+    for f, w in zip(hz[keep], peak[keep], strict=True):
+        profile[int(round(69 + 12 * math.log2(f / 440.0))) % 12] += w
+    return profile
+
+
+def _band_weights(analysis: StemAnalysis) -> np.ndarray:
+    share = np.asarray(analysis.mask_band_share, dtype=np.float64)
+    if share.sum() > 0:
+        return share / share.sum()
+    lin = 10.0 ** (np.asarray(analysis.band_energy_db, dtype=np.float64) / 10.0)
+    return lin / lin.sum() if lin.sum() > 0 else np.full(lin.size, 1.0 / lin.size)
+
+
+def _region_shares(analysis: StemAnalysis) -> dict[str, float]:
+    w = _band_weights(analysis)
+    hz = np.asarray(analysis.band_center_hz)
+    return {r: float(w[(hz >= lo) & (hz < hi)].sum()) for r, (lo, hi) in _REGIONS_HZ.items()}
+
+
+def _expected_region_shares(analysis: StemAnalysis) -> dict[str, float]:
+    hz = np.asarray(analysis.band_center_hz)
+    return {
+        r: max(float(np.mean((hz >= lo) & (hz < hi))), 1e-3) for r, (lo, hi) in _REGIONS_HZ.items()
+    }
+
+
+def _mask_centroid_hz(analysis: StemAnalysis) -> float:
+    w = _band_weights(analysis)
+    hz = np.maximum(np.asarray(analysis.band_center_hz, dtype=np.float64), 20.0)
+    return float(np.exp(np.sum(w * np.log(hz))))
+
+
+def _spectral_tilt(analysis: StemAnalysis, match: float) -> SpectralTilt:
+    """Gain over frequency: up where the noise's mask is dense, down where it is empty,
+    at most +-:data:`MAX_TILT_DB`; ``match`` 0 gives a flat curve."""
+    from scipy import ndimage
+
+    w = ndimage.gaussian_filter1d(_band_weights(analysis), sigma=6.0, mode="nearest")
+    hz = np.asarray(analysis.band_center_hz, dtype=np.float64)
+    mean = float(w.mean())
+    ratio = (w + 0.1 * mean) / (1.1 * mean)
+    limit = 10.0 ** (MAX_TILT_DB / 20.0)
+    gains = np.clip(ratio ** (0.5 * match), 1.0 / limit, limit)
+    return SpectralTilt(hz, gains)
+
+
+def _dynamics(analysis: StemAnalysis, depth: float) -> np.ndarray:
+    """Linear music gain per frame: ``depth`` dB of music per dB of (smoothed) noise
+    energy relative to its 90th percentile, limited to -12..+3 dB."""
+    from scipy import ndimage
+
+    e = np.maximum(np.asarray(analysis.frame_energy_db, dtype=np.float64), -60.0)
+    if e.size == 0:
+        return np.ones(1)
+    smooth = ndimage.uniform_filter1d(e, size=31, mode="nearest")
+    ref = float(np.percentile(smooth, 90))
+    gain_db = np.clip(depth * (smooth - ref), -12.0, 3.0)
+    return 10.0 ** (gain_db / 20.0)
+
+
+# ------------------------------------------------------------------ composition
+
+
+@dataclass(frozen=True)
+class Event:
+    """A note or drum hit on the absolute timeline.
+
+    Attributes:
+        start_sample: onset, samples from the stem's start at 44.1 kHz.
+        voice: synth voice name, or ``"drum:<name>"``.
+        midi: MIDI pitch (0 for drums).
+        on_samples: samples until note-off (drums: 0).
+        gain: linear amplitude.
+        pan: -1 (left) .. 1 (right).
+        send: share sent to the reverb (0..1).
+        role: composing role ("chords", "bass", "kick", ...).
+    """
+
+    start_sample: int
+    voice: str
+    midi: float
+    on_samples: int
+    gain: float
+    pan: float
+    send: float
+    role: str
+
+
+def section_of(bar: int) -> tuple[str, int]:
+    """Section kind (A, B, C) and position (0..7) of a bar (bar 0 = first downbeat)."""
+    section = bar // BARS_PER_SECTION
+    return SECTION_CYCLE[section % len(SECTION_CYCLE)], bar % BARS_PER_SECTION
+
+
+def chord_at(plan: MusicPlan, bar: int, beat: float = 0.0) -> Chord:
+    """The chord sounding at ``beat`` (0..4) of ``bar``."""
+    kind, pos = section_of(bar)
+    prog = plan.progressions[kind]
+    index = int((pos * 4 + beat) // plan.style.chord_beats)
+    return prog[index % len(prog)]
+
+
+def _pcs(plan: MusicPlan, chord: Chord) -> list[int]:
+    root = plan.tonic_pc + chord.degree_semitones
+    return [(root + i) % 12 for i in chord.intervals()]
+
+
+def _voice_around(pcs: Sequence[int], centre: float) -> list[int]:
+    """Each pitch class at its octave in [centre - 6, centre + 6): close voicing whose
+    notes move little from chord to chord."""
+    lo = int(math.floor(centre - 6.0))
+    notes = {lo + ((pc - lo) % 12) for pc in pcs}
+    return sorted(notes)
+
+
+def _scale_notes(plan: MusicPlan, lo: int, hi: int) -> list[int]:
+    scale = MINOR_SCALE if plan.minor else MAJOR_SCALE
+    pcs = {(plan.tonic_pc + s) % 12 for s in scale}
+    return [m for m in range(lo, hi + 1) if m % 12 in pcs]
+
+
+class Composer:
+    """Turns a plan into events, bar by bar; ``bar_events(b)`` is a pure function of
+    (plan, b), memoised."""
+
+    def __init__(self, plan: MusicPlan) -> None:
+        self.plan = plan
+        self._cache: OrderedDict[int, list[Event]] = OrderedDict()
+
+    # timing ---------------------------------------------------------------
+    def beat_time_s(self, beat: float) -> float:
+        return self.plan.phase_s + beat * self.plan.beat_s
+
+    def step_sample(self, bar: int, step: float) -> int:
+        """Sample of a 16th-note step (0..16, fractional allowed) with the style's swing."""
+        style = self.plan.style
+        beat_in_bar = step / 4.0
+        frac = step % 4
+        if frac == 2 and style.swing > 0:
+            beat_in_bar += style.swing / 6.0
+        elif frac in (1, 3) and style.swing_16 > 0:
+            beat_in_bar += style.swing_16 / 12.0
+        return int(round(self.beat_time_s(4 * bar + beat_in_bar) * SAMPLE_RATE_HZ))
+
+    def steps_samples(self, steps: float) -> int:
+        return max(1, int(round(steps / 4.0 * self.plan.beat_s * SAMPLE_RATE_HZ)))
+
+    def bar_at_sample(self, sample: int) -> int:
+        return math.floor((sample / SAMPLE_RATE_HZ - self.plan.phase_s) / self.plan.bar_s)
+
+    # events ---------------------------------------------------------------
+    def bar_events(self, bar: int) -> list[Event]:
+        cached = self._cache.get(bar)
+        if cached is not None:
+            self._cache.move_to_end(bar)
+            return cached
+        events = self._compose_bar(bar)
+        events = [e for e in events if e.start_sample >= 0]
+        self._cache[bar] = events
+        if len(self._cache) > 256:
+            self._cache.popitem(last=False)
+        return events
+
+    def _rng(self, *keys: int) -> np.random.Generator:
+        return np.random.default_rng([self.plan.seed & 0xFFFFFFFF, *[k & 0xFFFFFFFF for k in keys]])
+
+    def _compose_bar(self, bar: int) -> list[Event]:
+        plan = self.plan
+        kind, pos = section_of(bar)
+        events: list[Event] = []
+        events += self._chords(bar, kind, pos)
+        if plan.roles["pad"]:
+            events += self._pad(bar)
+        if plan.roles["bass"]:
+            events += self._bass(bar)
+        if plan.roles["arp"] and plan.style.arp_pattern:
+            events += self._arp(bar, kind)
+        if plan.roles["lead"] and (kind != "A" or plan.density > 0.75):
+            events += self._lead(bar, kind, pos)
+        if plan.drums_on:
+            events += self._drums(bar, kind, pos)
+        return events
+
+    def _note(
+        self, role: str, start: int, steps: float, midi: float, vel: float, pan: float
+    ) -> Event:
+        plan = self.plan
+        voice = plan.roles[role] or "piano"
+        return Event(
+            start_sample=start,
+            voice=voice,
+            midi=float(midi),
+            on_samples=self.steps_samples(steps),
+            gain=plan.role_gains[role] * vel,
+            pan=pan,
+            send=min(1.0, _ROLE_SEND[role] * plan.reverb_send_scale),
+            role=role,
+        )
+
+    def _chord_changes(self, bar: int) -> list[tuple[int, Chord, float]]:
+        """(step, chord, length in steps) of each chord that starts in this bar."""
+        plan = self.plan
+        chord_steps = 4 * plan.style.chord_beats
+        _, pos = section_of(bar)
+        out = []
+        for step in range(0, 16, 4):
+            global_step = pos * 16 + step
+            if global_step % chord_steps == 0:
+                out.append((step, chord_at(plan, bar, step / 4), float(chord_steps)))
+        return out
+
+    def _chords(self, bar: int, kind: str, pos: int) -> list[Event]:
+        plan = self.plan
+        style = plan.style
+        rng = self._rng(bar, 0xC0)
+        events: list[Event] = []
+        pattern = style.chord_pattern
+        if pattern == "sustain":
+            for step, chord, length in self._chord_changes(bar):
+                notes = _voice_around(_pcs(plan, chord), plan.chord_centre_midi)
+                for i, m in enumerate(notes):
+                    pan = 0.3 * (i / max(len(notes) - 1, 1) - 0.5)
+                    vel = 0.85 + 0.1 * rng.random()
+                    events.append(
+                        self._note(
+                            "chords", self.step_sample(bar, step), length * 0.98, m, vel, pan
+                        )
+                    )
+            return events
+        if pattern == "comp":
+            slots = [0, 2, 4, 6, 8, 10, 12, 14]
+            count = 2 + int(rng.random() < 0.4 + 0.4 * plan.density)
+            steps = sorted(rng.choice(slots, size=count, replace=False).tolist())
+        elif pattern == "strum" and kind == "A":
+            steps = [i for i, c in enumerate(style.chord_steps) if c != "."]
+        elif pattern == "strum":
+            steps = [0, 6, 8, 14]
+        else:
+            steps = [i for i, c in enumerate(style.chord_steps) if c != "."]
+        for j, step in enumerate(steps):
+            nxt = steps[j + 1] if j + 1 < len(steps) else 16
+            length = max(1.0, (nxt - step) * 0.9)
+            chord = chord_at(plan, bar, step / 4)
+            if pattern == "strum":
+                root = plan.tonic_pc + chord.degree_semitones
+                low = _voice_around([root % 12], plan.chord_centre_midi - 5)[0]
+                notes = [low, low + 7, low + 12]
+                if kind == "A":
+                    length = 1.6
+            else:
+                notes = _voice_around(_pcs(plan, chord), plan.chord_centre_midi)
+            accent = 1.0 if step % 4 == 0 else 0.8
+            start = self.step_sample(bar, step)
+            for i, m in enumerate(notes):
+                # A strum sweeps the strings 5 ms apart; keys hit together.
+                offset = int(0.005 * SAMPLE_RATE_HZ) * i if pattern == "strum" else 0
+                pan = 0.3 * (i / max(len(notes) - 1, 1) - 0.5)
+                vel = accent * (0.85 + 0.1 * rng.random())
+                events.append(self._note("chords", start + offset, length, m, vel, pan))
+        return events
+
+    def _pad(self, bar: int) -> list[Event]:
+        plan = self.plan
+        events = []
+        for step, chord, length in self._chord_changes(bar):
+            pcs = _pcs(plan, chord)[:4]
+            notes = _voice_around(pcs, plan.chord_centre_midi + 5.0)
+            for i, m in enumerate(notes):
+                pan = 0.35 if i % 2 else -0.35
+                events.append(
+                    self._note("pad", self.step_sample(bar, step), length * 0.99, m, 1.0, pan)
+                )
+        return events
+
+    def _bass_note(self, pc: int) -> int:
+        lo = self.plan.bass_low_midi
+        return lo + (pc - lo) % 12
+
+    def _bass(self, bar: int) -> list[Event]:
+        plan = self.plan
+        style = plan.style
+        pattern = style.bass_pattern
+        rng = self._rng(bar, 0xBA)
+
+        def root_at(step: float) -> int:
+            chord = chord_at(plan, bar, step / 4)
+            return self._bass_note((plan.tonic_pc + chord.degree_semitones) % 12)
+
+        def fifth_at(step: float) -> int:
+            return root_at(step) + 7
+
+        notes: list[tuple[float, float, int, float]] = []  # step, length, midi, vel
+        if pattern == "pop":
+            notes = [(0, 5.5, root_at(0), 1.0), (6, 1.8, root_at(6), 0.75)]
+            notes += [(8, 3.6, root_at(8), 0.9), (12, 1.8, fifth_at(12), 0.75)]
+            notes += [(14, 1.8, root_at(14) + 12, 0.7)]
+        elif pattern == "rock":
+            notes = [(s, 1.7, root_at(s), 1.0 if s % 4 == 0 else 0.8) for s in range(0, 16, 2)]
+        elif pattern == "offbeat":
+            notes = [(s, 1.6, root_at(s), 1.0) for s in (2, 6, 10, 14)]
+        elif pattern == "sub":
+            kicks = [i for i, c in enumerate(style.drums.kick if style.drums else "x") if c != "."]
+            for j, s in enumerate(kicks):
+                nxt = kicks[j + 1] if j + 1 < len(kicks) else 16
+                notes.append((s, max(1.5, (nxt - s) * 0.95), root_at(s), 1.0))
+        elif pattern == "lofi":
+            notes = [(0, 7.0, root_at(0), 1.0), (8, 2.5, fifth_at(8) - 12, 0.8)]
+            notes += [(11, 4.5, root_at(11), 0.85)]
+        elif pattern == "walking":
+            chord = chord_at(plan, bar)
+            pcs = _pcs(plan, chord)
+            root = root_at(0)
+            third = root + (pcs[1] - pcs[0]) % 12
+            fifth = root + (pcs[2] - pcs[0]) % 12
+            nxt = self._bass_note((plan.tonic_pc + chord_at(plan, bar + 1).degree_semitones) % 12)
+            approach = nxt + (1 if rng.random() < 0.5 else -1)
+            second = third if rng.random() < 0.6 else root + 2
+            notes = [(0, 3.6, root, 1.0), (4, 3.6, second, 0.85), (8, 3.6, fifth, 0.9)]
+            notes += [(12, 3.6, approach, 0.85)]
+        elif pattern == "classical":
+            notes = [(0, 7.6, root_at(0), 1.0), (8, 7.6, fifth_at(8) - 12, 0.8)]
+        else:  # sustain
+            for step, chord, length in self._chord_changes(bar):
+                pc = (plan.tonic_pc + chord.degree_semitones) % 12
+                notes.append((step, length * 0.99, self._bass_note(pc), 1.0))
+        events = []
+        for step, length, midi, vel in notes:
+            midi = midi if midi >= plan.bass_low_midi - 5 else midi + 12
+            v = vel * (0.92 + 0.08 * rng.random())
+            events.append(self._note("bass", self.step_sample(bar, step), length, midi, v, 0.0))
+        return events
+
+    def _arp(self, bar: int, kind: str) -> list[Event]:
+        plan = self.plan
+        pattern = plan.style.arp_pattern
+        rng = self._rng(bar, 0xA2)
+        events = []
+        centre = plan.lead_centre_midi - 4.0
+        if pattern == "alberti":
+            for s in range(0, 16, 2):
+                chord = chord_at(plan, bar, s / 4)
+                triad = _voice_around(_pcs(plan, chord)[:3], plan.chord_centre_midi - 3.0)
+                low, mid, high = triad[0], triad[len(triad) // 2], triad[-1]
+                midi = (low, high, mid, high)[(s // 2) % 4]
+                vel = 0.9 if s % 8 == 0 else 0.7
+                events.append(self._note("arp", self.step_sample(bar, s), 2.2, midi, vel, -0.15))
+            return events
+        sixteenths = pattern == "up16"
+        step_len = 1 if sixteenths else 2
+        for s in range(0, 16, step_len):
+            chord = chord_at(plan, bar, s / 4)
+            tones = _voice_around(_pcs(plan, chord), centre)
+            seq = tones + [t + 12 for t in tones]
+            if pattern == "updown8":
+                seq = seq + seq[-2:0:-1]
+            index = s // step_len
+            if pattern == "sparse8":
+                if rng.random() > 0.25 + 0.5 * plan.density:
+                    continue
+                midi = seq[int(rng.integers(len(seq)))]
+            else:
+                if sixteenths and plan.density < 0.35 and s % 2 == 1:
+                    continue
+                midi = seq[index % len(seq)]
+            vel = (1.0 if s % 4 == 0 else 0.75) * (0.9 + 0.1 * rng.random())
+            pan = 0.3 if index % 2 else -0.3
+            length = step_len * (1.5 if pattern == "sparse8" else 0.9)
+            events.append(self._note("arp", self.step_sample(bar, s), length, midi, vel, pan))
+        return events
+
+    def _lead(self, bar: int, kind: str, pos: int) -> list[Event]:
+        plan = self.plan
+        # Phrases are A A' A A'' : bars that share a motif index share rhythm and contour.
+        motif = (0, 1, 0, 2, 0, 1, 0, 3)[pos]
+        rng = self._rng(0x1EAD, ord(kind), motif)
+        density = float(np.clip(plan.style.lead_density * (0.5 + plan.density), 0.05, 0.95))
+        slot_weight = (1.0, 0.45, 0.7, 0.45, 0.9, 0.45, 0.7, 0.55)
+        onsets = [s for s in range(8) if rng.random() < density * slot_weight[s] * 1.4]
+        if not onsets:
+            onsets = [0]
+        centre = plan.lead_centre_midi
+        lo, hi = int(centre - 7), int(centre + 9)
+        scale = _scale_notes(plan, lo, hi)
+        prev = int(round(centre))
+        events = []
+        for j, slot in enumerate(onsets):
+            step = slot * 2
+            nxt = onsets[j + 1] * 2 if j + 1 < len(onsets) else 16
+            length = min(nxt - step, 12) * 0.92
+            chord = chord_at(plan, bar, step / 4)
+            if slot % 2 == 0:
+                tones = [m for m in range(lo, hi + 1) if m % 12 in _pcs(plan, chord)]
+                target = prev + int(rng.integers(-4, 5))
+                midi = min(tones, key=lambda m: (abs(m - target), m)) if tones else prev
+            else:
+                i = int(np.argmin([abs(m - prev) for m in scale]))
+                move = int(rng.choice([-2, -1, 1, 2]))
+                midi = scale[int(np.clip(i + move, 0, len(scale) - 1))]
+            prev = midi
+            vel = (1.0 if slot % 2 == 0 else 0.8) * (0.85 + 0.15 * rng.random())
+            events.append(self._note("lead", self.step_sample(bar, step), length, midi, vel, 0.1))
+        return events
+
+    def _drums(self, bar: int, kind: str, pos: int) -> list[Event]:
+        plan = self.plan
+        style = plan.style
+        groove = style.drums or DrumPattern(
+            kick="x.......x.......", snare="....x.......x...", hat="o.o.o.o.o.o.o.o."
+        )
+        pattern = style.fill if (pos == BARS_PER_SECTION - 1 and style.fill) else groove
+        rng = self._rng(bar, 0xD7)
+        events = []
+        for lane, steps in pattern.lanes().items():
+            for s, ch in enumerate(steps):
+                if ch == ".":
+                    continue
+                vel = STEP_VELOCITY[ch] * (0.9 + 0.1 * rng.random())
+                events.append(self._hit(lane, self.step_sample(bar, s), vel))
+        if pos == 0 and bar > 0 and style.fill is not None:
+            events.append(self._hit("crash", self.step_sample(bar, 0), 0.9))
+        if plan.density > 0.6 and style.drums is not None:
+            # Extra 16th shaker on busy settings, on the grid like everything else.
+            for s in range(1, 16, 2):
+                if rng.random() < plan.density - 0.4:
+                    events.append(self._hit("shaker", self.step_sample(bar, s), 0.5))
+        return events
+
+    def _hit(self, lane: str, start: int, vel: float) -> Event:
+        plan = self.plan
+        return Event(
+            start_sample=start,
+            voice=f"drum:{lane}",
+            midi=0.0,
+            on_samples=0,
+            gain=plan.role_gains[lane] * vel,
+            pan=_DRUM_PAN.get(lane, 0.0),
+            send=min(1.0, _ROLE_SEND[lane] * plan.reverb_send_scale),
+            role=lane,
+        )
+
+
+# ------------------------------------------------------------------ rendering
+
+
+class TimelineRenderer:
+    """Renders the global timeline as a stream of fixed chunks; windows are slices.
+
+    Chunks are produced strictly in order from chunk 0 through one streaming reverb, so
+    chunk ``c`` is always the same function of the composition whichever windows asked
+    for it. Recent chunks are kept; asking for an older, evicted one restarts the
+    stream from chunk 0 (correct, only slower).
+    """
+
+    def __init__(self, plan: MusicPlan) -> None:
+        import pedalboard
+
+        self.plan = plan
+        self.composer = Composer(plan)
+        self.kit = drum_kit(plan.seed, plan.style.drum_tone)
+        self._notes: OrderedDict[tuple[str, float, int], np.ndarray] = OrderedDict()
+        self._note_bytes = 0
+        self._out: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._next_chunk = 0
+        self._reverb = pedalboard.Reverb(
+            room_size=plan.reverb_room, damping=0.5, wet_level=1.0, dry_level=0.0, width=0.6
+        )
+        longest_beats = max(8.0, 2.0 * plan.style.chord_beats)
+        self._lookback = int((longest_beats * plan.beat_s + 2.5) * SAMPLE_RATE_HZ)
+
+    def render(self, start_sample: int, num_samples: int) -> np.ndarray:
+        """Stereo float32 ``(2, num_samples)`` of the timeline from ``start_sample``."""
+        first = start_sample // CHUNK_SAMPLES
+        last = (start_sample + num_samples - 1) // CHUNK_SAMPLES
+        blocks = [self._chunk(c) for c in range(first, last + 1)]
+        joined = np.concatenate(blocks, axis=1)
+        offset = start_sample - first * CHUNK_SAMPLES
+        return np.ascontiguousarray(joined[:, offset : offset + num_samples])
+
+    def events_between(self, start_sample: int, stop_sample: int) -> list[Event]:
+        """Events that start in ``[start_sample, stop_sample)``, in timeline order."""
+        c = self.composer
+        bars = range(c.bar_at_sample(start_sample) - 1, c.bar_at_sample(stop_sample) + 1)
+        return [
+            e for b in bars for e in c.bar_events(b) if start_sample <= e.start_sample < stop_sample
+        ]
+
+    def _chunk(self, c: int) -> np.ndarray:
+        cached = self._out.get(c)
+        if cached is not None:
+            return cached
+        if c < self._next_chunk:
+            self._reverb.reset()
+            self._next_chunk = 0
+        while self._next_chunk <= c:
+            k = self._next_chunk
+            main, send = self._dry_chunk(k)
+            wet = self._reverb.process(send.astype(np.float32), SAMPLE_RATE_HZ, reset=False)
+            mix = main + wet
+            out = soft_clip(mix * MASTER_GAIN).astype(np.float32)
+            self._out[k] = out
+            if len(self._out) > _CHUNK_CACHE:
+                self._out.popitem(last=False)
+            self._next_chunk += 1
+        return self._out[c]
+
+    def _dry_chunk(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        c0 = c * CHUNK_SAMPLES
+        c1 = c0 + CHUNK_SAMPLES
+        main = np.zeros((2, CHUNK_SAMPLES))
+        send = np.zeros((2, CHUNK_SAMPLES))
+        if c1 > 0:
+            pump = self._pump_gain(c0) if self.plan.style.sidechain > 0 else None
+            for e in self.events_between(max(0, c0 - self._lookback), c1):
+                audio = self._event_audio(e)
+                a = max(c0, e.start_sample)
+                b = min(c1, e.start_sample + audio.size)
+                if b <= a:
+                    continue
+                seg = audio[a - e.start_sample : b - e.start_sample].astype(np.float64)
+                if pump is not None and e.role in ("chords", "pad", "bass"):
+                    seg = seg * pump[a - c0 : b - c0]
+                left, right = pan_gains(e.pan)
+                dry = e.gain * (1.0 - 0.5 * e.send)
+                main[0, a - c0 : b - c0] += (dry * left) * seg
+                main[1, a - c0 : b - c0] += (dry * right) * seg
+                if e.send > 0:
+                    send[0, a - c0 : b - c0] += (e.gain * e.send * left) * seg
+                    send[1, a - c0 : b - c0] += (e.gain * e.send * right) * seg
+            gain = self._dynamics_gain(c0)
+            main *= gain
+            send *= gain
+        return main, send
+
+    def _event_audio(self, e: Event) -> np.ndarray:
+        if e.voice.startswith("drum:"):
+            return self.kit[e.voice[5:]]
+        key = (e.voice, e.midi, e.on_samples)
+        cached = self._notes.get(key)
+        if cached is not None:
+            self._notes.move_to_end(key)
+            return cached
+        audio = render_note(e.voice, e.midi, e.on_samples, self.plan.tilt)
+        self._notes[key] = audio
+        self._note_bytes += audio.nbytes
+        while self._note_bytes > _NOTE_CACHE_BYTES and len(self._notes) > 1:
+            _, old = self._notes.popitem(last=False)
+            self._note_bytes -= old.nbytes
+        return audio
+
+    def _dynamics_gain(self, c0: int) -> np.ndarray:
+        frames = (c0 + np.arange(CHUNK_SAMPLES)) / 441.0
+        g = self.plan.gain_frames
+        return np.interp(frames, np.arange(g.size, dtype=np.float64), g)
+
+    def _pump_gain(self, c0: int) -> np.ndarray:
+        """EDM side-chain: a dip after every beat, a pure function of absolute time."""
+        plan = self.plan
+        t = (c0 + np.arange(CHUNK_SAMPLES)) / SAMPLE_RATE_HZ
+        since_beat = np.mod(t - plan.phase_s, plan.beat_s)
+        return 1.0 - plan.style.sidechain * np.exp(-since_beat / (0.22 * plan.beat_s))
+
+
+# ------------------------------------------------------------------ generator
+
+
+class ProceduralGenerator:
+    """Composes music aligned to the noise (BNMusic Stage 1 without a diffusion model).
+
+    Output per window: stereo float32 ``(2, window.num_samples)`` at 44,100 Hz (image
+    None), peaks below -1 dBFS, from one global timeline (see the module doc).
+
+    Prompt words pick the style (lo-fi, jazz, ambient, EDM, rock, classical, pop,
+    hip-hop, with synonyms such as "house", "punk", "orchestral", "rap"; the first
+    style word wins; default pop) and instruments (piano, rhodes/keys, pad/synth,
+    strings/violin, bass, pluck/harp/arp, guitar, bell/vibes, drums/beat). Words in
+    the negative prompt remove instruments ("drums", "piano", ...).
+
+    ``settings.params`` (all optional; any other key raises ParameterError):
+        style (str): a style name or synonym; overrides the prompt.
+        tempo_bpm (float, 40..240): fixed tempo; the beat phase still follows the noise
+            when it is periodic.
+        key (str): e.g. "D", "F#m", "Bb minor"; overrides the key taken from the noise.
+        density (0..1, default 0.5): melody, arpeggio and percussion density.
+        drums (bool): force the drum kit on or off.
+        dynamics_depth (0..1, default 0.5): dB of music level change per dB of noise
+            level change (0 = constant level).
+        spectral_match (0..1, default 1): how strongly voices and levels tilt towards
+            the noise's high-energy bands (0 = the style's own balance).
+        reverb_mix (0..1, default 0.5): reverb amount (0 = dry).
+
+    Diagnostics per window: tempo_bpm, tempo_source, beat_phase_s, key, key_source,
+    style, style_source, instruments, chord_progression (chords in the window),
+    progressions (per section kind), sections, register_midi, render_s.
+    """
+
+    name = "procedural"
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise ParameterError(
+                f"the procedural generator takes no construction options, got "
+                f"{', '.join(sorted(options))}; use settings.params instead"
+            )
+
+    def plan(self, analysis: StemAnalysis, settings: GenerationSettings) -> MusicPlan:
+        """The musical decisions for a stem (what :meth:`generate` will play)."""
+        _check_analysis(analysis)
+        return make_plan(analysis, settings, parse_options(settings.params))
+
+    def generate(
+        self,
+        windows: Sequence[NoiseWindow],
+        analysis: StemAnalysis,
+        settings: GenerationSettings,
+        progress: ProgressFn | None = None,
+    ) -> list[WindowMusic]:
+        """Music for each window, in order (see the class doc)."""
+        for w in windows:
+            if w.num_samples <= 0 or w.start_sample < 0:
+                raise ParameterError(
+                    f"window {w.index} has start_sample={w.start_sample}, "
+                    f"num_samples={w.num_samples}; need start >= 0 and length > 0"
+                )
+        plan = self.plan(analysis, settings)
+        renderer = TimelineRenderer(plan)
+        base = _plan_diagnostics(plan)
+        out: list[WindowMusic] = []
+        for k, w in enumerate(windows):
+            t0 = time.perf_counter()
+            audio = renderer.render(w.start_sample, w.num_samples)
+            diag = dict(base)
+            diag.update(_window_diagnostics(renderer, w.start_sample, w.num_samples))
+            diag["render_s"] = round(time.perf_counter() - t0, 4)
+            out.append(WindowMusic(audio=audio, image=None, diagnostics=diag))
+            if progress is not None:
+                progress("generate", (k + 1) / len(windows))
+        return out
+
+
+def _check_analysis(analysis: StemAnalysis) -> None:
+    if analysis.sample_rate_hz != SAMPLE_RATE_HZ:
+        raise ParameterError(
+            f"analysis.sample_rate_hz={analysis.sample_rate_hz}; the procedural generator "
+            f"needs the analysis grid at {SAMPLE_RATE_HZ} Hz"
+        )
+    if len(analysis.band_center_hz) != len(analysis.mask_band_share) or len(
+        analysis.band_energy_db
+    ) != len(analysis.band_center_hz):
+        raise ParameterError(
+            "analysis band arrays differ in length: band_center_hz "
+            f"{len(analysis.band_center_hz)}, mask_band_share {len(analysis.mask_band_share)}, "
+            f"band_energy_db {len(analysis.band_energy_db)}"
+        )
+
+
+def _plan_diagnostics(plan: MusicPlan) -> dict[str, Any]:
+    instruments = sorted(
+        {v for v in plan.roles.values() if v} | ({"drums"} if plan.drums_on else set())
+    )
+    return {
+        "generator": "procedural",
+        "style": plan.style.name,
+        "style_source": plan.style_source,
+        "tempo_bpm": round(plan.tempo_bpm, 3),
+        "tempo_source": plan.tempo_source,
+        "beat_phase_s": round(plan.phase_s, 4),
+        "key": plan.key_name,
+        "key_source": plan.key_source,
+        "instruments": instruments,
+        "roles": {k: v for k, v in plan.roles.items()},
+        "progressions": {
+            kind: [ch.symbol(plan.tonic_pc) for ch in prog]
+            for kind, prog in plan.progressions.items()
+        },
+        "register_midi": round(plan.chord_centre_midi, 1),
+    }
+
+
+def _window_diagnostics(renderer: TimelineRenderer, start: int, num: int) -> dict[str, Any]:
+    c = renderer.composer
+    plan = renderer.plan
+    first = c.bar_at_sample(start)
+    last = c.bar_at_sample(start + num - 1)
+    chords: list[str] = []
+    sections: list[str] = []
+    for bar in range(first, last + 1):
+        for beat in range(0, 4, 2 if plan.style.chord_beats < 4 else 4):
+            sym = chord_at(plan, bar, beat).symbol(plan.tonic_pc)
+            if not chords or chords[-1] != sym:
+                chords.append(sym)
+        kind, _ = section_of(bar)
+        if not sections or sections[-1] != kind:
+            sections.append(kind)
+    return {"chord_progression": chords, "sections": sections, "bars": [first, last]}

@@ -1,0 +1,502 @@
+"""Musical material for the procedural generator: styles, chords, patterns, prompt words.
+
+Pure data plus a few parsers; no audio here. Pitches are MIDI note numbers (60 = C4 =
+261.63 Hz), times are in beats or in 16th-note steps (16 per 4/4 bar).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..errors import ParameterError
+
+NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
+
+CHORD_INTERVALS: dict[str, tuple[int, ...]] = {
+    "maj": (0, 4, 7),
+    "min": (0, 3, 7),
+    "dim": (0, 3, 6),
+    "sus2": (0, 2, 7),
+    "sus4": (0, 5, 7),
+    "5": (0, 7, 12),
+    "6": (0, 4, 7, 9),
+    "m6": (0, 3, 7, 9),
+    "maj7": (0, 4, 7, 11),
+    "min7": (0, 3, 7, 10),
+    "dom7": (0, 4, 7, 10),
+    "m7b5": (0, 3, 6, 10),
+    "add9": (0, 4, 7, 14),
+    "maj9": (0, 4, 7, 11, 14),
+    "min9": (0, 3, 7, 10, 14),
+    "dom9": (0, 4, 7, 10, 14),
+}
+_SYMBOL_SUFFIX = {
+    "maj": "",
+    "min": "m",
+    "dim": "dim",
+    "sus2": "sus2",
+    "sus4": "sus4",
+    "5": "5",
+    "6": "6",
+    "m6": "m6",
+    "maj7": "maj7",
+    "min7": "m7",
+    "dom7": "7",
+    "m7b5": "m7b5",
+    "add9": "add9",
+    "maj9": "maj9",
+    "min9": "m9",
+    "dom9": "9",
+}
+_ROMAN = {"i": 0, "ii": 1, "iii": 2, "iv": 3, "v": 4, "vi": 5, "vii": 6}
+
+
+@dataclass(frozen=True)
+class Chord:
+    """A chord relative to the key.
+
+    Attributes:
+        degree_semitones: root, in semitones above the key's tonic (0..11).
+        quality: a key of :data:`CHORD_INTERVALS`.
+        numeral: the roman numeral it was written as (for diagnostics).
+    """
+
+    degree_semitones: int
+    quality: str
+    numeral: str
+
+    def intervals(self) -> tuple[int, ...]:
+        return CHORD_INTERVALS[self.quality]
+
+    def symbol(self, tonic_pc: int) -> str:
+        """Chord symbol in the key whose tonic is pitch class ``tonic_pc`` (e.g. "Dm7")."""
+        return NOTE_NAMES[(tonic_pc + self.degree_semitones) % 12] + _SYMBOL_SUFFIX[self.quality]
+
+
+def parse_numeral(text: str, minor_key: bool) -> Chord:
+    """Parse a roman numeral chord such as ``"ii7"``, ``"V7"``, ``"bVII"``, ``"IVmaj7"``.
+
+    Upper case is a major chord, lower case minor; suffixes: ``7`` (dominant 7th on a
+    major numeral, minor 7th on a minor one), ``maj7``, ``9``, ``maj9``, ``add9``,
+    ``sus2``, ``sus4``, ``5`` (power chord), ``6``, ``o`` (diminished), ``m7b5``.
+    Scale degrees follow the key's scale (natural minor in a minor key); a ``b``/``#``
+    prefix lowers/raises the root by a semitone.
+    """
+    m = re.fullmatch(r"([b#]?)([ivIV]+)(.*)", text)
+    if m is None or m.group(2).lower() not in _ROMAN:
+        raise ParameterError(f"cannot parse chord numeral {text!r}")
+    accidental, roman, suffix = m.groups()
+    scale = MINOR_SCALE if minor_key else MAJOR_SCALE
+    root = scale[_ROMAN[roman.lower()]] + {"": 0, "b": -1, "#": 1}[accidental]
+    upper = roman.isupper()
+    table = {
+        "": "maj" if upper else "min",
+        "7": "dom7" if upper else "min7",
+        "9": "dom9" if upper else "min9",
+        "maj7": "maj7",
+        "maj9": "maj9",
+        "add9": "add9",
+        "sus2": "sus2",
+        "sus4": "sus4",
+        "5": "5",
+        "6": "6" if upper else "m6",
+        "o": "dim",
+        "m7b5": "m7b5",
+    }
+    if suffix not in table:
+        raise ParameterError(f"unknown chord suffix {suffix!r} in {text!r}")
+    return Chord(root % 12, table[suffix], text)
+
+
+def parse_progression(text: str, minor_key: bool) -> tuple[Chord, ...]:
+    """A space-separated progression of roman numerals."""
+    return tuple(parse_numeral(t, minor_key) for t in text.split())
+
+
+@dataclass(frozen=True)
+class DrumPattern:
+    """One bar of drums on a 16-step grid; ``x`` = accent, ``o`` = normal, ``g`` = ghost.
+
+    ``ride`` doubles as the jazz ride cymbal; ``shaker`` is a soft 16th shaker.
+    """
+
+    kick: str = "." * 16
+    snare: str = "." * 16
+    clap: str = "." * 16
+    hat: str = "." * 16
+    open_hat: str = "." * 16
+    ride: str = "." * 16
+    shaker: str = "." * 16
+
+    def lanes(self) -> dict[str, str]:
+        return {
+            "kick": self.kick,
+            "snare": self.snare,
+            "clap": self.clap,
+            "hat": self.hat,
+            "open_hat": self.open_hat,
+            "ride": self.ride,
+            "shaker": self.shaker,
+        }
+
+
+STEP_VELOCITY = {"x": 1.0, "o": 0.62, "g": 0.32}
+
+
+@dataclass(frozen=True)
+class Style:
+    """A style: tempo, harmony, patterns and the default instrument of each role.
+
+    Attributes:
+        name: the style's name.
+        tempo_bpm: tempo when the noise has no periodicity.
+        tempo_range_bpm: tempos the style likes; a noise tempo is moved into it by
+            octaves (x2, /2) so the beat grid stays locked to the noise.
+        minor: minor key (else major).
+        progressions: roman-numeral progressions, one chord per ``chord_beats``.
+        chord_beats: beats each chord lasts.
+        swing: 0 = straight, 1 = triplet swing of the 8th notes.
+        swing_16: the same for 16th notes.
+        chord_instrument, pad_instrument, bass_instrument, arp_instrument,
+        lead_instrument: default instrument of each role (None = role off).
+        chord_pattern: ``sustain``, ``stabs``, ``comp``, ``strum``, ``alberti``.
+        chord_steps: onset steps (16th grid) for ``stabs``/``strum``.
+        bass_pattern: ``pop``, ``rock``, ``offbeat``, ``sub``, ``lofi``, ``walking``,
+            ``sustain``, ``classical``.
+        arp_pattern: ``up8``, ``up16``, ``updown8``, ``sparse8``, or None.
+        drums: main groove; None = no drums unless the prompt asks for them.
+        fill: last-bar variation of a section (None = keep the groove).
+        lead_density: probability of a melody note on an 8th-note slot (0..1).
+        reverb_room: pedalboard room size (0..1).
+        reverb_send: share of each melodic voice sent to the reverb (0..1).
+        sidechain: depth of the EDM pumping on pads and chords (0..1).
+        drum_tone: 0 = dark, muffled drums (lo-fi), 1 = bright.
+    """
+
+    name: str
+    tempo_bpm: float
+    tempo_range_bpm: tuple[float, float]
+    minor: bool
+    progressions: tuple[str, ...]
+    chord_beats: int = 4
+    swing: float = 0.0
+    swing_16: float = 0.0
+    chord_instrument: str = "piano"
+    pad_instrument: str | None = "pad"
+    bass_instrument: str | None = "bass"
+    arp_instrument: str | None = "pluck"
+    lead_instrument: str | None = "pluck"
+    chord_pattern: str = "sustain"
+    chord_steps: str = "x......." * 2
+    bass_pattern: str = "pop"
+    arp_pattern: str | None = "up8"
+    drums: DrumPattern | None = None
+    fill: DrumPattern | None = None
+    lead_density: float = 0.5
+    reverb_room: float = 0.5
+    reverb_send: float = 0.25
+    sidechain: float = 0.0
+    drum_tone: float = 0.8
+    words: tuple[str, ...] = field(default_factory=tuple)
+
+
+_POP_FILL = DrumPattern(kick="x.....x.x.......", snare="....x.......xoxx", hat="x.o.x.o.x.o.....")
+_ROCK_FILL = DrumPattern(kick="x.....x.x.......", snare="....x.....xxxxxx", hat="x.x.x.x.x.x.....")
+
+STYLES: dict[str, Style] = {
+    "pop": Style(
+        name="pop",
+        tempo_bpm=112.0,
+        tempo_range_bpm=(92.0, 130.0),
+        minor=False,
+        progressions=("I V vi IV", "vi IV I V", "I vi IV V", "IV I V vi"),
+        chord_instrument="piano",
+        chord_pattern="stabs",
+        chord_steps="x..x..x.x..x..x.",
+        bass_pattern="pop",
+        arp_pattern="up8",
+        drums=DrumPattern(
+            kick="x.....x.x.......", snare="....x.......x...", hat="x.o.x.o.x.o.x.o."
+        ),
+        fill=_POP_FILL,
+        lead_instrument="bell",
+        lead_density=0.55,
+        reverb_room=0.45,
+        reverb_send=0.2,
+        words=("pop", "upbeat", "happy", "catchy", "radio"),
+    ),
+    "rock": Style(
+        name="rock",
+        tempo_bpm=124.0,
+        tempo_range_bpm=(100.0, 150.0),
+        minor=False,
+        progressions=("I bVII IV I", "I V vi IV", "vi IV I V", "IV V I I"),
+        chord_instrument="guitar",
+        pad_instrument=None,
+        chord_pattern="strum",
+        chord_steps="x.x.x.x.x.x.x.x.",
+        bass_pattern="rock",
+        arp_pattern=None,
+        lead_instrument="guitar",
+        drums=DrumPattern(
+            kick="x.....x.x.x.....",
+            snare="....x.......x...",
+            hat="x.x.x.x.x.x.x.x.",
+        ),
+        fill=_ROCK_FILL,
+        lead_density=0.5,
+        reverb_room=0.4,
+        reverb_send=0.15,
+        words=("rock", "punk", "metal", "grunge", "garage", "indie"),
+    ),
+    "edm": Style(
+        name="edm",
+        tempo_bpm=124.0,
+        tempo_range_bpm=(118.0, 132.0),
+        minor=True,
+        progressions=("i VI III VII", "VI VII i i", "i iv VI VII", "VI III VII i"),
+        chord_instrument="pad",
+        pad_instrument=None,
+        chord_pattern="sustain",
+        bass_pattern="offbeat",
+        arp_instrument="pluck",
+        arp_pattern="up16",
+        lead_instrument="bell",
+        drums=DrumPattern(
+            kick="x...x...x...x...",
+            clap="....x.......x...",
+            hat="g.g.g.g.g.g.g.g.",
+            open_hat="..o...o...o...o.",
+        ),
+        fill=DrumPattern(
+            kick="x...x...x...x...",
+            clap="....x.......x.xx",
+            hat="g.g.g.g.g.g.g.g.",
+            open_hat="..o...o...o...o.",
+        ),
+        lead_density=0.5,
+        reverb_room=0.6,
+        reverb_send=0.3,
+        sidechain=0.7,
+        words=(
+            "edm",
+            "house",
+            "techno",
+            "trance",
+            "dance",
+            "electro",
+            "electronic",
+            "club",
+            "synthwave",
+            "dubstep",
+        ),
+    ),
+    "hip-hop": Style(
+        name="hip-hop",
+        tempo_bpm=90.0,
+        tempo_range_bpm=(78.0, 100.0),
+        minor=True,
+        progressions=("i7 VImaj7 iv7 v7", "i7 iv7 VImaj7 VII", "VImaj7 v7 i7 i7"),
+        swing_16=0.35,
+        chord_instrument="epiano",
+        pad_instrument=None,
+        chord_pattern="stabs",
+        chord_steps="x......x..x.....",
+        bass_pattern="sub",
+        bass_instrument="sub",
+        arp_pattern=None,
+        lead_instrument="bell",
+        drums=DrumPattern(
+            kick="x......x.xx.....",
+            snare="....x.......x...",
+            hat="x.o.x.o.x.o.x.og",
+        ),
+        fill=DrumPattern(kick="x......x.xx.....", snare="....x.......x.gx", hat="x.o.x.o.x.o.xoxo"),
+        lead_density=0.35,
+        reverb_room=0.35,
+        reverb_send=0.15,
+        drum_tone=0.6,
+        words=("hip-hop", "hiphop", "rap", "trap", "boom", "bap", "r&b", "rnb", "urban"),
+    ),
+    "lo-fi": Style(
+        name="lo-fi",
+        tempo_bpm=80.0,
+        tempo_range_bpm=(70.0, 92.0),
+        minor=False,
+        progressions=(
+            "ii7 V7 Imaj7 vi7",
+            "IVmaj7 iii7 ii7 Imaj7",
+            "Imaj7 vi7 ii7 V7",
+            "IVmaj7 V7 iii7 vi7",
+        ),
+        swing_16=0.45,
+        chord_instrument="epiano",
+        pad_instrument=None,
+        chord_pattern="stabs",
+        chord_steps="x.........x.....",
+        bass_pattern="lofi",
+        arp_pattern=None,
+        lead_instrument="pluck",
+        drums=DrumPattern(
+            kick="x.......x.x.....",
+            snare="....x.......x...",
+            hat="x.o.x.o.x.o.x.oo",
+        ),
+        fill=DrumPattern(kick="x.......x.x.....", snare="....x.......x.g.", hat="x.o.x.o.x.o.x.oo"),
+        lead_density=0.35,
+        reverb_room=0.5,
+        reverb_send=0.25,
+        drum_tone=0.25,
+        words=("lo-fi", "lofi", "chill", "chillhop", "study", "mellow", "cozy", "vinyl"),
+    ),
+    "jazz": Style(
+        name="jazz",
+        tempo_bpm=132.0,
+        tempo_range_bpm=(100.0, 170.0),
+        minor=False,
+        progressions=(
+            "ii7 V7 Imaj7 Imaj7",
+            "iii7 VI7 ii7 V7",
+            "Imaj7 vi7 ii7 V7",
+            "IVmaj7 iv7 iii7 VI7",
+        ),
+        swing=0.85,
+        chord_instrument="piano",
+        pad_instrument=None,
+        chord_pattern="comp",
+        bass_pattern="walking",
+        bass_instrument="upright",
+        arp_pattern=None,
+        lead_instrument="epiano",
+        drums=DrumPattern(
+            kick="g...........g...",
+            hat="....o.......o...",
+            ride="x...x.ox....x.ox",
+        ),
+        lead_density=0.5,
+        reverb_room=0.45,
+        reverb_send=0.2,
+        drum_tone=0.7,
+        words=("jazz", "jazzy", "swing", "bebop", "bossa", "blues", "bluesy", "lounge"),
+    ),
+    "ambient": Style(
+        name="ambient",
+        tempo_bpm=68.0,
+        tempo_range_bpm=(60.0, 84.0),
+        minor=False,
+        progressions=("Imaj7 IVmaj7", "vi7 IVmaj7", "Imaj9 V", "IVmaj7 Imaj7"),
+        chord_beats=8,
+        chord_instrument="pad",
+        pad_instrument="strings",
+        chord_pattern="sustain",
+        bass_pattern="sustain",
+        arp_instrument="bell",
+        arp_pattern="sparse8",
+        lead_instrument="bell",
+        drums=None,
+        lead_density=0.2,
+        reverb_room=0.85,
+        reverb_send=0.45,
+        words=(
+            "ambient",
+            "calm",
+            "drone",
+            "meditation",
+            "meditative",
+            "relax",
+            "relaxing",
+            "dreamy",
+            "atmospheric",
+            "soundscape",
+            "sleep",
+            "peaceful",
+        ),
+    ),
+    "classical": Style(
+        name="classical",
+        tempo_bpm=88.0,
+        tempo_range_bpm=(66.0, 120.0),
+        minor=False,
+        progressions=("I IV V I", "I vi ii V", "I V vi iii", "IV I ii V"),
+        chord_instrument="strings",
+        pad_instrument=None,
+        chord_pattern="sustain",
+        bass_pattern="classical",
+        bass_instrument="cello",
+        arp_instrument="piano",
+        arp_pattern="alberti",
+        lead_instrument="strings",
+        drums=None,
+        lead_density=0.5,
+        reverb_room=0.7,
+        reverb_send=0.35,
+        words=(
+            "classical",
+            "orchestra",
+            "orchestral",
+            "symphony",
+            "symphonic",
+            "baroque",
+            "sonata",
+            "chamber",
+            "romantic",
+            "cinematic",
+        ),
+    ),
+}
+DEFAULT_STYLE = "pop"
+
+INSTRUMENT_WORDS: dict[str, tuple[str, ...]] = {
+    "piano": ("piano", "pianos", "grand"),
+    "epiano": ("rhodes", "epiano", "e-piano", "wurlitzer", "keys", "keyboard"),
+    "pad": ("pad", "pads", "synth", "synths", "synthesizer"),
+    "strings": ("strings", "string", "violin", "violins", "viola", "cello", "orchestra"),
+    "bass": ("bass", "bassline", "808"),
+    "pluck": ("pluck", "plucks", "plucked", "harp", "arp", "arpeggio", "arpeggios", "kalimba"),
+    "guitar": ("guitar", "guitars"),
+    "bell": ("bell", "bells", "glockenspiel", "celesta", "vibraphone", "vibes", "chimes"),
+    "drums": ("drum", "drums", "beat", "beats", "percussion", "groove"),
+}
+
+
+def prompt_words(text: str) -> list[str]:
+    """Lower-case words of a prompt, keeping ``hip-hop``, ``lo-fi``, ``r&b``, ``e-piano``
+    whole and joining the spaced forms ``hip hop`` and ``lo fi``."""
+    lowered = text.lower().replace("hip hop", "hip-hop").replace("lo fi", "lo-fi")
+    return re.findall(r"[a-z0-9&]+(?:-[a-z0-9]+)*", lowered)
+
+
+def style_from_prompt(prompt: str) -> tuple[str, str | None]:
+    """The style whose word comes first in the prompt, and that word.
+
+    Returns ``(DEFAULT_STYLE, None)`` when no style word is present.
+    """
+    for word in prompt_words(prompt):
+        for name, style in STYLES.items():
+            if word in style.words:
+                return name, word
+    return DEFAULT_STYLE, None
+
+
+def instruments_in(text: str) -> list[str]:
+    """Instruments named in a prompt, in :data:`INSTRUMENT_WORDS` order."""
+    words = set(prompt_words(text))
+    return [name for name, ws in INSTRUMENT_WORDS.items() if words.intersection(ws)]
+
+
+def parse_key(text: str) -> tuple[int, bool | None]:
+    """Parse ``"D"``, ``"F#m"``, ``"Bb minor"``, ``"e major"``: (tonic pitch class, minor).
+
+    ``minor`` is None when the text gives no mode (the style decides).
+    """
+    m = re.fullmatch(r"\s*([A-Ga-g])([#b]?)\s*(m|min|minor|maj|major)?\s*", text)
+    if m is None:
+        raise ParameterError(f"key {text!r} is not a key name such as 'D', 'F#m', 'Bb minor'")
+    letter, accidental, mode = m.groups()
+    pc = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}[letter.lower()]
+    pc = (pc + {"": 0, "#": 1, "b": -1}[accidental]) % 12
+    minor = None if mode is None else mode in ("m", "min", "minor")
+    return pc, minor
