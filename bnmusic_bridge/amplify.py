@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import AudioInputError, ParameterError
-from .masking import MaskingField
+from .masking import MaskingField, masking_gain
 from .spectrogram import HOP_SAMPLES, SAMPLE_RATE_HZ
 
 DEFAULT_ALPHA = 0.14
@@ -85,7 +85,7 @@ def _loss_terms(
     return _LossTerms(
         volume_slope=alpha * float(np.sum(music, dtype=np.float64)),
         constant=float(req[need & ~maskable].sum()),
-        breakpoints=req[maskable] / cap[maskable],
+        breakpoints=masking_gain(req[maskable], cap[maskable]),
         weights=cap[maskable],
     )
 
@@ -196,10 +196,11 @@ def solve_lambda_gd(
     """The paper's gradient descent on the loss, run on log-gain (numpy, Adam steps).
 
     The (sub)gradient of :func:`paper_loss` in ``g`` is ``alpha SUM(S_music) -
-    SUM(capacity over mask bins still unmasked)``; descending on ``theta = ln g`` keeps
-    the gain positive and the step scale-free. Adam's normalised step with a learning
-    rate decaying geometrically from ``lr`` to ``lr_final`` settles on the kink where
-    the subgradient changes sign.
+    SUM(capacity over mask bins still unmasked)``. The parameter is ``theta = ln g``
+    (keeps the gain positive), moved by Adam steps driven by that subgradient (same sign
+    as the one in ``theta``; Adam normalises the scale) with a learning rate decaying
+    geometrically from ``lr`` to ``lr_final``, so it settles on the kink where the
+    subgradient changes sign.
 
     Args:
         steps: number of descent steps.
@@ -226,8 +227,9 @@ def solve_lambda_gd(
     rate = lr
     for t in range(1, steps + 1):
         g = math.exp(theta)
-        grad_g = terms.volume_slope - float(w[b > g].sum())
-        grad = g * grad_g
+        # d loss / d g; the log-gain gradient is g times it (same sign). Adam normalises
+        # the scale away, and this one does not vanish as the gain heads to silence.
+        grad = terms.volume_slope - float(w[b > g].sum())
         m1 = beta1 * m1 + (1.0 - beta1) * grad
         m2 = beta2 * m2 + (1.0 - beta2) * grad * grad
         m1_hat = m1 / (1.0 - beta1**t)

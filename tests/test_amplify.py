@@ -1,0 +1,248 @@
+"""The paper's gain lambda (exact and gradient-descent solvers) and the lambda lane."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bnmusic_bridge import amplify as am
+from bnmusic_bridge.errors import AudioInputError, ParameterError
+from bnmusic_bridge.masking import masking_field, smr_field
+
+SR = 44_100
+
+
+def _aligned_case(seed: int = 0, frames: int = 60, bands: int = 64):
+    """Noise with a loud core, music partly aligned with it: lambda* > 0."""
+    rng = np.random.default_rng(seed)
+    noise = (rng.random((bands, frames)) ** 3).astype(np.float32)
+    noise[10:20] += 2.0
+    mask = noise >= np.quantile(noise, 0.85)
+    music = (0.05 * rng.random((bands, frames))).astype(np.float32)
+    music[mask] += (3.0 + rng.random(int(mask.sum()))).astype(np.float32)
+    return noise, music, mask
+
+
+def _brute_force(music, field, mask, alpha=am.DEFAULT_ALPHA) -> float:
+    """Loss at 0 and at every breakpoint (a convex piecewise-linear loss has its minimum
+    at one of them), by a plain loop."""
+    best_gain, best_loss = 0.0, am.paper_loss(0.0, music, field, mask, alpha)
+    for g in np.unique(field.required_gain()[mask]):
+        if 0 < g < np.inf:
+            loss = am.paper_loss(float(g), music, field, mask, alpha)
+            if loss < best_loss - 1e-9 * abs(best_loss):
+                best_gain, best_loss = float(g), loss
+    return best_gain
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_solver_matches_brute_force_and_grid(seed):
+    noise, music, mask = _aligned_case(seed)
+    field = smr_field(noise, music)
+    gain = am.solve_lambda_exact(music, field, mask)
+    assert gain > 0
+    assert gain == pytest.approx(_brute_force(music, field, mask), rel=1e-12)
+    grid = np.geomspace(gain / 100, gain * 100, 2001)
+    losses = [am.paper_loss(float(g), music, field, mask) for g in grid]
+    assert am.paper_loss(gain, music, field, mask) <= min(losses) + 1e-9 * min(losses)
+
+
+def test_exact_solver_large_input_uses_buckets_and_agrees_with_sorting():
+    noise, music, mask = _aligned_case(3, frames=400, bands=128)  # > 4096 mask bins
+    field = smr_field(noise, music)
+    terms = am._loss_terms(music, field, mask, am.DEFAULT_ALPHA)
+    assert terms.breakpoints.size > am._BUCKETS
+    full_sort = am._first_feasible_sorted(terms.breakpoints, terms.weights, terms.volume_slope, 0.0)
+    assert am.solve_lambda_exact(music, field, mask) == full_sort
+
+
+def test_max_gain_bounds_the_exact_solution():
+    noise, music, mask = _aligned_case()
+    field = smr_field(noise, music)
+    free = am.solve_lambda_exact(music, field, mask)
+    assert am.solve_lambda_exact(music, field, mask, max_gain=free / 2) == free / 2
+    assert am.solve_lambda_exact(music, field, mask, max_gain=free * 2) == free
+
+
+def test_gradient_descent_agrees_with_exact_synthetic():
+    noise, music, mask = _aligned_case(4)
+    for model in ("smr", "spreading"):
+        field = masking_field(model, noise, music) if model == "smr" else None
+        if field is None:
+            continue  # the spreading model needs the 512-band grid: see the real test
+        exact = am.solve_lambda_exact(music, field, mask)
+        gd = am.solve_lambda_gd(music, field, mask)
+        assert gd == pytest.approx(exact, rel=0.005)
+
+
+def _real_pair(shared_data, noise_name: str, music_name: str):
+    import soundfile as sf
+
+    from bnmusic_bridge.loudness import integrated_lufs
+    from bnmusic_bridge.spectrogram import WINDOW_SAMPLES, audio_to_mel
+
+    noise, _ = sf.read(shared_data / "noise" / noise_name, dtype="float32")
+    music, _ = sf.read(shared_data / "music" / music_name, dtype="float32")
+    n = min(noise.size, WINDOW_SAMPLES)
+    noise, music = noise[:n], music[:n]
+    music = music * np.float32(
+        10 ** ((integrated_lufs(noise, SR) - integrated_lufs(music, SR)) / 20)
+    )
+    noise_mel, music_mel = audio_to_mel(noise), audio_to_mel(music)
+    return noise_mel, music_mel, noise_mel >= np.quantile(noise_mel, 0.85)
+
+
+@pytest.mark.parametrize("model", ["smr", "spreading"])
+def test_gradient_descent_agrees_with_exact_on_real_recordings(shared_data, model):
+    noise_mel, music_mel, mask = _real_pair(
+        shared_data, "esc10_helicopter_2-188822-D.wav", "xmoto_foxrun.wav"
+    )
+    field = masking_field(model, noise_mel, music_mel)
+    exact = am.solve_lambda_exact(music_mel, field, mask)
+    assert exact > 0
+    gd = am.solve_lambda_gd(music_mel, field, mask)
+    assert gd == pytest.approx(exact, rel=0.005)
+
+
+def _unaligned_case(frames: int = 300):
+    """Music far from the noise's core: the loss prefers silence."""
+    rng = np.random.default_rng(5)
+    noise = (0.01 * rng.random((64, frames))).astype(np.float32)
+    noise[5:10] += 1.0
+    mask = noise >= np.quantile(noise, 0.9)
+    music = (0.01 * rng.random((64, frames))).astype(np.float32)
+    music[40:60] += 1.0  # loud, but nowhere near the mask
+    return noise, music, mask
+
+
+def test_silence_optimum_is_clamped_and_warned_never_muted():
+    noise, music, mask = _unaligned_case()
+    field = smr_field(noise, music)
+    assert am.solve_lambda_exact(music, field, mask) == 0.0
+    assert am.solve_lambda_gd(music, field, mask) == 0.0
+    lane = am.lambda_lane(music, field, mask, window_frames=128, hop_frames=64, min_gain_db=-20.0)
+    assert lane.window_gain_db.size == 4  # starts 0, 64, 128 and the end-aligned 172
+    assert np.all(lane.window_gain_db == -np.inf)
+    assert lane.window_clamped.all()
+    np.testing.assert_allclose(lane.frame_gain_db, -20.0)
+    assert len(lane.warnings) == 1
+    text = lane.warnings[0]
+    assert "lambda* = 0" in text and "min_gain_db=-20 dB" in text and "0 (0.00-1.28 s)" in text
+
+
+def test_optimum_above_ceiling_is_clamped_and_warned():
+    noise, music, mask = _aligned_case()
+    field = smr_field(noise, music)
+    free_db = 20 * np.log10(am.solve_lambda_exact(music, field, mask))
+    lane = am.lambda_lane(music, field, mask, max_gain_db=free_db - 6.0, min_gain_db=-60.0)
+    assert lane.window_clamped.all()
+    assert np.all(lane.frame_gain_db <= free_db - 6.0 + 1e-9)
+    assert any("above max_gain_db" in w for w in lane.warnings)
+
+
+def test_lane_follows_windows_and_is_smooth():
+    rng = np.random.default_rng(6)
+    frames = 1000
+    noise = (0.01 * rng.random((64, frames))).astype(np.float32)
+    noise[10:20] += 1.0
+    mask = noise >= np.quantile(noise, 0.85)
+    music = (0.01 * rng.random((64, frames))).astype(np.float32)
+    music[mask] += 1.0
+    music[:, 500:] *= 0.25  # second half needs 12 dB more gain
+    field = smr_field(noise, music)
+    lane = am.lambda_lane(
+        music, field, mask, window_frames=200, hop_frames=100, smoothing_s=0.2, max_gain_db=40.0
+    )
+    assert not lane.window_clamped.any() and lane.warnings == ()
+    early, late = lane.window_gain_db[0], lane.window_gain_db[-1]
+    assert late - early == pytest.approx(20 * np.log10(4), abs=0.5)
+    assert lane.frame_gain_db[50] == pytest.approx(early, abs=0.2)
+    assert lane.frame_gain_db[-50] == pytest.approx(late, abs=0.2)
+    np.testing.assert_allclose(lane.frame_times_s, np.arange(frames) * 0.01)
+    assert np.abs(np.diff(lane.frame_gain_db)).max() < 0.3  # dB per 10 ms: no steps
+
+
+def test_lane_with_gradient_descent_solver():
+    noise, music, mask = _aligned_case(7, frames=100)
+    field = smr_field(noise, music)
+    exact = am.lambda_lane(music, field, mask, window_frames=100)
+    gd = am.lambda_lane(music, field, mask, window_frames=100, solver="gd")
+    np.testing.assert_allclose(gd.window_gain_db, exact.window_gain_db, atol=0.05)
+    with pytest.raises(ParameterError, match="'newton'"):
+        am.lambda_lane(music, field, mask, solver="newton")
+
+
+def _ramp_lane() -> am.LambdaLane:
+    frames = 300
+    db = np.concatenate([np.linspace(-6, 6, 150), np.full(150, 6.0)])
+    db += np.sin(np.arange(frames) / 7.0)  # not piecewise linear: exercise interpolation
+    return am.LambdaLane(
+        frame_times_s=np.arange(frames) * 0.01,
+        frame_gain_db=db,
+        window_times_s=np.array([1.5]),
+        window_gain_db=np.array([0.0]),
+        window_clamped=np.array([False]),
+        min_gain_db=-30.0,
+        max_gain_db=24.0,
+        warnings=(),
+    )
+
+
+@pytest.mark.parametrize("rate", [44_100, 48_000])
+def test_lane_gain_hits_frame_centres_and_has_no_steps(rate):
+    lane = _ramp_lane()
+    num = int(3.0 * rate)
+    gain = am.lane_gain_at(lane, num, rate)
+    assert gain.dtype == np.float32 and gain.shape == (num,)
+    per_frame = rate // 100  # 441 or 480 samples per 10 ms
+    centres = np.arange(lane.frame_times_s.size) * per_frame
+    np.testing.assert_allclose(gain[centres], 10 ** (lane.frame_gain_db / 20), rtol=1e-6)
+    max_db_step = np.abs(np.diff(lane.frame_gain_db)).max() / per_frame
+    steps_db = np.abs(np.diff(20 * np.log10(gain.astype(np.float64))))
+    assert steps_db.max() <= max_db_step * 1.001 + 1e-5
+
+
+@pytest.mark.parametrize("rate", [8_000, 192_000])
+def test_lane_gain_any_rate_length_and_offset(rate):
+    lane = _ramp_lane()
+    gain = am.lane_gain_at(lane, 1234, rate, start_s=1.0)
+    expected_first = 10 ** (lane.frame_gain_db[100] / 20)  # t = 1.0 s is frame 100
+    assert gain[0] == pytest.approx(expected_first, rel=1e-6)
+    tail = am.lane_gain_at(lane, 10, rate, start_s=10.0)  # past the end: held
+    np.testing.assert_allclose(tail, 10 ** (lane.frame_gain_db[-1] / 20), rtol=1e-6)
+    assert am.lane_gain_at(lane, 0, rate).shape == (0,)
+
+
+def test_apply_lane_scales_every_channel():
+    lane = _ramp_lane()
+    audio = np.ones((2, 48_000), np.float32)
+    audio[1] *= 0.5
+    out = am.apply_lane(audio, 48_000, lane)
+    assert out.shape == (2, 48_000) and out.dtype == np.float32
+    np.testing.assert_allclose(out[1], 0.5 * out[0], rtol=1e-6)
+    np.testing.assert_allclose(out[0], am.lane_gain_at(lane, 48_000, 48_000))
+    with pytest.raises(AudioInputError, match=r"\(48000,\)"):
+        am.apply_lane(audio[0], 48_000, lane)
+
+
+def test_input_checks_name_the_value():
+    noise, music, mask = _aligned_case()
+    field = smr_field(noise, music)
+    with pytest.raises(ParameterError, match="alpha"):
+        am.solve_lambda_exact(music, field, mask, alpha=-1.0)
+    with pytest.raises(ParameterError, match="bool"):
+        am.solve_lambda_exact(music, field, mask.astype(np.float32))
+    with pytest.raises(ParameterError, match="min_gain_db"):
+        am.lambda_lane(music, field, mask, min_gain_db=10.0, max_gain_db=0.0)
+    with pytest.raises(ParameterError, match="sample_rate_hz"):
+        am.lane_gain_at(_ramp_lane(), 10, 0)
+
+
+def test_gain_for_target_coverage():
+    noise, music, mask = _aligned_case()
+    field = smr_field(noise, music)
+    gains = np.sort(field.required_gain()[mask])
+    g90 = am.solve_gain_for_coverage(field, mask, 0.9)
+    assert g90 == gains[int(np.ceil(0.9 * gains.size)) - 1]
+    assert field.masked(g90)[mask].mean() >= 0.9
+    assert field.masked(np.nextafter(g90, 0))[mask].mean() < 0.9
