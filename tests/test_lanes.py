@@ -148,7 +148,7 @@ def test_one_hour_lane_compacts_fast_and_small():
     start = time.perf_counter()
     kt, kg = compact_lane(times_s, gain_db, 0.1)
     seconds = time.perf_counter() - start
-    assert seconds < 3.0, seconds  # measured about 0.1 s on one core
+    assert seconds < 3.0, seconds  # measured 0.1 to 0.3 s on the shared 2-core machine
     assert kt.size < n * 0.05  # a window step every 1.28 s needs about 5 points
     assert max_error_db(times_s, gain_db, kt, kg) <= 0.1
     # and the lane files of an hour stay small (a 100 Hz "stem" keeps the test light)

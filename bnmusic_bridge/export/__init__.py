@@ -158,8 +158,12 @@ def write_outputs(
             summary = metering_summary(result, tolerance_db=opts.lanes.tolerance_db)
             extra_report = {**(extra_report or {}), "metering": summary.to_dict()}
         lane_data = lane_outputs(result, list(paths.lanes), paths=paths, options=opts.lanes, summary=summary)
+
+        def bytes_job(data: bytes) -> Callable[[Path], object]:
+            return lambda q: write_bytes_atomic(q, data, force=opts.force)
+
         for kind, p in paths.lanes.items():
-            jobs.append((p, lambda q, data=lane_data[kind]: write_bytes_atomic(q, data, force=opts.force)))
+            jobs.append((p, bytes_job(lane_data[kind])))
         if paths.plot is not None:
             jobs.append((paths.plot, lambda q: write_bytes_atomic(q, render_plot_png(result), force=opts.force)))
         for p, job in jobs:

@@ -424,7 +424,7 @@ def lane_options_from_mapping(values: Mapping[str, Any]) -> LaneOptions:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ParameterError(f"unknown lane option(s) {unknown}; known: {sorted(known)}")
-    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    clean: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     opts = LaneOptions(**clean)
     opts.check()
     return opts

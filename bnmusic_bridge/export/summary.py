@@ -296,12 +296,12 @@ def summary_plot_png(
     cx, cy, cband = _decimate(ft, cov, max_points)
     ax2.fill_between(cx, cband[0], cband[1], color="tab:orange", alpha=0.2, lw=0)
     ax2.plot(cx, cy, color="tab:orange", lw=0.8, label="coverage per frame (%)")
-    rows = [w for w in s.windows if w.coverage is not None]
+    rows = [(w.coverage * 100.0, w.start_s, w.end_s) for w in s.windows if w.coverage is not None]
     if rows:
         ax2.hlines(
-            [w.coverage * 100.0 for w in rows],
-            [w.start_s for w in rows],
-            [w.end_s for w in rows],  # type: ignore[operator]
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
             color="tab:brown",
             lw=1.5,
             label="coverage per window (%)",
