@@ -34,8 +34,22 @@ def integrated_lufs(audio: np.ndarray, sample_rate_hz: int) -> float:
     if not np.any(arr):
         return SILENCE_LUFS
     # pyloudnorm warns when the signal clips; the level is still right for our use.
+    if arr.shape[0] > 5:
+        # pyloudnorm takes at most 5 channels. Every channel weighs 1.0 here (no LFE
+        # or surround weighting is known for an arbitrary layout), so the power sum of
+        # groups of channels is the loudness of the whole; only the gating is per group.
+        groups = [arr[i : i + 5] for i in range(0, arr.shape[0], 5)]
+        powers = [10 ** ((_gated(g, sample_rate_hz) + 0.691) / 10) for g in groups]
+        total = sum(p for p in powers if p > 0)
+        return max(-0.691 + 10 * math.log10(total), SILENCE_LUFS) if total > 0 else SILENCE_LUFS
+    return _gated(arr, sample_rate_hz)
+
+
+def _gated(arr: np.ndarray, sample_rate_hz: int) -> float:
     import warnings
 
+    if not np.any(arr):
+        return SILENCE_LUFS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         value = float(_meter(int(sample_rate_hz)).integrated_loudness(arr.T))

@@ -1,0 +1,63 @@
+"""`bnmusic render` from the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import soundfile as sf
+
+from bnmusic_bridge.cli import main
+
+from noise_signals import clacks
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from bnmusic_bridge.cli import make_parser; make_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_render_writes_next_to_input_and_never_overwrites(tmp_path, capsys):
+    src = tmp_path / "elevator.flac"
+    sf.write(src, clacks(1.2, 44100), 44100, subtype="PCM_16")
+    assert main(["render", str(src), "--seed", "3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["outputs"]["music"] == str(tmp_path / "elevator.music.wav")
+    music = tmp_path / "elevator.music.wav"
+    assert sf.info(music).frames == sf.info(src).frames
+    before = music.read_bytes()
+    assert main(["render", str(src), "--seed", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "exist already" in err and "--force" in err
+    assert music.read_bytes() == before
+    assert main(["render", str(src), "--seed", "4", "--force", "-q"]) == 0
+    assert music.read_bytes() != before
+
+
+def test_render_options(tmp_path, capsys):
+    src = tmp_path / "hum.wav"
+    sf.write(src, np.stack([clacks(1.0), clacks(1.0, seed=2)]).T, 44100)
+    out = tmp_path / "renders"
+    rc = main([
+        "render", str(src), "--out", str(out), "--bit-depth", "16", "--format", "flac",
+        "--threshold-model", "spreading", "--no-plot", "--prompt", "ambient pad", "-q",
+    ])
+    assert rc == 0
+    assert sf.info(out / "hum.music.flac").subtype == "PCM_16"
+    assert not (out / "hum.png").exists()
+    report = json.loads((out / "hum.report.json").read_text())
+    assert report["threshold_model"] == "spreading" and report["prompt"] == "ambient pad"
+
+
+def test_bad_input_errors_name_the_file(tmp_path, capsys):
+    missing = tmp_path / "missing.wav"
+    assert main(["render", str(missing)]) == 1
+    assert f"{missing}: no such file" in capsys.readouterr().err
+    bad = tmp_path / "text.wav"
+    bad.write_text("hello")
+    assert main(["render", str(bad)]) == 1
+    assert "text.wav" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.wav"]
