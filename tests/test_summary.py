@@ -65,6 +65,7 @@ def test_window_nmr_from_per_frame_nmr():
     frames = 600
     nmr = np.full(frames, -6.0)
     nmr[:128] = 0.0  # the first window mixes 0 dB and -6 dB frames
+    nmr[5] = -np.inf  # a silent noise frame: a ratio of 0, as in the total NMR
     res = synthetic_result(6.0, extra={"nmr_per_frame_db": nmr})
     s = metering_summary(res)
     w = s.windows[0]

@@ -21,8 +21,9 @@ from ..request import RenderResult
 from .lanes import DEFAULT_TOLERANCE_DB, compact_lane, lane_points
 
 NMR_PER_FRAME_KEYS = ("nmr_per_frame_db",)
-"""Where a render may carry its per-frame NMR in dB (``result.extra``); without it the
-per-window NMR column is empty."""
+"""Where a render may carry its per-frame NMR in dB (``result.extra``; the second value
+of :func:`bnmusic_bridge.metering.nmr_db`, -inf for a silent noise frame); without it
+the per-window NMR column is empty."""
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,14 @@ def _none_if_nan(x: float) -> float | None:
 
 
 def _window_nmr_db(per_frame_db: np.ndarray, lo: int, hi: int) -> float | None:
-    # Average the ratio, not its dB, as the total NMR does (10 log10 of the mean).
+    # Average the ratio, not its dB, as the total NMR does (10 log10 of the mean); a
+    # silent noise frame (-inf dB) counts as a ratio of 0 there too.
     seg = per_frame_db[lo:hi]
-    seg = seg[np.isfinite(seg)]
+    seg = seg[~np.isnan(seg)]
     if seg.size == 0:
         return None
-    return float(10.0 * np.log10(np.mean(np.power(10.0, seg / 10.0))))
+    with np.errstate(divide="ignore"):
+        return float(10.0 * np.log10(np.mean(np.power(10.0, seg / 10.0))))
 
 
 def metering_summary(
