@@ -386,7 +386,7 @@ def check_preset_request(request: RenderRequest, where: str) -> None:
     except ParameterError as e:
         raise ParameterError(f"{where}: {_qualify(str(e))}") from e
     check_generator(request.generator, request.generator_params, where)
-    fx.check_effects(request.effects, where=f"{where}: [[effects]]")
+    fx.check_effects(request.effects, where=f"{where}: effects")
 
 
 def check_generator(generator: str, params: Mapping[str, Any], where: str) -> None:
@@ -491,39 +491,53 @@ def _expect(ok: bool, where: str, section: str, key: str, value: Any, allowed: s
         )
 
 
-def _coerce(value: Any, hint: Any, where: str, section: str, key: str) -> Any:
-    """Check a TOML value against a RenderRequest field's type; ints pass as floats."""
+def _describe_type(hint: Any) -> str:
     args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint) if args else hint
-    if base is bool:
-        _expect(isinstance(value, bool), where, section, key, value, "true or false")
-        return value
-    if base is int:
-        _expect(
-            isinstance(value, int) and not isinstance(value, bool),
-            where,
-            section,
-            key,
-            value,
-            "a whole number",
+    origin = typing.get_origin(hint)
+    if type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return _describe_type(inner[0]) + " (omit the key for none)"
+    if origin is tuple:
+        parts = [_describe_type(a) for a in args if a is not Ellipsis]
+        return f"a list of {len(parts)} values ({', '.join(parts)})"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(
+        hint, str(hint)
+    )
+
+
+def _coerce(value: Any, hint: Any, where: str, section: str, key: str) -> Any:
+    """Check a TOML value against a dataclass field's type hint and return it typed.
+
+    bool, int, float (ints accepted), str, ``X | None`` (None is an absent key) and
+    fixed-length ``tuple[...]`` (a TOML list) are supported.
+    """
+    args = typing.get_args(hint)
+    if type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(value, inner[0], where, section, key)
+    ok: bool
+    if typing.get_origin(hint) is tuple:
+        fixed = [a for a in args if a is not Ellipsis]
+        ok = isinstance(value, list) and len(value) == len(fixed)
+        _expect(ok, where, section, key, value, _describe_type(hint))
+        return tuple(
+            _coerce(v, t, where, section, f"{key}[{i}]")
+            for i, (v, t) in enumerate(zip(value, fixed, strict=True))
         )
-        return value
-    if base is float:
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        _expect(
-            ok and math.isfinite(value),
-            where,
-            section,
-            key,
-            value,
-            "a number" + (" (omit the key for none)" if optional else ""),
-        )
-        return float(value)
-    if base is str:
-        _expect(isinstance(value, str), where, section, key, value, "text")
-        return value
-    raise AssertionError(f"no TOML type for RenderRequest field {key} ({hint})")
+        ok = ok and math.isfinite(value)
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        raise AssertionError(f"no TOML type for field {key} ({hint})")
+    _expect(ok, where, section, key, value, _describe_type(hint))
+    return float(value) if hint is float else value
 
 
 _PATH_KEYS = {"plugin": ("path", "preset"), "Convolution": ("impulse_response_filename",)}
@@ -544,9 +558,28 @@ def _resolve_effect_paths(spec: Any, base_dir: Path | None) -> Any:
     return out
 
 
+def _lane_options_type() -> Any:
+    """The dataclass of ``ExportOptions.lanes`` (DAW lane settings), if this build has it."""
+    for f in dataclasses.fields(ExportOptions):
+        if f.name == "lanes" and dataclasses.is_dataclass(f.default):
+            return type(f.default)
+    return None
+
+
+def _lane_options_from(table: Any, where: str) -> Any:
+    cls = _lane_options_type()
+    _expect(isinstance(table, Mapping), where, "output", "lanes", table, "a table")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    _refuse_unknown(table, names, where, "output.lanes")
+    values = {k: _coerce(v, hints[k], where, "output.lanes", k) for k, v in table.items()}
+    return cls(**values)
+
+
 def _export_from(table: Any, where: str) -> ExportOptions:
     _expect(isinstance(table, Mapping), where, "", "output", table, "a table")
-    _refuse_unknown(table, OUTPUT_KEYS, where, "output")
+    allowed = [*OUTPUT_KEYS, "lanes"] if _lane_options_type() is not None else OUTPUT_KEYS
+    _refuse_unknown(table, allowed, where, "output")
     changes: dict[str, Any] = {}
     if "bit_depth" in table:
         v = table["bit_depth"]
@@ -579,6 +612,8 @@ def _export_from(table: Any, where: str) -> ExportOptions:
             'a list of format names, e.g. ["json", "csv"]',
         )
         changes["lane_formats"] = tuple(v)
+    if "lanes" in table:
+        changes["lanes"] = _lane_options_from(table["lanes"], where)
     options = dataclasses.replace(ExportOptions(), **changes)
     try:
         options.check()
@@ -627,6 +662,9 @@ def preset_to_dict(preset: Preset) -> dict[str, Any]:
         "plot": exp.plot,
         "pattern": exp.pattern,
     }
+    if _lane_options_type() is not None:
+        lanes = dataclasses.asdict(exp.lanes)  # type: ignore[attr-defined]
+        doc["output"]["lanes"] = {k: thaw(v) for k, v in lanes.items() if v is not None}
     doc["effects"] = thaw(req.effects)
     return doc
 

@@ -114,9 +114,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             preset = read_preset(path)
             if args.load_plugins:
-                check_effects(
-                    preset.request.effects, where=f"{path}: [[effects]]", load_plugins=True
-                )
+                check_effects(preset.request.effects, where=f"{path}: effects", load_plugins=True)
         except BNMusicError as e:
             failures += 1
             print(f"invalid: {e}", file=sys.stderr)
