@@ -1,0 +1,423 @@
+"""The OSC server over real sockets on 127.0.0.1: python-osc and our own test client,
+UDP and TCP, with a tiny fake generator (no model)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pythonosc import osc_message, osc_packet, tcp_client, udp_client
+
+from bnmusic_bridge.export import ExportOptions
+from bnmusic_bridge.osc import protocol as P
+from bnmusic_bridge.osc.server import OscServer, ServerConfig
+from bnmusic_bridge.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.request import RenderRequest
+
+REPO = Path(__file__).resolve().parents[1]
+DONE_FIXED = ("music", "blended", "lambda_csv", "lambda_json", "report")
+
+
+def make_server(root: Path, **changes) -> OscServer:  # type: ignore[no-untyped-def]
+    generator = register_fake_generator()
+    config = ServerConfig(
+        port=0,
+        tcp_port=0,
+        roots=(root,),
+        request=RenderRequest(generator=generator),
+        export=ExportOptions(plot=False),
+        meter_hz=20.0,
+    )
+    return OscServer(dataclasses.replace(config, **changes)).start()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    r = tmp_path_factory.mktemp("osc_root")
+    write_noise(r / "noise.wav", seconds=1.0)
+    write_noise(r / "other.wav", seconds=0.8, seed=1)
+    (r / "not_audio.wav").write_bytes(b"this is not a wav file at all" * 10)
+    (r / "folder.wav").mkdir()
+    return r
+
+
+@pytest.fixture(scope="module")
+def server(root: Path):  # type: ignore[no-untyped-def]
+    srv = make_server(root)
+    yield srv
+    srv.stop(timeout_s=10)
+
+
+@pytest.fixture
+def client(server: OscServer):  # type: ignore[no-untyped-def]
+    with OscClient(server.udp_address) as c:
+        yield c
+
+
+def test_ping_pong_with_python_osc(server: OscServer) -> None:
+    c = udp_client.SimpleUDPClient(*server.udp_address)
+    c.send_message("/bnmusic/ping", [1, "two", 3.5, True])
+    data = c.receive(timeout=5)
+    [timed] = osc_packet.OscPacket(data).messages
+    assert timed.message.address == "/bnmusic/pong"
+    assert timed.message.params == [1, "two", 3.5, True]
+
+
+def test_version_presets_status(client: OscClient) -> None:
+    reply = client.request("/bnmusic/version", reply="/bnmusic/version/reply")
+    assert reply.values[0] == P.API_VERSION
+    presets = client.request("/bnmusic/presets", reply="/bnmusic/presets/reply", timeout_s=30)
+    count, names = presets.values[0], presets.values[1::2]
+    assert count >= 1 and len(names) == min(count, P.MAX_LIST_ENTRIES)
+    status = client.request("/bnmusic/status", reply="/bnmusic/status/all")
+    assert status.message.tags.startswith("iiii")
+    assert status.values[3] == 64  # max_queued
+
+
+def test_render_acks_then_progress_lane_meter_done(client: OscClient, root: Path) -> None:
+    client.send("/bnmusic/render", "r1", str(root / "noise.wav"), "", "test prompt", 5)
+    ack = client.wait("/bnmusic/ack", "r1")
+    done = client.wait("/bnmusic/done", "r1", timeout_s=60)
+    values = done.values
+    assert done.message.tags == "s" + "s" * 5 + "ffffii" + "ss" * ((len(values) - 12) // 2)
+    paths = dict(zip(DONE_FIXED, values[1:6], strict=True))
+    for kind, path in paths.items():
+        assert Path(path).is_file(), kind
+        assert Path(path).parent == root.resolve()
+    assert paths["music"].endswith("noise.music.wav")
+    coverage, nmr_db, lo_db, hi_db, lane_n, meter_n = values[6:12]
+    assert 0.0 <= coverage <= 1.0 and lo_db <= hi_db
+    # Order: ack, progress..., lane bundles, meter, done; every stream item counted.
+    progress = client.of("/bnmusic/progress", "r1")
+    lanes = client.of("/bnmusic/lane", "r1")
+    meters = client.of("/bnmusic/meter", "r1")
+    assert progress and ack.at_s <= progress[0].at_s
+    assert {p.values[1] for p in progress} >= {"analyse", "generate", "amplify"}
+    assert len(lanes) == lane_n >= 2 and len(meters) == meter_n >= 1
+    assert max(r.at_s for r in lanes + meters) <= done.at_s
+    # Lane points are time-tagged stream start + t, so their tags increase like t does.
+    t = [r.values[1] for r in lanes]
+    tags = [r.timetag_s for r in lanes]
+    assert t == sorted(t) and t[0] == 0.0
+    assert tags[-1] - tags[0] == pytest.approx(t[-1] - t[0], abs=1e-3)
+    assert min(r.values[2] for r in lanes) == pytest.approx(lo_db, abs=1e-3)
+    # The meter is at most 20 values per second of a 1 s stem, times in order.
+    assert [m.values[1] for m in meters] == sorted(m.values[1] for m in meters)
+    assert all(0.0 <= m.values[2] <= 1.0 for m in meters)
+    # The lane file that the Reaper example reads.
+    header = Path(paths["lambda_csv"]).read_text().splitlines()[0]
+    assert header.startswith("time_s,gain_db")
+
+
+def test_second_render_of_a_stem_gets_a_fresh_name(client: OscClient, root: Path) -> None:
+    out = root / "fresh"
+    for job in ("f1", "f2"):
+        client.send("/bnmusic/render_ex", job, "other.wav", "fresh")
+        client.wait("/bnmusic/done", job, timeout_s=60)
+    first = client.of("/bnmusic/done", "f1")[0].values[1]
+    second = client.of("/bnmusic/done", "f2")[0].values[1]
+    assert first == str(out.resolve() / "other.music.wav")
+    assert second == str(out.resolve() / "other-2.music.wav")
+
+
+def test_render_ex_overrides_reach_the_request(client: OscClient, root: Path) -> None:
+    client.send(
+        "/bnmusic/render_ex",
+        77,
+        "noise.wav",
+        "ex",
+        "smr_db",
+        15,
+        "seed",
+        9.0,
+        "min_gain_db",
+        -20,
+        "lane_formats",
+        "json",
+    )
+    done = client.wait("/bnmusic/done", 77, timeout_s=60)
+    assert done.message.args[0].tag == "i"  # the job id comes back with the type it was sent with
+    import json
+
+    report = json.loads(Path(done.values[5]).read_text())
+    assert report["parameters"]["smr_db"] == 15.0 and report["seed"] == 9
+    assert report["parameters"]["min_gain_db"] == -20.0
+    assert report["osc"]["job_id"] == "77"
+    assert Path(done.values[3]).name == "noise.lambda.csv"  # csv is always written for done
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "where"),
+    [
+        (("/bnmusic/render", "m1", "/etc/hostname"), "path_outside_root", "m1"),
+        (("/bnmusic/render", "m2", "../x.wav"), "path_outside_root", "m2"),
+        (("/bnmusic/render", "m3", "missing.wav"), "path_not_found", "m3"),
+        (("/bnmusic/render", "m4", "folder.wav"), "path_not_found", "m4"),
+        (("/bnmusic/render", "m5", 12), "bad_arguments", "m5"),
+        (("/bnmusic/render", "m6"), "bad_arguments", "m6"),
+        (("/bnmusic/render", "m7", "noise.wav", "", "", 1, "extra"), "bad_arguments", "m7"),
+        (("/bnmusic/render", "m8", "noise.wav", "no/such/../preset"), "unknown_preset", "m8"),
+        (("/bnmusic/render", "m9", "noise.wav", "no-such-preset"), "unknown_preset", "m9"),
+        (("/bnmusic/render", "m10", "noise.wav", "", "", -1), "bad_parameter", "m10"),
+        (("/bnmusic/render", 2.5, "noise.wav"), "bad_arguments", "/bnmusic/render"),
+        (("/bnmusic/render_ex", "m11", "noise.wav", "/tmp"), "path_outside_root", "m11"),
+        (("/bnmusic/render_ex", "m12", "noise.wav", "", "smr_db"), "bad_arguments", "m12"),
+        (("/bnmusic/render_ex", "m13", "noise.wav", "", "smr_db", 99.0), "bad_parameter", "m13"),
+        (("/bnmusic/render_ex", "m14", "noise.wav", "", "model", "evil"), "bad_parameter", "m14"),
+        (
+            ("/bnmusic/render_ex", "m15", "noise.wav", "", "generator", "nope"),
+            "bad_parameter",
+            "m15",
+        ),
+        (("/bnmusic/cancel", "never-seen"), "unknown_job", "never-seen"),
+        (("/bnmusic/status", "never-seen"), "unknown_job", "never-seen"),
+        (("/bnmusic/status", 1.5), "bad_arguments", "/bnmusic/status"),
+        (("/bnmusic/subscribe", "127.0.0.1", "port"), "bad_arguments", "/bnmusic/subscribe"),
+        (("/bnmusic/subscribe", "192.0.2.1", 9000), "bad_arguments", "/bnmusic/subscribe"),
+        (("/bnmusic/version", 1), "bad_arguments", "/bnmusic/version"),
+        (("/bnmusic/nope",), "unknown_address", "/bnmusic/nope"),
+        (("/other/app", 1), "unknown_address", "/other/app"),
+    ],
+)
+def test_refusals_get_an_error_reply_naming_job_or_address(
+    client: OscClient, args: tuple, code: str, where: str
+) -> None:
+    client.send(*args)
+    err = client.wait("/bnmusic/error", timeout_s=30)
+    assert err.values[:2] == [where, code], err.values
+    assert not client.of("/bnmusic/ack")  # nothing was queued
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"garbage!",
+        b"\x00" * 7,
+        b"/bnmusic/ping\x00\x00\x00,i\x00\x00",
+        b"/bnmusic/render\x00,ss\x00j\x00\x00\x00",
+        b"#bundle\x00" + b"\x00" * 8 + b"\x00\x00\x01\x00",
+        b"/bnmusic/ping\x00\x00\x00" + b",s\x00\x00" + b"a" * 9000 + b"\x00" * 4,
+        random.Random(0).randbytes(1024),
+    ],
+)
+def test_garbage_and_oversized_packets_get_an_error_and_the_server_lives(
+    client: OscClient, packet: bytes
+) -> None:
+    client.send_raw(packet)
+    err = client.wait("/bnmusic/error", timeout_s=5)
+    assert err.values[1] in ("bad_packet", "packet_too_large", "unknown_address", "bad_arguments")
+    assert client.request("/bnmusic/ping", "alive", reply="/bnmusic/pong").values == ["alive"]
+
+
+def test_blob_in_place_of_a_path_is_refused(client: OscClient) -> None:
+    client.send("/bnmusic/render", "blob", b"RIFF....WAVE")
+    err = client.wait("/bnmusic/error", "blob")
+    assert err.values[1] == "bad_arguments" and "type tag 'b'" in err.values[2]
+
+
+def test_unreadable_audio_fails_after_ack_and_server_keeps_serving(client: OscClient) -> None:
+    client.send("/bnmusic/render", "bad", "not_audio.wav")
+    client.wait("/bnmusic/ack", "bad")
+    err = client.wait("/bnmusic/error", "bad", timeout_s=30)
+    assert err.values[1] == "bad_audio"
+    client.send("/bnmusic/render_ex", "boom", "noise.wav", "", "param.fail", True)
+    err = client.wait("/bnmusic/error", "boom", timeout_s=30)
+    assert err.values[1] == "generator_failed"
+    assert client.request("/bnmusic/ping", reply="/bnmusic/pong") is not None
+
+
+def test_cancel_queued_and_running_jobs_leaves_no_files(root: Path) -> None:
+    out = root / "cancelled"
+    srv = make_server(root, render_threads=1)
+    try:
+        with OscClient(srv.udp_address) as c:
+            c.send("/bnmusic/render_ex", "slow", "noise.wav", "cancelled", "param.delay_s", 5.0)
+            c.send("/bnmusic/render_ex", "waiting", "noise.wav", "cancelled")
+            c.wait_for(
+                lambda r: r.address == "/bnmusic/progress" and r.values[:2] == ["slow", "generate"],
+                30,
+            )
+            status = c.request("/bnmusic/status", "waiting", reply="/bnmusic/status/job")
+            assert status.values[1] == "queued" and status.values[4] == 0
+            assert c.request(
+                "/bnmusic/cancel", "waiting", reply="/bnmusic/cancel/reply"
+            ).values == ["waiting", "queued"]
+            assert c.wait("/bnmusic/error", "waiting").values[1] == "cancelled"
+            t0 = time.monotonic()
+            assert c.request("/bnmusic/cancel", "slow", reply="/bnmusic/cancel/reply").values == [
+                "slow",
+                "running",
+            ]
+            assert c.wait("/bnmusic/error", "slow", timeout_s=10).values[1] == "cancelled"
+            assert time.monotonic() - t0 < 2.0  # stops at the next progress event, not after 5 s
+            assert (
+                c.request("/bnmusic/status", "slow", reply="/bnmusic/status/job").values[1]
+                == "cancelled"
+            )
+            assert not c.of("/bnmusic/done")
+    finally:
+        srv.stop(timeout_s=10)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_full_queue_says_busy_and_duplicate_ids_are_refused(root: Path) -> None:
+    srv = make_server(root, render_threads=1, max_queued=2)
+    try:
+        with OscClient(srv.udp_address) as c:
+            c.send("/bnmusic/render_ex", "q0", "noise.wav", "busy", "param.delay_s", 3.0)
+            c.wait_for(lambda r: r.address == "/bnmusic/progress" and r.values[0] == "q0")
+            c.send("/bnmusic/render_ex", "q0", "noise.wav", "busy")
+            assert c.wait("/bnmusic/error", "q0").values[1] == "duplicate_job"
+            for job in ("q1", "q2", "q3"):
+                c.send("/bnmusic/render", job, "noise.wav")
+            assert c.wait("/bnmusic/error", "q3").values[1] == "busy"
+            assert [r.values[0] for r in c.of("/bnmusic/ack")] == ["q0", "q1", "q2"]
+    finally:
+        srv.stop(timeout_s=10)
+
+
+def test_subscriptions_redirect_and_monitor(server: OscServer, root: Path) -> None:
+    with (
+        OscClient(server.udp_address) as sender,
+        OscClient(server.udp_address) as listener,
+        OscClient(server.udp_address) as monitor,
+    ):
+        host, port = listener.address
+        sender.send("/bnmusic/subscribe", host, port)
+        assert listener.wait("/bnmusic/subscribe/reply").values == [host, port, "sender"]
+        monitor.send("/bnmusic/subscribe", "", monitor.address[1], "all")
+        monitor.wait("/bnmusic/subscribe/reply")
+        sender.send("/bnmusic/ping", "to-listener")
+        assert listener.wait("/bnmusic/pong").values == ["to-listener"]
+        assert monitor.wait("/bnmusic/pong").values == ["to-listener"]
+        sender.send("/bnmusic/render", "sub1", "noise.wav")
+        listener.wait("/bnmusic/done", "sub1", timeout_s=60)
+        monitor.wait("/bnmusic/done", "sub1", timeout_s=60)
+        assert not sender.of("/bnmusic/pong") and not sender.of("/bnmusic/ack")
+        sender.send("/bnmusic/unsubscribe")
+        assert sender.wait("/bnmusic/unsubscribe/reply").values == [1]
+        monitor.send("/bnmusic/unsubscribe", "127.0.0.1", monitor.address[1])
+        monitor.wait("/bnmusic/unsubscribe/reply")
+        sender.send("/bnmusic/ping", "back")
+        assert sender.wait("/bnmusic/pong").values == ["back"]
+
+
+def test_tcp_slip_with_python_osc_and_length_prefixed(server: OscServer, root: Path) -> None:
+    assert server.tcp_address is not None
+    with tcp_client.SimpleTCPClient(*server.tcp_address, timeout=5) as c:
+        c.send_message("/bnmusic/ping", ["tcp", 2])
+        [data] = c.receive(timeout=5)
+        pong = osc_message.OscMessage(data)
+        assert pong.address == "/bnmusic/pong" and pong.params == ["tcp", 2]
+    with OscClient(server.tcp_address, transport="tcp-length") as c:
+        c.send("/bnmusic/render", "tcp1", "noise.wav")
+        done = c.wait("/bnmusic/done", "tcp1", timeout_s=60)
+        assert len(c.of("/bnmusic/lane", "tcp1")) == done.values[10]
+        c.send_raw(b"\x00" * 8)
+        assert c.wait("/bnmusic/error").values[1] == "bad_packet"
+
+
+def test_stop_cancels_running_job_and_leaves_no_partial_files(root: Path) -> None:
+    out = root / "stopped"
+    srv = make_server(root, render_threads=1)
+    with OscClient(srv.udp_address) as c:
+        c.send("/bnmusic/render_ex", "long", "noise.wav", "stopped", "param.delay_s", 5.0)
+        c.send("/bnmusic/render_ex", "queued", "noise.wav", "stopped")
+        c.wait_for(
+            lambda r: r.address == "/bnmusic/progress" and r.values[:2] == ["long", "generate"], 30
+        )
+        t0 = time.monotonic()
+        assert srv.stop(timeout_s=10)
+        assert time.monotonic() - t0 < 3.0
+        assert c.wait("/bnmusic/error", "long").values[1] == "cancelled"
+        assert c.wait("/bnmusic/error", "queued").values[1] == "cancelled"
+    assert not out.exists() or not any(out.iterdir())
+
+
+def _start_cli(root: Path, *extra: str) -> tuple[subprocess.Popen, tuple[str, int]]:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bnmusic_bridge.cli",
+            "serve",
+            "--port",
+            "0",
+            "--tcp-port",
+            "0",
+            "--root",
+            str(root),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"udp ([\d.]+):(\d+)", line)
+    assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc, (m.group(1), int(m.group(2)))
+
+
+def test_cli_sigterm_cancels_the_running_job_and_leaves_no_partial_files(tmp_path: Path) -> None:
+    write_noise(tmp_path / "stem.wav", seconds=1.0)
+    proc, addr = _start_cli(tmp_path)
+    try:
+        with OscClient(addr) as c:
+            c.send("/bnmusic/render", "cli", "stem.wav")
+            c.wait("/bnmusic/ack", "cli", timeout_s=10)
+            proc.send_signal(signal.SIGTERM)
+            assert c.wait("/bnmusic/error", "cli", timeout_s=30).values[1] == "cancelled"
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stem.wav"]  # no partial outputs
+    assert "stopped" in proc.stderr.read()
+
+
+def test_cli_sigint_stops_an_idle_server(tmp_path: Path) -> None:
+    proc, addr = _start_cli(tmp_path, "--no-tcp")
+    try:
+        with OscClient(addr) as c:
+            assert c.request("/bnmusic/ping", 1, reply="/bnmusic/pong", timeout_s=10).values == [1]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert "1 messages in" in err and "Traceback" not in err
+
+
+def test_cli_refuses_non_loopback_without_allow_remote(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bnmusic_bridge.cli",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "--allow-remote" in r.stderr
