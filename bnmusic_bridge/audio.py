@@ -275,6 +275,10 @@ def _atomic(path: Path, write_fn, *, force: bool) -> Path:  # type: ignore[no-un
         prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=str(path.parent)
     )
     os.close(fd)
+    # mkstemp creates owner-only files; outputs should get the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         write_fn(tmp)
         if force:

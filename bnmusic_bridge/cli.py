@@ -52,6 +52,13 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", dest="file_type", choices=["wav", "flac", "aiff"], help="audio file type (default wav)")
     g.add_argument("--lane", default=None, help="lane formats, comma-separated (default json,csv)")
     g.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    g.add_argument("--lane-tolerance-db", type=float, help="lane compaction tolerance, dB (default 0.1)")
+    g.add_argument("--full-lane", action="store_true", default=None, help="CSV/JSON lanes carry every 10 ms point")
+    g.add_argument("--midi-cc", type=int, help="MIDI controller of the lane (7 volume, 11 expression; default 11)")
+    g.add_argument("--midi-channel", type=int, help="MIDI channel 1-16 (default 1)")
+    g.add_argument("--session-bpm", type=float, help="session tempo for MIDI/Reaper lanes (default 120)")
+    g.add_argument("--time-signature", help="session time signature, e.g. 3/4 (default 4/4)")
+    g.add_argument("--stem-position-s", type=float, help="where the stem starts on the DAW timeline, s")
 
 
 _FIELD_FLAGS = (
@@ -110,6 +117,21 @@ def build_export_options(args: argparse.Namespace, preset_export: Any = None):  
         changes["plot"] = False
     import dataclasses
 
+    lane_changes: dict[str, Any] = {}
+    for flag, name in (
+        ("lane_tolerance_db", "tolerance_db"), ("full_lane", "full_lane"), ("midi_cc", "midi_cc"),
+        ("midi_channel", "midi_channel"), ("session_bpm", "session_bpm"), ("stem_position_s", "stem_position_s"),
+    ):
+        if getattr(args, flag, None) is not None:
+            lane_changes[name] = getattr(args, flag)
+    if getattr(args, "time_signature", None):
+        try:
+            num, den = (int(v) for v in args.time_signature.split("/"))
+        except ValueError as e:
+            raise BNMusicError(f"--time-signature {args.time_signature!r}: expected N/D such as 4/4") from e
+        lane_changes["time_signature"] = (num, den)
+    if lane_changes:
+        changes["lanes"] = dataclasses.replace(opts.lanes, **lane_changes)
     opts = dataclasses.replace(opts, **changes)
     opts.check()
     return opts

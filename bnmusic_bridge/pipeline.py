@@ -247,6 +247,7 @@ def _render_stem(
             "windows": plan.count,
             "join_correlations": join_correlations,
             "tempo_bpm": analysis.tempo_bpm,
+            "nmr_per_frame_db": stage2["nmr_per_frame_db"],
             "peak_dbfs": peak_dbfs,
             "clipped_share": stem.clipped_share,
         },
@@ -330,12 +331,13 @@ def _stage2(
     )
     frame_gain = np.power(10.0, np.asarray(lane.frame_gain_db) / 20.0)
     overall, per_frame = coverage(field, mask, frame_gain)
-    nmr_total, _ = nmr_db(noise_mel, field, frame_gain)
+    nmr_total, nmr_per_frame = nmr_db(noise_mel, field, frame_gain)
     return {
         "lane": lane,
         "coverage": float(overall),
         "coverage_per_frame": np.asarray(per_frame, dtype=np.float64),
         "nmr_db": float(nmr_total),
+        "nmr_per_frame_db": np.asarray(nmr_per_frame, dtype=np.float64),
         "warnings": list(lane.warnings),
     }
 

@@ -171,3 +171,15 @@ def test_write_bytes_atomic(tmp_path):
     with pytest.raises(OutputExistsError):
         write_bytes_atomic(p, b"[]")
     assert p.read_bytes() == b"{}"
+
+
+def test_outputs_get_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        p = write_bytes_atomic(tmp_path / "perm.txt", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
