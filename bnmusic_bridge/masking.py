@@ -53,6 +53,9 @@ _SLOPE_CLASS_RATIO = 1.15
 """Neighbouring upper-slope classes differ by this factor in dB/Bark (-27, -23.5, ...):
 geometric, so two classes part by the same few dB where a masker's spread is 40 dB down,
 whatever its slope (see :func:`masking_threshold_power`)."""
+_SHALLOWEST_SLOPE_DB_PER_BARK = -1.0
+"""PAM-1's upper slope reaches 0 dB/Bark at P = 113 dB SPL and rises beyond; ours stops
+at this (maskers over 111 dB SPL, louder than a full-scale sine's 96 dB band level)."""
 _SLOPE_FIT_DB = 40.0
 """A masker's split between its two slope classes is exact this far under its peak, dB."""
 
@@ -289,46 +292,19 @@ def ath_mel_magnitude(
 class _BandGeometry:
     bark: np.ndarray  # (n_mels,)
     ath_db: np.ndarray  # (n_mels,)
+    ath_power: np.ndarray  # (n_mels,), 10 ** (ath_db / 10)
     cal_db: np.ndarray  # (n_mels,)
-    window_lo: np.ndarray  # first band within MASKER_MIN_DISTANCE_BARK below, (n_mels,)
-    window_hi: np.ndarray  # last band within it above, (n_mels,)
-    window_level: np.ndarray  # sparse-table level per band, (n_mels,)
-    num_levels: int
 
 
 @lru_cache(maxsize=8)
 def _geometry(params: SpectrogramParams, full_scale_db_spl: float) -> _BandGeometry:
-    z = bark(mel_center_hz(params))
-    lo = np.searchsorted(z, z - MASKER_MIN_DISTANCE_BARK, side="right")
-    hi = np.searchsorted(z, z + MASKER_MIN_DISTANCE_BARK, side="left") - 1
-    length = hi - lo + 1
-    level = np.floor(np.log2(length)).astype(np.int64)
+    ath = ath_db_spl(mel_center_hz(params))
     return _BandGeometry(
-        bark=z,
-        ath_db=ath_db_spl(mel_center_hz(params)),
+        bark=bark(mel_center_hz(params)),
+        ath_db=ath,
+        ath_power=10.0 ** (ath / 10.0),
         cal_db=calibration_db(params, full_scale_db_spl),
-        window_lo=lo,
-        window_hi=hi,
-        window_level=level,
-        num_levels=int(level.max()) + 1,
     )
-
-
-def _range_max_at(
-    values: np.ndarray, band: np.ndarray, frame: np.ndarray, geo: _BandGeometry
-) -> np.ndarray:
-    """Max of ``values`` (n_mels, frames) over the +-0.5 Bark window of each (band, frame)."""
-    n = values.shape[0]
-    # sparse table: level i holds the max over 2**i consecutive bands
-    table = np.full((geo.num_levels, *values.shape), -np.inf, dtype=values.dtype)
-    table[0] = values
-    for i in range(1, geo.num_levels):
-        step = 1 << (i - 1)
-        np.maximum(table[i - 1, : n - step], table[i - 1, step:], out=table[i, : n - step])
-    lvl = geo.window_level[band]
-    left = table[lvl, geo.window_lo[band], frame]
-    right = table[lvl, geo.window_hi[band] - (1 << lvl) + 1, frame]
-    return np.maximum(left, right)
 
 
 @dataclass(frozen=True)
@@ -336,7 +312,8 @@ class Maskers:
     """The tonal maskers PAM-1 keeps, as coordinates into a ``(n_mels, frames)`` array.
 
     Attributes:
-        band: int ``(n,)`` mel band of each masker (row index), sorted by band.
+        band: int ``(n,)`` mel band of each masker (row index); maskers are ordered
+            by frame, then band.
         frame: int ``(n,)`` frame of each masker (column index).
         level_db_spl: float64 ``(n,)`` masker level P, dB SPL (power sum of the band and
             its two neighbours).
@@ -369,16 +346,27 @@ def find_maskers(
     pw = np.asarray(power_spl, dtype=np.float64)
     centre = pw[1:-1]
     peak = (centre > pw[:-2]) & (centre > pw[2:])
-    band, frame = np.nonzero(peak)
+    frame, band = np.nonzero(peak.T)  # ordered by frame, then band
     band = band + 1
     summed = pw[band - 1, frame] + pw[band, frame] + pw[band + 1, frame]
-    audible = summed >= 10.0 ** (geo.ath_db[band] / 10.0)
+    audible = summed >= geo.ath_power[band]
     band, frame, summed = band[audible], frame[audible], summed[audible]
-    level = (10.0 * np.log10(summed)).astype(np.float32)
-    candidates = np.full(pw.shape, -np.inf, dtype=np.float32)
-    candidates[band, frame] = level
-    keep = level >= _range_max_at(candidates, band, frame, geo)
-    return Maskers(band=band[keep], frame=frame[keep], level_db_spl=level[keep].astype(np.float64))
+    level = 10.0 * np.log10(summed)
+    # Pruning: neighbours in (frame, band) order are the only candidates closer than
+    # 0.5 Bark, so compare each masker with the next 1, 2, ... in its frame until no
+    # pair at that offset is close any more.
+    z = geo.bark[band]
+    dropped = np.zeros(band.size, dtype=bool)
+    for offset in range(1, band.size):
+        close = (frame[offset:] == frame[:-offset]) & (
+            z[offset:] - z[:-offset] < MASKER_MIN_DISTANCE_BARK
+        )
+        if not close.any():
+            break
+        dropped[:-offset] |= close & (level[offset:] > level[:-offset])
+        dropped[offset:] |= close & (level[:-offset] > level[offset:])
+    keep = ~dropped
+    return Maskers(band=band[keep], frame=frame[keep], level_db_spl=level[keep])
 
 
 def _power_spl(mel: np.ndarray, cal_db: np.ndarray) -> np.ndarray:
@@ -398,11 +386,10 @@ def masking_threshold_power(
     ``dz = z_k - z_j`` as ``P_j - 6.025 - 0.275 z_j + 27 dz`` (dz <= 0) or
     ``+ (-27 + 0.37 max(P_j - 40, 0)) dz`` (dz > 0); the powers are summed.
 
-    Vectorised without a masker x band matrix: a slope in dB/Bark is a fixed decay per
-    band step, so each side is a first-order scan along the bands (one numpy operation
-    per band, over all frames at once). The lower slope is one scan; the level-dependent
-    upper slopes share a few classes (slopes -27 / 1.15**c dB/Bark), one scan state per
-    class: each masker's power is split between the two classes around its slope so that
+    Vectorised without a masker x band matrix: for one slope, a side's sum is a running
+    sum along the bands of rescaled masker powers (one numpy operation per band, over all
+    frames at once). The lower slope is one running sum; the level-dependent upper slopes
+    share a few classes (slopes -27 / 1.15**c dB/Bark), one running sum per class: each masker's power is split between the two classes around its slope so that
     its spread is exact at the masker and 40 dB under it. For one masker the error is
     under 0.25 dB down to 40 dB under its peak and under 0.65 dB down to 60 dB (checked
     against :func:`spreading_threshold_reference` in the tests).
@@ -415,19 +402,25 @@ def masking_threshold_power(
     num_bands, num_frames = shape
     if maskers.band.size == 0:
         return np.zeros(shape, dtype=np.float64)
-    dz = np.diff(geo.bark)  # (n_mels - 1,), > 0
+    z = geo.bark
+    zj = z[maskers.band]
     p = maskers.level_db_spl
-    amp = 10.0 ** ((p - 6.025 - 0.275 * geo.bark[maskers.band]) / 10.0)
+    amp_db = p - 6.025 - 0.275 * zj
 
-    # lower side, inclusive of the masker's own band: reverse scan
+    # Each side is sum_j a_j 10 ** (s (z_k - z_j) / 10) = 10 ** (s z_k / 10) *
+    # cumsum_j(a_j 10 ** (-s z_j / 10)): a running sum along the bands of rescaled
+    # masker powers. The factors stay inside float64 (at most 10 ** (2.7 * 22.4 + 11)),
+    # and the sum at band k is dominated by the terms that dominate the threshold there.
+
+    # lower side, including the masker's own band: reverse running sum
     lower = np.zeros(shape, dtype=np.float64)
-    lower[maskers.band, maskers.frame] = amp
-    decay_low = 10.0 ** (-27.0 * dz / 10.0)
+    lower[maskers.band, maskers.frame] = 10.0 ** ((amp_db - 27.0 * zj) / 10.0)
     for k in range(num_bands - 2, -1, -1):
-        lower[k] += lower[k + 1] * decay_low[k]
+        np.add(lower[k], lower[k + 1], out=lower[k])
+    lower *= (10.0 ** (27.0 * z / 10.0))[:, None]
 
-    # upper side, strictly above the masker: forward scan per slope class
-    slope = -27.0 + 0.37 * np.maximum(p - 40.0, 0.0)  # dB/Bark, in [-27, 0)
+    # upper side, strictly above the masker: one running sum per slope class
+    slope = np.minimum(-27.0 + 0.37 * np.maximum(p - 40.0, 0.0), _SHALLOWEST_SLOPE_DB_PER_BARK)
     cls0 = np.floor(np.log(27.0 / -slope) / math.log(_SLOPE_CLASS_RATIO)).astype(np.int64)
     num_classes = int(cls0.max()) + 2
     slopes = -27.0 / _SLOPE_CLASS_RATIO ** np.arange(num_classes)
@@ -437,15 +430,16 @@ def masking_threshold_power(
     steep = 10.0 ** (slopes[cls0] * fit_bark / 10.0)
     shallow = 10.0 ** (slopes[cls0 + 1] * fit_bark / 10.0)
     w_steep = np.clip((10.0 ** (-_SLOPE_FIT_DB / 10.0) - shallow) / (steep - shallow), 0.0, 1.0)
-    decay_up = 10.0 ** (np.outer(dz, slopes) / 10.0)  # (n_mels - 1, classes)
     state = np.zeros((num_bands, num_classes, num_frames), dtype=np.float64)
-    state[maskers.band, cls0, maskers.frame] = amp * w_steep
-    state[maskers.band, cls0 + 1, maskers.frame] = amp * (1.0 - w_steep)
-    for k in range(1, num_bands):
-        state[k] += state[k - 1] * decay_up[k - 1][:, None]
-    # what reached band k from strictly below: the previous band's state, decayed
-    upper = np.matmul(decay_up[:, None, :], state[:-1])[:, 0, :]
-    lower[1:] += upper
+    for cls, weight in ((cls0, w_steep), (cls0 + 1, 1.0 - w_steep)):
+        state[maskers.band, cls, maskers.frame] = weight * 10.0 ** (
+            (amp_db - slopes[cls] * zj) / 10.0
+        )
+    for k in range(1, num_bands - 1):
+        np.add(state[k], state[k - 1], out=state[k])
+    # band k receives what accumulated strictly below it, scaled back at z_k
+    rise = 10.0 ** (np.outer(z[1:], slopes) / 10.0)  # (n_mels - 1, classes)
+    lower[1:] += np.matmul(rise[:, None, :], state[:-1])[:, 0, :]
     return lower
 
 
