@@ -7,12 +7,13 @@ check plumbing: masks, kept pixels, seeds, continuation, errors, cancellation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from tiny_sd import tiny_sd_folder_for
+from tiny_sd import tiny_sd_folder_for, torch_single_thread
 
 from bnmusic_bridge.errors import (
     CancelledError,
@@ -36,12 +37,23 @@ from bnmusic_bridge.generators.riffusion import (
 
 SIDE = 64
 NO_ANALYSIS: Any = None  # the riffusion generator does not read the stem analysis
+# Guidance 0 turns classifier-free guidance off (half the UNet work); the tests that
+# check masks and outputs keep the default guidance of 7 so that path runs too.
 FAST = {
     "resolution": 64,
     "outpaint_steps": 2,
     "inpaint_steps": 2,
     "inpaint_strength": 1.0,
+    "outpaint_guidance": 0.0,
+    "inpaint_guidance": 0.0,
 }
+GUIDED = {"outpaint_guidance": 7.0, "inpaint_guidance": 7.0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with torch_single_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +122,7 @@ class PipeSpy:
 
 def test_output_shape_dtype_and_diagnostics(gen: RiffusionGenerator) -> None:
     windows = [make_window(0), make_window(1)]
-    out = gen.generate(windows, NO_ANALYSIS, settings())
+    out = gen.generate(windows, NO_ANALYSIS, settings(**GUIDED))
     assert len(out) == 2
     for music, window in zip(out, windows, strict=True):
         assert music.audio is None
@@ -132,7 +144,7 @@ def test_masks_passed_to_diffusers(gen: RiffusionGenerator) -> None:
     original = gen._pipes["inpaint"]  # type: ignore[index]
     gen._pipes["inpaint"] = spy  # type: ignore[index]
     try:
-        gen.generate([window], NO_ANALYSIS, settings(continuation=False))
+        gen.generate([window], NO_ANALYSIS, settings(continuation=False, **GUIDED))
     finally:
         gen._pipes["inpaint"] = original  # type: ignore[index]
     assert len(spy.calls) == 2
@@ -157,7 +169,12 @@ def test_kept_pixels_come_back_unchanged(gen: RiffusionGenerator, tiny_model: st
         GenerationSettings(
             prompt=s.prompt,
             seed=s.seed,
-            params={"resolution": 64, "outpaint_steps": 2, "continuation": False},
+            params={
+                "resolution": 64,
+                "outpaint_steps": 2,
+                "outpaint_guidance": 0.0,
+                "continuation": False,
+            },
         ),
     )[0].image
     assert full is not None and outpainted is not None
@@ -276,7 +293,9 @@ def test_every_scheduler_runs(tiny_model: str, name: str) -> None:
         [window],
         NO_ANALYSIS,
         GenerationSettings(
-            seed=1, overlap_frames=8, params={"resolution": 64, "outpaint_steps": 2}
+            seed=1,
+            overlap_frames=8,
+            params={"resolution": 64, "outpaint_steps": 2, "outpaint_guidance": 0.0},
         ),
     )[0]
     assert out.diagnostics["scheduler"] == name

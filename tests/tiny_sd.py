@@ -10,6 +10,8 @@ images are meaningless; tests check shapes, masks, determinism and plumbing only
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -138,3 +140,22 @@ def tiny_sd_folder_for(base_temp: Path) -> Path:
     if not (folder / "model_index.json").is_file():
         save_tiny_sd_pipeline(folder)
     return folder
+
+
+@contextmanager
+def torch_single_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread, restoring the previous count afterwards.
+
+    Measured on the shared 2-core machine under load (load average 7): one 2-step call
+    of the tiny pipeline took 3 to 9 s with torch's default 2 threads (OpenMP threads
+    spinning against other processes) and 0.23 s with 1 thread. Restoring the count keeps
+    other test modules in the same pytest process unaffected.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -202,6 +202,7 @@ class RandomMusicGenerator:
                     diagnostics={
                         "generator": self.name,
                         "music_file": path.name,
+                        "music_samples": int(length),
                         "music_seconds": round(length / SAMPLE_RATE_HZ, 3),
                         "looped": bool(w.start_sample + w.num_samples > length),
                     },

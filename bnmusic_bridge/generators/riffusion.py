@@ -708,6 +708,7 @@ class RiffusionGenerator:
         carry = (
             plan.continuation
             and settings.overlap_frames > 0
+            and len(windows) > 1
             and any(s.kind != "img2img" for s in plan.steps)
         )
         _check_windows(windows, settings, carry)
