@@ -34,7 +34,9 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -142,10 +144,10 @@ def _db(gain: float) -> float | None:
     return None if gain <= 0.0 else round(20.0 * math.log10(gain), 3)
 
 
-def _timings() -> dict[str, object]:
+def _timings() -> dict[str, Any]:
     noise_mel, music_mel, mask = _pair(DATA / "noise" / TIMING_NOISE, DATA / "music" / TIMING_MUSIC)
     assert noise_mel.shape == (512, 512), noise_mel.shape
-    out: dict[str, object] = {
+    out: dict[str, Any] = {
         "window": {
             "noise": TIMING_NOISE,
             "music": TIMING_MUSIC,
@@ -154,14 +156,14 @@ def _timings() -> dict[str, object]:
         }
     }
     for model in THRESHOLD_MODELS:
-        ours = _time(lambda m=model: _stage2_ours(m, noise_mel, music_mel, mask), REPEATS)
-        base = _time(lambda m=model: _stage2_baseline(m, noise_mel, music_mel, mask), 3)
+        ours = _time(partial(_stage2_ours, model, noise_mel, music_mel, mask), REPEATS)
+        base = _time(partial(_stage2_baseline, model, noise_mel, music_mel, mask), 3)
         field = masking_field(model, noise_mel, music_mel)
         parts = {
-            "threshold": _time(lambda m=model: masking_field(m, noise_mel, music_mel), REPEATS),
-            "lambda_exact": _time(lambda f=field: solve_lambda_exact(music_mel, f, mask), REPEATS),
-            "coverage": _time(lambda f=field: coverage(f, mask, 1.0), REPEATS),
-            "lambda_gd_3000_steps": _time(lambda f=field: solve_lambda_gd(music_mel, f, mask), 3),
+            "threshold": _time(partial(masking_field, model, noise_mel, music_mel), REPEATS),
+            "lambda_exact": _time(partial(solve_lambda_exact, music_mel, field, mask), REPEATS),
+            "coverage": _time(partial(coverage, field, mask, 1.0), REPEATS),
+            "lambda_gd_3000_steps": _time(partial(solve_lambda_gd, music_mel, field, mask), 3),
         }
         g_ours, cov_ours = _stage2_ours(model, noise_mel, music_mel, mask)
         g_base, cov_base = _stage2_baseline(model, noise_mel, music_mel, mask)
@@ -190,14 +192,14 @@ def _timings() -> dict[str, object]:
     return out
 
 
-def _recordings() -> dict[str, object]:
+def _recordings() -> dict[str, Any]:
     noises = sorted((DATA / "noise").glob("*.wav"))
     musics = sorted((DATA / "music").glob("*.wav"))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for noise_path in noises:
         for music_path in musics:
             noise_mel, music_mel, mask = _pair(noise_path, music_path)
-            row: dict[str, object] = {
+            row: dict[str, Any] = {
                 "noise": noise_path.stem,
                 "music": music_path.stem,
                 "frames": int(noise_mel.shape[1]),
@@ -218,12 +220,12 @@ def _recordings() -> dict[str, object]:
                     "gd_zero_when_exact_zero": None if gain > 0.0 else gd == 0.0,
                 }
             rows.append(row)
-    summary = {}
+    summary: dict[str, Any] = {}
     for model in THRESHOLD_MODELS:
-        per = [r[model] for r in rows]  # type: ignore[index]
+        per = [r[model] for r in rows]
         lam = [p["lambda_db"] for p in per if p["lambda_db"] is not None]
-        g90 = [p["gain_for_90pct_coverage_db"] for p in per]
-        g90_finite = [g for g in g90 if g is not None]
+        g90_all = [p["gain_for_90pct_coverage_db"] for p in per]
+        g90_finite = [g for g in g90_all if g is not None]
         gd_rel = [p["gd_vs_exact_rel"] for p in per if p["gd_vs_exact_rel"] is not None]
         summary[model] = {
             "pairs": len(per),
@@ -244,7 +246,7 @@ def _recordings() -> dict[str, object]:
             ]
             if g90_finite
             else None,
-            "gain_for_90pct_unreachable_pairs": sum(g is None for g in g90),
+            "gain_for_90pct_unreachable_pairs": sum(g is None for g in g90_all),
             "gd_vs_exact_max_rel": max(gd_rel) if gd_rel else None,
         }
     return {"pairs": rows, "summary": summary}
@@ -254,7 +256,7 @@ def main() -> None:
     torch.set_num_threads(1)
     if not (DATA / "noise").is_dir():
         raise SystemExit(f"shared recordings not found at {DATA}")
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "stage2",
         "machine": {
             "platform": platform.platform(),
@@ -279,19 +281,19 @@ def main() -> None:
         "timing": _timings(),
         "recordings": _recordings(),
     }
-    result["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]  # type: ignore[index]
+    result["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     t = result["timing"]
     for model in THRESHOLD_MODELS:
-        m = t[model]  # type: ignore[index]
+        m = t[model]
         print(
             f"{model:9s} ours {m['ours_ms']['median_ms']:7.2f} ms "
             f"(cpu {m['ours_ms']['cpu_median_ms']:.2f})  baseline "
             f"{m['baseline_ms']['median_ms']:9.1f} ms  x{m['speedup_median']:.0f}  "
             f"lambda exact/grid/gd {m['lambda_db']}"
         )
-    for model, s in result["recordings"]["summary"].items():  # type: ignore[union-attr]
+    for model, s in result["recordings"]["summary"].items():
         print(model, json.dumps(s))
     print(f"wrote {OUT}")
 
