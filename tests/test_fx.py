@@ -279,3 +279,23 @@ def test_pipeline_runs_the_chain_before_stage_2():
     # Mel bands 256 and up lie above about 2 kHz: two octaves over the cutoff.
     assert high_share_db(filtered) < high_share_db(plain) - 30
     assert "effects" in filtered.timings_s and "effects" not in plain.timings_s
+
+
+def test_pedalboard_example_script_runs(tmp_path, monkeypatch):
+    """examples/pedalboard_noise_to_music.py, on a short stereo noise at 48 kHz."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    import soundfile
+
+    noise = tmp_path / "noise.wav"
+    stereo = np.stack([clacks(1.0, seed=1), clacks(1.0, seed=2)]).T
+    soundfile.write(noise, stereo, 48_000, subtype="PCM_24")
+    out = tmp_path / "music.wav"
+    script = Path(__file__).resolve().parents[1] / "examples" / "pedalboard_noise_to_music.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(noise), str(out)])
+    runpy.run_path(str(script), run_name="__main__")
+    music, rate = soundfile.read(out, always_2d=True)
+    assert rate == 48_000 and music.shape == stereo.shape  # the noise's rate, length, channels
+    assert np.all(np.isfinite(music)) and np.any(music)
