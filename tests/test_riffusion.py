@@ -47,7 +47,7 @@ FAST = {
     "outpaint_guidance": 0.0,
     "inpaint_guidance": 0.0,
 }
-GUIDED = {"outpaint_guidance": 7.0, "inpaint_guidance": 7.0}
+GUIDED: dict[str, Any] = {"outpaint_guidance": 7.0, "inpaint_guidance": 7.0}
 
 
 @pytest.fixture(scope="module", autouse=True)

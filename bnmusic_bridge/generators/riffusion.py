@@ -934,7 +934,15 @@ class RiffusionGenerator:
             with torch.inference_mode():
                 out = pipe(**kwargs).images  # float (n, res, res, 3) in 0..1
             tracker.finish_call(call_units)
-            grey = np.clip(np.rint(np.asarray(out, dtype=np.float32).mean(axis=-1) * 255.0), 0, 255)
+            pixels = np.asarray(out, dtype=np.float32)
+            if not np.all(np.isfinite(pixels)):
+                choice = self._loaded.choice
+                raise GeneratorError(
+                    f"{self.name}: the {step.kind} step produced NaN/inf pixels on "
+                    f"{choice.device} ({choice.dtype}), usually a half-precision overflow; "
+                    "try --dtype fp32 or bf16"
+                )
+            grey = np.clip(np.rint(pixels.mean(axis=-1) * 255.0), 0, 255)
             grey_u8 = grey.astype(np.uint8)
             new: list[np.ndarray] = []
             for k, img in enumerate(current):
