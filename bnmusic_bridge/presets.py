@@ -190,10 +190,17 @@ def shipped_presets_dir() -> Path:
 
 def user_presets_dirs(presets_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """User preset folders, highest priority first: ``presets_dir``, then the folders in
-    ``$BNMUSIC_PRESETS_DIR``."""
+    ``$BNMUSIC_PRESETS_DIR`` (missing ones are skipped; error messages list them).
+
+    Raises:
+        ParameterError: ``presets_dir`` is given and is not a folder.
+    """
     dirs: list[Path] = []
     if presets_dir is not None:
-        dirs.append(Path(presets_dir).expanduser())
+        folder = Path(presets_dir).expanduser()
+        if not folder.is_dir():
+            raise ParameterError(f"presets folder {folder} does not exist (--presets-dir)")
+        dirs.append(folder)
     env = os.environ.get(ENV_PRESETS_DIR, "")
     dirs.extend(Path(p).expanduser() for p in env.split(os.pathsep) if p.strip())
     return dirs

@@ -335,6 +335,11 @@ def test_broken_user_preset_is_listed_not_fatal(tmp_path):
     assert entries["paper"].error is None
 
 
+def test_missing_presets_dir_is_an_error(tmp_path):
+    with pytest.raises(ParameterError, match="does not exist"):
+        P.load_preset("paper", presets_dir=tmp_path / "nope")
+
+
 def test_unknown_preset_name_suggests_and_lists():
     with pytest.raises(ParameterError) as info:
         P.load_preset("lofi-comute")
