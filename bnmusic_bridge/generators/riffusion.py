@@ -717,6 +717,12 @@ class RiffusionGenerator:
         self.load()
         assert self._loaded is not None and self._pipes is not None
         loaded = self._loaded
+        in_channels = self._pipes["inpaint"].unet.config.in_channels
+        if in_channels != 4 and any(s.kind == "img2img" for s in plan.steps):
+            raise GeneratorError(
+                f"{self.name}: image-to-image needs a plain 4-channel SD 1.x UNet; "
+                f"{self.model!r} has {in_channels} input channels (an inpainting model)"
+            )
         units_per_window = sum(s.effective_steps for s in plan.steps)
         tracker = _Progress(progress, units_per_window * len(windows))
         tracker.report(0.0)
