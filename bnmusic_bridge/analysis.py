@@ -224,12 +224,15 @@ def pick_onsets(envelope: np.ndarray) -> np.ndarray:
 
 
 def _autocorrelation(envelope: np.ndarray) -> np.ndarray:
-    """Unbiased, normalised autocorrelation (lag 0 = 1) of the envelope, smoothed over
-    +-20 ms (onsets of a real noise wobble by a frame or two) and without its 1 s moving
-    mean (slow loudness changes are not rhythm)."""
+    """Unbiased, normalised autocorrelation (lag 0 = 1) of the envelope, capped at its
+    99th percentile, smoothed over +-20 ms (onsets of a real noise wobble by a frame or
+    two) and without its 1 s moving mean (slow loudness changes are not rhythm)."""
     from scipy import ndimage
 
-    smooth = ndimage.gaussian_filter1d(envelope, sigma=2.0, mode="nearest")
+    # A few outsized onsets (the first sound after silence, a door slam) would own the
+    # normalisation and hide the rhythm: cap the envelope at its 99th percentile.
+    capped = np.minimum(envelope, np.percentile(envelope, 99.0))
+    smooth = ndimage.gaussian_filter1d(capped, sigma=2.0, mode="nearest")
     x = smooth - ndimage.uniform_filter1d(smooth, size=101, mode="nearest")
     n = x.size
     size = 1 << int(np.ceil(np.log2(2 * n)))

@@ -64,9 +64,10 @@ CHUNK_SAMPLES = 65_536
 """Mix block on the absolute timeline (1.49 s); windows are slices of these blocks."""
 BARS_PER_SECTION = 8
 SECTION_CYCLE = ("A", "B", "A", "C")
-MASTER_GAIN = 0.5
+MASTER_GAIN = 0.3
 MAX_TILT_DB = 9.0
 _NOTE_CACHE_BYTES = 96 * 2**20
+_FADE_IN_SAMPLES = 882
 _CHUNK_CACHE = 8
 
 PARAM_DEFAULTS: dict[str, Any] = {
@@ -220,18 +221,20 @@ _REGIONS_HZ["high"] = (2560.0, 1e9)
 _ROLE_LEVEL = {
     "chords": 0.16,
     "pad": 0.07,
-    "bass": 0.42,
-    "arp": 0.14,
-    "lead": 0.2,
-    "kick": 0.75,
-    "snare": 0.42,
-    "clap": 0.38,
-    "hat": 0.16,
-    "open_hat": 0.13,
-    "ride": 0.16,
-    "shaker": 0.12,
-    "crash": 0.22,
+    "bass": 0.4,
+    "arp": 0.15,
+    "lead": 0.3,
+    "kick": 0.7,
+    "snare": 1.9,
+    "clap": 1.6,
+    "hat": 0.8,
+    "open_hat": 0.55,
+    "ride": 0.4,
+    "shaker": 0.5,
+    "crash": 0.45,
 }
+"""Base linear level of each role at velocity 1 (a balanced mix on a flat noise)."""
+_DRUM_ROLES = frozenset({"kick", "snare", "clap", "hat", "open_hat", "ride", "shaker", "crash"})
 _ROLE_REGIONS = {
     "chords": ("lowmid", "mid"),
     "pad": ("lowmid", "mid"),
@@ -262,6 +265,7 @@ _ROLE_SEND = {
     "shaker": 0.08,
     "crash": 0.15,
 }
+_LOWEST_BASS_MIDI = {"cello": 36, "upright": 28, "bass": 28, "sub": 26}
 _DRUM_PAN = {"hat": 0.2, "open_hat": 0.2, "ride": -0.2, "shaker": 0.3, "crash": -0.15}
 
 
@@ -296,19 +300,23 @@ def make_plan(
     centroid_midi = 69.0 + 12.0 * math.log2(max(centroid_hz, 20.0) / 440.0)
     chord_centre = float(np.clip(60.0 + 0.6 * (centroid_midi - 60.0), 50.0, 76.0))
     bass_low = 28 if shares["low"] >= 0.5 * shares["lowmid"] else 33
+    bass_low = max(bass_low, _LOWEST_BASS_MIDI.get(roles["bass"] or "", 28))
     lead_centre = float(np.clip(chord_centre + 10.0, 64.0, 84.0))
 
     # 4. Levels: the style's balance, tilted towards the noise's loud regions.
     match = options.spectral_match
     expected = _expected_region_shares(analysis)
-    region_gain = {
-        r: float(np.clip((shares[r] / expected[r] + 0.05) ** (0.75 * match), 0.3, 2.5))
-        for r in shares
-    }
-    role_gains = {
-        role: level * float(np.mean([region_gain[r] for r in _ROLE_REGIONS[role]]))
-        for role, level in _ROLE_LEVEL.items()
-    }
+    raw = {r: (shares[r] / expected[r] + 0.05) ** (0.75 * match) for r in shares}
+    centre = math.exp(float(np.mean([math.log(v) for v in raw.values()])))
+    role_gains = {}
+    for role, level in _ROLE_LEVEL.items():
+        tilt = float(np.mean([raw[r] / centre for r in _ROLE_REGIONS[role]]))
+        # Relative to the mix's mean tilt, accompaniment moves by at most +-6 dB, the
+        # melody by +-4 dB and drums by +-3 dB: the noise reshapes the balance, but the
+        # beat and the tune stay audible.
+        limit_db = 3.0 if role in _DRUM_ROLES else 4.0 if role == "lead" else 6.0
+        lo, hi = 10.0 ** (-limit_db / 20.0), 10.0 ** (limit_db / 20.0)
+        role_gains[role] = level * style.levels.get(role, 1.0) * float(np.clip(tilt, lo, hi))
     if "bass" in wanted:
         role_gains["bass"] *= 1.4
 
@@ -606,7 +614,6 @@ class Composer:
             self._cache.move_to_end(bar)
             return cached
         events = self._compose_bar(bar)
-        events = [e for e in events if e.start_sample >= 0]
         self._cache[bar] = events
         if len(self._cache) > 256:
             self._cache.popitem(last=False)
@@ -626,7 +633,7 @@ class Composer:
             events += self._bass(bar)
         if plan.roles["arp"] and plan.style.arp_pattern:
             events += self._arp(bar, kind)
-        if plan.roles["lead"] and (kind != "A" or plan.density > 0.75):
+        if plan.roles["lead"]:
             events += self._lead(bar, kind, pos)
         if plan.drums_on:
             events += self._drums(bar, kind, pos)
@@ -788,13 +795,16 @@ class Composer:
         events = []
         centre = plan.lead_centre_midi - 4.0
         if pattern == "alberti":
-            for s in range(0, 16, 2):
+            # 16ths at slow tempos, 8ths at fast ones: about 5 notes a second either way.
+            step_len = 1 if plan.tempo_bpm < 96.0 else 2
+            for i, s in enumerate(range(0, 16, step_len)):
                 chord = chord_at(plan, bar, s / 4)
                 triad = _voice_around(_pcs(plan, chord)[:3], plan.chord_centre_midi - 3.0)
                 low, mid, high = triad[0], triad[len(triad) // 2], triad[-1]
-                midi = (low, high, mid, high)[(s // 2) % 4]
-                vel = 0.9 if s % 8 == 0 else 0.7
-                events.append(self._note("arp", self.step_sample(bar, s), 2.2, midi, vel, -0.15))
+                midi = (low, high, mid, high)[i % 4]
+                vel = 0.9 if s % 4 == 0 else 0.7
+                length = 1.1 * step_len
+                events.append(self._note("arp", self.step_sample(bar, s), length, midi, vel, -0.15))
             return events
         sixteenths = pattern == "up16"
         step_len = 1 if sixteenths else 2
@@ -806,14 +816,16 @@ class Composer:
                 seq = seq + seq[-2:0:-1]
             index = s // step_len
             if pattern == "sparse8":
-                if rng.random() > 0.25 + 0.5 * plan.density:
+                # A gentle pulse: every beat sounds, soft off-beats unless density is low.
+                if s % 4 != 0 and rng.random() > 2.0 * plan.density:
                     continue
                 midi = seq[int(rng.integers(len(seq)))]
             else:
                 if sixteenths and plan.density < 0.35 and s % 2 == 1:
                     continue
                 midi = seq[index % len(seq)]
-            vel = (1.0 if s % 4 == 0 else 0.75) * (0.9 + 0.1 * rng.random())
+            offbeat_vel = 0.5 if pattern == "sparse8" else 0.75
+            vel = (1.0 if s % 4 == 0 else offbeat_vel) * (0.9 + 0.1 * rng.random())
             pan = 0.3 if index % 2 else -0.3
             length = step_len * (1.5 if pattern == "sparse8" else 0.9)
             events.append(self._note("arp", self.step_sample(bar, s), length, midi, vel, pan))
@@ -824,7 +836,10 @@ class Composer:
         # Phrases are A A' A A'' : bars that share a motif index share rhythm and contour.
         motif = (0, 1, 0, 2, 0, 1, 0, 3)[pos]
         rng = self._rng(0x1EAD, ord(kind), motif)
-        density = float(np.clip(plan.style.lead_density * (0.5 + plan.density), 0.05, 0.95))
+        # Section A states the melody sparsely, B and C in full.
+        section_density = 0.6 if kind == "A" else 1.0
+        density = plan.style.lead_density * (0.5 + plan.density) * section_density
+        density = float(np.clip(density, 0.05, 0.95))
         slot_weight = (1.0, 0.45, 0.7, 0.45, 0.9, 0.45, 0.7, 0.55)
         onsets = [s for s in range(8) if rng.random() < density * slot_weight[s] * 1.4]
         if not onsets:
@@ -961,7 +976,8 @@ class TimelineRenderer:
         send = np.zeros((2, CHUNK_SAMPLES))
         if c1 > 0:
             pump = self._pump_gain(c0) if self.plan.style.sidechain > 0 else None
-            for e in self.events_between(max(0, c0 - self._lookback), c1):
+            # Notes that began before the stem (the pickup bar) sound from sample 0 on.
+            for e in self.events_between(c0 - self._lookback, c1):
                 audio = self._event_audio(e)
                 a = max(c0, e.start_sample)
                 b = min(c1, e.start_sample + audio.size)
@@ -978,6 +994,10 @@ class TimelineRenderer:
                     send[0, a - c0 : b - c0] += (e.gain * e.send * left) * seg
                     send[1, a - c0 : b - c0] += (e.gain * e.send * right) * seg
             gain = self._dynamics_gain(c0)
+            if c0 < _FADE_IN_SAMPLES:
+                # The timeline starts inside the pickup bar's notes: fade in over 20 ms.
+                ramp = np.clip((c0 + np.arange(CHUNK_SAMPLES)) / _FADE_IN_SAMPLES, 0.0, 1.0)
+                gain = gain * np.where(c0 + np.arange(CHUNK_SAMPLES) < 0, 0.0, ramp)
             main *= gain
             send *= gain
         return main, send

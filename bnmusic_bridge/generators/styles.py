@@ -174,6 +174,8 @@ class Style:
         reverb_send: share of each melodic voice sent to the reverb (0..1).
         sidechain: depth of the EDM pumping on pads and chords (0..1).
         drum_tone: 0 = dark, muffled drums (lo-fi), 1 = bright.
+        levels: per-role level multipliers over the generator's base balance.
+        words: prompt words that select the style.
     """
 
     name: str
@@ -200,6 +202,7 @@ class Style:
     reverb_send: float = 0.25
     sidechain: float = 0.0
     drum_tone: float = 0.8
+    levels: dict[str, float] = field(default_factory=dict)
     words: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -250,6 +253,7 @@ STYLES: dict[str, Style] = {
         lead_density=0.5,
         reverb_room=0.4,
         reverb_send=0.15,
+        levels={"chords": 1.5},
         words=("rock", "punk", "metal", "grunge", "garage", "indie"),
     ),
     "edm": Style(
@@ -400,6 +404,7 @@ STYLES: dict[str, Style] = {
         lead_density=0.2,
         reverb_room=0.85,
         reverb_send=0.45,
+        levels={"chords": 0.8, "pad": 0.8, "arp": 1.5},
         words=(
             "ambient",
             "calm",
@@ -433,6 +438,7 @@ STYLES: dict[str, Style] = {
         lead_density=0.5,
         reverb_room=0.7,
         reverb_send=0.35,
+        levels={"chords": 0.5, "arp": 2.5, "bass": 0.6},
         words=(
             "classical",
             "orchestra",

@@ -58,6 +58,8 @@ class Voice:
         explicit_bright, explicit_dark: fixed harmonic amplitudes that replace the slopes.
         attack_s: linear attack time in seconds.
         decay_s: amplitude decay time constant at A4 in seconds (None = sustain).
+        fast_share, fast_decay_s: share of the level that falls with a fast time
+            constant first (the percussive drop of a struck or plucked string).
         sustain: level the decay settles to (0..1).
         release_s: fade after note-off in seconds.
         bright_tau_s: time constant of the bright-to-dark fade (None = always bright).
@@ -67,6 +69,8 @@ class Voice:
         vibrato_hz, vibrato_cents, vibrato_delay_s: a delayed sine vibrato.
         fm_ratio, fm_index, fm_tau_s: two-operator FM instead of the wavetable when
             ``fm_index > 0`` (bells).
+        click: level of a short band-passed noise burst at the attack (hammer, pick).
+        click_band_hz: the burst's pass band in Hz.
     """
 
     name: str
@@ -79,6 +83,8 @@ class Voice:
     explicit_dark: tuple[float, ...] | None = None
     attack_s: float = 0.005
     decay_s: float | None = None
+    fast_share: float = 0.0
+    fast_decay_s: float = 0.1
     sustain: float = 1.0
     release_s: float = 0.2
     bright_tau_s: float | None = None
@@ -90,6 +96,8 @@ class Voice:
     fm_ratio: float = 0.0
     fm_index: float = 0.0
     fm_tau_s: float = 0.3
+    click: float = 0.0
+    click_band_hz: tuple[float, float] = (500.0, 5_000.0)
 
 
 VOICES: dict[str, Voice] = {
@@ -99,12 +107,16 @@ VOICES: dict[str, Voice] = {
         dark_slope=2.1,
         bright_cutoff_hz=5_000.0,
         dark_cutoff_hz=1_600.0,
-        attack_s=0.003,
-        decay_s=1.4,
+        attack_s=0.002,
+        decay_s=1.6,
+        fast_share=0.6,
+        fast_decay_s=0.09,
         sustain=0.0,
-        release_s=0.3,
-        bright_tau_s=0.3,
+        release_s=0.18,
+        bright_tau_s=0.25,
         pitch_decay_exponent=0.45,
+        click=0.25,
+        click_band_hz=(300.0, 3_000.0),
     ),
     "epiano": Voice(
         "epiano",
@@ -112,10 +124,14 @@ VOICES: dict[str, Voice] = {
         explicit_dark=(1.0, 0.14, 0.03),
         attack_s=0.003,
         decay_s=1.9,
+        fast_share=0.45,
+        fast_decay_s=0.15,
         sustain=0.0,
-        release_s=0.35,
+        release_s=0.3,
         bright_tau_s=0.2,
         pitch_decay_exponent=0.35,
+        click=0.08,
+        click_band_hz=(1_000.0, 6_000.0),
     ),
     "pad": Voice(
         "pad",
@@ -133,12 +149,12 @@ VOICES: dict[str, Voice] = {
         dark_slope=0.95,
         bright_cutoff_hz=3_200.0,
         dark_cutoff_hz=3_200.0,
-        attack_s=0.16,
-        release_s=0.45,
-        detune_cents=(-5.0, 5.0),
+        attack_s=0.1,
+        release_s=0.4,
+        detune_cents=(-3.0, 3.0),
         vibrato_hz=5.3,
-        vibrato_cents=10.0,
-        vibrato_delay_s=0.25,
+        vibrato_cents=7.0,
+        vibrato_delay_s=0.3,
     ),
     "cello": Voice(
         "cello",
@@ -146,12 +162,12 @@ VOICES: dict[str, Voice] = {
         dark_slope=0.95,
         bright_cutoff_hz=2_400.0,
         dark_cutoff_hz=2_400.0,
-        attack_s=0.09,
+        attack_s=0.06,
         release_s=0.3,
-        detune_cents=(-4.0, 4.0),
+        detune_cents=(-2.0, 2.0),
         vibrato_hz=5.0,
-        vibrato_cents=9.0,
-        vibrato_delay_s=0.2,
+        vibrato_cents=6.0,
+        vibrato_delay_s=0.3,
     ),
     "bass": Voice(
         "bass",
@@ -159,6 +175,8 @@ VOICES: dict[str, Voice] = {
         explicit_dark=(1.0, 0.3, 0.08),
         attack_s=0.006,
         decay_s=0.9,
+        fast_share=0.35,
+        fast_decay_s=0.08,
         sustain=0.45,
         release_s=0.07,
         bright_tau_s=0.18,
@@ -179,9 +197,13 @@ VOICES: dict[str, Voice] = {
         explicit_dark=(1.0, 0.25, 0.05),
         attack_s=0.007,
         decay_s=0.7,
+        fast_share=0.45,
+        fast_decay_s=0.06,
         sustain=0.25,
         release_s=0.08,
         bright_tau_s=0.09,
+        click=0.15,
+        click_band_hz=(200.0, 1_500.0),
     ),
     "pluck": Voice(
         "pluck",
@@ -191,10 +213,14 @@ VOICES: dict[str, Voice] = {
         dark_cutoff_hz=1_300.0,
         attack_s=0.002,
         decay_s=0.45,
+        fast_share=0.4,
+        fast_decay_s=0.05,
         sustain=0.0,
-        release_s=0.15,
+        release_s=0.12,
         bright_tau_s=0.07,
         pitch_decay_exponent=0.3,
+        click=0.12,
+        click_band_hz=(2_000.0, 9_000.0),
     ),
     "guitar": Voice(
         "guitar",
@@ -205,15 +231,21 @@ VOICES: dict[str, Voice] = {
         odd_boost=0.4,
         attack_s=0.003,
         decay_s=1.4,
+        fast_share=0.4,
+        fast_decay_s=0.08,
         sustain=0.3,
         release_s=0.08,
         bright_tau_s=0.3,
         detune_cents=(-4.0, 4.0),
+        click=0.15,
+        click_band_hz=(1_500.0, 7_000.0),
     ),
     "bell": Voice(
         "bell",
         attack_s=0.002,
         decay_s=1.1,
+        fast_share=0.35,
+        fast_decay_s=0.08,
         sustain=0.0,
         release_s=0.4,
         pitch_decay_exponent=0.3,
@@ -274,7 +306,9 @@ def _amplitude_envelope(
         body = np.ones(total)
     else:
         tau = voice.decay_s * decay_scale
-        body = voice.sustain + (1.0 - voice.sustain) * np.exp(-t / tau)
+        fast = voice.fast_decay_s * decay_scale
+        shape = voice.fast_share * np.exp(-t / fast) + (1.0 - voice.fast_share) * np.exp(-t / tau)
+        body = voice.sustain + (1.0 - voice.sustain) * shape
     env = attack * body
     release = max(total - on_samples, 0)
     if release > 0:
@@ -338,7 +372,22 @@ def render_note(
         else:
             out += bright
     out *= env / len(voice.detune_cents)
+    if voice.click > 0.0:
+        out[:_CLICK_SAMPLES] += voice.click * _click(voice.click_band_hz, midi)[: out.size]
     return out.astype(np.float32)
+
+
+_CLICK_SAMPLES = 441
+
+
+def _click(band_hz: tuple[float, float], midi: float) -> np.ndarray:
+    """10 ms of band-passed noise with a 2 ms decay; the noise is seeded by the pitch so
+    a note always gets the same click."""
+    rng = np.random.default_rng([int(round(midi * 100)) & 0xFFFF, 0xC1])
+    noise = _filtered(rng.standard_normal(_CLICK_SAMPLES), "bandpass", list(band_hz))
+    burst = noise * _decay(_CLICK_SAMPLES, 0.002, 0.0003)
+    peak = float(np.max(np.abs(burst)))
+    return burst / peak if peak > 0 else burst
 
 
 def release_samples(voice_name: str) -> int:
