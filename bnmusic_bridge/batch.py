@@ -279,11 +279,14 @@ def _now() -> str:
 
 
 def _failed(task: StemTask, error: BaseException | str, code: str, **kw: Any) -> TaskResult:
+    message = str(error)
+    if task.input_path not in message:  # every listed failure names its file
+        message = f"{task.input_path}: {message}"
     return TaskResult(
         stem_name=task.stem_name,
         input_path=task.input_path,
         status="failed",
-        error=str(error),
+        error=message,
         error_code=code,
         parameters=_params(task.request),
         finished_at=_now(),
@@ -840,6 +843,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if failures:
         print(f"bnmusic batch: {len(failures)} stem(s) failed:", file=sys.stderr)
         for r in failures:
-            print(f"  {r.input_path}: {r.error}", file=sys.stderr)
+            print(f"  {r.error}", file=sys.stderr)
         return 1
     return 0

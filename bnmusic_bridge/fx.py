@@ -375,7 +375,9 @@ def _build_plugin(spec: Mapping[str, Any], where: str) -> Any:
     preset = spec.get("preset")
     if preset is not None:
         try:
-            plugin.load_preset(str(Path(preset).expanduser()))
+            # Only VST3Plugin has load_preset; the spec check allows a .vstpreset only
+            # with a .vst3 path.
+            plugin.load_preset(str(Path(preset).expanduser()))  # type: ignore[attr-defined]
         except (ValueError, RuntimeError, OSError, AttributeError) as e:
             raise _fail(where, f"could not load preset {preset}: {e}") from e
     params = dict(spec.get("parameters", {}))
