@@ -38,7 +38,8 @@ def register_cli(subparsers: Any) -> None:
     q.set_defaults(func=cmd_show)
 
     q = sub.add_parser("validate", help="check preset files; exit 1 if any is invalid")
-    q.add_argument("files", nargs="+", type=Path, help=".toml preset files")
+    q.add_argument("files", nargs="+", help=".toml preset files (or preset names)")
+    q.add_argument("--presets-dir", type=Path, help="folder of user presets (for names)")
     q.add_argument(
         "--load-plugins",
         action="store_true",
@@ -107,19 +108,19 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .fx import check_effects
-    from .presets import read_preset
+    from .presets import load_preset
 
     failures = 0
     for path in args.files:
         try:
-            preset = read_preset(path)
+            preset = load_preset(path, presets_dir=args.presets_dir)
             if args.load_plugins:
                 check_effects(preset.request.effects, where=f"{path}: effects", load_plugins=True)
         except BNMusicError as e:
             failures += 1
             print(f"invalid: {e}", file=sys.stderr)
             continue
-        print(f"ok: {path} ({preset.name})")
+        print(f"ok: {preset.path} ({preset.name})")
     return EXIT_ERROR if failures else EXIT_OK
 
 

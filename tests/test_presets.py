@@ -223,6 +223,7 @@ def test_good_preset_loads_and_validate_command_agrees(tmp_path, capsys):
     assert main(["presets", "validate", str(good), str(bad)]) == 1
     captured = capsys.readouterr()
     assert f"ok: {good}" in captured.out
+    assert main(["presets", "validate", "paper", "hiphop-street"]) == 0  # names work too
     assert str(bad) in captured.err and "room_size = 5.0" in captured.err
 
 
