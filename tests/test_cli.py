@@ -8,10 +8,9 @@ import sys
 
 import numpy as np
 import soundfile as sf
+from noise_signals import clacks
 
 from bnmusic_bridge.cli import main
-
-from noise_signals import clacks
 
 
 def test_help_does_not_import_torch():

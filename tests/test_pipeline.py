@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+from noise_signals import clacks
 
 from bnmusic_bridge import RenderRequest, render, render_file, write_outputs
 from bnmusic_bridge.errors import AudioInputError, OutputExistsError, ParameterError
-
-from noise_signals import clacks
 
 FAST = RenderRequest(prompt="lo-fi piano", seed=7)
 
