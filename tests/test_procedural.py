@@ -3,6 +3,7 @@ dynamics, styles, parameters."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import soundfile as sf
 from scipy import signal
 
 from bnmusic_bridge.analysis import StemAnalysis, analyse_stem
-from bnmusic_bridge.errors import ParameterError
+from bnmusic_bridge.errors import CancelledError, ParameterError
 from bnmusic_bridge.generators import get_generator
 from bnmusic_bridge.generators.base import GenerationSettings, NoiseWindow
 from bnmusic_bridge.generators.procedural import (
@@ -20,7 +21,7 @@ from bnmusic_bridge.generators.procedural import (
     chord_at,
     section_of,
 )
-from bnmusic_bridge.generators.styles import STYLES, style_from_prompt
+from bnmusic_bridge.generators.styles import STYLES, instruments_in, style_from_prompt
 from bnmusic_bridge.mask import high_energy_mask
 from bnmusic_bridge.spectrogram import audio_to_mel
 from bnmusic_bridge.windows import WINDOW_SAMPLES, plan_windows
@@ -310,6 +311,35 @@ def test_prompt_instruments_and_negative_prompt():
     plan = gen.plan(a, GenerationSettings(prompt="pop", negative_prompt="drums, piano"))
     assert not plan.drums_on and "piano" not in plan.roles.values()
     assert plan.roles["chords"] is not None
+    plan = gen.plan(a, GenerationSettings(prompt="lo-fi with piano but no drums"))
+    assert not plan.drums_on and plan.roles["chords"] == "piano"
+    assert instruments_in("ambient pads without any piano or drums") == (
+        ["pad"],
+        ["piano", "drums"],
+    )
+
+
+def test_progress_is_reported_and_can_cancel(periodic_noise):
+    noise = periodic_noise[: 10 * SR]
+    windows = windows_for(noise)
+    a = analyse(noise)
+    seen: list[tuple[str, float]] = []
+    out = ProceduralGenerator().generate(
+        windows, a, GenerationSettings(), lambda stage, f: seen.append((stage, f))
+    )
+    assert len(out) == len(windows)
+    assert [f for _, f in seen] == pytest.approx(
+        [(k + 1) / len(windows) for k in range(len(windows))]
+    )
+    assert {stage for stage, _ in seen} == {"generate"}
+    # Diagnostics travel as JSON (reports, OSC replies).
+    json.dumps([m.diagnostics for m in out])
+
+    def cancel(stage: str, fraction: float) -> None:
+        raise CancelledError("stop")
+
+    with pytest.raises(CancelledError):
+        ProceduralGenerator().generate(windows, a, GenerationSettings(), cancel)
 
 
 def test_parameters_are_checked():
@@ -366,7 +396,7 @@ def test_structure_continues_over_a_long_stem():
     # 3 minutes at 120 BPM is 90 bars: sections cycle A B A C and come back.
     kinds = [section_of(b)[0] for b in range(0, 90, 8)]
     assert kinds[:5] == ["A", "B", "A", "C", "A"]
-    chords = [chord_at(plan, b).symbol(plan.tonic_pc) for b in range(90)]
+    chords = [chord_at(plan, b).symbol(plan.tonic_pc, plan.minor) for b in range(90)]
     assert chords[0:8] == chords[16:24]  # the A progression returns
     assert chords[0:4] != chords[8:12]  # B has its own progression
     # Bars are pure functions: a fresh composer gives the same bar 80.

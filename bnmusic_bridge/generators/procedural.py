@@ -40,13 +40,13 @@ from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
 from .styles import (
     MAJOR_SCALE,
     MINOR_SCALE,
-    NOTE_NAMES,
     STEP_VELOCITY,
     STYLES,
     Chord,
     DrumPattern,
     Style,
     instruments_in,
+    note_name,
     parse_key,
     parse_progression,
     style_from_prompt,
@@ -208,7 +208,8 @@ class MusicPlan:
 
     @property
     def key_name(self) -> str:
-        return f"{NOTE_NAMES[self.tonic_pc]} {'minor' if self.minor else 'major'}"
+        name = note_name(self.tonic_pc, self.tonic_pc, self.minor)
+        return f"{name} {'minor' if self.minor else 'major'}"
 
     @property
     def bar_s(self) -> float:
@@ -280,8 +281,8 @@ def make_plan(
         style_name, word = style_from_prompt(settings.prompt)
         style_source = f"prompt word {word!r}" if word else "default"
     style = STYLES[style_name]
-    wanted = instruments_in(settings.prompt)
-    unwanted = set(instruments_in(settings.negative_prompt))
+    wanted, negated = instruments_in(settings.prompt)
+    unwanted = set(negated) | set(sum(instruments_in(settings.negative_prompt), []))
     roles = _choose_roles(style, wanted, unwanted)
     drums_on = style.drums is not None or "drums" in wanted
     if "drums" in unwanted:
@@ -1140,7 +1141,7 @@ def _plan_diagnostics(plan: MusicPlan) -> dict[str, Any]:
         "instruments": instruments,
         "roles": {k: v for k, v in plan.roles.items()},
         "progressions": {
-            kind: [ch.symbol(plan.tonic_pc) for ch in prog]
+            kind: [ch.symbol(plan.tonic_pc, plan.minor) for ch in prog]
             for kind, prog in plan.progressions.items()
         },
         "register_midi": round(plan.chord_centre_midi, 1),
@@ -1156,7 +1157,7 @@ def _window_diagnostics(renderer: TimelineRenderer, start: int, num: int) -> dic
     sections: list[str] = []
     for bar in range(first, last + 1):
         for beat in range(0, 4, 2 if plan.style.chord_beats < 4 else 4):
-            sym = chord_at(plan, bar, beat).symbol(plan.tonic_pc)
+            sym = chord_at(plan, bar, beat).symbol(plan.tonic_pc, plan.minor)
             if not chords or chords[-1] != sym:
                 chords.append(sym)
         kind, _ = section_of(bar)

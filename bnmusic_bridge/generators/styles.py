@@ -12,6 +12,19 @@ from dataclasses import dataclass, field
 from ..errors import ParameterError
 
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_SHARP_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+_FLAT_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+_SHARP_MAJOR_KEYS = frozenset({7, 2, 9, 4, 11, 6})
+
+
+def note_name(pc: int, tonic_pc: int, minor: bool) -> str:
+    """Name of pitch class ``pc`` spelled for the key (sharps in G, D, A, E, B, F# major
+    and their relative minors; flats otherwise, C major's borrowed chords included)."""
+    relative_major = (tonic_pc + 3) % 12 if minor else tonic_pc % 12
+    names = _SHARP_NAMES if relative_major in _SHARP_MAJOR_KEYS else _FLAT_NAMES
+    return names[pc % 12]
+
+
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
 
@@ -71,9 +84,10 @@ class Chord:
     def intervals(self) -> tuple[int, ...]:
         return CHORD_INTERVALS[self.quality]
 
-    def symbol(self, tonic_pc: int) -> str:
+    def symbol(self, tonic_pc: int, minor: bool = False) -> str:
         """Chord symbol in the key whose tonic is pitch class ``tonic_pc`` (e.g. "Dm7")."""
-        return NOTE_NAMES[(tonic_pc + self.degree_semitones) % 12] + _SYMBOL_SUFFIX[self.quality]
+        root = note_name(tonic_pc + self.degree_semitones, tonic_pc, minor)
+        return root + _SYMBOL_SUFFIX[self.quality]
 
 
 def parse_numeral(text: str, minor_key: bool) -> Chord:
@@ -487,10 +501,28 @@ def style_from_prompt(prompt: str) -> tuple[str, str | None]:
     return DEFAULT_STYLE, None
 
 
-def instruments_in(text: str) -> list[str]:
-    """Instruments named in a prompt, in :data:`INSTRUMENT_WORDS` order."""
-    words = set(prompt_words(text))
-    return [name for name, ws in INSTRUMENT_WORDS.items() if words.intersection(ws)]
+_NEGATIONS = frozenset({"no", "without", "minus", "sans", "except"})
+_CONNECTORS = frozenset({"any", "or", "and", "nor", "a", "the", "real", "heavy", "loud"})
+
+
+def instruments_in(text: str) -> tuple[list[str], list[str]]:
+    """Instruments a prompt asks for and those it negates ("no drums", "without piano"),
+    each in :data:`INSTRUMENT_WORDS` order."""
+    words = prompt_words(text)
+    instrument_of = {w: name for name, ws in INSTRUMENT_WORDS.items() for w in ws}
+    asked: set[str] = set()
+    negated: set[str] = set()
+    negating = False
+    for word in words:
+        if word in _NEGATIONS:
+            negating = True
+        elif word in instrument_of:
+            (negated if negating else asked).add(instrument_of[word])
+        elif word not in _CONNECTORS:
+            # "no piano or drums" negates both; "no drums, warm piano" only the drums.
+            negating = False
+    order = list(INSTRUMENT_WORDS)
+    return [n for n in order if n in asked], [n for n in order if n in negated]
 
 
 def parse_key(text: str) -> tuple[int, bool | None]:
