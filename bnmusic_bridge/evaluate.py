@@ -1152,6 +1152,72 @@ def ablation_table(result: EvalResult, category: str = "all") -> list[TableRow]:
     return out
 
 
+@dataclass(frozen=True)
+class PairedRow:
+    """The full method against one other method, clip by clip (loudness normalised).
+
+    Attributes:
+        method: the other method.
+        clips: clips both methods rendered.
+        wins: model -> clips where the full method needs less loudness for the target
+            coverage (a reachable level beats an unreachable one; two unreachable ones
+            are a tie).
+        median_difference_lu: model -> median over clips where both are reachable of
+            (full - other) LU@target: negative = the full method is quieter.
+    """
+
+    method: str
+    clips: int
+    wins: dict[str, int]
+    median_difference_lu: dict[str, float]
+
+
+def paired_table(
+    result: EvalResult, category: str = "all", reference: str = "bnmusic"
+) -> list[PairedRow]:
+    """Clip-by-clip comparison of ``reference`` with every other method that ran, on the
+    loudness needed for the target coverage under each threshold model; empty when
+    ``reference`` did not run. Means hide which clips a method wins; this shows it."""
+    ref = {r.clip: r for r in _rows_of(result, reference, "normalised", category)}
+    if not ref:
+        return []
+    out = []
+    for m in result.methods_run:
+        if m == reference:
+            continue
+        other = {r.clip: r for r in _rows_of(result, m, "normalised", category)}
+        common = sorted(set(ref) & set(other))
+        wins: dict[str, int] = {}
+        median: dict[str, float] = {}
+        for model in THRESHOLD_MODELS:
+            key = f"lu_90_{model}"
+            a = np.array([getattr(ref[c], key) for c in common], dtype=np.float64)
+            b = np.array([getattr(other[c], key) for c in common], dtype=np.float64)
+            wins[model] = int(np.sum((a < b) & ~np.isinf(a)))
+            both = np.isfinite(a) & np.isfinite(b)
+            median[model] = float(np.median(a[both] - b[both])) if both.any() else math.nan
+        out.append(PairedRow(m, len(common), wins, median))
+    return out
+
+
+def markdown_paired(rows: Sequence[PairedRow], reference_label: str = "BNMusic (full)") -> str:
+    """A Markdown table of :func:`paired_table` rows."""
+    heads = ["other method", "clips"]
+    for model in THRESHOLD_MODELS:
+        heads += [f"full quieter ({model})", f"median full - other ({model}, LU)"]
+    lines = [
+        "| " + " | ".join(heads) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(heads) - 1)) + " |",
+    ]
+    for r in rows:
+        cells = [method_spec(r.method).label, str(r.clips)]
+        for model in THRESHOLD_MODELS:
+            d = r.median_difference_lu[model]
+            cells += [f"{r.wins[model]}/{r.clips}", f"{d:+.1f}" if math.isfinite(d) else "n/a"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _fmt(value: float, col: Column, finite: int, clips: int) -> str:
     if not math.isfinite(value):
         if col.key.startswith(("lufs_90", "lu_90")) and clips and finite == 0:
@@ -1223,6 +1289,7 @@ REPORT_FILES = (
     "results.csv",
     "table1.csv",
     "ablation.csv",
+    "paired.csv",
     "results.json",
     "lufs90_by_method.png",
     "coverage_by_method.png",
@@ -1312,6 +1379,15 @@ def markdown_report(result: EvalResult, command: str = "", plots: bool = True) -
                 "",
             ]
         lines += ["### Ablation", "", markdown_table(ablation_table(result, cat), first="step"), ""]
+        paired = paired_table(result, cat)
+        if paired:
+            lines += [
+                f"### Clip by clip: loudness for {result.config.target_coverage * 100:g} % coverage, "
+                "full method against each other method (loudness normalised)",
+                "",
+                markdown_paired(paired),
+                "",
+            ]
     if plots:
         lines += [
             "## Plots",
@@ -1502,6 +1578,22 @@ def write_report(
     }
     cols = [c.key for c in TABLE_COLUMNS + DISTRIBUTION_COLUMNS]
     records = _table_records(result)
+    paired_header = ["category", "method", "clips"] + [
+        f"{kind}_{model}" for model in THRESHOLD_MODELS for kind in ("wins", "median_difference_lu")
+    ]
+    files["paired.csv"] = _csv_bytes(
+        paired_header,
+        (
+            [cat, r.method, r.clips]
+            + [
+                v
+                for model in THRESHOLD_MODELS
+                for v in (r.wins[model], r.median_difference_lu[model])
+            ]
+            for cat in ["all"] + (result.categories if len(result.categories) > 1 else [])
+            for r in paired_table(result, cat)
+        ),
+    )
     for table in ("table1", "ablation"):
         header = (
             ["category", "scenario", "row", "method", "clips"]

@@ -364,3 +364,26 @@ def test_fad_kl_with_a_local_embedding_model(tmp_path: Path) -> None:
             values = result.distribution[("all", method, scenario)]
             assert math.isfinite(values["fad"]) and values["fad"] >= -1e-6
             assert math.isfinite(values["kl"]) and values["kl"] >= 0.0
+
+
+def test_paired_comparison_counts_clips(eval_run: tuple[int, Path, Path]) -> None:
+    _, out, _ = eval_run
+    paired = {(r["category"], r["method"]): r for r in _csv(out / "paired.csv")}
+    assert set(paired) == {
+        (c, m) for c in ("all", "hum", "train") for m in ("noise-only", "random-music")
+    }
+    # Silent music never reaches the target, so the full method wins every clip.
+    assert paired[("all", "noise-only")]["wins_smr"] == "2"
+    assert paired[("all", "noise-only")]["median_difference_lu_smr"] == "nan"
+    assert paired[("train", "random-music")]["wins_smr"] == "1"
+    assert float(paired[("train", "random-music")]["median_difference_lu_smr"]) < 0.0
+    md = (out / "report.md").read_text()
+    assert (
+        len(
+            _table_after(
+                md,
+                "### Clip by clip: loudness for 90 % coverage, full method against each other method (loudness normalised)",
+            )
+        )
+        == 2 + 2
+    )
