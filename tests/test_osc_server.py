@@ -35,6 +35,7 @@ def make_server(root: Path, **changes) -> OscServer:  # type: ignore[no-untyped-
         request=RenderRequest(generator=generator),
         export=ExportOptions(plot=False),
         meter_hz=20.0,
+        worker_setup=("bnmusic_bridge.osc.testing:register_fake_generator",),
     )
     return OscServer(dataclasses.replace(config, **changes)).start()
 
@@ -269,7 +270,7 @@ def test_cancel_queued_and_running_jobs_leaves_no_files(root: Path) -> None:
 
 
 def test_full_queue_says_busy_and_duplicate_ids_are_refused(root: Path) -> None:
-    srv = make_server(root, render_threads=1, max_queued=2)
+    srv = make_server(root, render_threads=1, max_queued=2, isolation="thread")
     try:
         with OscClient(srv.udp_address) as c:
             c.send("/bnmusic/render_ex", "q0", "noise.wav", "busy", "param.delay_s", 3.0)
@@ -282,6 +283,19 @@ def test_full_queue_says_busy_and_duplicate_ids_are_refused(root: Path) -> None:
             assert [r.values[0] for r in c.of("/bnmusic/ack")] == ["q0", "q1", "q2"]
     finally:
         srv.stop(timeout_s=10)
+
+
+def test_a_crashing_worker_fails_its_job_and_is_replaced(
+    server: OscServer, client: OscClient
+) -> None:
+    first_pid = server.worker_pid
+    client.send("/bnmusic/render_ex", "crash", "noise.wav", "crash", "param.crash", True)
+    client.wait("/bnmusic/ack", "crash")
+    err = client.wait("/bnmusic/error", "crash", timeout_s=30)
+    assert err.values[1] == "internal" and "worker process died" in err.values[2]
+    assert server.worker_pid != first_pid
+    client.send("/bnmusic/render", "after-crash", "noise.wav")
+    assert Path(client.wait("/bnmusic/done", "after-crash", timeout_s=60).values[1]).is_file()
 
 
 def test_subscriptions_redirect_and_monitor(server: OscServer, root: Path) -> None:

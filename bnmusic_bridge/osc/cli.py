@@ -208,9 +208,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         if args.preload:
-            from ..pipeline import generator_for
-
-            generator_for(request)
+            server.preload()
         udp, tcp = server.udp_address, server.tcp_address
         print(
             f"bnmusic serve: OSC on udp {udp[0]}:{udp[1]}"

@@ -32,7 +32,7 @@ from typing import Any
 from .. import __version__
 from ..errors import BNMusicError
 from . import protocol as P
-from .jobs import Job, JobManager, Outcome, RenderFn
+from .jobs import Job, JobManager, Outcome
 from .paths import RootSet
 
 log = logging.getLogger("bnmusic.osc")
@@ -87,6 +87,10 @@ class ServerConfig:
             its time, so timetag-aware receivers replay it in real time) or "immediate".
         lane_tolerance_db: lane compaction tolerance in dB.
         progress_interval_s: least time between progress messages of a job in a stage.
+        isolation: "process" (renders run in one worker process that owns the model;
+            the default) or "thread" (in the server process, for debugging).
+        worker_setup: ``"module:function"`` names called where renders run before the
+            first job, e.g. to register a generator.
     """
 
     host: str = "127.0.0.1"
@@ -105,6 +109,8 @@ class ServerConfig:
     lane_timetags: str = "playback"
     lane_tolerance_db: float = 0.1
     progress_interval_s: float = 0.05
+    isolation: str = "process"
+    worker_setup: tuple[str, ...] = ()
 
 
 def is_loopback(host: str) -> bool:
@@ -179,12 +185,11 @@ class OscServer:
 
     Args:
         config: sockets, roots, base request and limits.
-        render_fn: replaces :func:`bnmusic_bridge.pipeline.render_file` (tests).
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, config: ServerConfig, render_fn: RenderFn | None = None) -> None:
+    def __init__(self, config: ServerConfig) -> None:
         from ..export import ExportOptions
         from ..request import RenderRequest
 
@@ -206,7 +211,6 @@ class OscServer:
         self.roots = RootSet(config.roots)
         if self.config.out_dir is not None:
             self.roots.output_dir(str(self.config.out_dir))
-        self.render_fn = render_fn
         self.stats = Stats()
         self._stats_lock = threading.Lock()
         self._stop = threading.Event()
@@ -259,13 +263,14 @@ class OscServer:
             self._tcp.settimeout(0.2)
         self.manager = JobManager(
             self,
-            self.render_fn,
             max_queued=cfg.max_queued,
             render_threads=cfg.render_threads,
             meter_hz=cfg.meter_hz,
             lane_tolerance_db=cfg.lane_tolerance_db,
             progress_interval_s=cfg.progress_interval_s,
             check_paths=self._recheck_paths,
+            isolation=cfg.isolation,
+            worker_setup=cfg.worker_setup,
         )
         self._spawn(self._udp_loop, "bnmusic-osc-udp")
         if self._tcp is not None:
@@ -283,6 +288,16 @@ class OscServer:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
+
+    def preload(self) -> None:
+        """Create the base request's generator (loads the model) where renders run."""
+        assert self.manager is not None
+        self.manager.executor.preload(self.config.request)
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The render worker's process id (None with ``isolation="thread"``)."""
+        return self.manager.executor.pid if self.manager is not None else None
 
     @property
     def udp_address(self) -> tuple[str, int]:

@@ -186,7 +186,8 @@ class FakeGenerator:
 
     Parameters (``generator_params``): ``delay_s`` (seconds of sleep per window, in
     10 ms steps that report progress, so cancellation is quick), ``fail`` (raise a
-    GeneratorError when true).
+    GeneratorError when true), ``crash`` (kill the worker process with SIGSEGV, as a
+    crashing plugin would; refused outside a worker process).
     """
 
     name = FAKE_GENERATOR
@@ -204,6 +205,16 @@ class FakeGenerator:
         self.calls += 1
         if settings.params.get("fail"):
             raise GeneratorError("fake generator asked to fail")
+        if settings.params.get("crash"):
+            import multiprocessing
+            import os
+            import signal
+
+            if multiprocessing.parent_process() is None:
+                raise GeneratorError(
+                    "crash asked for outside a worker process; refusing to kill the server"
+                )
+            os.kill(os.getpid(), signal.SIGSEGV)
         delay_s = float(settings.params.get("delay_s", 0.0))
         out = []
         for k, w in enumerate(windows):
