@@ -1698,7 +1698,7 @@ def register_cli(subparsers: Any) -> None:
         help="measure how well methods blend noise (the paper's Table 1 and ablation, and more)",
         description=(
             "Normalise every noise to -18 LUFS, render it with each method, and report masking "
-            "coverage, NMR, the loudness needed for 90 %% coverage, lambda, spectral and rhythmic "
+            "coverage, NMR, the loudness needed for 90 % coverage, lambda, spectral and rhythmic "
             "alignment (and FAD/KL when a local embedding model exists), as Markdown, CSV and PNG."
         ),
     )

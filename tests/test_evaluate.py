@@ -19,6 +19,7 @@ from bnmusic_bridge.evaluate import (
     REPORT_FILES,
     EvalConfig,
     NoiseClip,
+    ablation_table,
     discover_noises,
     evaluate,
     fad,
@@ -387,3 +388,18 @@ def test_paired_comparison_counts_clips(eval_run: tuple[int, Path, Path]) -> Non
         )
         == 2 + 2
     )
+
+
+def test_full_method_with_missing_riffusion_weights_is_skipped(tmp_path: Path) -> None:
+    write_audio(tmp_path / "n.wav", band_noise(1.0, seed=3), RATE)
+    request = RenderRequest(generator="riffusion", model=str(tmp_path / "no-weights"))
+    result = evaluate(
+        discover_noises([tmp_path / "n.wav"]),
+        EvalConfig(methods=("bnmusic", "noise-only"), request=request),
+    )
+    assert [s.method for s in result.skipped] == ["bnmusic"]
+    assert "generator 'riffusion'" in result.skipped[0].reason
+    assert "not available locally" in result.skipped[0].reason
+    assert {r.method for r in result.rows} == {"noise-only"}
+    ablation = {r.label: r for r in ablation_table(result)}
+    assert ablation["outpainting + inpainting"].note.startswith("not available")
