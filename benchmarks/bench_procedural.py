@@ -164,6 +164,8 @@ def main() -> None:
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "cores_used": 1,
+            # The machine is shared: a load above its core count slows every timing.
+            "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
             "python": platform.python_version(),
             "numpy": np.__version__,
             "torch": torch.__version__,

@@ -167,8 +167,9 @@ def onset_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
     and taken in dB (floored 80 dB under the loudest band-frame); the positive increases
     from frame ``j - 2`` to frame ``j`` are summed over the bands. The level rises as soon
     as a sound enters the window's leading half, so this backward difference is what
-    puts a click's peak on the click's own frame (measured on noise bursts: within 3 ms). A few wide bands average out the flicker
-    of noise, which would otherwise bury the rhythm of a train or a clock.
+    puts a click's peak on the click's own frame (measured on noise bursts: within 3 ms).
+    A few wide bands average out the flicker of noise, which would otherwise bury the
+    rhythm of a train or a clock.
 
     Returns:
         float64 ``(num_frames,)``, non-negative, in dB (summed over bands).
@@ -223,16 +224,21 @@ def pick_onsets(envelope: np.ndarray) -> np.ndarray:
     return np.asarray(kept, dtype=np.float64) / FRAME_RATE_HZ
 
 
+def _capped(envelope: np.ndarray) -> np.ndarray:
+    """The envelope capped at its 99th percentile: a few outsized onsets (the first sound
+    after silence, a door slam) would otherwise own the statistics and hide the rhythm."""
+    if envelope.size == 0:
+        return envelope
+    return np.minimum(envelope, np.percentile(envelope, 99.0))
+
+
 def _autocorrelation(envelope: np.ndarray) -> np.ndarray:
     """Unbiased, normalised autocorrelation (lag 0 = 1) of the envelope, capped at its
     99th percentile, smoothed over +-20 ms (onsets of a real noise wobble by a frame or
     two) and without its 1 s moving mean (slow loudness changes are not rhythm)."""
     from scipy import ndimage
 
-    # A few outsized onsets (the first sound after silence, a door slam) would own the
-    # normalisation and hide the rhythm: cap the envelope at its 99th percentile.
-    capped = np.minimum(envelope, np.percentile(envelope, 99.0))
-    smooth = ndimage.gaussian_filter1d(capped, sigma=2.0, mode="nearest")
+    smooth = ndimage.gaussian_filter1d(_capped(envelope), sigma=2.0, mode="nearest")
     x = smooth - ndimage.uniform_filter1d(smooth, size=101, mode="nearest")
     n = x.size
     size = 1 << int(np.ceil(np.log2(2 * n)))
@@ -319,10 +325,10 @@ def fold_period(period_s: float) -> float:
 
 def estimate_phase(envelope: np.ndarray, period_s: float) -> float:
     """Time of the first beat in seconds (0 <= phase < period_s): the offset whose beat
-    comb collects the most onset strength (searched in 2.5 ms steps)."""
+    comb collects the most (capped) onset strength, searched in 2.5 ms steps."""
     from scipy import ndimage
 
-    smooth = ndimage.gaussian_filter1d(envelope, sigma=1.0, mode="nearest")
+    smooth = ndimage.gaussian_filter1d(_capped(envelope), sigma=1.0, mode="nearest")
     period_frames = period_s * FRAME_RATE_HZ
     offsets = np.arange(0.0, period_frames, 0.25)
     beats = np.arange(0.0, smooth.size - 1 - offsets[-1], period_frames)

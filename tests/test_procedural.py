@@ -367,6 +367,12 @@ def test_tempo_and_key_overrides():
     plan = gen.plan(a, GenerationSettings(params={"tempo_bpm": 97, "key": "F#m"}))
     assert plan.tempo_bpm == 97.0 and plan.tempo_source == "params"
     assert plan.key_name == "F# minor" and plan.key_source == "params"
+    # A major style in a minor key gets minor-key progressions: roots on the F# minor
+    # scale (natural minor, plus the major V).
+    scale = {(6 + d) % 12 for d in (0, 2, 3, 5, 7, 8, 10)}
+    for prog in plan.progressions.values():
+        assert all((6 + ch.degree_semitones) % 12 in scale for ch in prog)
+        assert any(ch.quality == "min" and ch.degree_semitones == 0 for ch in prog)
 
 
 def test_unperiodic_noise_gets_the_style_tempo():

@@ -18,14 +18,15 @@ spectrogram:
 
 Determinism and seams: every note is a pure function of (plan, bar), the mix is built in
 fixed 65,536-sample chunks on the absolute timeline, streamed in order from the start
-through one reverb (the limiter is memoryless), and a window is a slice of those chunks. So the same input
-and seed give bit-identical audio, and the part of window ``k`` that overlaps window
-``k + 1`` is sample-identical in both.
+through one reverb (the limiter is memoryless), and a window is a slice of those chunks.
+So the same input and seed give bit-identical audio, and the part of window ``k`` that
+overlaps window ``k + 1`` is sample-identical in both.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
 from .styles import (
     MAJOR_SCALE,
     MINOR_SCALE,
+    MODE_PROGRESSIONS,
     STEP_VELOCITY,
     STYLES,
     Chord,
@@ -65,6 +67,7 @@ CHUNK_SAMPLES = 65_536
 BARS_PER_SECTION = 8
 SECTION_CYCLE = ("A", "B", "A", "C")
 MASTER_GAIN = 0.3
+"""Mix bus gain: a full mix peaks around -3 to -8 dBFS, below the limiter's knee."""
 MAX_TILT_DB = 9.0
 _NOTE_CACHE_BYTES = 96 * 2**20
 _FADE_IN_SAMPLES = 882
@@ -122,7 +125,7 @@ def parse_options(params: Mapping[str, Any]) -> ProceduralOptions:
 
     tempo = values["tempo_bpm"]
     if tempo is not None:
-        if isinstance(tempo, bool) or not isinstance(tempo, int | float):
+        if isinstance(tempo, bool) or not isinstance(tempo, numbers.Real):
             raise ParameterError(f"tempo_bpm must be a number, got {tempo!r}")
         if not 40.0 <= float(tempo) <= 240.0:
             raise ParameterError(f"tempo_bpm={tempo} is out of range 40..240")
@@ -141,7 +144,7 @@ def parse_options(params: Mapping[str, Any]) -> ProceduralOptions:
     unit: dict[str, float] = {}
     for name in ("density", "dynamics_depth", "spectral_match", "reverb_mix"):
         v = values[name]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= float(v) <= 1.0:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 <= float(v) <= 1.0:
             raise ParameterError(f"{name} must be a number from 0 to 1, got {v!r}")
         unit[name] = float(v)
     return ProceduralOptions(style=style, tempo_bpm=tempo, key=key, drums=drums, **unit)
@@ -322,8 +325,9 @@ def make_plan(
         role_gains["bass"] *= 1.4
 
     rng = np.random.default_rng([settings.seed & 0xFFFFFFFF, 0x51])
-    order = rng.permutation(len(style.progressions))
-    progs = [parse_progression(style.progressions[i], minor) for i in order]
+    texts = style.progressions if minor == style.minor else MODE_PROGRESSIONS[minor]
+    order = rng.permutation(len(texts))
+    progs = [parse_progression(texts[i], minor) for i in order]
     progressions = {kind: progs[i % len(progs)] for i, kind in enumerate(("A", "B", "C"))}
 
     return MusicPlan(
@@ -779,12 +783,12 @@ class Composer:
         elif pattern == "classical":
             notes = [(0, 7.6, root_at(0), 1.0), (8, 7.6, fifth_at(8) - 12, 0.8)]
         else:  # sustain
-            for step, chord, length in self._chord_changes(bar):
+            for chord_step, chord, length in self._chord_changes(bar):
                 pc = (plan.tonic_pc + chord.degree_semitones) % 12
-                notes.append((step, length * 0.99, self._bass_note(pc), 1.0))
+                notes.append((chord_step, length * 0.99, self._bass_note(pc), 1.0))
         events = []
-        for step, length, midi, vel in notes:
-            midi = midi if midi >= plan.bass_low_midi - 5 else midi + 12
+        for step, length, pitch, vel in notes:
+            midi = pitch if pitch >= plan.bass_low_midi - 5 else pitch + 12
             v = vel * (0.92 + 0.08 * rng.random())
             events.append(self._note("bass", self.step_sample(bar, step), length, midi, v, 0.0))
         return events

@@ -469,6 +469,13 @@ STYLES: dict[str, Style] = {
 }
 DEFAULT_STYLE = "pop"
 
+MODE_PROGRESSIONS = {
+    False: ("I V vi IV", "I IV V I", "vi IV I V", "I vi IV V"),
+    True: ("i VI III VII", "i iv VI V", "VI VII i i", "i VII VI VII"),
+}
+"""Progressions used when a ``key`` parameter asks for the other mode than the style's
+(a major style's numerals do not fit a minor key)."""
+
 INSTRUMENT_WORDS: dict[str, tuple[str, ...]] = {
     "piano": ("piano", "pianos", "grand"),
     "epiano": ("rhodes", "epiano", "e-piano", "wurlitzer", "keys", "keyboard"),

@@ -346,9 +346,11 @@ def render_note(
         return (0.8 * env * out).astype(np.float32)
 
     bright_table = _wavetable(_harmonic_amps(voice, f0, True, tilt))
-    fades = voice.bright_tau_s is not None
-    dark_table = _wavetable(_harmonic_amps(voice, f0, False, tilt)) if fades else None
-    mix = np.exp(-t / (voice.bright_tau_s * decay_scale)) if fades else None
+    dark_table = None
+    mix = None
+    if voice.bright_tau_s is not None:
+        dark_table = _wavetable(_harmonic_amps(voice, f0, False, tilt))
+        mix = np.exp(-t / (voice.bright_tau_s * decay_scale))
     vibrato = None
     if voice.vibrato_cents > 0.0:
         depth = voice.vibrato_cents / 1200.0 * np.log(2.0)
