@@ -14,11 +14,11 @@ from ..errors import ParameterError
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _SHARP_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _FLAT_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
-_SHARP_MAJOR_KEYS = frozenset({7, 2, 9, 4, 11, 6})
+_SHARP_MAJOR_KEYS = frozenset({7, 2, 9, 4, 11})
 
 
 def note_name(pc: int, tonic_pc: int, minor: bool) -> str:
-    """Name of pitch class ``pc`` spelled for the key (sharps in G, D, A, E, B, F# major
+    """Name of pitch class ``pc`` spelled for the key (sharps in G, D, A, E, B major
     and their relative minors; flats otherwise, C major's borrowed chords included)."""
     relative_major = (tonic_pc + 3) % 12 if minor else tonic_pc % 12
     names = _SHARP_NAMES if relative_major in _SHARP_MAJOR_KEYS else _FLAT_NAMES
@@ -418,7 +418,7 @@ STYLES: dict[str, Style] = {
         lead_density=0.2,
         reverb_room=0.85,
         reverb_send=0.45,
-        levels={"chords": 0.8, "pad": 0.8, "arp": 1.5},
+        levels={"chords": 0.55, "pad": 0.55, "arp": 1.2},
         words=(
             "ambient",
             "calm",
