@@ -17,6 +17,11 @@ It is convex and piecewise linear in ``g``; :func:`solve_lambda_exact` finds its
 by sorting the breakpoints ``required / capacity``; :func:`solve_lambda_gd` is the
 paper's gradient descent, kept as the reference.
 
+A second objective (ours), ``coverage``: per window, the lowest gain that masks a target
+share of the window's mask bins (:func:`solve_gain_for_coverage`). :func:`lambda_lane`
+solves either per window, then smooths, slew-limits and caps the lane (frame caps come
+from :mod:`bnmusic_bridge.blend`: loudness ceiling and peak limit).
+
 Policy (ours): the literal loss picks ``g = 0`` (silence) whenever raising the music
 costs more (alpha x its total magnitude) than it gains inside M, which happens for music
 not aligned with the noise. :func:`lambda_lane` never mutes silently: such windows are
@@ -26,7 +31,9 @@ clamped to ``min_gain_db``, flagged, and described in ``LambdaLane.warnings``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from dataclasses import field as dc_field
 
 import numpy as np
 
@@ -41,6 +48,16 @@ FRAME_PERIOD_S = HOP_SAMPLES / SAMPLE_RATE_HZ
 """Time between analysis frames: 441 / 44,100 = 0.01 s."""
 
 LANE_SOLVERS = ("exact", "gd")
+OBJECTIVES = ("paper", "coverage")
+"""``paper``: the paper's loss per window; ``coverage``: the lowest gain per window that
+masks ``target_coverage`` of the window's high-energy bins."""
+
+DEFAULT_TARGET_COVERAGE = 0.8
+"""Share of a window's high-energy bins the ``coverage`` objective masks."""
+DEFAULT_SMOOTHING_S = 2.0
+"""Time constant of the lane's zero-phase smoothing, s: about one 4/4 bar at 120 BPM."""
+DEFAULT_MAX_SLEW_DB_PER_S = 12.0
+"""Largest rate of change of the lane, dB per second."""
 
 _GD_ZERO_GAIN = 1e-9
 """Gradient descent on log-gain cannot reach 0; a result under this counts as silence."""
@@ -274,16 +291,27 @@ class LambdaLane:
     Attributes:
         frame_times_s: float64 ``(frames,)``, time of each 10 ms analysis frame's centre,
             seconds from the stem's start.
-        frame_gain_db: float64 ``(frames,)``, the smoothed, clamped gain in dB
-            (``20 log10`` of the linear gain), within ``[min_gain_db, max_gain_db]``.
+        frame_gain_db: float64 ``(frames,)``, the smoothed, slew-limited, capped gain in
+            dB (``20 log10`` of the linear gain), within ``[min_gain_db, max_gain_db]``
+            except where a frame cap (loudness ceiling, peak) sits under ``min_gain_db``.
         window_times_s: float64 ``(windows,)``, centre time of each solve window, s.
-        window_gain_db: float64 ``(windows,)``, each window's raw optimum in dB before
-            clamping and smoothing; ``-inf`` where the loss chose silence.
-        window_clamped: bool ``(windows,)``, True where that optimum lay outside
+        window_gain_db: float64 ``(windows,)``, each window's raw objective gain in dB
+            before clamping and smoothing: the paper's optimum (``-inf`` where the loss
+            chose silence), or the scalar gain that reaches the coverage target in that
+            window (``inf`` where no gain can: bins the music cannot mask).
+        window_clamped: bool ``(windows,)``, True where that gain lay outside
             ``[min_gain_db, max_gain_db]``.
         min_gain_db: lowest gain the lane may take, dB.
         max_gain_db: highest gain the lane may take, dB.
         warnings: human-readable notes on clamped windows (which, and why).
+        objective: ``"paper"`` or ``"coverage"``.
+        window_start_s: float64 ``(windows,)``, first frame's time of each window, s.
+        window_end_s: float64 ``(windows,)``, end of each window (last frame + 10 ms), s.
+        window_target: float64 ``(windows,)``, the coverage (0..1) the objective aims at
+            in each window: ``target_coverage``, or for ``paper`` the coverage at the
+            window's optimum; NaN where the window has no mask bins.
+        window_coverage: float64 ``(windows,)``, coverage (0..1) the final lane reaches in
+            each window; NaN where the window has no mask bins.
     """
 
     frame_times_s: np.ndarray
@@ -294,6 +322,21 @@ class LambdaLane:
     min_gain_db: float
     max_gain_db: float
     warnings: tuple[str, ...]
+    objective: str = "paper"
+    window_start_s: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
+    window_end_s: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
+    window_target: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
+    window_coverage: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
+
+    def shifted(self, offset_db: float, note: str | None = None) -> LambdaLane:
+        """The same lane moved by ``offset_db`` dB everywhere (a trim), with an optional
+        note appended to ``warnings``. Window coverages are left as they were; the
+        caller re-meters."""
+        return replace(
+            self,
+            frame_gain_db=self.frame_gain_db + float(offset_db),
+            warnings=self.warnings + ((note,) if note else ()),
+        )
 
 
 def _window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[int]:
@@ -303,6 +346,23 @@ def _window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list
     if starts[-1] + window_frames < num_frames:
         starts.append(num_frames - window_frames)
     return starts
+
+
+def window_bounds(num_frames: int, window_frames: int, hop_frames: int) -> list[tuple[int, int]]:
+    """The lane's solve windows as ``(start_frame, stop_frame)`` pairs (stop exclusive).
+
+    Windows of ``window_frames`` frames every ``hop_frames``; the last one is aligned to
+    the stem's end; one window (the whole stem) when it is shorter than a window.
+    """
+    if num_frames < 1 or window_frames < 1 or hop_frames < 1:
+        raise ParameterError(
+            f"need num_frames, window_frames, hop_frames >= 1, got {num_frames}, "
+            f"{window_frames}, {hop_frames}"
+        )
+    return [
+        (s, min(s + window_frames, num_frames))
+        for s in _window_starts(num_frames, window_frames, hop_frames)
+    ]
 
 
 def _smooth_db(values_db: np.ndarray, smoothing_s: float) -> np.ndarray:
@@ -318,55 +378,118 @@ def _smooth_db(values_db: np.ndarray, smoothing_s: float) -> np.ndarray:
     return back[::-1]
 
 
-def _describe(indices: list[int], starts: list[int], window_frames: int, num_frames: int) -> str:
+def slew_envelope_db(
+    values_db: np.ndarray, max_step_db: float, *, upper: bool = True
+) -> np.ndarray:
+    """The tightest curve whose frame-to-frame change is at most ``max_step_db`` dB.
+
+    ``upper=True``: the lowest curve ``y >= values_db`` with ``|y[i+1] - y[i]| <=
+    max_step_db`` (``y[i] = max_k(x[k] - max_step_db |i - k|)``): it only ever raises,
+    so a slew limit never takes away masking the objective asked for. ``upper=False``:
+    the highest such curve ``y <= values_db`` (for caps: it only ever lowers). Two
+    vectorised running-maximum passes, O(n).
+
+    Args:
+        values_db: float ``(frames,)``, dB; ``-inf``/``inf`` entries are allowed.
+        max_step_db: largest change between neighbouring frames, dB (> 0).
+
+    Returns:
+        float64 ``(frames,)``.
+    """
+    if not max_step_db > 0.0:
+        raise ParameterError(f"max_step_db must be > 0, got {max_step_db}")
+    x = np.asarray(values_db, dtype=np.float64)
+    if not upper:
+        return -slew_envelope_db(-x, max_step_db, upper=True)
+    if x.size < 2:
+        return x.copy()
+    ramp = max_step_db * np.arange(x.size, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        fwd = np.maximum.accumulate(x + ramp) - ramp
+        back = np.maximum.accumulate((fwd - ramp)[::-1])[::-1] + ramp
+    # the ramps cancel up to rounding; never let rounding put the envelope under x
+    return np.maximum(back, x)
+
+
+def _describe(indices: list[int], bounds: list[tuple[int, int]]) -> str:
     parts = []
     for i in indices[:8]:
-        t0 = starts[i] * FRAME_PERIOD_S
-        t1 = min(starts[i] + window_frames, num_frames) * FRAME_PERIOD_S
+        t0 = bounds[i][0] * FRAME_PERIOD_S
+        t1 = bounds[i][1] * FRAME_PERIOD_S
         parts.append(f"{i} ({t0:.2f}-{t1:.2f} s)")
     more = f" and {len(indices) - 8} more" if len(indices) > 8 else ""
     return ", ".join(parts) + more
 
 
-def lambda_lane(
-    music_mel: np.ndarray,
-    field: MaskingField,
-    mask: np.ndarray,
-    *,
-    alpha: float = DEFAULT_ALPHA,
-    window_frames: int = 256,
-    hop_frames: int = 128,
-    min_gain_db: float = -30.0,
-    max_gain_db: float = 24.0,
-    smoothing_s: float = 0.3,
-    solver: str = "exact",
-) -> LambdaLane:
-    """Solve the paper's loss per window and turn the optima into a smooth gain lane.
+@dataclass(frozen=True)
+class _WindowBins:
+    """The mask bins of one window: required gain in dB and frame offset in the window."""
 
-    Steps: 1. windows of ``window_frames`` frames every ``hop_frames`` (the last one
-    aligned to the stem's end; one window when the stem is shorter); 2. each window's
-    optimum (:func:`solve_lambda_exact` or :func:`solve_lambda_gd`); 3. clamp to
-    ``[min_gain_db, max_gain_db]``, flagging and explaining every clamped window (silence
-    is never applied: ``lambda* = 0`` becomes ``min_gain_db``); 4. linear interpolation
-    in dB between window centres (held flat before the first and after the last); 5.
-    zero-phase one-pole smoothing in dB with time constant ``smoothing_s``, so the lane
-    is continuous and free of steps.
+    start: int
+    stop: int
+    gain_db: np.ndarray  # float64 (bins,), 20 log10 of the required linear gain
+    frame: np.ndarray  # int64 (bins,), absolute frame index
 
-    Args:
-        music_mel: float ``(n_mels, frames)`` linear mel magnitude of the unity-gain music.
-        field: masking field of the same shape.
-        mask: bool ``(n_mels, frames)`` high-energy mask M.
-        alpha: the loss's volume weight.
-        window_frames: frames per solve window (10 ms each; 256 = 2.56 s).
-        hop_frames: frames between window starts.
-        min_gain_db: floor of the lane, dB.
-        max_gain_db: ceiling of the lane, dB.
-        smoothing_s: one-pole time constant in seconds (0 = no smoothing).
-        solver: ``"exact"`` or ``"gd"``.
+
+def _window_bins(
+    field: MaskingField, mask: np.ndarray, bounds: list[tuple[int, int]]
+) -> list[_WindowBins]:
+    out = []
+    for start, stop in bounds:
+        sub_mask = mask[:, start:stop]
+        req = field.required[:, start:stop][sub_mask].astype(np.float64)
+        cap = field.capacity[:, start:stop][sub_mask].astype(np.float64)
+        gain = np.zeros(req.shape)
+        need = req > 0.0
+        ok = need & (cap > 0.0)
+        gain[ok] = masking_gain(req[ok], cap[ok])
+        gain[need & ~ok] = np.inf
+        with np.errstate(divide="ignore"):
+            gain_db = 20.0 * np.log10(gain)
+        frame = np.nonzero(sub_mask)[1].astype(np.int64) + start
+        out.append(_WindowBins(start, stop, gain_db, frame))
+    return out
+
+
+def _quantile_offset_db(bins: _WindowBins, lane_db: np.ndarray, target: float) -> float:
+    """dB to add to the lane over this window for its coverage to reach ``target``.
+
+    A bin is masked iff lane_db[frame] >= its required gain in dB (the same test as
+    :meth:`MaskingField.masked`, up to rounding in the dB conversion), so the offset is
+    the ``target``-quantile of ``required_db - lane_db`` over the window's mask bins.
+    Negative: the window is already over its target. ``inf``: unreachable.
     """
-    music, m = _check_inputs(music_mel, field, mask, alpha)
+    n = bins.gain_db.size
+    needed = math.ceil(target * n - 1e-9)
+    if n == 0 or needed <= 0:
+        return -np.inf
+    diff = bins.gain_db - lane_db[bins.frame]
+    return float(np.partition(diff, needed - 1)[needed - 1])
+
+
+def _coverage_db(bins: _WindowBins, lane_db: np.ndarray) -> float:
+    if bins.gain_db.size == 0:
+        return float("nan")
+    return float(np.mean(lane_db[bins.frame] >= bins.gain_db))
+
+
+def _check_lane_args(
+    objective: str,
+    solver: str,
+    target_coverage: float,
+    window_frames: int,
+    hop_frames: int,
+    min_gain_db: float,
+    max_gain_db: float,
+    smoothing_s: float,
+    max_slew_db_per_s: float | None,
+) -> None:
+    if objective not in OBJECTIVES:
+        raise ParameterError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if solver not in LANE_SOLVERS:
         raise ParameterError(f"solver must be one of {LANE_SOLVERS}, got {solver!r}")
+    if not 0.0 < target_coverage <= 1.0:
+        raise ParameterError(f"target_coverage must be in (0, 1], got {target_coverage}")
     if window_frames < 1 or hop_frames < 1:
         raise ParameterError(
             f"window_frames and hop_frames must be >= 1, got {window_frames} and {hop_frames}"
@@ -377,64 +500,151 @@ def lambda_lane(
         )
     if not (math.isfinite(smoothing_s) and smoothing_s >= 0.0):
         raise ParameterError(f"smoothing_s must be finite and >= 0, got {smoothing_s}")
+    if max_slew_db_per_s is not None and not (
+        math.isfinite(max_slew_db_per_s) and max_slew_db_per_s > 0.0
+    ):
+        raise ParameterError(
+            f"max_slew_db_per_s must be finite and > 0 (or None), got {max_slew_db_per_s}"
+        )
+
+
+def lambda_lane(
+    music_mel: np.ndarray,
+    field: MaskingField,
+    mask: np.ndarray,
+    *,
+    objective: str = "paper",
+    alpha: float = DEFAULT_ALPHA,
+    target_coverage: float = DEFAULT_TARGET_COVERAGE,
+    window_frames: int = 256,
+    hop_frames: int = 128,
+    min_gain_db: float = -30.0,
+    max_gain_db: float = 24.0,
+    smoothing_s: float = DEFAULT_SMOOTHING_S,
+    max_slew_db_per_s: float | None = DEFAULT_MAX_SLEW_DB_PER_S,
+    frame_cap_db: np.ndarray | None = None,
+    solver: str = "exact",
+) -> LambdaLane:
+    """Solve an objective per window and turn the results into a smooth gain lane.
+
+    Steps:
+
+    1. windows of ``window_frames`` frames every ``hop_frames`` (:func:`window_bounds`);
+    2. each window's gain: ``objective="paper"``: the paper's optimum
+       (:func:`solve_lambda_exact` or :func:`solve_lambda_gd`); ``"coverage"``: the
+       lowest scalar gain whose coverage of the window's mask bins reaches
+       ``target_coverage`` (:func:`solve_gain_for_coverage`);
+    3. clamp to ``[min_gain_db, max_gain_db]`` and to the window's lowest frame cap,
+       flagging and explaining every clamped window (silence is never applied:
+       ``lambda* = 0`` becomes ``min_gain_db``);
+    4. linear interpolation in dB between window centres (held flat at the ends);
+    5. zero-phase one-pole smoothing in dB with time constant ``smoothing_s``;
+    6. slew limit: the lowest curve above that whose change is at most
+       ``max_slew_db_per_s`` (:func:`slew_envelope_db`, upper), so the limit raises
+       neighbours rather than taking masking away;
+    7. caps: the minimum with ``max_gain_db`` and with the highest slew-limited curve
+       under ``frame_cap_db`` (so capping keeps the slew limit);
+    8. ``coverage`` only: windows whose coverage under the lane is still short of the
+       target (smoothing lowered their peak) get their level raised by the missing dB,
+       and steps 4 to 7 run again, until every window reaches its target or sits at a
+       cap (at most 40 rounds).
+
+    The lane's slope is at most ``max_slew_db_per_s`` everywhere and it is continuous,
+    so :func:`lane_gain_at` (linear in dB between frames) has no steps: no zipper noise.
+
+    Args:
+        music_mel: float ``(n_mels, frames)`` linear mel magnitude of the unity-gain music.
+        field: masking field of the same shape.
+        mask: bool ``(n_mels, frames)`` high-energy mask M.
+        objective: ``"paper"`` or ``"coverage"``.
+        alpha: the paper's loss's volume weight.
+        target_coverage: share (0..1] of each window's mask bins the ``coverage``
+            objective masks.
+        window_frames: frames per solve window (10 ms each; 256 = 2.56 s).
+        hop_frames: frames between window starts.
+        min_gain_db: floor of the lane, dB (caps may go under it; they win).
+        max_gain_db: ceiling of the lane, dB.
+        smoothing_s: one-pole time constant in seconds (0 = no smoothing).
+        max_slew_db_per_s: largest rate of change in dB per second (None: no limit).
+        frame_cap_db: optional float ``(frames,)`` upper bound per frame in dB (a
+            loudness ceiling, a peak limit; see :mod:`bnmusic_bridge.blend`);
+            ``inf`` where a frame has none.
+        solver: ``"exact"`` or ``"gd"`` (the paper objective's solver).
+    """
+    music, m = _check_inputs(music_mel, field, mask, alpha)
+    _check_lane_args(
+        objective, solver, target_coverage, window_frames, hop_frames, min_gain_db,
+        max_gain_db, smoothing_s, max_slew_db_per_s,
+    )  # fmt: skip
     num_frames = music.shape[1]
     if num_frames == 0:
         raise ParameterError("music_mel has no frames")
+    caps = np.full(num_frames, np.inf)
+    if frame_cap_db is not None:
+        caps = np.asarray(frame_cap_db, dtype=np.float64)
+        if caps.shape != (num_frames,) or np.any(np.isnan(caps)):
+            raise ParameterError(
+                f"frame_cap_db must be float ({num_frames},) without NaN, got shape {caps.shape}"
+            )
+    step_db = math.inf if max_slew_db_per_s is None else max_slew_db_per_s * FRAME_PERIOD_S
+    # the caps themselves must respect the slew limit, or capping would cut steps back in
+    cap_env = np.minimum(caps, max_gain_db)
+    if math.isfinite(step_db):
+        cap_env = slew_envelope_db(cap_env, step_db, upper=False)
 
-    starts = _window_starts(num_frames, window_frames, hop_frames)
-    raw_db = np.empty(len(starts))
-    centres = np.empty(len(starts))
-    empty_mask: list[int] = []
-    for i, start in enumerate(starts):
-        stop = min(start + window_frames, num_frames)
+    bounds = window_bounds(num_frames, window_frames, hop_frames)
+    wbins = _window_bins(field, m, bounds)
+    raw_db = np.empty(len(bounds))
+    centres = np.array([(a + b - 1) / 2.0 * FRAME_PERIOD_S for a, b in bounds])
+    empty_mask = [i for i, wb in enumerate(wbins) if wb.gain_db.size == 0]
+    for i, (start, stop) in enumerate(bounds):
         cols = slice(start, stop)
         sub = MaskingField(
             field.required[:, cols], field.capacity[:, cols], field.model, field.margin_db
         )
-        if not m[:, cols].any():
-            empty_mask.append(i)
-        if solver == "exact":
+        if objective == "coverage":
+            gain = solve_gain_for_coverage(sub, m[:, cols], target_coverage)
+        elif solver == "exact":
             gain = solve_lambda_exact(music[:, cols], sub, m[:, cols], alpha)
         else:
             gain = solve_lambda_gd(music[:, cols], sub, m[:, cols], alpha)
-        raw_db[i] = 20.0 * math.log10(gain) if gain > 0.0 else -np.inf
-        centres[i] = (start + stop - 1) / 2.0 * FRAME_PERIOD_S
+        with np.errstate(divide="ignore"):
+            raw_db[i] = 20.0 * math.log10(gain) if gain > 0.0 else -np.inf
+    if objective == "coverage":
+        target = np.array([target_coverage if wb.gain_db.size else np.nan for wb in wbins])
+    else:
+        target = np.array(
+            [_coverage_db(wb, np.full(num_frames, raw_db[i])) for i, wb in enumerate(wbins)]
+        )
 
     clamped = (raw_db < min_gain_db) | (raw_db > max_gain_db)
-    warnings: list[str] = []
-    silent = [i for i in range(len(starts)) if raw_db[i] == -np.inf and i not in empty_mask]
-    low = [i for i in range(len(starts)) if np.isfinite(raw_db[i]) and raw_db[i] < min_gain_db]
-    high = [i for i in range(len(starts)) if raw_db[i] > max_gain_db]
-    if silent:
-        warnings.append(
-            f"window(s) {_describe(silent, starts, window_frames, num_frames)}: the paper's "
-            f"loss is lowest with the music muted (lambda* = 0): the music has too little of "
-            f"its energy inside the noise's high-energy mask for alpha={alpha}, so raising it "
-            f"costs more than it masks; gain held at min_gain_db={min_gain_db:g} dB instead "
-            "of muting."
-        )
-    if empty_mask:
-        warnings.append(
-            f"window(s) {_describe(empty_mask, starts, window_frames, num_frames)}: no "
-            f"high-energy mask bins, nothing to mask; gain held at min_gain_db={min_gain_db:g} dB."
-        )
-    if low:
-        warnings.append(
-            f"window(s) {_describe(low, starts, window_frames, num_frames)}: optimum below "
-            f"min_gain_db={min_gain_db:g} dB; clamped up to it."
-        )
-    if high:
-        peak = float(np.max(raw_db[high]))
-        warnings.append(
-            f"window(s) {_describe(high, starts, window_frames, num_frames)}: optimum above "
-            f"max_gain_db={max_gain_db:g} dB (up to {peak:+.1f} dB); clamped down to it, so "
-            "those windows are masked less than the loss asks."
-        )
-
-    held_db = np.clip(raw_db, min_gain_db, max_gain_db)
+    window_cap = np.array([float(cap_env[a:b].max()) for a, b in bounds])
+    level_db = np.minimum(np.clip(raw_db, min_gain_db, max_gain_db), window_cap)
     frame_times = np.arange(num_frames) * FRAME_PERIOD_S
-    frame_db = np.interp(frame_times, centres, held_db)
-    frame_db = np.clip(_smooth_db(frame_db, smoothing_s), min_gain_db, max_gain_db)
+
+    def build(levels: np.ndarray) -> np.ndarray:
+        curve = _smooth_db(np.interp(frame_times, centres, levels), smoothing_s)
+        if math.isfinite(step_db):
+            curve = slew_envelope_db(curve, step_db, upper=True)
+        return np.minimum(curve, cap_env)
+
+    frame_db = build(level_db)
+    if objective == "coverage":
+        frame_db = _reach_targets(
+            frame_db, level_db, build, wbins, bounds, centres, frame_times, smoothing_s,
+            target_coverage, np.minimum(window_cap, max_gain_db), cap_env, step_db,
+        )  # fmt: skip
+    reached = np.array([_coverage_db(wb, frame_db) for wb in wbins])
+
+    warnings = _lane_warnings(
+        objective, raw_db, empty_mask, bounds, min_gain_db, max_gain_db, alpha
+    )
+    if np.any(cap_env < min_gain_db):
+        lowest = float(np.min(cap_env))
+        warnings.append(
+            f"frame caps (loudness ceiling or peak limit) take the lane down to {lowest:+.1f} dB, "
+            f"below min_gain_db={min_gain_db:g} dB: the caps win over the floor."
+        )
     return LambdaLane(
         frame_times_s=frame_times,
         frame_gain_db=frame_db,
@@ -444,7 +654,125 @@ def lambda_lane(
         min_gain_db=float(min_gain_db),
         max_gain_db=float(max_gain_db),
         warnings=tuple(warnings),
+        objective=objective,
+        window_start_s=np.array([a * FRAME_PERIOD_S for a, _ in bounds]),
+        window_end_s=np.array([b * FRAME_PERIOD_S for _, b in bounds]),
+        window_target=target,
+        window_coverage=reached,
     )
+
+
+_COVERAGE_ROUNDS = 8
+_COVERAGE_NUDGE_DB = 0.01
+"""Added to each raise, so rounding in the dB domain cannot leave a window one bin short."""
+_MIN_SELF_RESPONSE = 0.05
+
+
+def _self_response(
+    bounds: list[tuple[int, int]], centres: np.ndarray, frame_times: np.ndarray, smoothing_s: float
+) -> np.ndarray:
+    """How much of a 1 dB raise of one window's level reaches its own frames (mean over
+    them) through interpolation and smoothing: float64 ``(windows,)`` in (0, 1]."""
+    n = frame_times.size
+    span = int(10.0 * smoothing_s / FRAME_PERIOD_S) + 1
+    out = np.empty(len(bounds))
+    for w, (a, b) in enumerate(bounds):
+        # the raise is zero outside the neighbouring centres; smoothing spreads it by
+        # a few time constants: a local span is exact to float precision
+        lo = max(0, a - span - (b - a))
+        hi = min(n, b + span + (b - a))
+        unit = np.zeros(centres.size)
+        unit[w] = 1.0
+        curve = _smooth_db(np.interp(frame_times[lo:hi], centres, unit), smoothing_s)
+        out[w] = float(np.mean(curve[a - lo : b - lo]))
+    return np.clip(out, _MIN_SELF_RESPONSE, 1.0)
+
+
+def _reach_targets(
+    frame_db: np.ndarray,
+    level_db: np.ndarray,
+    build: Callable[[np.ndarray], np.ndarray],
+    wbins: list[_WindowBins],
+    bounds: list[tuple[int, int]],
+    centres: np.ndarray,
+    frame_times: np.ndarray,
+    smoothing_s: float,
+    target: float,
+    top_db: np.ndarray,
+    cap_env: np.ndarray,
+    step_db: float,
+) -> np.ndarray:
+    """Raise the lane until every window reaches ``target`` coverage or sits at its cap.
+
+    Smoothing lowers a window's peak, so its coverage can fall short of the target its
+    own gain reaches. 1. A few rounds raise each short window's level by the dB it
+    misses (a quantile shift, exact for a uniform raise) divided by the share of a raise
+    that smoothing lets through to its own frames. 2. Any window still short gets the
+    rest as a flat raise over its frames, slew-limited (only ever raising), then capped:
+    its coverage then reaches the target unless a cap cut the raise.
+    """
+    response = _self_response(bounds, centres, frame_times, smoothing_s)
+    for _ in range(_COVERAGE_ROUNDS):
+        offsets = np.array([_quantile_offset_db(wb, frame_db, target) for wb in wbins])
+        short = (offsets > 0.0) & (level_db < top_db)
+        if not short.any():
+            break
+        raise_db = np.where(short, offsets / response + _COVERAGE_NUDGE_DB, 0.0)
+        level_db = np.minimum(level_db + raise_db, np.maximum(level_db, top_db))
+        frame_db = build(level_db)
+    offsets = np.array([_quantile_offset_db(wb, frame_db, target) for wb in wbins])
+    bump = np.zeros(frame_db.size)
+    for (a, b), off in zip(bounds, offsets, strict=True):
+        if off > 0.0:
+            bump[a:b] = np.maximum(bump[a:b], min(off, 1e3) + _COVERAGE_NUDGE_DB)
+    if not bump.any():
+        return frame_db
+    raised = frame_db + bump
+    if math.isfinite(step_db):
+        raised = slew_envelope_db(raised, step_db, upper=True)
+    return np.minimum(raised, cap_env)
+
+
+def _lane_warnings(
+    objective: str,
+    raw_db: np.ndarray,
+    empty_mask: list[int],
+    bounds: list[tuple[int, int]],
+    min_gain_db: float,
+    max_gain_db: float,
+    alpha: float,
+) -> list[str]:
+    n = len(bounds)
+    warnings: list[str] = []
+    silent = [i for i in range(n) if raw_db[i] == -np.inf and i not in empty_mask]
+    low = [i for i in range(n) if np.isfinite(raw_db[i]) and raw_db[i] < min_gain_db]
+    high = [i for i in range(n) if raw_db[i] > max_gain_db]
+    if silent and objective == "paper":
+        warnings.append(
+            f"window(s) {_describe(silent, bounds)}: the paper's loss is lowest with the "
+            f"music muted (lambda* = 0): the music has too little of its energy inside the "
+            f"noise's high-energy mask for alpha={alpha}, so raising it costs more than it "
+            f"masks; gain held at min_gain_db={min_gain_db:g} dB instead of muting."
+        )
+    if empty_mask:
+        warnings.append(
+            f"window(s) {_describe(empty_mask, bounds)}: no high-energy mask bins, nothing "
+            f"to mask; gain held at min_gain_db={min_gain_db:g} dB."
+        )
+    if low:
+        warnings.append(
+            f"window(s) {_describe(low, bounds)}: the {objective} objective's gain is below "
+            f"min_gain_db={min_gain_db:g} dB; clamped up to it."
+        )
+    if high:
+        finite = raw_db[high][np.isfinite(raw_db[high])]
+        peak = f"up to {float(np.max(finite)):+.1f} dB" if finite.size else "no finite gain"
+        warnings.append(
+            f"window(s) {_describe(high, bounds)}: the {objective} objective's gain is above "
+            f"max_gain_db={max_gain_db:g} dB ({peak}); clamped down to it, so those "
+            "windows are masked less than the objective asks."
+        )
+    return warnings
 
 
 _CHUNK_SAMPLES = 1 << 20

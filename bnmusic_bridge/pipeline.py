@@ -198,27 +198,22 @@ def _render_stem(
     if np.any(music_44k):
         music_44k = music_44k * np.float32(10.0 ** ((noise_lufs - raw_music_lufs) / 20.0))
 
-    # 5. Stage 2: threshold, lambda lane, coverage, NMR.
+    # 5. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak limit),
+    # coverage, NMR.
     prog.start("amplify")
     music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
-    stage2 = _stage2(noise_mel, music_mel, mask, req)
-    warnings.extend(stage2["warnings"])
+    stage2 = _stage2(noise_mel, music_mel, mask, req, music_44k=music_44k, stem=stem)
 
-    # 6. Back to the stem's rate, channels and length; apply the lane.
+    # 6. Back to the stem's rate, channels and length; apply the lane, and check the
+    # loudness ceiling and the peak limit on that very stem (trimming the lane if needed).
     prog.start("output")
     music = audio_io.match_channels(
         audio_io.resample(music_44k, audio_io.ANALYSIS_RATE_HZ, stem.sample_rate_hz, stem.num_samples),
         stem.num_channels,
     )
-    gains = _lane_gains(stage2["lane"], stem.num_samples, stem.sample_rate_hz)
-    music_gained = (music * gains[None, :]).astype(np.float32)
+    music_gained, stage2 = _stage2_output(stage2, music, stem)
+    warnings.extend(stage2["warnings"])
     music_lufs = integrated_lufs(music_gained, stem.sample_rate_hz) if np.any(music_gained) else -120.0
-    peak_out = float(np.max(np.abs(music_gained))) if music_gained.size else 0.0
-    if peak_out > 1.0:
-        warnings.append(
-            f"the gained music peaks at {20 * np.log10(peak_out):+.1f} dBFS: export it as 32-bit "
-            "float or lower max_gain_db, or integer formats will clip"
-        )
     timings = prog.done()
     lane = stage2["lane"]
     return RenderResult(
@@ -249,6 +244,7 @@ def _render_stem(
             "nmr_per_frame_db": stage2["nmr_per_frame_db"],
             "peak_dbfs": peak_dbfs,
             "clipped_share": stem.clipped_share,
+            **stage2["extra"],
         },
     )
 
@@ -310,38 +306,46 @@ def _window_audio(
 
 
 def _stage2(
-    noise_mel: np.ndarray, music_mel: np.ndarray, mask: np.ndarray, req: RenderRequest
+    noise_mel: np.ndarray,
+    music_mel: np.ndarray,
+    mask: np.ndarray,
+    req: RenderRequest,
+    *,
+    music_44k: np.ndarray,
+    stem: audio_io.Stem,
 ) -> dict[str, Any]:
-    from .amplify import lambda_lane
-    from .masking import masking_field
-    from .metering import coverage, nmr_db
+    from .blend import BlendSettings, plan_blend
 
-    field = masking_field(req.threshold_model, noise_mel, music_mel, smr_db=req.smr_db)
-    lane = lambda_lane(
-        music_mel,
-        field,
-        mask,
-        alpha=req.alpha,
-        window_frames=max(1, int(round(req.lane_window_s * FRAME_RATE_HZ))),
-        hop_frames=max(1, int(round(req.lane_hop_s * FRAME_RATE_HZ))),
-        min_gain_db=req.min_gain_db,
-        max_gain_db=req.max_gain_db,
-        smoothing_s=req.smoothing_s,
+    # Loudness and peaks are planned in the output's channel layout (music copied or
+    # mixed as match_channels does it; noise as the stem is), on the 44.1 kHz music.
+    music_out = audio_io.match_channels(music_44k, stem.num_channels)
+    noise_out_lufs = integrated_lufs(stem.audio, stem.sample_rate_hz)
+    blend = plan_blend(
+        noise_mel, music_mel, mask, music_out, noise_out_lufs, BlendSettings.from_request(req)
     )
-    frame_gain = np.power(10.0, np.asarray(lane.frame_gain_db) / 20.0)
-    overall, per_frame = coverage(field, mask, frame_gain)
-    nmr_total, nmr_per_frame = nmr_db(noise_mel, field, frame_gain)
+    return _stage2_dict(blend)
+
+
+def _stage2_output(
+    stage2: dict[str, Any], music: np.ndarray, stem: audio_io.Stem
+) -> tuple[np.ndarray, dict[str, Any]]:
+    from .blend import finish_blend
+
+    music_gained, blend = finish_blend(stage2["blend"], music, stem.audio, stem.sample_rate_hz)
+    return music_gained, _stage2_dict(blend)
+
+
+def _stage2_dict(blend: Any) -> dict[str, Any]:
     return {
-        "lane": lane,
-        "coverage": float(overall),
-        "coverage_per_frame": np.asarray(per_frame, dtype=np.float64),
-        "nmr_db": float(nmr_total),
-        "nmr_per_frame_db": np.asarray(nmr_per_frame, dtype=np.float64),
-        "warnings": list(lane.warnings),
+        "blend": blend,
+        "lane": blend.lane,
+        "coverage": blend.coverage,
+        "coverage_per_frame": blend.coverage_per_frame,
+        "nmr_db": blend.nmr_db,
+        "nmr_per_frame_db": blend.nmr_per_frame_db,
+        "warnings": list(blend.warnings),
+        "extra": {
+            "blend": blend.summary(),
+            "shortfall": [s.to_dict() for s in blend.shortfalls],
+        },
     }
-
-
-def _lane_gains(lane: Any, num_samples: int, sample_rate_hz: int) -> np.ndarray:
-    from .amplify import lane_gain_at
-
-    return np.asarray(lane_gain_at(lane, num_samples, sample_rate_hz), dtype=np.float32)

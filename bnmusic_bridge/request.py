@@ -76,7 +76,7 @@ class RenderRequest:
     max_loudness_lu: float | None = None
     lane_window_s: float = 2.56
     lane_hop_s: float = 1.28
-    smoothing_s: float = 1.0
+    smoothing_s: float = 2.0
     max_slew_db_per_s: float = 12.0
     overlap_frames: int = 64
     effects: tuple[Mapping[str, Any], ...] = ()

@@ -246,3 +246,131 @@ def test_gain_for_target_coverage():
     assert g90 == gains[int(np.ceil(0.9 * gains.size)) - 1]
     assert field.masked(g90)[mask].mean() >= 0.9
     assert field.masked(np.nextafter(g90, 0))[mask].mean() < 0.9
+
+
+def _two_level_case(frames: int = 600, quiet_every: int = 100, quiet_db: float = -12.0):
+    """Noise with a steady loud band; music that drops by ``quiet_db`` in every other
+    block of ``quiet_every`` frames, so the needed gain alternates between two levels."""
+    noise = np.full((32, frames), 0.01, np.float32)
+    noise[5:8] += 1.0
+    mask = noise > 0.5
+    music = np.full((32, frames), 0.01, np.float32)
+    music[5:8] = 1.0
+    for k in range(0, frames, quiet_every):
+        if (k // quiet_every) % 2:
+            music[:, k : k + quiet_every] *= np.float32(10 ** (quiet_db / 20))
+    return noise, music, mask
+
+
+def test_slew_envelope_is_tightest_bounded_curve():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 5, 200)
+    x[50] = 40.0
+    up = am.slew_envelope_db(x, 0.5)
+    brute = np.array([np.max(x - 0.5 * np.abs(i - np.arange(x.size))) for i in range(x.size)])
+    np.testing.assert_allclose(up, brute, atol=1e-9)
+    assert np.all(up >= x) and np.abs(np.diff(up)).max() <= 0.5 + 1e-9
+    down = am.slew_envelope_db(x, 0.5, upper=False)
+    assert np.all(down <= x) and np.abs(np.diff(down)).max() <= 0.5 + 1e-9
+    np.testing.assert_allclose(
+        am.slew_envelope_db(np.array([np.inf, 0.0, np.inf]), 1.0, upper=False), [1.0, 0.0, 1.0]
+    )
+
+
+def test_window_bounds_cover_the_stem():
+    assert am.window_bounds(700, 256, 128) == [
+        (0, 256),
+        (128, 384),
+        (256, 512),
+        (384, 640),
+        (444, 700),
+    ]
+    assert am.window_bounds(100, 256, 128) == [(0, 100)]
+
+
+@pytest.mark.parametrize("smoothing_s", [0.0, 2.0])
+def test_coverage_objective_reaches_target_in_every_window(smoothing_s):
+    noise, music, mask = _two_level_case()
+    field = smr_field(noise, music)
+    lane = am.lambda_lane(
+        music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
+        hop_frames=50, smoothing_s=smoothing_s, max_gain_db=48.0,
+    )  # fmt: skip
+    assert lane.objective == "coverage"
+    assert np.all(lane.window_coverage >= 0.9 - 1e-9)
+    np.testing.assert_allclose(lane.window_target, 0.9)
+    # it is the lowest such lane within the slew/smoothing budget: 1 dB less everywhere
+    # loses the target in some window
+    lower = lane.frame_gain_db - 1.0
+    masked = field.masked(10 ** (lower / 20)) & mask
+    per_window = [
+        masked[:, a:b].sum() / mask[:, a:b].sum() for a, b in am.window_bounds(600, 100, 50)
+    ]
+    assert min(per_window) < 0.9
+    # louder where the music is quiet (frames 100-199), quieter where it is not (0-99)
+    assert lane.frame_gain_db[150] - lane.frame_gain_db[10] > 4.0
+
+
+def test_lane_respects_slew_limit_and_frame_caps():
+    noise, music, mask = _two_level_case(quiet_db=-30.0)
+    field = smr_field(noise, music)
+    caps = np.full(600, np.inf)
+    caps[300:400] = 25.0
+    lane = am.lambda_lane(
+        music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
+        hop_frames=50, smoothing_s=0.0, max_slew_db_per_s=6.0, max_gain_db=48.0,
+        frame_cap_db=caps,
+    )  # fmt: skip
+    assert np.abs(np.diff(lane.frame_gain_db)).max() <= 6.0 * 0.01 + 1e-9
+    assert np.all(lane.frame_gain_db[300:400] <= 25.0 + 1e-9)
+    free = am.lambda_lane(
+        music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
+        hop_frames=50, smoothing_s=0.0, max_slew_db_per_s=None, max_gain_db=48.0,
+    )  # fmt: skip
+    assert np.abs(np.diff(free.frame_gain_db)).max() > 0.3  # the limit did something
+
+
+def test_smoothing_time_constant_sets_the_lane_rise_time():
+    noise, music, mask = _two_level_case(frames=1200, quiet_every=600, quiet_db=-20.0)
+    field = smr_field(noise, music)
+
+    def rise_s(smoothing_s: float) -> float:
+        lane = am.lambda_lane(
+            music, field, mask, objective="coverage", target_coverage=0.5, window_frames=50,
+            hop_frames=25, smoothing_s=smoothing_s, max_slew_db_per_s=None, max_gain_db=48.0,
+        )  # fmt: skip
+        db = lane.frame_gain_db
+        lo, hi = db[100], db[1100]
+        frac = (db - lo) / (hi - lo)
+        return (np.argmax(frac > 0.9) - np.argmax(frac > 0.1)) * 0.01
+
+    fast, slow = rise_s(0.25), rise_s(1.0)
+    assert slow > 2.5 * fast and slow > 1.0
+
+
+def test_paper_objective_target_is_the_optimum_coverage():
+    noise, music, mask = _aligned_case(frames=120)
+    field = smr_field(noise, music)
+    lane = am.lambda_lane(music, field, mask, window_frames=120, smoothing_s=0.0)
+    optimum = am.solve_lambda_exact(music, field, mask)
+    from bnmusic_bridge.metering import coverage
+
+    assert lane.window_target[0] == pytest.approx(coverage(field, mask, optimum)[0], abs=1e-3)
+
+
+def test_coverage_objective_unmaskable_window_is_clamped_and_warned():
+    noise, music, mask = _two_level_case()
+    music[5:8, 200:300] = 0.0  # no music where the noise is: nothing can mask it
+    field = smr_field(noise, music)
+    lane = am.lambda_lane(
+        music,
+        field,
+        mask,
+        objective="coverage",
+        window_frames=100,
+        hop_frames=100,
+        max_gain_db=30.0,
+    )
+    assert lane.window_gain_db[2] == np.inf and lane.window_clamped[2]
+    assert any("above max_gain_db=30 dB" in w for w in lane.warnings)
+    assert np.all(lane.frame_gain_db <= 30.0 + 1e-9)

@@ -1,0 +1,588 @@
+"""Blend controls a producer can steer (Stage 2, second half): which objective sets the
+lambda lane, how loud the music may get, and an honest report of where that cost masking.
+
+* Objective: ``paper`` (the paper's loss per window) or ``coverage`` (the lowest lane that
+  masks ``target_coverage`` of each window's high-energy bins); see
+  :func:`bnmusic_bridge.amplify.lambda_lane`.
+* Loudness ceiling ``max_loudness_lu``: in every lane window the gained music is at most
+  that many LU above the noise's integrated loudness (BS.1770 through
+  :func:`bnmusic_bridge.loudness.integrated_lufs`, both measured in the output's channel
+  layout). Because every window obeys it, the whole stem does too; the rendered stem is
+  measured again at the end (:func:`finish_blend`) and trimmed if it still exceeds the
+  ceiling (by more than :data:`OUTPUT_TOLERANCE_LU`), with a warning.
+* Peak limit (always on): the gained music's sample peak stays at or under
+  :data:`PEAK_CEILING_DBFS` (-1 dBFS: headroom for the resampler's overshoot), so any
+  export format, integer ones included, holds it without clipping. The lane itself is
+  lowered where the music's peaks would cross it; no limiter or clipper touches the
+  waveform. The rendered stem is checked again at 0 dBFS.
+* Absolute limits ``min_gain_db`` / ``max_gain_db`` as in the lane. The loudness ceiling
+  and the peak limit win over ``min_gain_db`` (the floor only stops the paper's loss
+  from muting the music), with a warning.
+
+When a cap stops a window reaching its target, the window is listed in
+:attr:`Blend.shortfalls` (how far short, what gain it needed, what the cap allowed, which
+cap) and summarised in :attr:`Blend.warnings`. Nothing is muted or clipped silently.
+
+Arrays are on the analysis grid (10 ms frames, frame ``j`` centred on sample ``j * 441``
+at 44.1 kHz); audio is ``(channels, samples)`` linear amplitude (pedalboard layout).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .amplify import (
+    DEFAULT_ALPHA,
+    DEFAULT_MAX_SLEW_DB_PER_S,
+    DEFAULT_SMOOTHING_S,
+    DEFAULT_TARGET_COVERAGE,
+    FRAME_PERIOD_S,
+    LambdaLane,
+    lambda_lane,
+    lane_gain_at,
+    window_bounds,
+)
+from .errors import AudioInputError, ParameterError
+from .loudness import SILENCE_LUFS, integrated_lufs
+from .masking import DEFAULT_SMR_DB, MaskingField, masking_field
+from .metering import coverage, nmr_db
+from .spectrogram import HOP_SAMPLES, SAMPLE_RATE_HZ
+
+PEAK_CEILING_DBFS = -1.0
+"""Highest sample peak the gained music is planned to reach, dBFS."""
+OUTPUT_TOLERANCE_LU = 0.05
+"""The rendered stem is trimmed when its loudness exceeds the ceiling by more than this."""
+SHORTFALL_TOLERANCE = 0.005
+"""A window falls short when its coverage is under its target by more than this (0..1)."""
+
+LIMITS = ("loudness ceiling", "peak limit", "max_gain_db", "unmaskable", "smoothing")
+"""What can stop a window reaching its target (``Shortfall.limited_by``)."""
+
+
+@dataclass(frozen=True)
+class BlendSettings:
+    """The Stage 2 controls (the same names as :class:`~bnmusic_bridge.RenderRequest`).
+
+    Attributes:
+        objective: ``"paper"`` or ``"coverage"``.
+        threshold_model: ``"smr"`` or ``"spreading"``.
+        smr_db: the smr model's signal-to-mask ratio, dB.
+        alpha: the paper's loss's volume weight.
+        target_coverage: the coverage objective's share of each window's mask bins (0..1].
+        max_loudness_lu: the music at most this many LU over the noise (None: no ceiling).
+        min_gain_db, max_gain_db: absolute limits of the lane, dB on the unity music.
+        smoothing_s: the lane's smoothing time constant, s.
+        max_slew_db_per_s: the lane's largest rate of change, dB/s.
+        lane_window_s, lane_hop_s: solve window length and hop, s.
+        peak_ceiling_dbfs: highest planned sample peak of the gained music, dBFS.
+    """
+
+    objective: str = "coverage"
+    threshold_model: str = "spreading"
+    smr_db: float = DEFAULT_SMR_DB
+    alpha: float = DEFAULT_ALPHA
+    target_coverage: float = DEFAULT_TARGET_COVERAGE
+    max_loudness_lu: float | None = None
+    min_gain_db: float = -30.0
+    max_gain_db: float = 24.0
+    smoothing_s: float = DEFAULT_SMOOTHING_S
+    max_slew_db_per_s: float = DEFAULT_MAX_SLEW_DB_PER_S
+    lane_window_s: float = 2.56
+    lane_hop_s: float = 1.28
+    peak_ceiling_dbfs: float = PEAK_CEILING_DBFS
+
+    @classmethod
+    def from_request(cls, req: Any) -> BlendSettings:
+        """The settings a :class:`~bnmusic_bridge.RenderRequest` asks for."""
+        return cls(
+            objective=req.objective,
+            threshold_model=req.threshold_model,
+            smr_db=req.smr_db,
+            alpha=req.alpha,
+            target_coverage=req.target_coverage,
+            max_loudness_lu=req.max_loudness_lu,
+            min_gain_db=req.min_gain_db,
+            max_gain_db=req.max_gain_db,
+            smoothing_s=req.smoothing_s,
+            max_slew_db_per_s=req.max_slew_db_per_s,
+            lane_window_s=req.lane_window_s,
+            lane_hop_s=req.lane_hop_s,
+        )
+
+    @property
+    def window_frames(self) -> int:
+        return max(1, int(round(self.lane_window_s / FRAME_PERIOD_S)))
+
+    @property
+    def hop_frames(self) -> int:
+        return max(1, int(round(self.lane_hop_s / FRAME_PERIOD_S)))
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """One lane window that a cap kept from its target.
+
+    Attributes:
+        window: index of the lane window.
+        start_s, end_s: the window's span in seconds from the stem's start.
+        target: coverage (0..1) the objective aimed at in the window (for ``paper``: the
+            coverage at the window's optimum).
+        reached: coverage (0..1) the final lane reaches there.
+        needed_gain_db: the scalar gain the objective asked for in the window, dB on the
+            unity music (None: no gain reaches it, bins the music cannot mask).
+        capped_gain_db: the most the binding limit allows in the window, dB (its lowest
+            value there).
+        lane_gain_db: the lane's mean over the window, dB.
+        limited_by: one of :data:`LIMITS`.
+    """
+
+    window: int
+    start_s: float
+    end_s: float
+    target: float
+    reached: float
+    needed_gain_db: float | None
+    capped_gain_db: float
+    lane_gain_db: float
+    limited_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "target": round(self.target, 4),
+            "reached": round(self.reached, 4),
+            "needed_gain_db": None
+            if self.needed_gain_db is None
+            else round(self.needed_gain_db, 2),
+            "capped_gain_db": round(self.capped_gain_db, 2),
+            "lane_gain_db": round(self.lane_gain_db, 2),
+            "limited_by": self.limited_by,
+        }
+
+
+@dataclass(frozen=True)
+class FrameCaps:
+    """Upper bounds on the lane per 10 ms frame, dB on the unity music, by cause.
+
+    Attributes:
+        loudness_db: float64 ``(frames,)`` from the loudness ceiling (inf: none).
+        peak_db: float64 ``(frames,)`` from the peak limit (inf: silent music there).
+    """
+
+    loudness_db: np.ndarray
+    peak_db: np.ndarray
+
+    @property
+    def combined_db(self) -> np.ndarray:
+        return np.minimum(self.loudness_db, self.peak_db)
+
+
+@dataclass(frozen=True)
+class Blend:
+    """Stage 2's result: the lane, its metering and what the caps cost.
+
+    Attributes:
+        lane: the lambda lane (see :class:`~bnmusic_bridge.amplify.LambdaLane`).
+        field: the masking field the lane was solved on.
+        caps: the frame caps (loudness ceiling, peak limit).
+        coverage: overall share (0..1) of mask bins masked under the lane.
+        coverage_per_frame: float64 ``(frames,)``, NaN where a frame has no mask bin.
+        nmr_db: total noise-to-mask ratio, dB.
+        nmr_per_frame_db: float64 ``(frames,)``.
+        shortfalls: windows kept from their target by a limit.
+        warnings: human-readable notes (lane clamps, shortfalls by cause, trims).
+        settings: the controls used.
+        noise_lufs: the noise's integrated loudness in the output's layout, LUFS.
+        noise_mel: the noise's mel (kept for re-metering after a trim).
+        mask: the high-energy mask (the same).
+        trim_db: the trim :func:`finish_blend` applied to the whole lane (0 or negative), dB.
+        rendered: loudness and peak of the rendered gained stem (after
+            :func:`finish_blend`; empty before).
+    """
+
+    lane: LambdaLane
+    field: MaskingField
+    caps: FrameCaps
+    coverage: float
+    coverage_per_frame: np.ndarray
+    nmr_db: float
+    nmr_per_frame_db: np.ndarray
+    shortfalls: tuple[Shortfall, ...]
+    warnings: tuple[str, ...]
+    settings: BlendSettings
+    noise_lufs: float
+    noise_mel: np.ndarray
+    mask: np.ndarray
+    trim_db: float = 0.0
+    rendered: dict[str, float] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Plain data for a report (``RenderResult.extra["blend"]``)."""
+        s = self.settings
+        out: dict[str, Any] = {
+            "objective": s.objective,
+            "threshold_model": s.threshold_model,
+            "target_coverage": s.target_coverage if s.objective == "coverage" else None,
+            "max_loudness_lu": s.max_loudness_lu,
+            "peak_ceiling_dbfs": s.peak_ceiling_dbfs,
+            "smoothing_s": s.smoothing_s,
+            "max_slew_db_per_s": s.max_slew_db_per_s,
+            "coverage": round(self.coverage, 6),
+            "noise_lufs_output_layout": round(self.noise_lufs, 3),
+            "trim_db": round(self.trim_db, 3),
+            "windows": int(self.lane.window_times_s.size),
+            "windows_short": len(self.shortfalls),
+        }
+        if self.rendered is not None:
+            out.update({k: round(v, 3) for k, v in self.rendered.items()})
+        return out
+
+
+def loudness_caps_db(
+    music: np.ndarray,
+    noise_lufs: float,
+    max_loudness_lu: float | None,
+    bounds: list[tuple[int, int]],
+    num_frames: int,
+) -> np.ndarray:
+    """Per-frame gain caps that keep every lane window's music loudness at or under
+    ``noise_lufs + max_loudness_lu``.
+
+    Window ``w`` (frames ``[a, b)``, samples ``[a * 441, b * 441)`` at 44.1 kHz) allows
+    ``noise_lufs + max_loudness_lu - L_w`` dB, with ``L_w`` the unity music's integrated
+    loudness over the window; a frame takes the lowest cap of the windows holding it.
+
+    Args:
+        music: float ``(channels, samples)`` unity music at 44.1 kHz, in the output's
+            channel layout (loudness depends on it).
+        noise_lufs: the noise's integrated loudness in the same layout, LUFS.
+        max_loudness_lu: the ceiling, LU over the noise (None: no caps, all inf).
+        bounds: the lane windows (:func:`~bnmusic_bridge.amplify.window_bounds`).
+        num_frames: frames of the analysis grid.
+
+    Returns:
+        float64 ``(num_frames,)`` caps in dB; inf where no window caps a frame.
+    """
+    caps = np.full(num_frames, np.inf)
+    if max_loudness_lu is None:
+        return caps
+    if not math.isfinite(max_loudness_lu):
+        raise ParameterError(f"max_loudness_lu must be finite or None, got {max_loudness_lu}")
+    if not math.isfinite(noise_lufs):
+        raise ParameterError(f"noise_lufs must be finite, got {noise_lufs}")
+    audio = _as_2d(music)
+    for a, b in bounds:
+        seg = audio[:, a * HOP_SAMPLES : b * HOP_SAMPLES]
+        level = integrated_lufs(seg, SAMPLE_RATE_HZ) if seg.size else SILENCE_LUFS
+        if level <= SILENCE_LUFS:
+            continue
+        cap = noise_lufs + max_loudness_lu - level
+        caps[a:b] = np.minimum(caps[a:b], cap)
+    return caps
+
+
+def peak_caps_db(music: np.ndarray, num_frames: int, peak_ceiling_dbfs: float) -> np.ndarray:
+    """Per-frame gain caps that keep the gained music's sample peak at or under
+    ``peak_ceiling_dbfs``.
+
+    Frame ``j``'s cap is ``peak_ceiling_dbfs - 20 log10(peak_j)`` with ``peak_j`` the
+    largest ``|x|`` over samples ``[(j - 1) * 441, (j + 1) * 441)`` (all channels).
+    Between frames ``j`` and ``j + 1`` the lane (linear in dB) never exceeds the larger
+    of the two, and both frames' spans hold those samples: so the per-sample gain times
+    the music never crosses the ceiling at 44.1 kHz.
+
+    Args:
+        music: float ``(channels, samples)`` unity music at 44.1 kHz, output layout.
+        num_frames: frames of the analysis grid.
+        peak_ceiling_dbfs: the ceiling, dBFS.
+
+    Returns:
+        float64 ``(num_frames,)`` caps in dB; inf where the music is silent.
+    """
+    if not math.isfinite(peak_ceiling_dbfs):
+        raise ParameterError(f"peak_ceiling_dbfs must be finite, got {peak_ceiling_dbfs}")
+    audio = np.abs(_as_2d(music)).max(axis=0)
+    blocks = num_frames + 1
+    padded = np.zeros(blocks * HOP_SAMPLES, dtype=np.float64)
+    n = min(audio.size, padded.size)
+    padded[:n] = audio[:n]
+    block_peak = padded.reshape(blocks, HOP_SAMPLES).max(axis=1)
+    frame_peak = block_peak[:num_frames].copy()
+    frame_peak[1:] = np.maximum(frame_peak[1:], block_peak[: num_frames - 1])
+    with np.errstate(divide="ignore"):
+        return peak_ceiling_dbfs - 20.0 * np.log10(frame_peak)
+
+
+def _as_2d(audio: np.ndarray) -> np.ndarray:
+    arr = np.asarray(audio, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise AudioInputError(f"audio must be (channels, samples), got shape {arr.shape}")
+    return arr
+
+
+def plan_blend(
+    noise_mel: np.ndarray,
+    music_mel: np.ndarray,
+    mask: np.ndarray,
+    music: np.ndarray,
+    noise_lufs: float,
+    settings: BlendSettings,
+) -> Blend:
+    """Stage 2: masking field, frame caps, lambda lane, metering and shortfalls.
+
+    Args:
+        noise_mel: float ``(n_mels, frames)`` linear mel magnitude of the noise.
+        music_mel: same shape, the unity music (loudness-matched to the noise).
+        mask: bool ``(n_mels, frames)`` high-energy mask.
+        music: float ``(channels, samples)`` the same unity music as audio at 44.1 kHz,
+            in the output's channel layout (for the loudness and peak caps).
+        noise_lufs: the noise's integrated loudness in that layout, LUFS.
+        settings: the controls.
+    """
+    field = masking_field(settings.threshold_model, noise_mel, music_mel, smr_db=settings.smr_db)
+    num_frames = field.num_frames
+    bounds = window_bounds(num_frames, settings.window_frames, settings.hop_frames)
+    caps = FrameCaps(
+        loudness_db=loudness_caps_db(
+            music, noise_lufs, settings.max_loudness_lu, bounds, num_frames
+        ),
+        peak_db=peak_caps_db(music, num_frames, settings.peak_ceiling_dbfs),
+    )
+    lane = lambda_lane(
+        music_mel,
+        field,
+        mask,
+        objective=settings.objective,
+        alpha=settings.alpha,
+        target_coverage=settings.target_coverage,
+        window_frames=settings.window_frames,
+        hop_frames=settings.hop_frames,
+        min_gain_db=settings.min_gain_db,
+        max_gain_db=settings.max_gain_db,
+        smoothing_s=settings.smoothing_s,
+        max_slew_db_per_s=settings.max_slew_db_per_s,
+        frame_cap_db=caps.combined_db,
+    )
+    return _metered(
+        field=field,
+        caps=caps,
+        lane=lane,
+        settings=settings,
+        noise_lufs=float(noise_lufs),
+        noise_mel=np.asarray(noise_mel),
+        mask=np.asarray(mask, dtype=bool),
+        trim_db=0.0,
+        rendered=None,
+        notes=(),
+    )
+
+
+def _metered(
+    *,
+    field: MaskingField,
+    caps: FrameCaps,
+    lane: LambdaLane,
+    settings: BlendSettings,
+    noise_lufs: float,
+    noise_mel: np.ndarray,
+    mask: np.ndarray,
+    trim_db: float,
+    rendered: dict[str, float] | None,
+    notes: tuple[str, ...],
+) -> Blend:
+    gain = np.power(10.0, lane.frame_gain_db / 20.0)
+    overall, per_frame = coverage(field, mask, gain)
+    nmr_total, nmr_frames = nmr_db(noise_mel, field, gain)
+    bounds = window_bounds(field.num_frames, settings.window_frames, settings.hop_frames)
+    masked = field.masked(gain) & mask
+    reached = np.array(
+        [masked[:, a:b].sum() / m if (m := int(mask[:, a:b].sum())) else np.nan for a, b in bounds]
+    )
+    lane = replace(lane, window_coverage=reached)
+    shortfalls = find_shortfalls(lane, caps, bounds)
+    return Blend(
+        lane=lane,
+        field=field,
+        caps=caps,
+        coverage=float(overall),
+        coverage_per_frame=np.asarray(per_frame, dtype=np.float64),
+        nmr_db=float(nmr_total),
+        nmr_per_frame_db=np.asarray(nmr_frames, dtype=np.float64),
+        shortfalls=shortfalls,
+        warnings=tuple(lane.warnings) + _shortfall_warnings(shortfalls, settings) + notes,
+        settings=settings,
+        noise_lufs=noise_lufs,
+        noise_mel=noise_mel,
+        mask=mask,
+        trim_db=trim_db,
+        rendered=rendered,
+    )
+
+
+def find_shortfalls(
+    lane: LambdaLane, caps: FrameCaps, bounds: list[tuple[int, int]]
+) -> tuple[Shortfall, ...]:
+    """The windows whose coverage under ``lane`` is short of their target, with the
+    limit that held each one back (the tightest of loudness ceiling, peak limit and
+    ``max_gain_db`` under the gain the window needed; "unmaskable" when no gain
+    reaches the target; "smoothing" when no limit is under the needed gain)."""
+    out = []
+    for i, (a, b) in enumerate(bounds):
+        target = float(lane.window_target[i])
+        reached = float(lane.window_coverage[i])
+        if not (np.isfinite(target) and np.isfinite(reached)):
+            continue
+        if reached >= target - SHORTFALL_TOLERANCE:
+            continue
+        needed = float(lane.window_gain_db[i])
+        limits = {
+            "loudness ceiling": float(caps.loudness_db[a:b].min()),
+            "peak limit": float(caps.peak_db[a:b].min()),
+            "max_gain_db": lane.max_gain_db,
+        }
+        name, value = min(limits.items(), key=lambda kv: kv[1])
+        if needed == math.inf:
+            name = "unmaskable"
+        elif value >= needed:
+            name = "smoothing"
+        if lane.objective == "paper" and name == "smoothing":
+            continue  # the paper's optimum, smoothed: no cap stopped it
+        out.append(
+            Shortfall(
+                window=i,
+                start_s=a * FRAME_PERIOD_S,
+                end_s=b * FRAME_PERIOD_S,
+                target=target,
+                reached=reached,
+                needed_gain_db=needed if math.isfinite(needed) else None,
+                capped_gain_db=value,
+                lane_gain_db=float(np.mean(lane.frame_gain_db[a:b])),
+                limited_by=name,
+            )
+        )
+    return tuple(out)
+
+
+def _shortfall_warnings(
+    shortfalls: tuple[Shortfall, ...], settings: BlendSettings
+) -> tuple[str, ...]:
+    what = {
+        "loudness ceiling": f"the loudness ceiling (max_loudness_lu={settings.max_loudness_lu})",
+        "peak limit": f"the peak limit ({settings.peak_ceiling_dbfs:g} dBFS, so nothing clips)",
+        "max_gain_db": f"max_gain_db={settings.max_gain_db:g} dB",
+        "unmaskable": "noise the music cannot mask at any gain (no music energy near it)",
+        "smoothing": "the lane's smoothing and slew limit",
+    }
+    out = []
+    for name in LIMITS:
+        group = [s for s in shortfalls if s.limited_by == name]
+        if not group:
+            continue
+        spans = ", ".join(f"{s.window} ({s.start_s:.2f}-{s.end_s:.2f} s)" for s in group[:6])
+        more = f" and {len(group) - 6} more" if len(group) > 6 else ""
+        worst = min(group, key=lambda s: s.reached - s.target)
+        needed = [s.needed_gain_db for s in group if s.needed_gain_db is not None]
+        need_txt = f"; they needed up to {max(needed):+.1f} dB" if needed else ""
+        remedy = ""
+        if name == "peak limit":
+            room = [
+                s.needed_gain_db - s.capped_gain_db for s in group if s.needed_gain_db is not None
+            ]
+            more_db = f" (up to {max(room):.0f} dB)" if room else ""
+            remedy = (
+                " The music's peaks, not its loudness, stop it here: render the noise stem "
+                f"quieter{more_db} (the blend is relative to its level), or put a limiter "
+                "in the effects chain to lower the music's crest factor."
+            )
+        out.append(
+            f"{len(group)} lane window(s) fall short of the {settings.objective} objective's "
+            f"coverage target because of {what[name]}: {spans}{more}; worst {worst.reached:.2f} "
+            f"of {worst.target:.2f}{need_txt}, the limit allowed {worst.capped_gain_db:+.1f} dB "
+            f"there (details: extra['shortfall']).{remedy}"
+        )
+    return tuple(out)
+
+
+def finish_blend(
+    blend: Blend, music: np.ndarray, noise: np.ndarray, sample_rate_hz: int
+) -> tuple[np.ndarray, Blend]:
+    """Apply the lane to the rendered music and check the promises on that very stem.
+
+    Measures the gained stem's integrated loudness against the noise's (same layout and
+    rate) and its sample peak; if the loudness exceeds the ceiling by more than
+    :data:`OUTPUT_TOLERANCE_LU`, or the peak exceeds 0 dBFS (the lane's planning is on
+    the 44.1 kHz music; resampling and loudness gating can move both a little), the
+    whole lane is trimmed by the excess, metering is redone, and a warning says so.
+
+    Args:
+        blend: the planned blend (:func:`plan_blend`).
+        music: float ``(channels, samples)`` unity music at ``sample_rate_hz``, the
+            output's layout and length.
+        noise: float ``(channels, samples)`` the noise stem, same rate and layout.
+        sample_rate_hz: their sample rate, Hz.
+
+    Returns:
+        ``(music_gained, blend)``: float32 ``(channels, samples)`` and the blend with
+        ``rendered`` filled in (and the trim, if one was needed).
+    """
+    audio = np.asarray(music, dtype=np.float32)
+    if audio.ndim != 2:
+        raise AudioInputError(f"music must be (channels, samples), got shape {audio.shape}")
+    gains = lane_gain_at(blend.lane, audio.shape[1], sample_rate_hz)
+    gained = (audio * gains[None, :]).astype(np.float32)
+    noise_lufs = integrated_lufs(noise, sample_rate_hz)
+    music_lufs = integrated_lufs(gained, sample_rate_hz) if np.any(gained) else SILENCE_LUFS
+    peak = float(np.max(np.abs(gained))) if gained.size else 0.0
+    ceiling = blend.settings.max_loudness_lu
+    trim = 0.0
+    notes: list[str] = []
+    if ceiling is not None and music_lufs - noise_lufs > ceiling + OUTPUT_TOLERANCE_LU:
+        trim = ceiling - (music_lufs - noise_lufs)
+        notes.append(
+            f"the rendered music measured {music_lufs - noise_lufs:+.2f} LU over the noise, "
+            f"over the ceiling max_loudness_lu={ceiling:g}: the whole lane was trimmed by "
+            f"{trim:+.2f} dB."
+        )
+    if peak > 0.0 and 20.0 * math.log10(peak) + trim > 0.0:
+        peak_trim = blend.settings.peak_ceiling_dbfs - 20.0 * math.log10(peak)
+        notes.append(
+            f"the rendered music would peak at {20.0 * math.log10(peak) + trim:+.2f} dBFS: the "
+            f"whole lane was trimmed by {min(trim, peak_trim):+.2f} dB so it peaks at "
+            f"{blend.settings.peak_ceiling_dbfs:g} dBFS instead of clipping."
+        )
+        trim = min(trim, peak_trim)
+    lane = blend.lane
+    if trim < 0.0:
+        gained = (gained * np.float32(10.0 ** (trim / 20.0))).astype(np.float32)
+        lane = lane.shifted(trim)
+        music_lufs = integrated_lufs(gained, sample_rate_hz) if np.any(gained) else SILENCE_LUFS
+        peak = float(np.max(np.abs(gained))) if gained.size else 0.0
+    rendered = {
+        "music_lufs_output": music_lufs,
+        "noise_lufs_output": noise_lufs,
+        "music_minus_noise_lu": music_lufs - noise_lufs,
+        "peak_dbfs": 20.0 * math.log10(peak) if peak > 0.0 else SILENCE_LUFS,
+    }
+    if trim == 0.0:
+        return gained, replace(blend, rendered=rendered)
+    done = _metered(
+        field=blend.field,
+        caps=blend.caps,
+        lane=replace(lane, warnings=blend.lane.warnings),
+        settings=blend.settings,
+        noise_lufs=noise_lufs,
+        noise_mel=blend.noise_mel,
+        mask=blend.mask,
+        trim_db=blend.trim_db + trim,
+        rendered=rendered,
+        notes=tuple(notes),
+    )
+    return gained, done
