@@ -435,3 +435,36 @@ def test_cli_refuses_non_loopback_without_allow_remote(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert "--allow-remote" in r.stderr
+
+
+def test_example_python_client_renders_and_reports(
+    server: OscServer, root: Path, tmp_path: Path
+) -> None:
+    host, port = server.udp_address
+    cmd = [
+        sys.executable,
+        str(REPO / "examples" / "osc_client.py"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    r = subprocess.run([*cmd, "ping", "--count", "3"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "3 pings" in r.stdout, r.stderr
+    result_file = tmp_path / "result.tsv"
+    r = subprocess.run(
+        [*cmd, "render", "noise.wav", "--job", "example", "--out", "example", "--set", "smr_db=18", "--wait",
+         "--json", "--result-file", str(result_file)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    import json
+
+    result = json.loads(r.stdout)
+    assert Path(result["music"]).is_file() and result["lane_points"] == len(result["lane"]) >= 2
+    lines = dict(line.split("\t", 1) for line in result_file.read_text().splitlines())
+    assert lines["music"] == result["music"] and "error" not in lines
+    r = subprocess.run(
+        [*cmd, "render", "../escape.wav", "--wait"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 1 and "path_outside_root" in r.stderr

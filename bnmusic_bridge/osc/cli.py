@@ -98,7 +98,15 @@ def register_cli(subparsers: Any) -> None:
         help="lane bundles time-tagged for real-time playback from the moment they are sent (default) or 'immediately'",
     )
     jobs.add_argument(
-        "--preload", action="store_true", help="load the generator (model) before taking requests"
+        "--preload",
+        action="store_true",
+        help="load the generator (model) at start; jobs wait for it",
+    )
+    jobs.add_argument(
+        "--isolation",
+        choices=["process", "thread"],
+        default="process",
+        help="run renders in a worker process that owns the model (default) or in server threads (debugging)",
     )
     jobs.add_argument(
         "--finish-on-exit",
@@ -182,6 +190,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         meter_hz=args.meter_hz,
         stream_rate_hz=args.stream_rate,
         lane_timetags=args.lane_timetags,
+        isolation=args.isolation,
     )
     sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL_S)
     server = OscServer(config)

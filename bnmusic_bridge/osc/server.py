@@ -248,6 +248,11 @@ class OscServer:
     def start(self) -> OscServer:
         """Bind the sockets and start the threads. Raises OSError if a port is taken."""
         cfg = self.config
+        # Listing presets and checking the base request import the preset and generator
+        # checks (about a second, once): done before the sockets open, so no request
+        # ever waits on an import.
+        self._refresh_presets()
+        _check_request(cfg.request, "the server's base request")
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         self._udp = socket.socket(family, socket.SOCK_DGRAM)
         # Bursts of requests (the load test: 500 per second) must not overflow the
@@ -276,9 +281,7 @@ class OscServer:
         if self._tcp is not None:
             self._spawn(self._tcp_accept_loop, "bnmusic-osc-tcp")
         self._spawn(self._push_loop, "bnmusic-osc-push")
-        # Listing presets imports and validates every generator (about a second, once):
-        # done here in the background so the receive thread never waits on it.
-        self._spawn(self._refresh_presets, "bnmusic-osc-presets")
+
         log.info(
             "OSC server on udp %s tcp %s, roots %s", self.udp_address, self.tcp_address, self.roots
         )

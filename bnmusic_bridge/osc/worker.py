@@ -316,6 +316,25 @@ def run_setup(setup: Sequence[str]) -> None:
         getattr(importlib.import_module(module), func)()
 
 
+def warm_imports() -> None:
+    """Import what every render needs (pipeline, stages, audio I/O, export), so the first
+    job does not pay for it; no model is loaded."""
+    for module in (
+        "bnmusic_bridge.pipeline",
+        "bnmusic_bridge.spectrogram",
+        "bnmusic_bridge.analysis",
+        "bnmusic_bridge.amplify",
+        "bnmusic_bridge.masking",
+        "bnmusic_bridge.metering",
+        "bnmusic_bridge.export",
+        "pedalboard.io",
+    ):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            log.debug("warm-up import of %s failed: %s", module, e)
+
+
 def preload(request: Any) -> None:
     """Create the generator a request names (loads its model) and warm the imports."""
     from ..pipeline import generator_for
@@ -484,7 +503,7 @@ def _worker_main(commands: Any, events: Any, setup: Sequence[str], threads: int)
     with contextlib.suppress(AttributeError, OSError):
         os.nice(WORKER_NICENESS)
     run_setup(setup)
-    import bnmusic_bridge.pipeline  # noqa: F401 - warm the imports before the first job
+    warm_imports()
 
     gate = Gate()
     export_lock = threading.Lock()
