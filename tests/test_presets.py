@@ -244,6 +244,21 @@ def test_relative_plugin_paths_start_at_the_preset_folder(tmp_path, monkeypatch)
 # ------------------------------------------------------------ freezing and saving
 
 
+def test_schema_reaches_every_request_and_export_field():
+    """A new RenderRequest or ExportOptions field must get a preset key, or presets
+    would silently stop round-tripping every parameter."""
+    import dataclasses
+
+    from bnmusic_bridge.export import ExportOptions
+    from bnmusic_bridge.request import RenderRequest
+
+    mapped = set(P.TOP_KEYS.values()) | {f for t in P.SECTIONS.values() for f in t.values()}
+    mapped |= {"generator_params", "effects"}
+    assert {f.name for f in dataclasses.fields(RenderRequest)} == mapped
+    export_keys = {*P.OUTPUT_KEYS, "force"} | ({"lanes"} if P._lane_options_type() else set())
+    assert {f.name for f in dataclasses.fields(ExportOptions)} == export_keys
+
+
 def test_loaded_preset_is_frozen_hashable_and_picklable():
     preset = P.load_preset("lofi-commute")
     with pytest.raises(TypeError):
