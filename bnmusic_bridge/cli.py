@@ -29,6 +29,8 @@ def _render_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="model id or local folder (riffusion generators)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
     g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
+    g.add_argument("--scheduler", choices=["dpmsolver++", "ddim", "pndm", "euler", "lms"],
+                   help="diffusion scheduler (riffusion generators)")
     g.add_argument("--local-files-only", action="store_true", default=None, help="never contact a model hub")
     g.add_argument("--mask-area", type=float, help="share of the noise image marked high-energy (0.05-0.5)")
     g.add_argument("--threshold-model", choices=["smr", "spreading"])
@@ -62,7 +64,7 @@ def _output_args(p: argparse.ArgumentParser) -> None:
 
 
 _FIELD_FLAGS = (
-    "prompt", "negative_prompt", "seed", "generator", "model", "device", "dtype",
+    "prompt", "negative_prompt", "seed", "generator", "model", "device", "dtype", "scheduler",
     "local_files_only", "mask_area", "threshold_model", "smr_db", "alpha", "objective",
     "target_coverage", "min_gain_db", "max_gain_db", "max_loudness_lu", "smoothing_s",
 )
@@ -89,13 +91,16 @@ def build_request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
         base = load_preset(args.preset, presets_dir=args.presets_dir).request
     overrides = {k: getattr(args, k) for k in _FIELD_FLAGS if getattr(args, k, None) is not None}
-    params = dict(base.generator_params)
+    # A preset's generator parameters belong to its generator; choosing another one on
+    # the command line starts from that generator's defaults.
+    switched = "generator" in overrides and overrides["generator"] != base.generator
+    params = {} if switched else dict(base.generator_params)
     for item in getattr(args, "param", []) or []:
         if "=" not in item:
             raise BNMusicError(f"--param {item!r}: expected KEY=VALUE")
         key, value = item.split("=", 1)
         params[key.strip()] = _parse_value(value.strip())
-    if params != dict(base.generator_params):
+    if switched or params != dict(base.generator_params):
         overrides["generator_params"] = params
     return base.replace(**overrides)
 

@@ -77,6 +77,7 @@ def generator_for(request: RenderRequest):  # type: ignore[no-untyped-def]
             "device": request.device,
             "dtype": request.dtype,
             "local_files_only": request.local_files_only,
+            "scheduler": request.scheduler,
         }
     return get_generator(request.generator, **options)
 

@@ -73,6 +73,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "model": "model",
         "device": "device",
         "dtype": "dtype",
+        "scheduler": "scheduler",
         "local_files_only": "local_files_only",
         "overlap_frames": "overlap_frames",
     },

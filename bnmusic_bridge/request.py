@@ -17,6 +17,8 @@ from .errors import ParameterError
 THRESHOLD_MODELS = ("smr", "spreading")
 OBJECTIVES = ("paper", "coverage")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+SCHEDULERS = ("dpmsolver++", "ddim", "pndm", "euler", "lms")
+"""Kept in step with :data:`bnmusic_bridge.generators.riffusion.SCHEDULERS` (a test checks)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class RenderRequest:
         model: model id or local folder for model-based generators.
         device: "auto", "cpu", "cuda" or "mps".
         dtype: "auto", "float32", "float16" or "bfloat16".
+        scheduler: diffusion scheduler of the riffusion generators ("dpmsolver++",
+            "ddim", "pndm", "euler", "lms").
         local_files_only: never contact a model hub (model must be on disk).
         mask_area: share of the noise image marked high-energy (0.05 to 0.5).
         threshold_model: "smr" (the paper's fixed signal-to-mask ratio) or "spreading"
@@ -64,6 +68,7 @@ class RenderRequest:
     model: str = "riffusion/riffusion-model-v1"
     device: str = "auto"
     dtype: str = "auto"
+    scheduler: str = "dpmsolver++"
     local_files_only: bool = False
     mask_area: float = 0.15
     threshold_model: str = "smr"
@@ -116,6 +121,8 @@ def check_request(req: RenderRequest) -> None:
         raise bad("device", ", ".join(DEVICES))
     if req.dtype not in ("auto", "float32", "float16", "bfloat16"):
         raise bad("dtype", "auto, float32, float16, bfloat16")
+    if req.scheduler not in SCHEDULERS:
+        raise bad("scheduler", ", ".join(SCHEDULERS))
     if not 0.0 <= req.smr_db <= 40.0:
         raise bad("smr_db", "0 to 40 dB")
     if not 0.0 < req.alpha <= 10.0:

@@ -108,3 +108,12 @@ def test_clipped_input_is_rendered_with_a_warning():
     noise = np.clip(clacks(1.0) * 4, -1, 1)
     res = render(noise, 44100, FAST)
     assert any("clipped" in w for w in res.warnings)
+
+
+def test_request_schedulers_match_the_riffusion_generator():
+    from bnmusic_bridge.generators.riffusion import SCHEDULERS
+    from bnmusic_bridge.request import SCHEDULERS as REQUEST_SCHEDULERS
+
+    assert set(REQUEST_SCHEDULERS) == set(SCHEDULERS)
+    with pytest.raises(ParameterError, match="scheduler='heun'"):
+        render(clacks(1.0), 44100, FAST.replace(scheduler="heun"))
