@@ -468,3 +468,228 @@ def test_example_python_client_renders_and_reports(
         [*cmd, "render", "../escape.wav", "--wait"], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 1 and "path_outside_root" in r.stderr
+
+
+REAPER_MOCK = r"""
+local py = ...
+local M = { log = {}, failures = {}, deferred = {}, tracks = {}, settings = {}, points = {}, inserted = {},
+            cursor = 0, selected = nil }
+local noise_track = { name = "noise", items = { { D_POSITION = 12.5, D_LENGTH = 1.0 } } }
+M.tracks[1] = noise_track
+reaper = {}
+function reaper.GetOS() return "Other" end
+function reaper.get_action_context() return false, py.script_path end
+function reaper.ShowConsoleMsg(s) M.log[#M.log + 1] = s end
+function reaper.ShowMessageBox(msg) M.failures[#M.failures + 1] = msg end
+function reaper.GetSelectedTrack() return noise_track end
+function reaper.CountTrackMediaItems(t) return #t.items end
+function reaper.GetTrackMediaItem(t, i) return t.items[i + 1] end
+function reaper.GetMediaItemInfo_Value(item, k) return item[k] end
+function reaper.SetMediaItemInfo_Value(item, k, v) item[k] = v end
+function reaper.GetProjectPath() return py.project end
+function reaper.RecursiveCreateDirectory(d) py.makedirs(d) end
+function reaper.GetSetProjectInfo(_, k, v, set) if set then M.settings[k] = v end return M.settings[k] or 0 end
+function reaper.GetSetProjectInfo_String(_, k, v, set)
+  if k == "RENDER_TARGETS" then
+    return true, M.settings.RENDER_FILE .. "/" .. M.settings.RENDER_PATTERN:gsub("%$track", "noise") .. ".wav"
+  end
+  if set then M.settings[k] = v end
+  return true, M.settings[k] or ""
+end
+function reaper.Main_OnCommand(cmd)
+  if cmd == 42230 then
+    local _, target = reaper.GetSetProjectInfo_String(0, "RENDER_TARGETS", "", false)
+    M.rendered = target
+    M.render_settings = { stems = M.settings.RENDER_SETTINGS, bounds = M.settings.RENDER_BOUNDSFLAG,
+                          start = M.settings.RENDER_STARTPOS, stop = M.settings.RENDER_ENDPOS }
+    py.copy_noise(target)
+  elseif cmd == 40406 then
+    M.selected.env = { points = M.points }
+  end
+end
+function reaper.file_exists(p) return py.exists(p) end
+function reaper.GetResourcePath() return "/nonexistent" end
+function reaper.time_precise() return py.now() end
+function reaper.defer(f) M.deferred[#M.deferred + 1] = f end
+function reaper.GetMediaTrackInfo_Value() return 1 end
+function reaper.InsertTrackAtIndex(i) table.insert(M.tracks, i + 1, { items = {} }) end
+function reaper.GetTrack(_, i) return M.tracks[i + 1] end
+function reaper.GetSetMediaTrackInfo_String(t, _, name) t.name = name end
+function reaper.SetOnlyTrackSelected(t) M.selected = t end
+function reaper.GetCursorPosition() return M.cursor end
+function reaper.SetEditCurPos(p) M.cursor = p end
+function reaper.InsertMedia(file) local t = M.selected; t.items[#t.items + 1] = { D_POSITION = M.cursor, file = file }
+  M.inserted[#M.inserted + 1] = file return 1 end
+function reaper.GetTrackEnvelopeByName(t) return t.env end
+function reaper.GetEnvelopeScalingMode() return 0 end
+function reaper.ScaleToEnvelopeMode(_, v) return v end
+function reaper.DeleteEnvelopePointRange() end
+function reaper.InsertEnvelopePoint(_, t, v) M.points[#M.points + 1] = { t, v } end
+function reaper.ExecProcess(cmd) py.spawn(cmd) return "" end
+for _, name in ipairs({ "Envelope_SortPoints", "PreventUIRefresh", "UpdateArrange", "TrackList_AdjustWindows",
+                        "Undo_BeginBlock", "Undo_EndBlock" }) do reaper[name] = function() end end
+if py.with_socket then
+  package.preload["socket"] = function()
+    return { udp = function()
+      local id = py.udp_new()
+      local o = {}
+      function o:settimeout() end
+      function o:setpeername(h, p) py.udp_connect(id, h, p) end
+      function o:send(d) py.udp_send(id, d) end
+      function o:receive() return py.udp_recv(id) end
+      function o:close() py.udp_close(id) end
+      return o
+    end }
+  end
+end
+return M
+"""
+
+
+@pytest.mark.parametrize("with_socket", [True, False], ids=["luasocket", "python-fallback"])
+def test_reaper_script_renders_sends_imports_and_writes_the_envelope(
+    server: OscServer, root: Path, with_socket: bool
+) -> None:
+    """Runs examples/reaper/bnmusic_render_selected.lua in Lua 5.4 (lupa) against a mock
+    of the ReaScript API and the real server: over LuaSocket (mocked with a real UDP
+    socket) and over the Python-client fallback."""
+    lupa = pytest.importorskip(
+        "lupa.lua54", reason="lupa (pip install lupa) runs the Reaper Lua example"
+    )
+    import shutil
+    import socket as pysocket
+    import types
+
+    script = REPO / "examples" / "reaper" / "bnmusic_render_selected.lua"
+    project = root / f"reaper_{'sock' if with_socket else 'py'}"
+    project.mkdir()
+    socks: dict[int, pysocket.socket] = {}
+    procs: list[subprocess.Popen] = []
+
+    def udp_new() -> int:
+        s = pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM)
+        s.setblocking(False)
+        socks[s.fileno()] = s
+        return s.fileno()
+
+    def udp_recv(i: int) -> bytes | None:
+        try:
+            return socks[i].recv(65536)
+        except BlockingIOError:
+            return None
+
+    host, port = server.udp_address
+    py = types.SimpleNamespace(
+        script_path=str(script).encode(),
+        project=str(project).encode(),
+        makedirs=lambda d: os.makedirs(d, exist_ok=True),
+        copy_noise=lambda target: shutil.copy(root / "noise.wav", target.decode()),
+        exists=lambda p: os.path.exists(p),
+        now=time.monotonic,
+        with_socket=with_socket,
+        udp_new=udp_new,
+        udp_connect=lambda i, h, p: socks[i].connect((h.decode(), p)),
+        udp_send=lambda i, d: socks[i].send(d),
+        udp_recv=udp_recv,
+        udp_close=lambda i: socks.pop(i).close(),
+        spawn=lambda cmd: procs.append(subprocess.Popen(cmd.decode(), shell=True)),
+    )
+    lua = lupa.LuaRuntime(encoding=None)
+    mock = lua.execute(REAPER_MOCK.encode(), py)
+    source = (
+        script.read_text()
+        .replace("local PORT = 9750", f"local PORT = {port}")
+        .replace('local HOST = "127.0.0.1"', f'local HOST = "{host}"')
+    )
+    if not with_socket:
+        source = source.replace('"python3"', f'"{sys.executable}"')
+    lua.execute(source.encode())
+    deadline = time.monotonic() + 120
+    while len(mock.deferred) and time.monotonic() < deadline:
+        f = mock.deferred[len(mock.deferred)]
+        mock.deferred[len(mock.deferred)] = None
+        f()
+        time.sleep(0.01)
+    for p in procs:
+        p.wait(30)
+    assert not list(mock.failures.values()), list(mock.failures.values())
+    # 1. The stem was rendered with stems-only, custom bounds = the item's extent.
+    rs = mock.render_settings
+    assert (rs.stems, rs.bounds, rs.start, rs.stop) == (2, 0, 12.5, 13.5)
+    assert Path(mock.rendered.decode()).parent == project / "bnmusic"
+    # 2./3. The music stem came back and sits on a new track at the stem's start.
+    [music] = [m.decode() for m in mock.inserted.values()]
+    assert music.endswith(".music.wav") and Path(music).is_file()
+    new_track = mock.tracks[2]
+    item = new_track[b"items"][1]  # (lupa's LuaTable.items() hides the attribute)
+    assert new_track.name == b"bnmusic music" and item.D_POSITION == 12.5
+    # 4. The envelope holds the CSV lane, shifted to the stem's start, in linear gain
+    #    (minus what went into the item volume).
+    csv_rows = Path(music.replace(".music.wav", ".lambda.csv")).read_text().splitlines()[1:]
+    points = [(p[1], p[2]) for p in mock.points.values()]
+    assert len(points) == len(csv_rows) >= 2
+    offset = item.D_VOL or 1.0
+    for (t, v), row in zip(points, csv_rows, strict=True):
+        t_s, _, linear = (float(x) for x in row.split(","))
+        assert t == pytest.approx(12.5 + t_s) and v * offset == pytest.approx(linear, rel=1e-3)
+
+
+def test_ableton_helper_with_a_stand_in_for_abletonosc(server: OscServer, root: Path) -> None:
+    """examples/ableton/bnmusic_live.py against the real server and a stand-in that
+    answers like AbletonOSC's source (view.py: selected_clip -> track, scene; getters
+    reply with their ids first)."""
+    import socket as pysocket
+    import threading
+
+    live = pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM)
+    live.bind(("127.0.0.1", 0))
+    live.settimeout(0.2)
+    with pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        reply_port = probe.getsockname()[1]
+    seen: list[tuple] = []
+    stop = threading.Event()
+
+    def fake_live() -> None:
+        while not stop.is_set():
+            try:
+                data, (host, _) = live.recvfrom(65536)
+            except TimeoutError:
+                continue
+            [m] = P.decode_packet(data)
+            args = tuple(a.value for a in m.args)
+            seen.append((m.address, *args))
+            replies = {
+                "/live/view/get/selected_clip": (0, 2),
+                "/live/clip/get/file_path": (0, 2, str(root / "noise.wav")),
+                "/live/song/get/tempo": (120.0,),
+            }
+            if m.address in replies:
+                live.sendto(P.encode_message(m.address, *replies[m.address]), (host, reply_port))
+
+    thread = threading.Thread(target=fake_live, daemon=True)
+    thread.start()
+    try:
+        host, port = server.udp_address
+        r = subprocess.run(
+            [sys.executable, str(REPO / "examples" / "ableton" / "bnmusic_live.py"), "--live-port",
+             str(live.getsockname()[1]), "--live-reply-port", str(reply_port), "--host", host, "--port",
+             str(port), "--out", "ableton"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        thread.join()
+        live.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    music = re.search(r"music stem:\s+(\S+)", r.stdout)
+    assert (
+        music and Path(music.group(1)).is_file() and Path(music.group(1)).parent.name == "ableton"
+    )
+    assert ("/live/clip/get/file_path", 0, 2) in seen
+    assert ("/live/song/create_audio_track", 1) in seen and (
+        "/live/track/set/name",
+        1,
+        "bnmusic music",
+    ) in seen
+    assert "clip-envelope steps" in r.stdout

@@ -2,9 +2,11 @@
 
 - :mod:`.protocol`: the ``/bnmusic/`` address space, decoding, argument checks, replies.
 - :mod:`.paths`: confining client paths to the ``--root`` folders.
-- :mod:`.jobs`: the bounded job queue, render threads and the generation gate.
+- :mod:`.jobs`: the bounded job queue and the job table.
+- :mod:`.worker`: the render worker process that owns the model, the generation gate.
 - :mod:`.server`: UDP and TCP sockets, subscriptions, progress/meter/lane pushes.
 - :mod:`.cli`: the ``bnmusic serve`` subcommand.
+- :mod:`.testing`: a collecting test client and a fake generator (tests, benchmarks).
 
 Imports are lazy so ``bnmusic --help`` stays fast.
 """

@@ -1,22 +1,25 @@
 """The OSC server: UDP, OSC-over-TCP, subscriptions and the push streams.
 
-Threads: one UDP receiver, one TCP acceptor plus one reader per TCP client, the render
-threads of :class:`~bnmusic_bridge.osc.jobs.JobManager`, and one pusher that sends each
-finished job's lambda lane (time-tagged bundles), its coverage meter (rate-limited) and
-its done message, in that order. Handlers only check arguments, answer queries and
-queue jobs; no handler waits on a render.
+Threads: one UDP receiver, one TCP acceptor plus one reader per TCP client, the job
+threads of :class:`~bnmusic_bridge.osc.jobs.JobManager` (each relays one job to the
+render worker process and back), and one pusher that sends each finished job's lambda
+lane (time-tagged bundles), its coverage meter (rate-limited) and its done message, in
+that order. Handlers only check arguments, answer queries and queue jobs; no handler
+waits on a render, and renders run in another process (:mod:`.worker`).
 
 Routing: a reply or push goes to the endpoint the request came from, unless that sender
 subscribed another UDP target (``/bnmusic/subscribe host port``); targets subscribed
 with scope ``all`` receive a copy of every reply and push the server sends (a monitor,
-which is how fire-and-forget senders such as liblo's ``oscsend`` see results). Subscription hosts must be
-the subscriber's own address, so the server cannot be used to send traffic elsewhere.
+which is how fire-and-forget senders such as liblo's ``oscsend`` see results).
+Subscription hosts must be the subscriber's own address, so the server cannot be used
+to send traffic elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import logging
 import queue
@@ -287,7 +290,7 @@ class OscServer:
         )
         return self
 
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
+    def _spawn(self, target: Callable[[], object], name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
@@ -393,7 +396,8 @@ class OscServer:
                 continue
             sock.settimeout(TCP_SEND_TIMEOUT_S)
             self._spawn(
-                lambda c=client: self._tcp_read_loop(c), f"bnmusic-osc-tcp-{endpoint.conn_id}"
+                functools.partial(self._tcp_read_loop, client),
+                f"bnmusic-osc-tcp-{endpoint.conn_id}",
             )
 
     def _tcp_read_loop(self, client: _TcpClient) -> None:
@@ -705,7 +709,7 @@ class OscServer:
         """``host`` as an IP address, refused unless it is the subscriber's own."""
         try:
             family = socket.AF_INET6 if ":" in origin.host else socket.AF_INET
-            resolved = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM)[0][4][0]
+            resolved = str(socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM)[0][4][0])
         except (OSError, IndexError) as e:
             raise P.OscError(
                 "bad_arguments", f"subscribe host {host!r} does not resolve ({e})"

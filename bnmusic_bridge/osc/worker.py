@@ -134,8 +134,9 @@ def compact_lane(
     gain_db = np.asarray(gain_db, dtype=np.float64)
     finite = np.isfinite(gain_db) & np.isfinite(times_s)
     times_s, gain_db = times_s[finite], gain_db[finite]
+    shared: Callable[..., Any] | None
     try:
-        from ..export.lanes import compact_lane as shared  # type: ignore[attr-defined]
+        from ..export.lanes import compact_lane as shared
     except ImportError:
         shared = None
     if shared is not None and times_s.size:
@@ -216,10 +217,11 @@ def execute_job(
         JobFailed: with the OSC error code (``cancelled``, ``bad_audio``, ...).
     """
     holding = False
-    last = [0.0, ""]
+    last_sent_s = 0.0
+    last_stage = ""
 
     def hook(stage: str, fraction: float) -> None:
-        nonlocal holding
+        nonlocal holding, last_sent_s, last_stage
         if cancel.is_set():
             raise CancelledError(f"job {spec.key!r} was cancelled")
         if stage in GENERATION_STAGES and not holding:
@@ -229,8 +231,8 @@ def execute_job(
             gate.release()
             holding = False
         now = time.monotonic()
-        if stage != last[1] or fraction >= 1.0 or now - last[0] >= spec.progress_interval_s:
-            last[0], last[1] = now, stage
+        if stage != last_stage or fraction >= 1.0 or now - last_sent_s >= spec.progress_interval_s:
+            last_sent_s, last_stage = now, stage
             progress(stage, fraction)
 
     t0 = time.perf_counter()

@@ -1,0 +1,334 @@
+--[[
+bnmusic: render the selected track's stem, blend it into music, bring the music back.
+
+What it does
+  1. Renders the selected track as a stem (Reaper's render-settings API: stems of the
+     selected track, custom bounds = the extent of its items, WAV) into STEM_DIR, and
+     puts your render settings back afterwards.
+  2. Sends the stem's path to `bnmusic serve` over OSC (/bnmusic/render_ex) and waits
+     for /bnmusic/done without freezing Reaper (reaper.defer), printing progress.
+  3. Imports the music stem on a new track under the source track, at the stem's start.
+  4. Writes the lambda lane (the CSV lane, time_s,gain_db,gain_linear) as that track's
+     volume envelope. Gain above ENVELOPE_MAX_DB goes into the item's volume, so the
+     envelope never clips at Reaper's volume-envelope ceiling.
+
+Install
+  * bnmusic-bridge on this machine (pip install -e . in the repository), then start the
+    server with the project folder as a root, e.g.:
+        bnmusic serve --root "/path/to/your/reaper/project"
+    (STEM_DIR below must lie inside a --root; the default is <project media folder>/bnmusic.)
+  * OSC from Lua needs LuaSocket. Easiest: ReaPack > Import repositories >
+    https://github.com/mavriq-dev/public-reascripts/raw/master/index.xml, then install
+    "Mavriq Lua Sockets". Without it the script falls back to running
+    examples/osc_client.py with Python (set PYTHON below), which also speaks OSC.
+  * Actions > Show action list > New action > Load ReaScript..., pick this file.
+
+Run
+  Select one track with the noise items on it and run the action. The View > Console
+  shows progress; the new track is named "bnmusic music".
+
+Tested against the server's OSC protocol (docs/osc.md, address space 1.0); the Reaper
+calls follow the ReaScript API documentation (Reaper 6.x/7.x, Lua 5.4).
+--]]
+
+-- ==== settings ======================================================================
+local HOST = "127.0.0.1"
+local PORT = 9750                      -- bnmusic serve --port (default 9750)
+local STEM_DIR = nil                   -- nil: <project media folder>/bnmusic
+local OUT_DIR = ""                     -- "" : outputs next to the stem
+local PRESET = ""                      -- "" : the server's preset (see /bnmusic/presets)
+local PROMPT = ""                      -- "" : the preset's prompt
+local ENVELOPE_MAX_DB = 6.0            -- Reaper's default volume-envelope ceiling (+6 dB)
+local IMPORT_BLENDED_INSTEAD = false   -- true: import the already-gained stem, no envelope
+local TIMEOUT_S = 1800
+local PYTHON = (reaper.GetOS():match("Win") and "python" or "python3")
+-- ====================================================================================
+
+local function log(...)
+  local parts = {}
+  for i = 1, select("#", ...) do parts[#parts + 1] = tostring(select(i, ...)) end
+  reaper.ShowConsoleMsg(table.concat(parts, " ") .. "\n")
+end
+
+local function fail(message)
+  reaper.ShowMessageBox(message, "bnmusic", 0)
+end
+
+local script_dir = ({ reaper.get_action_context() })[2]:match("^(.*[\\/])") or ""
+
+-- ---- OSC encoding and decoding (only what the server sends: i h f d s S T F N, bundles)
+local function osc_string(s)
+  local n = #s + 1
+  return s .. "\0" .. string.rep("\0", (4 - n % 4) % 4)
+end
+
+local function osc_message(address, ...)
+  local tags, data = { "," }, {}
+  for _, v in ipairs({ ... }) do
+    if math.type(v) == "integer" then
+      tags[#tags + 1] = "i"; data[#data + 1] = string.pack(">i4", v)
+    elseif type(v) == "number" then
+      tags[#tags + 1] = "f"; data[#data + 1] = string.pack(">f", v)
+    elseif type(v) == "boolean" then
+      tags[#tags + 1] = v and "T" or "F"
+    else
+      tags[#tags + 1] = "s"; data[#data + 1] = osc_string(tostring(v))
+    end
+  end
+  return osc_string(address) .. osc_string(table.concat(tags)) .. table.concat(data)
+end
+
+local function read_string(data, pos)
+  local zero = data:find("\0", pos, true)
+  local s = data:sub(pos, zero - 1)
+  local n = zero - pos + 1
+  return s, pos + n + (4 - n % 4) % 4
+end
+
+-- Appends {address=..., args={...}} for every message in a packet (bundles unpacked;
+-- their time tags are ignored: lane points carry their time as an argument).
+local function osc_decode(data, out)
+  if data:sub(1, 8) == "#bundle\0" then
+    local pos = 17
+    while pos + 3 <= #data do
+      local size = string.unpack(">i4", data, pos)
+      osc_decode(data:sub(pos + 4, pos + 3 + size), out)
+      pos = pos + 4 + size
+    end
+    return out
+  end
+  local address, pos = read_string(data, 1)
+  local tags = ","
+  if pos <= #data then tags, pos = read_string(data, pos) end
+  local args = {}
+  for i = 2, #tags do
+    local t = tags:sub(i, i)
+    local v
+    if t == "i" then v, pos = string.unpack(">i4", data, pos)
+    elseif t == "h" then v, pos = string.unpack(">i8", data, pos)
+    elseif t == "f" then v, pos = string.unpack(">f", data, pos)
+    elseif t == "d" then v, pos = string.unpack(">d", data, pos)
+    elseif t == "s" or t == "S" then v, pos = read_string(data, pos)
+    elseif t == "T" then v = true
+    elseif t == "F" then v = false
+    else v = false end -- N (nil) and anything else: a placeholder keeps positions
+    args[#args + 1] = v
+  end
+  out[#out + 1] = { address = address, args = args }
+  return out
+end
+
+-- ---- rendering the selected track's stem with the render-settings API ---------------
+local NUM_SETTINGS = { "RENDER_SETTINGS", "RENDER_BOUNDSFLAG", "RENDER_STARTPOS", "RENDER_ENDPOS",
+                       "RENDER_TAILFLAG", "RENDER_ADDTOPROJ" }
+local STR_SETTINGS = { "RENDER_FILE", "RENDER_PATTERN", "RENDER_FORMAT" }
+
+local function render_stem(track)
+  local n = reaper.CountTrackMediaItems(track)
+  if n == 0 then return nil, "the selected track has no items to render" end
+  local start_s, end_s = math.huge, -math.huge
+  for i = 0, n - 1 do
+    local item = reaper.GetTrackMediaItem(track, i)
+    local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+    start_s = math.min(start_s, pos)
+    end_s = math.max(end_s, pos + reaper.GetMediaItemInfo_Value(item, "D_LENGTH"))
+  end
+  local dir = STEM_DIR or (reaper.GetProjectPath("") .. "/bnmusic")
+  reaper.RecursiveCreateDirectory(dir, 0)
+  local saved_num, saved_str = {}, {}
+  for _, k in ipairs(NUM_SETTINGS) do saved_num[k] = reaper.GetSetProjectInfo(0, k, 0, false) end
+  for _, k in ipairs(STR_SETTINGS) do
+    local _, v = reaper.GetSetProjectInfo_String(0, k, "", false); saved_str[k] = v
+  end
+  local pattern = string.format("noise_%d_$track", os.time())
+  reaper.GetSetProjectInfo(0, "RENDER_SETTINGS", 2, true)      -- stems (selected tracks) only
+  reaper.GetSetProjectInfo(0, "RENDER_BOUNDSFLAG", 0, true)    -- custom time bounds
+  reaper.GetSetProjectInfo(0, "RENDER_STARTPOS", start_s, true)
+  reaper.GetSetProjectInfo(0, "RENDER_ENDPOS", end_s, true)
+  reaper.GetSetProjectInfo(0, "RENDER_TAILFLAG", 0, true)
+  reaper.GetSetProjectInfo(0, "RENDER_ADDTOPROJ", 0, true)
+  reaper.GetSetProjectInfo_String(0, "RENDER_FILE", dir, true)
+  reaper.GetSetProjectInfo_String(0, "RENDER_PATTERN", pattern, true)
+  reaper.GetSetProjectInfo_String(0, "RENDER_FORMAT", "evaw", true) -- WAV, default options
+  local _, targets = reaper.GetSetProjectInfo_String(0, "RENDER_TARGETS", "", false)
+  reaper.Main_OnCommand(42230, 0) -- Render project, most recent settings, auto-close dialog
+  for k, v in pairs(saved_num) do reaper.GetSetProjectInfo(0, k, v, true) end
+  for k, v in pairs(saved_str) do reaper.GetSetProjectInfo_String(0, k, v, true) end
+  local path = targets:match("^([^;]+)")
+  if not path or not reaper.file_exists(path) then
+    return nil, "the render produced no file (targets: " .. tostring(targets) .. ")"
+  end
+  return path, nil, start_s, end_s
+end
+
+-- ---- bringing the result into the project -------------------------------------------
+local function read_lane_csv(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local points = {}
+  for line in f:lines() do
+    local t, db, lin = line:match("^([%d%.%-eE+]+),([%d%.%-eE+]+),([%d%.%-eE+]+)")
+    if t then points[#points + 1] = { t = tonumber(t), db = tonumber(db), linear = tonumber(lin) } end
+  end
+  f:close()
+  return points
+end
+
+local function import_result(src_track, stem_start_s, result, osc_lane)
+  reaper.Undo_BeginBlock()
+  reaper.PreventUIRefresh(1)
+  local index = math.floor(reaper.GetMediaTrackInfo_Value(src_track, "IP_TRACKNUMBER")) -- 1-based
+  reaper.InsertTrackAtIndex(index, true) -- right under the source track
+  local track = reaper.GetTrack(0, index)
+  reaper.GetSetMediaTrackInfo_String(track, "P_NAME", "bnmusic music", true)
+  reaper.SetOnlyTrackSelected(track)
+  local cursor = reaper.GetCursorPosition()
+  reaper.SetEditCurPos(stem_start_s, false, false)
+  reaper.InsertMedia(IMPORT_BLENDED_INSTEAD and result.blended or result.music, 0)
+  reaper.SetEditCurPos(cursor, false, false)
+  local item = reaper.GetTrackMediaItem(track, reaper.CountTrackMediaItems(track) - 1)
+  local points = 0
+  if not IMPORT_BLENDED_INSTEAD then
+    local lane = read_lane_csv(result.lambda_csv) or osc_lane
+    local env = reaper.GetTrackEnvelopeByName(track, "Volume")
+    if not env then
+      reaper.Main_OnCommand(40406, 0) -- Track: Toggle track volume envelope visible
+      env = reaper.GetTrackEnvelopeByName(track, "Volume")
+    end
+    if env and lane and #lane > 0 then
+      local max_db = -math.huge
+      for _, p in ipairs(lane) do max_db = math.max(max_db, p.db) end
+      -- The part of the gain above the envelope's ceiling goes into the item volume.
+      local offset_db = math.max(0, max_db - ENVELOPE_MAX_DB)
+      if item and offset_db > 0 then
+        reaper.SetMediaItemInfo_Value(item, "D_VOL", 10 ^ (offset_db / 20))
+      end
+      local mode = reaper.GetEnvelopeScalingMode(env)
+      local last = lane[#lane].t
+      reaper.DeleteEnvelopePointRange(env, stem_start_s - 0.001, stem_start_s + last + 0.001)
+      for _, p in ipairs(lane) do
+        local linear = 10 ^ ((p.db - offset_db) / 20)
+        reaper.InsertEnvelopePoint(env, stem_start_s + p.t, reaper.ScaleToEnvelopeMode(mode, linear), 0, 0, false, true)
+        points = points + 1
+      end
+      reaper.Envelope_SortPoints(env)
+    end
+  end
+  reaper.PreventUIRefresh(-1)
+  reaper.UpdateArrange()
+  reaper.TrackList_AdjustWindows(false)
+  reaper.Undo_EndBlock("bnmusic: import music and lambda lane", -1)
+  log(string.format("bnmusic: imported %s and %d envelope points (coverage %.1f %%, lambda %+.1f..%+.1f dB)",
+    IMPORT_BLENDED_INSTEAD and result.blended or result.music, points, (result.coverage or 0) * 100,
+    result.lambda_min_db or 0, result.lambda_max_db or 0))
+end
+
+-- ---- talking to the server -----------------------------------------------------------
+local function load_socket()
+  local base = reaper.GetResourcePath() .. "/Scripts/Mavriq ReaScript Repository/Various/Mavriq-Lua-Sockets/"
+  package.cpath = package.cpath .. ";" .. base .. "?.dll;" .. base .. "?.so"
+  package.path = package.path .. ";" .. base .. "?.lua"
+  local ok, socket = pcall(require, "socket")
+  if ok then return socket end
+  return nil
+end
+
+local DONE_FIELDS = { "music", "blended", "lambda_csv", "lambda_json", "report" }
+
+local function wait_with_luasocket(socket, job, stem, on_done)
+  local udp = socket.udp()
+  udp:settimeout(0)
+  udp:setpeername(HOST, PORT)
+  local args = { job, stem, OUT_DIR }
+  if PRESET ~= "" then args[#args + 1] = "preset"; args[#args + 1] = PRESET end
+  if PROMPT ~= "" then args[#args + 1] = "prompt"; args[#args + 1] = PROMPT end
+  udp:send(osc_message("/bnmusic/render_ex", table.unpack(args)))
+  local deadline = reaper.time_precise() + TIMEOUT_S
+  local acked, lane, last_stage = false, {}, ""
+  local function poll()
+    while true do
+      local data = udp:receive()
+      if not data then break end
+      for _, m in ipairs(osc_decode(data, {})) do
+        local a = m.args
+        if m.address == "/bnmusic/error" and (a[1] == job or not acked) then
+          udp:close()
+          fail("bnmusic: " .. tostring(a[2]) .. ": " .. tostring(a[3]))
+          return
+        elseif a[1] == job then
+          if m.address == "/bnmusic/ack" then
+            acked = true; log("bnmusic: queued " .. job)
+          elseif m.address == "/bnmusic/progress" and a[2] ~= last_stage then
+            last_stage = a[2]; log("bnmusic: " .. a[2])
+          elseif m.address == "/bnmusic/lane" then
+            lane[#lane + 1] = { t = a[2], db = a[3] }
+          elseif m.address == "/bnmusic/done" then
+            udp:close()
+            local result = {}
+            for i, k in ipairs(DONE_FIELDS) do result[k] = a[i + 1] end
+            result.coverage, result.nmr_db, result.lambda_min_db, result.lambda_max_db = a[7], a[8], a[9], a[10]
+            on_done(result, lane)
+            return
+          end
+        end
+      end
+    end
+    if reaper.time_precise() > deadline then
+      udp:close()
+      fail(acked and "bnmusic: no result in time; the job may still run (see /bnmusic/status)"
+        or "bnmusic: no answer from the server at " .. HOST .. ":" .. PORT .. "; is `bnmusic serve` running?")
+      return
+    end
+    reaper.defer(poll)
+  end
+  poll()
+end
+
+local function wait_with_python(job, stem, on_done)
+  local client = script_dir .. "../osc_client.py"
+  local result_file = os.tmpname()
+  os.remove(result_file)
+  local cmd = string.format('"%s" "%s" --host %s --port %d render "%s" --job %s --out "%s" --wait --timeout %d --result-file "%s"',
+    PYTHON, client, HOST, PORT, stem, job, OUT_DIR, TIMEOUT_S, result_file)
+  if PRESET ~= "" then cmd = cmd .. ' --preset "' .. PRESET .. '"' end
+  if PROMPT ~= "" then cmd = cmd .. ' --prompt "' .. PROMPT .. '"' end
+  reaper.ExecProcess(cmd, -1) -- -1: do not wait; the result file says when it is done
+  log("bnmusic: LuaSocket not found; running " .. client)
+  local deadline = reaper.time_precise() + TIMEOUT_S + 30
+  local function poll()
+    local f = io.open(result_file, "r")
+    if f then
+      local result = {}
+      for line in f:lines() do
+        local k, v = line:match("^([^\t]+)\t(.*)$")
+        if k then result[k] = tonumber(v) or v end
+      end
+      f:close()
+      os.remove(result_file)
+      if result.error then fail("bnmusic: " .. result.error .. ": " .. tostring(result.message)) return end
+      on_done(result, nil)
+      return
+    end
+    if reaper.time_precise() > deadline then fail("bnmusic: the Python client gave no result") return end
+    reaper.defer(poll)
+  end
+  poll()
+end
+
+local function main()
+  local track = reaper.GetSelectedTrack(0, 0)
+  if not track then fail("Select the track holding the noise first.") return end
+  local stem, err, start_s = render_stem(track)
+  if not stem then fail("bnmusic: " .. err) return end
+  log("bnmusic: rendered " .. stem)
+  local job = string.format("reaper-%d-%d", os.time(), math.random(1000, 9999))
+  local function on_done(result, lane) import_result(track, start_s, result, lane) end
+  local socket = load_socket()
+  if socket then
+    wait_with_luasocket(socket, job, stem, on_done)
+  else
+    wait_with_python(job, stem, on_done)
+  end
+end
+
+main()
