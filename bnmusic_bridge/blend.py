@@ -86,7 +86,7 @@ class BlendSettings:
     smr_db: float = DEFAULT_SMR_DB
     alpha: float = DEFAULT_ALPHA
     target_coverage: float = DEFAULT_TARGET_COVERAGE
-    max_loudness_lu: float | None = None
+    max_loudness_lu: float | None = 6.0
     min_gain_db: float = -30.0
     max_gain_db: float = 24.0
     smoothing_s: float = DEFAULT_SMOOTHING_S

@@ -39,19 +39,26 @@ class RenderRequest:
         local_files_only: never contact a model hub (model must be on disk).
         mask_area: share of the noise image marked high-energy (0.05 to 0.5).
         threshold_model: "smr" (the paper's fixed signal-to-mask ratio) or "spreading"
-            (psychoacoustic model 1).
+            (psychoacoustic model 1; the default: it needs 26 to 37 dB less gain than
+            smr for 50 % coverage, medians measured in docs/blend.md).
         smr_db: signal-to-mask ratio of the smr model in dB.
         alpha: weight of the music-level term in the paper's loss.
-        objective: "paper" (the paper's loss) or "coverage" (lowest gain that reaches
-            ``target_coverage``).
-        target_coverage: share of high-energy bins to mask with the coverage objective.
+        objective: "paper" (the paper's loss) or "coverage" (the default: the lowest
+            lane that masks ``target_coverage`` in every lane window).
+        target_coverage: share of each lane window's high-energy bins to mask with the
+            coverage objective (0..1].
         min_gain_db: lowest lambda in dB relative to the loudness-matched music.
         max_gain_db: highest lambda in dB relative to the loudness-matched music.
         max_loudness_lu: ceiling on the blended music's loudness relative to the noise in
-            LU (None: no ceiling).
+            LU (None: no ceiling): in every lane window the gained music is at most this
+            far over the noise's integrated loudness (BS.1770, output layout). The gained
+            music's sample peak is always held at -1 dBFS or under by the lane (no
+            clipping); windows a cap keeps from their target are listed in
+            ``RenderResult.extra["shortfall"]``.
         lane_window_s: length of one lambda window in seconds.
         lane_hop_s: hop between lambda windows in seconds.
-        smoothing_s: time constant of the lane's smoothing in seconds.
+        smoothing_s: time constant of the lane's zero-phase smoothing in seconds (2 s:
+            about a bar at 120 BPM).
         max_slew_db_per_s: largest change of the lane in dB per second.
         overlap_frames: overlap of consecutive generation windows in 10 ms frames.
         effects: the music's effects chain, applied before Stage 2 so lambda accounts
@@ -71,14 +78,14 @@ class RenderRequest:
     scheduler: str = "dpmsolver++"
     local_files_only: bool = False
     mask_area: float = 0.15
-    threshold_model: str = "smr"
+    threshold_model: str = "spreading"
     smr_db: float = 21.0
     alpha: float = 0.14
-    objective: str = "paper"
+    objective: str = "coverage"
     target_coverage: float = 0.8
     min_gain_db: float = -30.0
     max_gain_db: float = 24.0
-    max_loudness_lu: float | None = None
+    max_loudness_lu: float | None = 6.0
     lane_window_s: float = 2.56
     lane_hop_s: float = 1.28
     smoothing_s: float = 2.0
