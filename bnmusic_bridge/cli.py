@@ -194,7 +194,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     written = write_outputs(result, out_dir, stem_name=noise.stem, options=options)
-    for w in result.warnings:
+    for w in (*result.warnings, *written.notes):
         print(f"warning: {w}", file=sys.stderr)
     lane = result.lane_gain_db
     summary = {

@@ -117,3 +117,21 @@ def test_request_schedulers_match_the_riffusion_generator():
     assert set(REQUEST_SCHEDULERS) == set(SCHEDULERS)
     with pytest.raises(ParameterError, match="scheduler='heun'"):
         render(clacks(1.0), 44100, FAST.replace(scheduler="heun"))
+
+
+def test_loud_noise_unity_stem_is_written_as_float_not_clipped(tmp_path):
+    from bnmusic_bridge.export import ExportOptions
+
+    loud = np.clip(clacks(1.5) * 8.0, -1, 1)  # a very loud noise: unity music peaks over 0 dBFS
+    res = render(loud, 44100, FAST)
+    assert np.max(np.abs(res.music)) > 1.0
+    paths = write_outputs(res, tmp_path, stem_name="loud")
+    assert sf.info(paths.music).subtype == "FLOAT"
+    back, _ = sf.read(paths.music, dtype="float32", always_2d=True)
+    assert np.max(np.abs(back)) > 1.0  # kept, not clipped
+    assert any("32-bit float" in n for n in paths.notes)
+    assert np.max(np.abs(res.music_gained)) <= 10 ** (-1 / 20) + 1e-6  # the lane's peak limit
+    assert sf.info(paths.blended).subtype == "PCM_24"
+    with pytest.raises(ParameterError, match="FLAC holds integers only"):
+        write_outputs(res, tmp_path / "f", stem_name="loud", options=ExportOptions(file_type="flac"))
+    assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())

@@ -7,6 +7,7 @@ written, so a refused export leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ class OutputPaths:
     report: Path
     plot: Path | None
     lanes: dict[str, Path]
+    notes: tuple[str, ...] = ()
+    """What the export changed for safety (e.g. a stem written as float), for the user."""
 
     def all(self) -> list[Path]:
         paths = [self.music, self.blended, self.report, *self.lanes.values()]
@@ -119,6 +122,36 @@ def output_paths(stem_name: str, out_dir: str | os.PathLike[str], options: Expor
     )
 
 
+def _stem_bit_depths(result: RenderResult, opts: ExportOptions, paths: OutputPaths) -> tuple[int, int, list[str]]:
+    """Bit depths for the music and blended stems, and what the user must be told.
+
+    The unity music stem is loudness-matched to the noise, so under a loud noise it can
+    peak over 0 dBFS. An integer file would clip it; such a stem is written as 32-bit
+    float instead (WAV and AIFF), with a note, and a FLAC export is refused before any
+    file is written (FLAC has no float samples).
+    """
+    import numpy as np
+
+    depths, notes = [], []
+    for audio, path in ((result.music, paths.music), (result.music_gained, paths.blended)):
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        if opts.bit_depth == 32 or peak <= 1.0:
+            depths.append(opts.bit_depth)
+            continue
+        peak_dbfs = 20 * np.log10(peak)
+        if opts.file_type == "flac":
+            raise ParameterError(
+                f"{path}: the stem peaks at {peak_dbfs:+.1f} dBFS and FLAC holds integers only, so "
+                "it would clip; use --format wav --bit-depth 32, or render a quieter noise stem"
+            )
+        depths.append(32)
+        notes.append(
+            f"{path.name} peaks at {peak_dbfs:+.1f} dBFS (loudness-matched to a loud noise): written "
+            f"as 32-bit float instead of {opts.bit_depth}-bit so nothing clips"
+        )
+    return depths[0], depths[1], notes
+
+
 def write_outputs(
     result: RenderResult,
     out_dir: str | os.PathLike[str],
@@ -143,11 +176,14 @@ def write_outputs(
             raise OutputExistsError(
                 f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite"
             )
+    music_depth, blended_depth, notes = _stem_bit_depths(result, opts, paths)
+    if notes:
+        extra_report = {**(extra_report or {}), "export_notes": notes}
     written: list[Path] = []
     try:
         jobs: list[tuple[Path, Callable[[Path], object]]] = [
-            (paths.music, lambda p: write_audio(p, result.music, result.sample_rate_hz, bit_depth=opts.bit_depth, force=opts.force)),
-            (paths.blended, lambda p: write_audio(p, result.music_gained, result.sample_rate_hz, bit_depth=opts.bit_depth, force=opts.force)),
+            (paths.music, lambda p: write_audio(p, result.music, result.sample_rate_hz, bit_depth=music_depth, force=opts.force)),
+            (paths.blended, lambda p: write_audio(p, result.music_gained, result.sample_rate_hz, bit_depth=blended_depth, force=opts.force)),
         ]
         # Every lane file is encoded before the first write, so an encoding error
         # leaves nothing behind.
@@ -177,4 +213,4 @@ def write_outputs(
             for p in written:
                 p.unlink(missing_ok=True)
         raise
-    return paths
+    return dataclasses.replace(paths, notes=tuple(notes))
