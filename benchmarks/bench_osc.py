@@ -1,7 +1,7 @@
 """OSC server benchmark: reply latency while renders run, metering rate, time to first
 progress.
 
-Run: ``python benchmarks/bench_osc.py`` (writes benchmarks/results/osc.json; about two
+Run: ``python benchmarks/bench_osc.py`` (writes benchmarks/results/osc.json; about four
 minutes on a 2-core machine).
 
 The server runs as ``bnmusic serve`` in its own process (as users run it), rendering
@@ -11,8 +11,8 @@ client, on loopback. Measured:
 1. Ping round trip (``/bnmusic/ping`` -> ``/bnmusic/pong``, one at a time, 200 per
    second, from a plain socket): median, p99 and max in ms, for an idle server after a
    warm-up render (baseline, same run) and while renders run, with renders in the worker process (default) and, for comparison, in
-   the server's own threads (``--isolation thread``). Goal: p99 under 2 ms while a render
-   runs.
+   the server's own threads (``--isolation thread``); three runs each, with the load
+   average (the machine may be shared). Goal: p99 under 2 ms while a render runs.
 2. Metering rate sustained: a 20 s stem rendered with ``--meter-hz 100`` (2,000 meter
    messages) at the default ``--stream-rate 1000`` and at 20,000: messages received per
    second, and how many of those sent arrived.
@@ -45,6 +45,10 @@ from bnmusic_bridge.osc.testing import OscClient  # noqa: E402
 
 PING_RATE_HZ = 200
 PING_SECONDS = 8.0
+BUSY_JOBS = 30
+REPEATS = 3
+"""Latency runs per mode: the machine may be shared, so one run can catch a neighbour's
+burst; the results keep every run and the median of their p99s."""
 
 
 def machine() -> dict[str, Any]:
@@ -60,6 +64,8 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "python_osc": getattr(pythonosc, "__version__", "?"),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "note": "shared machine: other processes may run meanwhile (see the load averages)",
     }
 
 
@@ -148,21 +154,21 @@ def latency_under_render(root: Path, isolation: str) -> dict[str, Any]:
     server = Server(root, "--isolation", isolation, "--render-threads", "2")
     try:
         with OscClient(server.address) as c:
-            # Warm the worker, measure the idle baseline, then keep it busy: six 7 s
-            # renders queued.
+            # Warm the worker, measure the idle baseline, then keep it busy for the whole
+            # ping window: BUSY_JOBS 7 s renders queued (the rest cancelled after).
             c.send("/bnmusic/render_ex", "warm", "train.wav", "out", "plot", False)
             c.wait("/bnmusic/done", "warm", timeout_s=300)
             time.sleep(1.0)
             idle = ping_stats(server.address, 3.0)
-            for k in range(6):
+            for k in range(BUSY_JOBS):
                 c.send("/bnmusic/render_ex", f"busy{k}", "train.wav", "out", "plot", False)
             c.wait("/bnmusic/progress", "busy0", timeout_s=60)
 
             def rendering() -> bool:
-                return len(c.of("/bnmusic/done")) < 7  # warm + six
+                return len(c.of("/bnmusic/done")) < 1 + BUSY_JOBS
 
             loaded = ping_stats(server.address, PING_SECONDS, busy=rendering)
-            for k in range(6):
+            for k in range(BUSY_JOBS):
                 c.send("/bnmusic/cancel", f"busy{k}")
     finally:
         server.close()
@@ -230,22 +236,30 @@ def main() -> None:
         print(json.dumps(results["render_request_to_first_progress"]), flush=True)
         results["ping_round_trip"] = {}
         for isolation in ("process", "thread"):
-            print(f"ping latency, renders in {isolation} ...", flush=True)
-            results["ping_round_trip"][f"renders_in_{isolation}"] = latency_under_render(
-                root, isolation
-            )
-            print(json.dumps(results["ping_round_trip"][f"renders_in_{isolation}"]), flush=True)
+            runs = []
+            for repeat in range(REPEATS):
+                print(f"ping latency, renders in {isolation}, run {repeat + 1} ...", flush=True)
+                load = round(os.getloadavg()[0], 2)
+                runs.append({"load_average_1min": load, **latency_under_render(root, isolation)})
+                print(json.dumps(runs[-1]), flush=True)
+            p99s = sorted(r["while_rendering"]["p99_ms"] for r in runs)
+            results["ping_round_trip"][f"renders_in_{isolation}"] = {
+                "runs": runs,
+                "median_of_p99_while_rendering_ms": p99s[len(p99s) // 2],
+            }
         results["metering"] = []
         for rate_limit in (1000, 20000):
             print(f"meter stream at --stream-rate {rate_limit} ...", flush=True)
             results["metering"].append(meter_rate(root, rate_limit))
             print(json.dumps(results["metering"][-1]), flush=True)
-    p99 = results["ping_round_trip"]["renders_in_process"]["while_rendering"]["p99_ms"]
+    p99 = results["ping_round_trip"]["renders_in_process"]["median_of_p99_while_rendering_ms"]
     results["goal_met"] = bool(p99 < 2.0)
     out = REPO / "benchmarks" / "results" / "osc.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}; ping p99 while rendering (worker process): {p99} ms")
+    print(
+        f"wrote {out}; ping p99 while rendering (worker process, median of {REPEATS} runs): {p99} ms"
+    )
 
 
 if __name__ == "__main__":

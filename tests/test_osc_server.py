@@ -356,6 +356,21 @@ def test_stop_cancels_running_job_and_leaves_no_partial_files(root: Path) -> Non
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_stop_with_finish_running_lets_the_running_job_finish(root: Path) -> None:
+    srv = make_server(root, render_threads=1)
+    with OscClient(srv.udp_address) as c:
+        c.send("/bnmusic/render_ex", "finish", "noise.wav", "finished", "param.delay_s", 0.5)
+        c.send("/bnmusic/render_ex", "dropped", "noise.wav", "finished")
+        c.wait_for(
+            lambda r: r.address == "/bnmusic/progress" and r.values[:2] == ["finish", "generate"],
+            30,
+        )
+        assert srv.stop(finish_running=True, timeout_s=30)
+        done = c.wait("/bnmusic/done", "finish", timeout_s=5)
+        assert Path(done.values[1]).is_file()
+        assert c.wait("/bnmusic/error", "dropped").values[1] == "cancelled"
+
+
 def _start_cli(root: Path, *extra: str) -> tuple[subprocess.Popen, tuple[str, int]]:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(

@@ -109,6 +109,14 @@ def register_cli(subparsers: Any) -> None:
         help="run renders in a worker process that owns the model (default) or in server threads (debugging)",
     )
     jobs.add_argument(
+        "--worker-nice",
+        type=int,
+        choices=range(0, 20),
+        default=10,
+        metavar="0-19",
+        help="CPU priority drop of the render worker (Unix nice; default 10): replies and the DAW come first",
+    )
+    jobs.add_argument(
         "--finish-on-exit",
         action="store_true",
         help="on SIGINT/SIGTERM let running jobs finish (queued ones are cancelled)",
@@ -191,6 +199,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stream_rate_hz=args.stream_rate,
         lane_timetags=args.lane_timetags,
         isolation=args.isolation,
+        worker_niceness=args.worker_nice,
     )
     sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL_S)
     server = OscServer(config)

@@ -124,6 +124,7 @@ class JobManager:
         isolation: "process" (one worker process owns the model) or "thread".
         worker_setup: ``"module:function"`` names called where renders run, before the
             first job (e.g. to register a generator).
+        worker_niceness: CPU priority drop of the worker process (Unix ``nice``).
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class JobManager:
         check_paths: Callable[[Job], None] | None = None,
         isolation: str = "process",
         worker_setup: tuple[str, ...] = (),
+        worker_niceness: int = 10,
     ) -> None:
         if max_queued < 1 or render_threads < 1:
             raise ValueError(
@@ -152,7 +154,7 @@ class JobManager:
         self.progress_interval_s = progress_interval_s
         self.check_paths = check_paths
         self.executor: ProcessExecutor | ThreadExecutor = (
-            ProcessExecutor(render_threads, worker_setup)
+            ProcessExecutor(render_threads, worker_setup, worker_niceness)
             if isolation == "process"
             else ThreadExecutor(worker_setup)
         )

@@ -94,6 +94,8 @@ class ServerConfig:
             the default) or "thread" (in the server process, for debugging).
         worker_setup: ``"module:function"`` names called where renders run before the
             first job, e.g. to register a generator.
+        worker_niceness: how much the worker process lowers its CPU priority (Unix
+            ``nice``, 0 to 19; renders are batch work, replies and the DAW come first).
     """
 
     host: str = "127.0.0.1"
@@ -114,6 +116,7 @@ class ServerConfig:
     progress_interval_s: float = 0.05
     isolation: str = "process"
     worker_setup: tuple[str, ...] = ()
+    worker_niceness: int = 10
 
 
 def is_loopback(host: str) -> bool:
@@ -279,6 +282,7 @@ class OscServer:
             check_paths=self._recheck_paths,
             isolation=cfg.isolation,
             worker_setup=cfg.worker_setup,
+            worker_niceness=cfg.worker_niceness,
         )
         self._spawn(self._udp_loop, "bnmusic-osc-udp")
         if self._tcp is not None:

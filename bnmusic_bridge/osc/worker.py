@@ -373,11 +373,15 @@ class ProcessExecutor:
     Args:
         threads: jobs the worker runs at once.
         setup: ``"module:function"`` names called in the worker at start.
+        niceness: how much the worker lowers its CPU priority (Unix ``nice``, 0 to 19).
     """
 
-    def __init__(self, threads: int, setup: Sequence[str] = ()) -> None:
+    def __init__(
+        self, threads: int, setup: Sequence[str] = (), niceness: int = WORKER_NICENESS
+    ) -> None:
         self.threads = threads
         self.setup = tuple(setup)
+        self.niceness = niceness
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._inboxes: dict[str, queue.Queue[tuple]] = {}
@@ -397,7 +401,7 @@ class ProcessExecutor:
         self._events: Any = self._ctx.Queue()
         self._proc = self._ctx.Process(
             target=_worker_main,
-            args=(self._commands, self._events, self.setup, self.threads),
+            args=(self._commands, self._events, self.setup, self.threads, self.niceness),
             name="bnmusic-render-worker",
             daemon=True,
         )
@@ -494,7 +498,9 @@ class ProcessExecutor:
             self._proc.join(2.0)
 
 
-def _worker_main(commands: Any, events: Any, setup: Sequence[str], threads: int) -> None:
+def _worker_main(
+    commands: Any, events: Any, setup: Sequence[str], threads: int, niceness: int
+) -> None:
     """The worker process: runs jobs on a thread pool until told to stop or orphaned."""
     # Ctrl-C in a terminal signals the whole process group; the server decides what
     # happens to jobs and tells the worker, so the worker itself ignores it.
@@ -503,7 +509,7 @@ def _worker_main(commands: Any, events: Any, setup: Sequence[str], threads: int)
     # Renders are batch work; replies are interactive. A lower priority keeps the
     # server's threads first in line for a CPU when the renders use every core.
     with contextlib.suppress(AttributeError, OSError):
-        os.nice(WORKER_NICENESS)
+        os.nice(niceness)
     run_setup(setup)
     warm_imports()
 
