@@ -22,6 +22,7 @@ from bnmusic_bridge.request import RenderRequest
 RATE_HZ = 500
 DURATION_S = 10.0
 JOBS = 50
+GENERATE_S = 0.25
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -78,8 +79,17 @@ def test_500_messages_per_second_with_50_jobs_queued(tmp_path: Path) -> None:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        # Each job's generate stage sleeps GENERATE_S; generation is serialized, so the
+        # 50 jobs need at least 12.5 s and some are still queued when the load ends.
         for k in range(JOBS):
-            jobs.send("/bnmusic/render_ex", f"j{k}", f"n{k % 5}.wav", f"out{k % 3}")
+            jobs.send(
+                "/bnmusic/render_ex",
+                f"j{k}",
+                f"n{k % 5}.wav",
+                f"out{k % 3}",
+                "param.delay_s",
+                GENERATE_S,
+            )
         assert jobs.wait_count("/bnmusic/ack", JOBS + 1, timeout_s=10) == JOBS + 1
 
         pongs: dict[int, float] = {}
@@ -149,6 +159,7 @@ def test_500_messages_per_second_with_50_jobs_queued(tmp_path: Path) -> None:
         )
         assert elapsed_s < DURATION_S * 1.2
         assert done_during >= 3  # renders and their streams ran under the load
+        assert cancelled >= 1  # and the queue was never empty
         assert peak_mb - baseline_mb < 400  # bounded: finished jobs keep no audio
         assert max(server_mb) - server_baseline_mb < 100  # the server holds no renders
         assert server.stats.send_failures == 0
