@@ -17,18 +17,21 @@ Install
     server with the project folder as a root, e.g.:
         bnmusic serve --root "/path/to/your/reaper/project"
     (STEM_DIR below must lie inside a --root; the default is <project media folder>/bnmusic.)
-  * OSC from Lua needs LuaSocket. Easiest: ReaPack > Import repositories >
-    https://github.com/mavriq-dev/public-reascripts/raw/master/index.xml, then install
-    "Mavriq Lua Sockets". Without it the script falls back to running
-    examples/osc_client.py with Python (set PYTHON below), which also speaks OSC.
+  * OSC from Lua needs LuaSocket. Easiest: in ReaPack (Extensions > ReaPack), import the
+    "Mavriq ReaScript Repository" and install "Mavriq Lua Sockets"; the script looks for
+    it under <resource path>/Scripts/Mavriq ReaScript Repository/Various/. Without it the
+    script falls back to running examples/osc_client.py with Python (set PYTHON below;
+    pip install python-osc), which speaks OSC for it.
   * Actions > Show action list > New action > Load ReaScript..., pick this file.
 
 Run
   Select one track with the noise items on it and run the action. The View > Console
   shows progress; the new track is named "bnmusic music".
 
-Tested against the server's OSC protocol (docs/osc.md, address space 1.0); the Reaper
-calls follow the ReaScript API documentation (Reaper 6.x/7.x, Lua 5.4).
+Status: run in Lua 5.4 against a mock of the ReaScript API and the real server, over
+LuaSocket and over the Python fallback (tests/test_osc_server.py; needs pip install lupa).
+The Reaper calls follow the ReaScript API documentation (Reaper 6/7); the author had no
+Reaper to run it in.
 --]]
 
 -- ==== settings ======================================================================
