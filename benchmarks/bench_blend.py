@@ -371,6 +371,7 @@ def main() -> None:
             "lane": "window 2.56 s, hop 1.28 s, smoothing 2 s, slew 12 dB/s, min -30 dB, max +24 dB "
             "(uncapped lane rows: max +48 dB, no peak limit)",
             "peak_limit_dbfs": -1.0,
+            "pairs_capped_columns": CAPPED_COLUMNS,
             "baseline": "paper objective, smr model, no ceiling (capped 'paper/none' under smr), "
             "the Stage 2 behaviour before the blend controls except for the peak limit",
         },
@@ -384,8 +385,43 @@ def main() -> None:
         os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     )
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    # pairs: one compact line each, capped rows as [coverage, lu, peak_dbfs,
+    # windows_short_share] (the summary keeps the rest), so the file stays small
+    pairs = {src: [_compact(r) for r in rows] for src, rows in result.pop("pairs").items()}
+    text = json.dumps(_rounded(result), indent=1, default=_json_default)
+    lines = [
+        f'  "{src}": [\n'
+        + ",\n".join("   " + json.dumps(_rounded(r), default=_json_default) for r in rows)
+        + "\n  ]"
+        for src, rows in pairs.items()
+    ]
+    text = text[: text.rindex("}")].rstrip() + ',\n "pairs": {\n' + ",\n".join(lines) + "\n }\n}\n"
+    json.loads(text)  # still valid JSON
+    OUT.write_text(text)
     print(f"wrote {OUT} in {time.perf_counter() - t_start:.0f} s")
+
+
+CAPPED_COLUMNS = ("coverage", "lu", "peak_dbfs", "windows_short_share")
+
+
+def _compact(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for model in THRESHOLD_MODELS:
+        m = dict(row[model])
+        for key in ("capped", "capped_no_peak_limit"):
+            m[key] = {cfg: [v[c] for c in CAPPED_COLUMNS] for cfg, v in m[key].items()}
+        out[model] = m
+    return out
+
+
+def _rounded(obj: Any, digits: int = 4) -> Any:
+    if isinstance(obj, dict):
+        return {k: _rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v, digits) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return round(float(obj), digits)
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
