@@ -214,7 +214,10 @@ def _render_stem(
     )
     music_gained, stage2 = _stage2_output(stage2, music, stem)
     warnings.extend(stage2["warnings"])
-    music_lufs = integrated_lufs(music_gained, stem.sample_rate_hz) if np.any(music_gained) else -120.0
+    # Report both loudnesses as the DAW will meter them: the stems' own rate and layout.
+    rendered = stage2["blend"].rendered
+    noise_lufs = float(rendered["noise_lufs_output"])
+    music_lufs = float(rendered["music_lufs_output"])
     timings = prog.done()
     lane = stage2["lane"]
     return RenderResult(

@@ -170,14 +170,17 @@ class RenderResult:
         lane_times_s: lambda lane point times in seconds (one per 10 ms analysis frame).
         lane_gain_db: lambda at each point in dB relative to ``music``.
         window_times_s: centre of each lambda window in seconds.
-        window_gain_db: the objective's raw optimum per window in dB (-inf: the loss
-            chose silence there; the lane then holds ``min_gain_db``).
+        window_gain_db: the objective's raw gain per lane window in dB, before caps and
+            smoothing: the paper loss's optimum (-inf: the loss chose silence there; the
+            lane then holds ``min_gain_db``) or the gain the coverage target needs (+inf:
+            no gain reaches it).
         coverage: overall share (0..1) of high-energy bins masked by the gained music.
         coverage_per_frame: per 10 ms frame (NaN where a frame has no high-energy bin).
         frame_rate_hz: rate of ``coverage_per_frame`` and the lane points (100 Hz).
         nmr_db: total noise-to-mask ratio in dB (lower is better masking).
-        noise_lufs: integrated loudness of the noise (mono mix, 44.1 kHz).
-        music_lufs: integrated loudness of ``music_gained`` on the same scale.
+        noise_lufs: integrated loudness of the noise stem (BS.1770, its own rate and
+            channel layout), LUFS.
+        music_lufs: integrated loudness of ``music_gained``, measured the same way.
         timings_s: seconds spent per stage.
         request: every parameter used.
         generator_diagnostics: what the generator reported per window.
