@@ -20,7 +20,7 @@ back, so load -> save -> load gives an identical preset. The schema is documente
     [lambda]                         # objective, alpha, target_coverage, min_gain_db,
                                      # max_gain_db, lane_window_s, lane_hop_s,
                                      # smoothing_s, max_slew_db_per_s
-    [loudness]                       # max_loudness_lu (omit: no ceiling)
+    [loudness]                       # max_loudness_lu (omit: the default; "none": no ceiling)
     [output]                         # bit_depth, file_type, lane_formats, plot, pattern
     [[effects]]                      # one table per effect (see bnmusic_bridge.fx)
 
@@ -504,7 +504,7 @@ def _describe_type(hint: Any) -> str:
     origin = typing.get_origin(hint)
     if type(None) in args:
         inner = [a for a in args if a is not type(None)]
-        return _describe_type(inner[0]) + " (omit the key for none)"
+        return _describe_type(inner[0]) + ' or "none"'
     if origin is tuple:
         parts = [_describe_type(a) for a in args if a is not Ellipsis]
         return f"a list of {len(parts)} values ({', '.join(parts)})"
@@ -521,6 +521,9 @@ def _coerce(value: Any, hint: Any, where: str, section: str, key: str) -> Any:
     """
     args = typing.get_args(hint)
     if type(None) in args:
+        # TOML has no null: the text "none" stands for None.
+        if isinstance(value, str) and value.lower() == "none":
+            return None
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return _coerce(value, inner[0], where, section, key)
@@ -657,8 +660,7 @@ def preset_to_dict(preset: Preset) -> dict[str, Any]:
         table = {}
         for key, fname in keys.items():
             value = getattr(req, fname)
-            if value is not None:  # TOML has no null: an absent key means None
-                table[key] = value
+            table[key] = "none" if value is None else value  # TOML has no null
         if section == "generator":
             table["params"] = thaw(req.generator_params)
         doc[section] = table

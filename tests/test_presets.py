@@ -388,3 +388,15 @@ def test_flags_override_preset_values(tmp_path):
     # A preset given as a file path works the same way.
     by_path = make_parser().parse_args(["render", "x.wav", "--preset", str(preset.path)])
     assert build_request(by_path) == preset.request
+
+
+def test_none_sentinel_means_no_ceiling_and_round_trips(tmp_path):
+    from bnmusic_bridge.presets import dumps_preset, load_preset, read_preset
+
+    paper = load_preset("paper")
+    assert paper.request.max_loudness_lu is None
+    assert load_preset("lofi-commute").request.max_loudness_lu is not None
+    path = tmp_path / "paper.toml"
+    path.write_text(dumps_preset(paper))
+    assert 'max_loudness_lu = "none"' in path.read_text()
+    assert read_preset(path).request == paper.request
