@@ -40,10 +40,23 @@ def _render_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target-coverage", type=float, help="coverage objective's target share (0-1)")
     g.add_argument("--min-gain-db", type=float)
     g.add_argument("--max-gain-db", type=float)
-    g.add_argument("--max-loudness-lu", type=float, help="ceiling: music loudness over the noise, LU")
+    g.add_argument("--max-loudness-lu", type=_float_or_none, metavar="LU|none",
+                   help="ceiling: music loudness over the noise, LU (default +6; none: no ceiling)")
     g.add_argument("--smoothing-s", type=float, help="lane smoothing time constant, seconds")
     g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="generator parameter (repeatable), e.g. --param inpaint_steps=20")
+
+
+_NO_VALUE = object()
+
+
+def _float_or_none(text: str) -> Any:
+    if text.strip().lower() == "none":
+        return _NO_VALUE
+    try:
+        return float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from e
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
@@ -91,6 +104,7 @@ def build_request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
         base = load_preset(args.preset, presets_dir=args.presets_dir).request
     overrides = {k: getattr(args, k) for k in _FIELD_FLAGS if getattr(args, k, None) is not None}
+    overrides = {k: (None if v is _NO_VALUE else v) for k, v in overrides.items()}
     # A preset's generator parameters belong to its generator; choosing another one on
     # the command line starts from that generator's defaults.
     switched = "generator" in overrides and overrides["generator"] != base.generator

@@ -60,3 +60,13 @@ def test_bad_input_errors_name_the_file(tmp_path, capsys):
     assert main(["render", str(bad)]) == 1
     assert "text.wav" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["text.wav"]
+
+
+def test_flags_override_preset_and_none_lifts_the_ceiling():
+    from bnmusic_bridge.cli import build_request, make_parser
+
+    args = make_parser().parse_args(["render", "x.wav", "--preset", "lofi-commute", "--max-loudness-lu", "none", "--seed", "9"])
+    req = build_request(args)
+    assert req.max_loudness_lu is None and req.seed == 9
+    args = make_parser().parse_args(["render", "x.wav", "--max-loudness-lu", "3"])
+    assert build_request(args).max_loudness_lu == 3.0
