@@ -268,7 +268,33 @@ def audio_to_mel(audio: np.ndarray, params: SpectrogramParams = DEFAULT_PARAMS) 
         mel orientation (row 0 = lowest band). A full-scale 1 kHz sine peaks at about
         3,640 (its Hann main lobe spans several 2.5 Hz bins under one triangle).
     """
-    magnitude = torch.from_numpy(linear_magnitude(audio, params))
+    arr = _check_audio(audio, params)
+    frames = num_frames(arr.shape[0], params)
+    if frames <= MEL_CHUNK_FRAMES:
+        return _mel_block(arr, params)
+    # Long stems go through in blocks of frames so memory stays bounded (a full-length
+    # complex STFT of one hour would need about 25 GB). Each block's audio reaches
+    # n_fft / 2 samples past its outer frames, so its frames are computed from exactly
+    # the samples the whole-signal STFT would use; only the stem's own ends are padded.
+    hop = params.hop_samples
+    margin = -(-(params.n_fft // 2) // hop) * hop
+    out = np.empty((params.n_mels, frames), dtype=np.float32)
+    for f0 in range(0, frames, MEL_CHUNK_FRAMES):
+        f1 = min(f0 + MEL_CHUNK_FRAMES, frames)
+        s0 = 0 if f0 == 0 else f0 * hop - margin
+        s1 = arr.shape[0] if f1 == frames else (f1 - 1) * hop + margin + 1
+        block = _mel_block(arr[s0:s1], params)
+        k0 = (f0 * hop - s0) // hop
+        out[:, f0:f1] = block[:, k0 : k0 + (f1 - f0)]
+    return out
+
+
+MEL_CHUNK_FRAMES = 2048
+"""Frames per block in :func:`audio_to_mel` (20.48 s; about 150 MB of complex STFT)."""
+
+
+def _mel_block(arr: np.ndarray, params: SpectrogramParams) -> np.ndarray:
+    magnitude = torch.from_numpy(linear_magnitude(arr, params))
     return (_mel_filterbank_torch(params) @ magnitude).numpy()
 
 

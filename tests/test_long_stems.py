@@ -93,3 +93,15 @@ def test_three_minute_default_render_is_continuous(long_noise):
     gain = res.music_gained[0] / np.where(res.music[0] == 0, 1, res.music[0])
     assert res.music_gained.shape == long_noise.shape
     assert np.all(np.isfinite(gain))
+
+
+def test_mel_of_long_audio_is_computed_in_blocks_identically():
+    from bnmusic_bridge import spectrogram as sp
+
+    rng = np.random.default_rng(5)
+    n = (sp.MEL_CHUNK_FRAMES * 2 + 300) * 441 + 17
+    x = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    blocks = sp.audio_to_mel(x)
+    whole = sp._mel_block(x, sp.DEFAULT_PARAMS)
+    assert blocks.shape == whole.shape == (512, n // 441 + 1)
+    np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-6 * float(whole.max()))
