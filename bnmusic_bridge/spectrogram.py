@@ -20,7 +20,8 @@ Column <-> sample arithmetic (``center=True``):
 * a 5.12 s clip (225,792 samples) gives 513 frames, one column too many;
 * decoding ``F`` frames with no requested length returns ``(F - 1) * 441`` samples
   (Riffusion's ``length=None``), so 512 columns -> 225,351 samples, and
-  ``num_frames((F - 1) * 441) == F``: the round trip keeps the column count.
+  ``num_frames((F - 1) * 441) == F``: the round trip keeps the column count. A requested
+  length must give the same count: ``(F - 1) * 441 <= num_samples <= F * 441 - 1``.
 
 Orientation: a *mel* array is ``(n_mels, frames)`` with row 0 the lowest band; an *image*
 is ``(n_mels, frames)`` uint8 in picture orientation, row 0 the highest band (10 kHz),
@@ -131,8 +132,8 @@ def frame_to_sample(frame: int, params: SpectrogramParams = DEFAULT_PARAMS) -> i
     return frame * params.hop_samples
 
 
-def _hz_to_mel_htk(freq_hz: np.ndarray) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + freq_hz / 700.0)
+def _hz_to_mel_htk(freq_hz: np.ndarray | float) -> np.ndarray:
+    return np.asarray(2595.0 * np.log10(1.0 + np.asarray(freq_hz, dtype=np.float64) / 700.0))
 
 
 def _mel_to_hz_htk(mel: np.ndarray) -> np.ndarray:
@@ -141,8 +142,8 @@ def _mel_to_hz_htk(mel: np.ndarray) -> np.ndarray:
 
 def _mel_points_hz(params: SpectrogramParams) -> np.ndarray:
     """The ``n_mels + 2`` band edges/centres in Hz, equally spaced on the HTK mel scale."""
-    mel_lo = _hz_to_mel_htk(np.float64(params.f_min_hz))
-    mel_hi = _hz_to_mel_htk(np.float64(params.f_max_hz))
+    mel_lo = float(_hz_to_mel_htk(params.f_min_hz))
+    mel_hi = float(_hz_to_mel_htk(params.f_max_hz))
     return _mel_to_hz_htk(np.linspace(mel_lo, mel_hi, params.n_mels + 2))
 
 
@@ -421,7 +422,8 @@ def _riffusion_decode(mel_t: torch.Tensor, length: int, n_iter: int, seed: int) 
 
     Least-squares inverse mel (``InverseMelScale``: minimum-norm ``lstsq``, then ReLU) and
     torchaudio's ``griffinlim`` (random complex init in the unit square, momentum 0.99
-    applied as ``momentum / (1 + momentum)``, n_fft 17,640).
+    applied as ``momentum / (1 + momentum)``, n_fft 17,640). Riffusion's later peak
+    normalisation and compression filters (pydub) are not part of decoding here.
     """
     min_samples = N_FFT // 2 + 1
     if length < min_samples:
@@ -648,17 +650,24 @@ def mel_to_audio(
             same frame count, i.e. ``(frames - 1) * 441 <= num_samples < frames * 441``.
         n_iter: Griffin-Lim iterations; None -> the method's default (32 for "riffusion",
             64 for "fast", of which the last 1/8 run on the 8,820-point grid).
-        seed: seed of the random initial phase; the same seed gives bit-identical audio on
-            the CPU (for a given torch build and thread count).
-        method: "fast" (coarse-grid fast Griffin-Lim with mel-consistent magnitudes, about
-            5x faster than "riffusion" and lower spectral convergence on real recordings:
-            see benchmarks/results/decode.json) or "riffusion" (Riffusion's own decoder:
-            least-squares inverse mel, 32 iterations at n_fft 17,640, momentum 0.99).
+        seed: seed of the random part of the initial phase (all of it for "riffusion",
+            per-bin offsets of the peak-locked start for "fast"); the same seed gives
+            bit-identical audio on the CPU (for a given torch build and thread count).
+        method: "fast" (coarse-grid fast Griffin-Lim with mel-consistent magnitudes) or
+            "riffusion" (Riffusion's own decoder: least-squares inverse mel, 32
+            iterations at n_fft 17,640, momentum 0.99). Measured on one 512 x 512 image,
+            one torch thread: "fast" 1.4-1.6 s vs 7.6-8.4 s, and lower mel spectral
+            convergence on every one of the 13 shared recordings and 2 seeds tried
+            (benchmarks/results/decode.json). The fast decoder runs many small ops:
+            with more torch threads than idle cores it slows down far more than
+            "riffusion" does, so on a busy machine use ``torch.set_num_threads(1)``.
 
     Returns:
         float32 ``(num_samples,)`` at 44.1 kHz, on the mel's scale (not peak-normalised:
         decoding :func:`audio_to_mel` of a signal gives about the signal's level).
     """
+    if method not in ("fast", "riffusion"):
+        raise ParameterError(f"method must be 'fast' or 'riffusion', got {method!r}")
     arr = _check_mel(mel)
     length = _decoded_length(arr.shape[1], num_samples)
     if n_iter is None:
@@ -668,10 +677,8 @@ def mel_to_audio(
     mel_t = torch.from_numpy(arr)
     if method == "riffusion":
         audio_t = _riffusion_decode(mel_t, length, n_iter, seed)
-    elif method == "fast":
-        audio_t = _fast_decode(mel_t, length, n_iter, seed)
     else:
-        raise ParameterError(f"method must be 'fast' or 'riffusion', got {method!r}")
+        audio_t = _fast_decode(mel_t, length, n_iter, seed)
     return np.ascontiguousarray(audio_t.numpy(), dtype=np.float32)
 
 

@@ -278,8 +278,9 @@ def test_decoded_tone_matches_its_mel() -> None:
     audio = _harmonic_tone(1.0)
     mel = sp.audio_to_mel(audio)
     decoded = sp.mel_to_audio(mel, audio.size)
-    # Measured: 0.036 (seed 0, 48 iterations, this 1 s five-partial tone); riffusion's
-    # own decoder gives 0.080 on it. The margin allows other BLAS/FFT builds.
+    # Measured on this 1 s five-partial tone, default 64 iterations: 0.041 / 0.021 / 0.029
+    # for seeds 0 / 1 / 2 (Riffusion's decoder: 0.07 to 0.11). The margin allows other
+    # FFT builds.
     assert sp.spectral_convergence(mel, decoded) < 0.06
     # Level is kept: decoding does not normalise.
     rms_ratio = float(np.sqrt(np.mean(decoded**2)) / np.sqrt(np.mean(audio**2)))
@@ -287,16 +288,13 @@ def test_decoded_tone_matches_its_mel() -> None:
 
 
 def test_fast_no_worse_than_riffusion_on_short_input() -> None:
+    # Default settings of each method, one seed (Riffusion's per-call least squares is the
+    # slow part). Measured seeds 0/1/2: fast 0.044/0.030/0.043, riffusion 0.097/0.065/0.061.
     rng = np.random.default_rng(4)
     audio = _harmonic_tone(0.6) + (0.02 * rng.standard_normal(int(0.6 * RATE))).astype(np.float32)
     mel = sp.audio_to_mel(audio)
-    fast = np.mean([sp.spectral_convergence(mel, sp.mel_to_audio(mel, seed=s)) for s in (0, 1)])
-    riff = np.mean(
-        [
-            sp.spectral_convergence(mel, sp.mel_to_audio(mel, seed=s, method="riffusion"))
-            for s in (0, 1)
-        ]
-    )
+    fast = sp.spectral_convergence(mel, sp.mel_to_audio(mel))
+    riff = sp.spectral_convergence(mel, sp.mel_to_audio(mel, method="riffusion"))
     assert fast <= riff
 
 
