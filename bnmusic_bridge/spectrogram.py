@@ -655,10 +655,11 @@ def mel_to_audio(
             bit-identical audio on the CPU (for a given torch build and thread count).
         method: "fast" (coarse-grid fast Griffin-Lim with mel-consistent magnitudes) or
             "riffusion" (Riffusion's own decoder: least-squares inverse mel, 32
-            iterations at n_fft 17,640, momentum 0.99). Measured on one 512 x 512 image,
-            one torch thread: "fast" 1.4-1.6 s vs 7.6-8.4 s, and lower mel spectral
-            convergence on every one of the 13 shared recordings and 2 seeds tried
-            (benchmarks/results/decode.json). The fast decoder runs many small ops:
+            iterations at n_fft 17,640, momentum 0.99). Measured on one 512 x 512 image
+            on a shared 2-core machine: "fast" 1.33-1.41 s vs 6.8-8.2 s on one torch
+            thread, 0.83-0.89 s vs 3.8-4.3 s on two (4.5-6.0x), with lower mel spectral
+            convergence on all 26 recording x seed pairs tried (fast / riffusion 0.36
+            to 0.93; benchmarks/results/decode.json). The fast decoder runs many small ops:
             with more torch threads than idle cores it slows down far more than
             "riffusion" does, so on a busy machine use ``torch.set_num_threads(1)``.
 
