@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -145,10 +144,8 @@ def test_one_hour_lane_compacts_fast_and_small():
     n = 360_000  # one hour at 100 points per second
     times_s = np.arange(n) / FRAME_RATE_HZ
     gain_db = smooth_lane(n, seed=7)
-    start = time.perf_counter()
+    # (its speed is measured in benchmarks/bench_lanes.py, not asserted here)
     kt, kg = compact_lane(times_s, gain_db, 0.1)
-    seconds = time.perf_counter() - start
-    assert seconds < 3.0, seconds  # measured 0.1 to 0.3 s on the shared 2-core machine
     assert kt.size < n * 0.05  # a window step every 1.28 s needs about 5 points
     assert max_error_db(times_s, gain_db, kt, kg) <= 0.1
     # and the lane files of an hour stay small (a 100 Hz "stem" keeps the test light)
