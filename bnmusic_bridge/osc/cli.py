@@ -76,8 +76,9 @@ def register_cli(subparsers: Any) -> None:
     jobs.add_argument(
         "--render-threads",
         type=int,
-        default=2,
-        help="jobs run side by side (default 2; generation is serialized anyway)",
+        default=None,
+        help="jobs run side by side (default 2, but 1 on a 2-core machine so a core stays "
+        "free for replies; generation is serialized anyway)",
     )
     jobs.add_argument(
         "--meter-hz",
@@ -154,7 +155,7 @@ def _base_request(args: argparse.Namespace) -> tuple[Any, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..errors import BNMusicError
     from .protocol import ADDRESSES
-    from .server import OscServer, ServerConfig, is_loopback
+    from .server import OscServer, ServerConfig, default_render_threads, is_loopback
 
     if args.list_addresses:
         for spec in ADDRESSES.values():
@@ -194,7 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         presets_dir=args.presets_dir,
         allow_remote=args.allow_remote,
         max_queued=args.queue_size,
-        render_threads=args.render_threads,
+        render_threads=args.render_threads or default_render_threads(),
         meter_hz=args.meter_hz,
         stream_rate_hz=args.stream_rate,
         lane_timetags=args.lane_timetags,

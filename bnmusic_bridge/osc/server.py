@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import ipaddress
 import logging
+import os
 import queue
 import re
 import socket
@@ -50,6 +51,12 @@ TCP_SEND_TIMEOUT_S = 2.0
 PRESETS_CACHE_S = 10.0
 """Age after which a /bnmusic/presets request triggers a background re-read."""
 PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def default_render_threads() -> int:
+    """Jobs run side by side in the worker: 2, but never every core (one stays with the
+    server so replies stay fast while renders run)."""
+    return max(1, min(2, (os.cpu_count() or 1) - 1))
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ class ServerConfig:
     presets_dir: Path | None = None
     allow_remote: bool = False
     max_queued: int = 64
-    render_threads: int = 2
+    render_threads: int = field(default_factory=default_render_threads)
     meter_hz: float = 10.0
     stream_rate_hz: float = 1000.0
     lane_timetags: str = "playback"

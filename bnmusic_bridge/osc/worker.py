@@ -512,6 +512,12 @@ def _worker_main(
         os.nice(niceness)
     run_setup(setup)
     warm_imports()
+    # Leave one core to the server's socket threads: with every core busy in torch,
+    # reply latency grows by milliseconds even at a lower priority.
+    with contextlib.suppress(ImportError):
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
 
     gate = Gate()
     export_lock = threading.Lock()
