@@ -15,7 +15,7 @@ from bnmusic_bridge.errors import AudioInputError, OutputExistsError, ParameterE
 FAST = RenderRequest(prompt="lo-fi piano", seed=7)
 
 
-@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (44100, 2), (48000, 6), (192000, 1)])
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (44100, 2), (48000, 6), (22050, 8), (192000, 1)])
 def test_outputs_are_sample_aligned_with_the_input(rate, channels):
     mono = clacks(1.3, rate, period_s=0.25)
     noise = np.stack([mono * (0.5 + 0.1 * c) for c in range(channels)])
