@@ -26,6 +26,8 @@ from .windows import WINDOW_FRAMES, WINDOW_SAMPLES, WindowPlan, plan_windows, st
 FRAME_RATE_HZ = 100.0
 """Analysis frames (and lane points, and meter values) per second: hop 441 at 44.1 kHz."""
 SILENCE_PEAK_DBFS = -100.0
+SILENCE_LUFS_GATE = -70.0
+"""BS.1770's absolute gate: a noise stem no louder than this is treated as silent."""
 """A noise stem whose peak is below this has no high-energy region to blend into."""
 MODEL_GENERATORS = ("riffusion", "riffusion-a2a", "outpaint-only")
 """Generators that take the model/device/dtype/local_files_only options."""
@@ -143,6 +145,19 @@ def _render_stem(
             f"{where}: the noise is silent (peak {peak_dbfs:.1f} dBFS, below "
             f"{SILENCE_PEAK_DBFS:.0f} dBFS): it has no high-energy region to blend music into"
         )
+    # Loudness as a DAW meters it (the stem's own rate and layout): the music is matched
+    # to it, and the ceiling is relative to it.
+    # DC is inaudible but K-weighting's start-up turns a DC step into loudness: remove it.
+    noise_lufs = integrated_lufs(stem.audio - stem.audio.mean(axis=1, keepdims=True), stem.sample_rate_hz)
+    dc = float(np.max(np.abs(stem.audio.mean(axis=1))))
+    if dc > 0.01:
+        warnings.append(f"{where}: DC offset of {dc:.3f} (linear): high-pass the stem before bouncing")
+    if noise_lufs <= SILENCE_LUFS_GATE:
+        raise AudioInputError(
+            f"{where}: the noise is inaudible ({noise_lufs:.1f} LUFS, at or below the "
+            f"{SILENCE_LUFS_GATE:.0f} LUFS gate of ITU-R BS.1770, e.g. dither or DC only): "
+            "there is nothing to blend music into"
+        )
     if stem.clipped_share > 0:
         warnings.append(
             f"{where}: {stem.clipped_share * 100:.2f} % of samples are clipped (|x| >= 0.999); "
@@ -185,7 +200,8 @@ def _render_stem(
             f"generator {req.generator!r} returned {len(music_windows)} windows for {len(windows)}"
         )
 
-    # 4. Decode images, join windows, effects, loudness-match the music to the noise.
+    # 4. Decode images, join windows, effects; bring the music to the stem's rate,
+    # length and channels and loudness-match it to the noise there.
     prog.start("decode")
     per_window_audio = _window_audio(music_windows, windows, req.seed, prog)
     music_44k, join_correlations = stitch(plan, per_window_audio)
@@ -194,30 +210,29 @@ def _render_stem(
 
         prog.start("effects")
         music_44k = apply_effects(music_44k, audio_io.ANALYSIS_RATE_HZ, req.effects)
-    noise_lufs = integrated_lufs(mono, audio_io.ANALYSIS_RATE_HZ)
-    raw_music_lufs = integrated_lufs(music_44k.mean(axis=0), audio_io.ANALYSIS_RATE_HZ)
-    if np.any(music_44k):
-        music_44k = music_44k * np.float32(10.0 ** ((noise_lufs - raw_music_lufs) / 20.0))
+    music = audio_io.match_channels(
+        audio_io.resample(music_44k, audio_io.ANALYSIS_RATE_HZ, stem.sample_rate_hz, stem.num_samples),
+        stem.num_channels,
+    )
+    if np.any(music):
+        # Unity = the music on the stem's rate and channels, as loud as the noise stem.
+        unity = np.float32(10.0 ** ((noise_lufs - integrated_lufs(music, stem.sample_rate_hz)) / 20.0))
+        music_44k = music_44k * unity
+        music = music * unity
 
     # 5. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak limit),
     # coverage, NMR.
     prog.start("amplify")
     music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
-    stage2 = _stage2(noise_mel, music_mel, mask, req, music_44k=music_44k, stem=stem)
+    stage2 = _stage2(noise_mel, music_mel, mask, req, music_44k=music_44k, stem=stem, noise_lufs=noise_lufs)
 
-    # 6. Back to the stem's rate, channels and length; apply the lane, and check the
-    # loudness ceiling and the peak limit on that very stem (trimming the lane if needed).
+    # 6. Apply the lane to the music on the stem's rate, channels and length, and check
+    # the loudness ceiling and the peak limit on that very stem (trimming the lane if needed).
     prog.start("output")
-    music = audio_io.match_channels(
-        audio_io.resample(music_44k, audio_io.ANALYSIS_RATE_HZ, stem.sample_rate_hz, stem.num_samples),
-        stem.num_channels,
-    )
     music_gained, stage2 = _stage2_output(stage2, music, stem)
     warnings.extend(stage2["warnings"])
     # Report both loudnesses as the DAW will meter them: the stems' own rate and layout.
-    rendered = stage2["blend"].rendered
-    noise_lufs = float(rendered["noise_lufs_output"])
-    music_lufs = float(rendered["music_lufs_output"])
+    music_lufs = float(stage2["blend"].rendered["music_lufs_output"])
     timings = prog.done()
     lane = stage2["lane"]
     return RenderResult(
@@ -317,15 +332,15 @@ def _stage2(
     *,
     music_44k: np.ndarray,
     stem: audio_io.Stem,
+    noise_lufs: float,
 ) -> dict[str, Any]:
     from .blend import BlendSettings, plan_blend
 
     # Loudness and peaks are planned in the output's channel layout (music copied or
     # mixed as match_channels does it; noise as the stem is), on the 44.1 kHz music.
     music_out = audio_io.match_channels(music_44k, stem.num_channels)
-    noise_out_lufs = integrated_lufs(stem.audio, stem.sample_rate_hz)
     blend = plan_blend(
-        noise_mel, music_mel, mask, music_out, noise_out_lufs, BlendSettings.from_request(req)
+        noise_mel, music_mel, mask, music_out, noise_lufs, BlendSettings.from_request(req)
     )
     return _stage2_dict(blend)
 

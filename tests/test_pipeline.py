@@ -27,14 +27,10 @@ def test_outputs_are_sample_aligned_with_the_input(rate, channels):
     assert 0.0 <= res.coverage <= 1.0
     assert res.lane_gain_db.min() >= FAST.min_gain_db - 1e-6
     assert res.lane_gain_db.max() <= FAST.max_gain_db + 1e-6
-    # the unity stem is loudness-matched to the noise (BS.1770)
-    # (matched on the analysis grid: mono at 44.1 kHz, where both stems are band-limited alike)
-    from bnmusic_bridge.audio import check_audio, to_analysis_mono
+    # the unity stem is loudness-matched to the noise (BS.1770, both in the stem's layout)
     from bnmusic_bridge.loudness import integrated_lufs
 
-    music_mono = integrated_lufs(to_analysis_mono(check_audio(res.music, rate)), 44100)
-    noise_mono = integrated_lufs(to_analysis_mono(check_audio(noise, rate)), 44100)
-    assert music_mono == pytest.approx(noise_mono, abs=1.0)
+    assert integrated_lufs(res.music, rate) == pytest.approx(integrated_lufs(noise, rate), abs=0.5)
     # the reported loudnesses are metered as a DAW would: the stem's own layout
     assert res.noise_lufs == pytest.approx(integrated_lufs(noise, rate), abs=0.01)
     assert res.music_lufs == pytest.approx(integrated_lufs(res.music_gained, rate), abs=0.01)
@@ -53,6 +49,26 @@ def test_same_seed_is_bit_identical_and_seed_matters():
 def test_silent_noise_is_refused_clearly():
     with pytest.raises(AudioInputError, match="the noise is silent"):
         render(np.zeros((1, 44100), np.float32), 44100, FAST)
+
+
+def test_dither_only_noise_is_refused_as_inaudible():
+    rng = np.random.default_rng(0)
+    dither = (rng.integers(-1, 2, size=(2, 44100)) / 32768.0).astype(np.float32)  # +-1 LSB
+    with pytest.raises(AudioInputError, match="the noise is inaudible"):
+        render(dither, 44100, FAST)
+    with pytest.raises(AudioInputError, match="the noise is inaudible"):
+        render(np.full((1, 44100), 0.5, np.float32), 44100, FAST)  # DC only
+
+
+def test_stereo_unity_music_matches_the_stereo_noise_loudness():
+    from bnmusic_bridge.loudness import integrated_lufs
+
+    left = clacks(2.0, 48000)
+    right = np.roll(clacks(2.0, 48000, seed=4), 100) * 0.8  # decorrelated channels
+    noise = np.stack([left, right])
+    res = render(noise, 48000, FAST)
+    assert integrated_lufs(res.music, 48000) == pytest.approx(integrated_lufs(noise, 48000), abs=0.5)
+    assert res.noise_lufs == pytest.approx(integrated_lufs(noise, 48000), abs=0.01)
 
 
 def test_bad_parameters_named():
