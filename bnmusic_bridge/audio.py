@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioInputError, OutputExistsError, ParameterError
+from .errors import AudioInputError, OutputError, OutputExistsError, ParameterError
 
 ANALYSIS_RATE_HZ = 44_100
 MIN_SAMPLE_RATE_HZ = 8_000
@@ -269,18 +269,44 @@ def write_audio(
     return _atomic(p, write, force=force)
 
 
+def check_output_dir(folder: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an output folder that cannot take files: a file in the
+    way, or no write permission where the folder is (or would be created).
+
+    Raises:
+        OutputError: naming the folder and the problem.
+    """
+    d = Path(folder)
+    probe = d
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"output folder {d}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {d}: no permission to write in {probe}")
+    return d
+
+
 def _atomic(path: Path, write_fn, *, force: bool) -> Path:  # type: ignore[no-untyped-def]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=str(path.parent)
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=str(path.parent)
+        )
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write here ({e.strerror or e})") from e
     os.close(fd)
     # mkstemp creates owner-only files; outputs should get the usual permissions.
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     try:
-        write_fn(tmp)
+        try:
+            write_fn(tmp)
+        except OSError as e:
+            raise OutputError(f"{path}: writing failed ({e.strerror or e})") from e
+        except RuntimeError as e:  # pedalboard reports a full disk this way
+            raise OutputError(f"{path}: writing failed ({e})") from e
         if force:
             os.replace(tmp, path)
         else:

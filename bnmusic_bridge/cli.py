@@ -196,7 +196,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     request = build_request(args)
     options = build_export_options(args, _preset_export(args))
     out_dir = args.out or noise.parent
-    # Refuse before the (long) render when outputs would be overwritten.
+    # Refuse before the (long) render when outputs cannot be written or would be overwritten.
+    from .audio import check_output_dir
+
+    check_output_dir(out_dir)
     paths = output_paths(noise.stem, out_dir, options)
     if not options.force:
         existing = [str(p) for p in paths.all() if p.exists()]

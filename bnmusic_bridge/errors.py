@@ -29,6 +29,12 @@ class OutputExistsError(BNMusicError):
     code = "output_exists"
 
 
+class OutputError(BNMusicError):
+    """An output cannot be written (the folder is a file, not writable, the disk is full)."""
+
+    code = "output_failed"
+
+
 class ParameterError(BNMusicError):
     """A render parameter (from a preset, a flag or an OSC message) is out of range."""
 

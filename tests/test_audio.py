@@ -160,7 +160,9 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
             f.write(b"half")
         raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError, match="disk full"):
+    from bnmusic_bridge.errors import OutputError
+
+    with pytest.raises(OutputError, match=r"x.wav: writing failed \(disk full\)"):
         audio_mod._atomic(tmp_path / "x.wav", boom, force=False)
     assert list(tmp_path.iterdir()) == []
 

@@ -70,3 +70,29 @@ def test_flags_override_preset_and_none_lifts_the_ceiling():
     assert req.max_loudness_lu is None and req.seed == 9
     args = make_parser().parse_args(["render", "x.wav", "--max-loudness-lu", "3"])
     assert build_request(args).max_loudness_lu == 3.0
+
+
+def test_unusable_output_folder_is_refused_before_rendering(tmp_path, capsys):
+    src = tmp_path / "n.wav"
+    sf.write(src, clacks(1.0), 44100)
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    assert main(["render", str(src), "--out", str(blocker)]) == 1
+    assert "afile is not a folder" in capsys.readouterr().err
+    assert main(["render", str(src), "--out", str(blocker / "sub")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_write_failure_is_one_clear_error(tmp_path, monkeypatch):
+    import bnmusic_bridge.audio as audio_mod
+    from bnmusic_bridge.errors import OutputError
+
+    def full_disk(tmp: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    import pytest
+
+    with pytest.raises(OutputError, match="x.wav: writing failed \\(No space left on device\\)"):
+        audio_mod._atomic(tmp_path / "x.wav", full_disk, force=False)
+    assert list(tmp_path.iterdir()) == []
