@@ -289,10 +289,21 @@ def _load_extra_commands() -> None:
             _EXTRA_COMMANDS.append(register)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM (a job scheduler, `timeout`, a DAW closing) gets the same clean stop as
+    # Ctrl-C: no partial outputs, the batch manifest brought up to date.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
     _load_extra_commands()
     parser = make_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # `serve` installs its own handlers
     try:
         return int(args.func(args) or 0)
     except BNMusicError as e:

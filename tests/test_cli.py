@@ -96,3 +96,28 @@ def test_write_failure_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="x.wav: writing failed \\(No space left on device\\)"):
         audio_mod._atomic(tmp_path / "x.wav", full_disk, force=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_stops_a_batch_cleanly(tmp_path):
+    import os
+    import signal
+    import time
+
+    stems = tmp_path / "in"
+    stems.mkdir()
+    for k in range(6):
+        sf.write(stems / f"s{k}.wav", clacks(3.0, seed=k), 44100)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bnmusic_bridge", "batch", str(stems), "--out", str(out), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob("*.report.json")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err.lower()
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]  # no partial files
+    assert os.path.exists(out / "manifest.json")
