@@ -158,3 +158,13 @@ def test_loud_noise_unity_stem_is_written_as_float_not_clipped(tmp_path):
     with pytest.raises(ParameterError, match="FLAC holds integers only"):
         write_outputs(res, tmp_path / "f", stem_name="loud", options=ExportOptions(file_type="flac"))
     assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())
+
+
+def test_force_names_outputs_it_did_not_rewrite(tmp_path):
+    from bnmusic_bridge.export import ExportOptions
+
+    res = render(clacks(1.0), 44100, FAST)
+    write_outputs(res, tmp_path, stem_name="x", options=ExportOptions(lane_formats=("json", "midi")))
+    again = write_outputs(res, tmp_path, stem_name="x", options=ExportOptions(force=True, plot=False))
+    assert any("x.lambda.mid" in n and "x.png" in n for n in again.notes)
+    assert (tmp_path / "x.lambda.mid").exists()  # kept, not deleted

@@ -152,6 +152,25 @@ def _stem_bit_depths(result: RenderResult, opts: ExportOptions, paths: OutputPat
     return depths[0], depths[1], notes
 
 
+def _stale_outputs(stem_name: str, out_dir: str | os.PathLike[str], opts: ExportOptions, paths: OutputPaths) -> list[str]:
+    """Outputs of an earlier render of the same stem that this one does not rewrite (other
+    lane formats, the plot, another file type): kept, never deleted, but named so nobody
+    mistakes them for this render's."""
+    current = set(paths.all())
+    candidates: set[Path] = set()
+    for file_type in FILE_TYPES:
+        every = output_paths(
+            stem_name,
+            out_dir,
+            dataclasses.replace(opts, file_type=file_type, lane_formats=LANE_FORMATS, plot=True),
+        )
+        candidates.update(every.all())
+    stale = sorted(str(p) for p in candidates - current if p.exists())
+    if not stale:
+        return []
+    return [f"left from an earlier render, not rewritten by this one: {', '.join(stale)}"]
+
+
 def write_outputs(
     result: RenderResult,
     out_dir: str | os.PathLike[str],
@@ -177,6 +196,8 @@ def write_outputs(
                 f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite"
             )
     music_depth, blended_depth, notes = _stem_bit_depths(result, opts, paths)
+    if opts.force:
+        notes.extend(_stale_outputs(stem_name, out_dir, opts, paths))
     if notes:
         extra_report = {**(extra_report or {}), "export_notes": notes}
     written: list[Path] = []
