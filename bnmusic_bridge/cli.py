@@ -28,7 +28,8 @@ def _render_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--generator", help="generator name (see `bnmusic generators`)")
     g.add_argument("--model", help="model id or local folder (riffusion generators)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
-    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
+    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"],
+                   help="model precision (riffusion generators; auto: float16 on CUDA, float32 on CPU)")
     g.add_argument("--scheduler", choices=["dpmsolver++", "ddim", "pndm", "euler", "lms"],
                    help="diffusion scheduler (riffusion generators)")
     g.add_argument("--local-files-only", action="store_true", default=None, help="never contact a model hub")

@@ -392,7 +392,7 @@ def _load_model(
             if _is_out_of_memory(exc):
                 raise GeneratorError(
                     f"out of memory while moving {model!r} to {choice.device} "
-                    f"({choice.dtype}); try --dtype fp16 or --device cpu"
+                    f"({choice.dtype}); try --dtype float16 or --device cpu"
                 ) from exc
             if _looks_like_missing(exc):
                 raise ModelNotFoundError(
@@ -872,7 +872,7 @@ class RiffusionGenerator:
             return GeneratorError(
                 f"{self.name}: out of memory on {choice.device} ({choice.dtype}) generating "
                 f"window(s) {indices} at resolution {plan.resolution} with batch size "
-                f"{len(jobs)}; try --dtype fp16, a lower resolution, fewer steps, "
+                f"{len(jobs)}; try --dtype float16, a lower resolution, fewer steps, "
                 "or close other programs using the GPU"
             )
         return GeneratorError(
@@ -946,7 +946,7 @@ class RiffusionGenerator:
                 raise GeneratorError(
                     f"{self.name}: the {step.kind} step produced NaN/inf pixels on "
                     f"{choice.device} ({choice.dtype}), usually a half-precision overflow; "
-                    "try --dtype fp32 or bf16"
+                    "try --dtype float32 or --dtype bfloat16"
                 )
             grey = np.clip(np.rint(pixels.mean(axis=-1) * 255.0), 0, 255)
             grey_u8 = grey.astype(np.uint8)
