@@ -33,7 +33,9 @@ def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
     music_gained = music * gain[None, :]
     vmax = float(_db(np.maximum(noise, music_gained)).max())
     extent = (0.0, duration_s, 0.0, 10.0)
-    fig, axes = plt.subplots(4, 1, figsize=(12, 11), sharex=True, gridspec_kw={"height_ratios": [3, 3, 3, 2]})
+    fig, axes = plt.subplots(
+        4, 1, figsize=(12, 11), sharex=True, gridspec_kw={"height_ratios": [3, 3, 3, 2]}, layout="constrained"
+    )
     name = result.source.name if result.source is not None else "render"
     fig.suptitle(
         f"{name}: {result.request.generator}, seed {result.request.seed}, {result.request.threshold_model} model, "
@@ -47,13 +49,19 @@ def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("mel band (0-10 kHz)")
         ax.set_yticks([])
-        fig.colorbar(im, ax=ax, pad=0.01)
+    # One colour bar for every panel keeps the panels equally wide, so a time lines up.
+    fig.colorbar(im, ax=list(axes), pad=0.01, fraction=0.02, label="mel level (dB)")
     axes[1].imshow(mask[:, ::step], origin="lower", aspect="auto", extent=extent, cmap="gray_r", interpolation="nearest")
     axes[1].set_title(f"high-energy mask M ({mask.mean() * 100:.1f} % of bins)", fontsize=9)
     axes[1].set_yticks([])
     ax = axes[3]
     ax.plot(result.lane_times_s, result.lane_gain_db, color="tab:blue", label="lambda (dB)")
     ax.set_ylabel("lambda (dB)", color="tab:blue")
+    if len(result.lane_gain_db):
+        # At least a 6 dB span, so a 0.01 dB wobble does not draw as a full-height step.
+        lo, hi = float(np.min(result.lane_gain_db)), float(np.max(result.lane_gain_db))
+        mid, half = 0.5 * (lo + hi), max(3.0, 0.5 * (hi - lo) + 0.5)
+        ax.set_ylim(mid - half, mid + half)
     ax.set_xlabel("time (s)")
     ax2 = ax.twinx()
     t = np.arange(len(result.coverage_per_frame)) / result.frame_rate_hz
@@ -61,7 +69,6 @@ def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
     ax2.set_ylim(0, 105)
     ax2.set_ylabel("coverage (%)", color="tab:orange")
     ax.set_xlim(0, duration_s)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
