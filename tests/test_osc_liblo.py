@@ -39,6 +39,7 @@ def server(root: Path) -> Iterator[OscServer]:
         roots=(root,),
         request=RenderRequest(generator=register_fake_generator()),
         export=ExportOptions(plot=False),
+        lane_timetags="playback",  # liblo's handling of the time tags is checked below
         worker_setup=("bnmusic_bridge.osc.testing:register_fake_generator",),
     )
     with OscServer(config) as srv:
@@ -82,6 +83,7 @@ class Dump:
             text=True,
         )
         self.out: list[str] = []
+        self._partial = ""
         time.sleep(0.3)  # let it bind
 
     def wait_line(self, pattern: str, timeout_s: float = 30.0) -> str:
@@ -91,18 +93,29 @@ class Dump:
         for line in self.out:
             if rx.search(line):
                 return line
+        import os
         import selectors
 
+        # Read raw bytes: a buffered readline() would pull several lines into Python's
+        # buffer while select() on the pipe then sees nothing left to read.
+        fd = self.proc.stdout.fileno()
         sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         while time.monotonic() < deadline:
-            if sel.select(timeout=0.2):
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                self.out.append(line.rstrip("\n"))
-                if rx.search(line):
-                    return line.rstrip("\n")
+            if not sel.select(timeout=0.2):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            self._partial += chunk.decode("utf-8", "replace")
+            *lines, self._partial = self._partial.split("\n")
+            found = None
+            for line in lines:
+                self.out.append(line)
+                if found is None and rx.search(line):
+                    found = line
+            if found is not None:
+                return found
         raise TimeoutError(f"oscdump printed no line matching {pattern!r}; got {self.out[-10:]}")
 
     def close(self) -> None:
@@ -224,3 +237,4 @@ def test_oscdump_reads_every_reply_and_the_time_tagged_lane(server: OscServer, r
             c.send("/bnmusic/unsubscribe")
     finally:
         dump.close()
+

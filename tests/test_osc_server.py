@@ -35,6 +35,7 @@ def make_server(root: Path, **changes) -> OscServer:  # type: ignore[no-untyped-
         request=RenderRequest(generator=generator),
         export=ExportOptions(plot=False),
         meter_hz=20.0,
+        lane_timetags="playback",  # the time tags themselves are checked below
         worker_setup=("bnmusic_bridge.osc.testing:register_fake_generator",),
     )
     return OscServer(dataclasses.replace(config, **changes)).start()
@@ -61,6 +62,11 @@ def server(root: Path):  # type: ignore[no-untyped-def]
 def client(server: OscServer):  # type: ignore[no-untyped-def]
     with OscClient(server.udp_address) as c:
         yield c
+
+
+def test_lane_bundles_are_immediate_by_default() -> None:
+    # so a receiver that honours time tags (liblo) dispatches the lane before done
+    assert ServerConfig().lane_timetags == "immediate"
 
 
 def test_ping_pong_with_python_osc(server: OscServer) -> None:

@@ -95,8 +95,10 @@ def register_cli(subparsers: Any) -> None:
     jobs.add_argument(
         "--lane-timetags",
         choices=["playback", "immediate"],
-        default="playback",
-        help="lane bundles time-tagged for real-time playback from the moment they are sent (default) or 'immediately'",
+        default="immediate",
+        help="lane bundles time-tagged 'immediately' (default: every message arrives before "
+        "/bnmusic/done) or for real-time playback from the moment they are sent (receivers that "
+        "honour time tags, like liblo, then dispatch lane points after done)",
     )
     jobs.add_argument(
         "--preload",

@@ -118,7 +118,7 @@ class ServerConfig:
     render_threads: int = field(default_factory=default_render_threads)
     meter_hz: float = 10.0
     stream_rate_hz: float = 1000.0
-    lane_timetags: str = "playback"
+    lane_timetags: str = "immediate"
     lane_tolerance_db: float = 0.1
     progress_interval_s: float = 0.05
     isolation: str = "process"

@@ -1,0 +1,47 @@
+"""liblo's oscdump, with the server's default (immediate) lane time tags."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from test_osc_liblo import Dump
+
+from bnmusic_bridge import RenderRequest
+from bnmusic_bridge.export import ExportOptions
+from bnmusic_bridge.osc.server import OscServer, ServerConfig
+from bnmusic_bridge.osc.testing import OscClient, register_fake_generator, write_noise
+
+pytestmark = pytest.mark.skipif(shutil.which("oscdump") is None, reason="liblo-tools not installed")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    r = tmp_path_factory.mktemp("osc_root_default")
+    write_noise(r / "noise.wav", seconds=1.0)
+    return r
+
+
+def test_oscdump_gets_the_whole_lane_before_done_by_default(root: Path) -> None:
+    config = ServerConfig(
+        port=0,
+        tcp_port=0,
+        roots=(root,),
+        request=RenderRequest(generator=register_fake_generator()),
+        export=ExportOptions(plot=False),
+        worker_setup=("bnmusic_bridge.osc.testing:register_fake_generator",),
+    )
+    with OscServer(config) as srv, OscClient(srv.udp_address) as c:
+        dump = Dump()
+        try:
+            c.send("/bnmusic/subscribe", "127.0.0.1", dump.port)
+            dump.wait_line(r"/bnmusic/subscribe/reply sis ")
+            c.send("/bnmusic/render", "imm1", "noise.wav")
+            done = dump.wait_line(r'/bnmusic/done ssssssffffii(ss)* "imm1"', timeout_s=60)
+            lane_n = int(done.split()[13])
+            done_at = next(i for i, line in enumerate(dump.out) if "/bnmusic/done" in line)
+            lanes_before = [line for line in dump.out[:done_at] if "/bnmusic/lane sff" in line]
+            assert len(lanes_before) == lane_n >= 2
+        finally:
+            dump.close()
