@@ -503,8 +503,13 @@ def _shortfall_warnings(
                 "in the effects chain to lower the music's crest factor."
             )
         out.append(
-            f"{len(group)} lane window(s) fall short of the {settings.objective} objective's "
-            f"coverage target because of {what[name]}: {spans}{more}; worst {worst.reached:.2f} "
+            f"{len(group)} lane window(s) fall short of "
+            + (
+                "the coverage the paper objective's optimum would reach"
+                if settings.objective == "paper"
+                else "the coverage objective's target"
+            )
+            + f" because of {what[name]}: {spans}{more}; worst {worst.reached:.2f} "
             f"of {worst.target:.2f}{need_txt}, the limit allowed {worst.capped_gain_db:+.1f} dB "
             f"there (details: extra['shortfall']).{remedy}"
         )

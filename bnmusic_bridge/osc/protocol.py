@@ -599,7 +599,9 @@ def coerce(arg: OscArg, kind: str) -> Any:
         if kind == "float?" and (tag == "N" or (tag in ("s", "S") and value.lower() == "none")):
             return None
         if tag in ("i", "h", "f", "d") and math.isfinite(value):
-            return float(value)
+            # An 'f' argument is float32: 0.9 arrives as 0.8999999761581421. Its shortest
+            # decimal form is what the client meant (and what errors should quote).
+            return float(f"{value:.7g}") if tag == "f" else float(value)
         raise ValueError(
             "a finite number (type tag f, d, i or h)" + (" or nil" if kind == "float?" else "")
         )
