@@ -184,8 +184,9 @@ class RandomMusicGenerator:
         music_dir = settings.params.get("music_dir", self.music_dir)
         if music_dir is None or str(music_dir) == "":
             raise ParameterError(
-                "random-music needs a folder of audio files: pass music_dir (generator "
-                "option or preset parameter)"
+                "random-music needs a folder of audio files: --param music_dir=DIR on the "
+                "command line, music_dir in the preset's [generator.params], or "
+                "bnmusic eval --music-dir DIR"
             )
         if not windows:
             return []
