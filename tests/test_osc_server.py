@@ -714,3 +714,16 @@ def test_ableton_helper_with_a_stand_in_for_abletonosc(server: OscServer, root: 
         "bnmusic music",
     ) in seen
     assert "clip-envelope steps" in r.stdout
+
+
+def test_verbose_logs_requests_but_not_pings(server: OscServer, client: OscClient, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="bnmusic.osc"):
+        client.send("/bnmusic/ping", "quiet")
+        client.wait("/bnmusic/pong")
+        client.send("/bnmusic/version")
+        client.wait("/bnmusic/version/reply")
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("/bnmusic/version") for m in logged)
+    assert not any(m.startswith("/bnmusic/ping") for m in logged)

@@ -461,6 +461,10 @@ class OscServer:
     def handle_message(self, message: P.Message, origin: Endpoint) -> None:
         """Dispatch one message; every refusal becomes a ``/bnmusic/error`` reply."""
         spec = P.ADDRESSES.get(message.address)
+        if log.isEnabledFor(logging.INFO) and message.address != P.PREFIX + "ping":
+            # -v: every request but pings (a DAW may ping many times a second)
+            args = " ".join(repr(a.value) for a in message.args[:6])
+            log.info("%s %s from %s", message.address, args, origin.kind)
         try:
             if spec is None:
                 known = ", ".join(sorted(P.ADDRESSES))
