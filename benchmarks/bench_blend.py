@@ -139,7 +139,6 @@ def _measure_pair(
             gained, blend = finish_blend(
                 plan_blend(noise_mel, music_mel, mask, music, noise_lufs, settings),
                 music,
-                noise,
                 SAMPLE_RATE_HZ,
             )
             out["lane"][str(t)] = {
@@ -162,7 +161,6 @@ def _measure_pair(
                     gained, blend = finish_blend(
                         plan_blend(noise_mel, music_mel, mask, music, noise_lufs, settings),
                         music,
-                        noise,
                         SAMPLE_RATE_HZ,
                     )
                     windows = blend.lane.window_times_s.size
@@ -314,7 +312,6 @@ def main() -> None:
         gained, blend = finish_blend(
             plan_blend(noise_mel, music_mel, mask, music, noise_lufs, settings),
             music,
-            noise,
             SAMPLE_RATE_HZ,
         )
         pipeline_checks.append(

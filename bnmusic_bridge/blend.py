@@ -517,12 +517,13 @@ def _shortfall_warnings(
 
 
 def finish_blend(
-    blend: Blend, music: np.ndarray, noise: np.ndarray, sample_rate_hz: int
+    blend: Blend, music: np.ndarray, sample_rate_hz: int
 ) -> tuple[np.ndarray, Blend]:
     """Apply the lane to the rendered music and check the promises on that very stem.
 
-    Measures the gained stem's integrated loudness against the noise's (same layout and
-    rate) and its sample peak; if the loudness exceeds the ceiling by more than
+    Measures the gained stem's integrated loudness against the noise's (``blend.noise_lufs``,
+    measured by the caller on the noise stem in the same layout and rate) and its sample
+    peak; if the loudness exceeds the ceiling by more than
     :data:`OUTPUT_TOLERANCE_LU`, or the peak exceeds 0 dBFS (the lane's planning is on
     the 44.1 kHz music; resampling and loudness gating can move both a little), the
     whole lane is trimmed by the excess, metering is redone, and a warning says so.
@@ -531,7 +532,6 @@ def finish_blend(
         blend: the planned blend (:func:`plan_blend`).
         music: float ``(channels, samples)`` unity music at ``sample_rate_hz``, the
             output's layout and length.
-        noise: float ``(channels, samples)`` the noise stem, same rate and layout.
         sample_rate_hz: their sample rate, Hz.
 
     Returns:
@@ -543,7 +543,7 @@ def finish_blend(
         raise AudioInputError(f"music must be (channels, samples), got shape {audio.shape}")
     gains = lane_gain_at(blend.lane, audio.shape[1], sample_rate_hz)
     gained = (audio * gains[None, :]).astype(np.float32)
-    noise_lufs = integrated_lufs(noise, sample_rate_hz)
+    noise_lufs = blend.noise_lufs
     music_lufs = integrated_lufs(gained, sample_rate_hz) if np.any(gained) else SILENCE_LUFS
     peak = float(np.max(np.abs(gained))) if gained.size else 0.0
     ceiling = blend.settings.max_loudness_lu

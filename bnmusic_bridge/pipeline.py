@@ -229,7 +229,7 @@ def _render_stem(
     # 6. Apply the lane to the music on the stem's rate, channels and length, and check
     # the loudness ceiling and the peak limit on that very stem (trimming the lane if needed).
     prog.start("output")
-    music_gained, stage2 = _stage2_output(stage2, music, stem)
+    music_gained, stage2 = _stage2_output(stage2, music, stem.sample_rate_hz)
     warnings.extend(stage2["warnings"])
     # Report both loudnesses as the DAW will meter them: the stems' own rate and layout.
     music_lufs = float(stage2["blend"].rendered["music_lufs_output"])
@@ -346,11 +346,11 @@ def _stage2(
 
 
 def _stage2_output(
-    stage2: dict[str, Any], music: np.ndarray, stem: audio_io.Stem
+    stage2: dict[str, Any], music: np.ndarray, sample_rate_hz: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
     from .blend import finish_blend
 
-    music_gained, blend = finish_blend(stage2["blend"], music, stem.audio, stem.sample_rate_hz)
+    music_gained, blend = finish_blend(stage2["blend"], music, sample_rate_hz)
     return music_gained, _stage2_dict(blend)
 
 

@@ -190,7 +190,7 @@ def test_finish_blend_trims_the_rendered_stem_to_the_ceiling():
         integrated_lufs(noise, SR), settings,
     )  # fmt: skip
     # the rendered music comes out 6 dB hotter than planned (a stand-in for any drift)
-    gained, done = bl.finish_blend(plan, music * 2.0, noise, SR)
+    gained, done = bl.finish_blend(plan, music * 2.0, SR)
     assert _lu(gained, noise) == pytest.approx(0.0, abs=0.05)
     assert done.trim_db == pytest.approx(-6.0, abs=1.0)
     assert any("trimmed" in w for w in done.warnings)
