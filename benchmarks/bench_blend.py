@@ -44,10 +44,8 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"  # one core: set before numpy loads its BLAS
 
-import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -60,6 +58,8 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_description  # noqa: E402
 
 from bnmusic_bridge.amplify import solve_gain_for_coverage  # noqa: E402
 from bnmusic_bridge.blend import BlendSettings, finish_blend, plan_blend  # noqa: E402
@@ -243,16 +243,9 @@ def _machine() -> dict[str, Any]:
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
+        **machine_description(),
         "threads": "1 (OMP/OPENBLAS/MKL_NUM_THREADS=1, torch.set_num_threads(1))",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty_paths_that_matter": git(
             "status",
@@ -265,7 +258,6 @@ def _machine() -> dict[str, Any]:
             "bnmusic_bridge/blend.py",
             "bnmusic_bridge/pipeline.py",
         ).splitlines(),
-        "load_average_1min_at_start": load,
     }
 
 
