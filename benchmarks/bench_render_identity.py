@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -80,12 +81,20 @@ def _hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+TIMING_KEYS = ("timings_s", "render_s", "seconds", "load_seconds")
+"""Report keys that hold wall-clock times (they change from run to run)."""
+
+
+def _without_timings(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
 def _report_hash(path: Path) -> str:
-    report = json.loads(path.read_text())
-    report.pop("timings_s", None)
-    for key in list(report):
-        if isinstance(report[key], dict):
-            report[key].pop("timings_s", None)
+    report = _without_timings(json.loads(path.read_text()))
     return _hash(json.dumps(report, sort_keys=True).encode())
 
 
@@ -134,8 +143,11 @@ def run() -> dict[str, dict[str, str]]:
     from bnmusic_bridge import ExportOptions, RenderRequest, render_file, write_outputs
 
     fingerprints: dict[str, dict[str, str]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        scratch = Path(tmp)
+    # A fixed scratch folder: reports and Reaper files hold absolute output paths.
+    scratch = Path(tempfile.gettempdir()) / "bnmusic-render-identity"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
         for name, noise, fields, export in _cases(scratch):
             fields = dict(fields)
             preset = fields.pop("preset", None)
@@ -154,6 +166,8 @@ def run() -> dict[str, dict[str, str]]:
         if riff is not None:
             fingerprints["riffusion-tiny"] = riff
             print(f"riffusion-tiny: {len(riff)} fingerprints", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return fingerprints
 
 
