@@ -63,11 +63,12 @@ from _common import machine_description  # noqa: E402
 
 from bnmusic_bridge.amplify import solve_gain_for_coverage  # noqa: E402
 from bnmusic_bridge.blend import BlendSettings, finish_blend, plan_blend  # noqa: E402
+from bnmusic_bridge.grid import SAMPLE_RATE_HZ  # noqa: E402
 from bnmusic_bridge.loudness import integrated_lufs  # noqa: E402
 from bnmusic_bridge.masking import THRESHOLD_MODELS, masking_field  # noqa: E402
 from bnmusic_bridge.pipeline import render  # noqa: E402
 from bnmusic_bridge.request import RenderRequest  # noqa: E402
-from bnmusic_bridge.spectrogram import SAMPLE_RATE_HZ, audio_to_mel  # noqa: E402
+from bnmusic_bridge.spectrogram import audio_to_mel  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "results" / "blend.json"

@@ -48,11 +48,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bnmusic_bridge import grid  # noqa: E402
 from bnmusic_bridge import spectrogram as sp  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 OUT_DIR = REPO / "benchmarks" / "results"
-RATE = sp.SAMPLE_RATE_HZ
+RATE = grid.SAMPLE_RATE_HZ
 CLIPS: dict[str, tuple[str, float]] = {
     # name: (file under ../shared/data, start in seconds)
     "noise_coffee_shop": ("noise/blanket_crowd_babble_coffee-shop.wav", 1.0),
@@ -65,7 +66,7 @@ SEEDS = (0, 1, 2)
 def _synthetic() -> np.ndarray:
     """5.11 s: a vibrato chord, a bass line and noise-burst hits every 0.25 s (-10 dBFS)."""
     rng = np.random.default_rng(7)
-    t = np.arange(sp.WINDOW_SAMPLES) / RATE
+    t = np.arange(grid.WINDOW_SAMPLES) / RATE
     audio = np.zeros_like(t)
     for f0 in (261.6, 329.6, 392.0):
         phase = 2 * np.pi * f0 * t + 0.02 * f0 / 5.0 * np.sin(2 * np.pi * 5.0 * t)
@@ -87,21 +88,21 @@ def _read_clip(rel_path: str, start_s: float) -> np.ndarray:
     if rate != RATE:
         raise SystemExit(f"{rel_path}: {rate} Hz, expected {RATE}")
     start = int(start_s * RATE)
-    mono = audio.mean(axis=1)[start : start + sp.WINDOW_SAMPLES]
-    if mono.size < sp.WINDOW_SAMPLES:
-        raise SystemExit(f"{rel_path}: shorter than {sp.WINDOW_SAMPLES} samples after {start_s} s")
+    mono = audio.mean(axis=1)[start : start + grid.WINDOW_SAMPLES]
+    if mono.size < grid.WINDOW_SAMPLES:
+        raise SystemExit(f"{rel_path}: shorter than {grid.WINDOW_SAMPLES} samples after {start_s} s")
     return np.ascontiguousarray(mono)
 
 
 def _image_mel(audio: np.ndarray) -> np.ndarray:
     image, max_value = sp.audio_to_image(audio)
-    assert image.shape == (sp.N_MELS, sp.IMAGE_FRAMES)
+    assert image.shape == (grid.N_MELS, grid.IMAGE_FRAMES)
     return sp.image_to_mel(image, max_value)
 
 
 def _timed_decode(mel: np.ndarray, seed: int, method: str) -> tuple[float, float]:
     start = time.perf_counter()
-    audio = sp.mel_to_audio(mel, sp.WINDOW_SAMPLES, seed=seed, method=method)
+    audio = sp.mel_to_audio(mel, grid.WINDOW_SAMPLES, seed=seed, method=method)
     seconds = time.perf_counter() - start
     return seconds, sp.spectral_convergence(mel, audio)
 
@@ -157,7 +158,7 @@ def _all_recordings() -> dict[str, Any]:
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
         if rate != RATE:
             continue
-        mono = np.ascontiguousarray(audio.mean(axis=1)[: sp.WINDOW_SAMPLES])
+        mono = np.ascontiguousarray(audio.mean(axis=1)[: grid.WINDOW_SAMPLES])
         image, max_value = sp.audio_to_image(mono)
         mel = sp.image_to_mel(image, max_value)
         pairs = []
@@ -275,7 +276,7 @@ def main() -> None:
         "benchmark": "decode one 512 x 512 Riffusion image (mel_to_audio), fast vs riffusion",
         "machine": machine,
         "setup": {
-            "output_samples": sp.WINDOW_SAMPLES,
+            "output_samples": grid.WINDOW_SAMPLES,
             "target": "image_to_mel(audio_to_image(clip)): 8-bit quantised mel, 512 x 512",
             "metric": "spectral convergence ||mel(decoded) - target||_F / ||target||_F",
             "seeds": list(seeds),

@@ -45,9 +45,10 @@ from bnmusic_bridge.analysis import analyse_stem  # noqa: E402
 from bnmusic_bridge.generators.base import GenerationSettings, NoiseWindow  # noqa: E402
 from bnmusic_bridge.generators.procedural import ProceduralGenerator  # noqa: E402
 from bnmusic_bridge.generators.styles import STYLES  # noqa: E402
+from bnmusic_bridge.grid import WINDOW_SAMPLES  # noqa: E402
 from bnmusic_bridge.mask import high_energy_mask  # noqa: E402
 from bnmusic_bridge.spectrogram import audio_to_mel  # noqa: E402
-from bnmusic_bridge.windows import WINDOW_SAMPLES, plan_windows  # noqa: E402
+from bnmusic_bridge.windows import plan_windows  # noqa: E402
 
 SR = 44_100
 TRAIN = REPO.parent / "shared" / "data" / "noise" / "blanket_train_train.wav"

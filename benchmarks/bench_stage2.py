@@ -50,6 +50,7 @@ from bnmusic_bridge.amplify import (  # noqa: E402
     solve_lambda_exact,
     solve_lambda_gd,
 )
+from bnmusic_bridge.grid import SAMPLE_RATE_HZ, WINDOW_SAMPLES  # noqa: E402
 from bnmusic_bridge.loudness import integrated_lufs  # noqa: E402
 from bnmusic_bridge.masking import (  # noqa: E402
     THRESHOLD_MODELS,
@@ -62,7 +63,7 @@ from bnmusic_bridge.masking import (  # noqa: E402
     spreading_threshold_reference,
 )
 from bnmusic_bridge.metering import coverage, nmr_db  # noqa: E402
-from bnmusic_bridge.spectrogram import SAMPLE_RATE_HZ, WINDOW_SAMPLES, audio_to_mel  # noqa: E402
+from bnmusic_bridge.spectrogram import audio_to_mel  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "results" / "stage2.json"

@@ -25,11 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ParameterError
+from .grid import FRAME_RATE_HZ
 
-ANALYSIS_RATE_HZ = 44_100
-"""Sample rate of the audio the rhythmic metrics take, Hz."""
-FRAME_RATE_HZ = 100.0
-"""Mel and onset-envelope frames per second (10 ms hop)."""
 DEFAULT_FLOOR_DB = -80.0
 """Energies more than this far under a signal's loudest frame or band are floored, dB:
 silence and near-silence should not dominate a correlation taken in dB."""

@@ -38,14 +38,11 @@ from dataclasses import field as dc_field
 import numpy as np
 
 from .errors import AudioInputError, ParameterError
+from .grid import FRAME_PERIOD_S
 from .masking import MaskingField, masking_gain
-from .spectrogram import HOP_SAMPLES, SAMPLE_RATE_HZ
 
 DEFAULT_ALPHA = 0.14
 """The paper's volume weight alpha in the loss."""
-
-FRAME_PERIOD_S = HOP_SAMPLES / SAMPLE_RATE_HZ
-"""Time between analysis frames: 441 / 44,100 = 0.01 s."""
 
 LANE_SOLVERS = ("exact", "gd")
 OBJECTIVES = ("paper", "coverage")

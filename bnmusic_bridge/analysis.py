@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .grid import FRAME_RATE_HZ, HOP_SAMPLES, SAMPLE_RATE_HZ
+
 
 @dataclass(frozen=True)
 class StemAnalysis:
@@ -48,10 +50,6 @@ class StemAnalysis:
     mask_band_share: np.ndarray
 
 
-SAMPLE_RATE_HZ = 44_100
-HOP_SAMPLES = 441
-FRAME_RATE_HZ = SAMPLE_RATE_HZ / HOP_SAMPLES
-"""Onset-envelope frames per second (100: one per 10 ms hop)."""
 MIN_TEMPO_BPM = 60.0
 MAX_TEMPO_BPM = 180.0
 ONSET_WINDOW_SAMPLES = 2_048
@@ -93,7 +91,8 @@ def analyse_stem(audio: np.ndarray, mel: np.ndarray, mask: np.ndarray) -> StemAn
         ParameterError: ``mel`` or ``mask`` has the wrong shape or ``mel`` holds NaN/inf.
     """
     from .errors import AudioInputError, ParameterError
-    from .spectrogram import N_MELS, mel_center_hz
+    from .grid import N_MELS
+    from .spectrogram import mel_center_hz
 
     samples = np.asarray(audio)
     if samples.ndim != 1:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AudioInputError, OutputError, OutputExistsError, ParameterError
+from .grid import SAMPLE_RATE_HZ
 
-ANALYSIS_RATE_HZ = 44_100
 MIN_SAMPLE_RATE_HZ = 8_000
 MAX_SAMPLE_RATE_HZ = 192_000
 MAX_CHANNELS = 8
@@ -194,14 +194,14 @@ def fit_length(audio: np.ndarray, num_samples: int) -> np.ndarray:
 
 def analysis_length(num_samples: int, sample_rate_hz: int) -> int:
     """Length in samples at 44.1 kHz of a stem of ``num_samples`` at ``sample_rate_hz``."""
-    return int(round(num_samples * ANALYSIS_RATE_HZ / sample_rate_hz))
+    return int(round(num_samples * SAMPLE_RATE_HZ / sample_rate_hz))
 
 
 def to_analysis_mono(stem: Stem) -> np.ndarray:
     """Mix the stem down to mono (channel mean) at 44.1 kHz: float32 ``(samples,)``."""
     mono = stem.audio.mean(axis=0, keepdims=True)
     n = analysis_length(stem.num_samples, stem.sample_rate_hz)
-    return resample(mono, stem.sample_rate_hz, ANALYSIS_RATE_HZ, n)[0]
+    return resample(mono, stem.sample_rate_hz, SAMPLE_RATE_HZ, n)[0]
 
 
 def match_channels(audio: np.ndarray, num_channels: int) -> np.ndarray:

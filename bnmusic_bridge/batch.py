@@ -35,9 +35,9 @@ from typing import Any
 
 from .errors import BNMusicError, OutputExistsError, ParameterError
 from .export import ExportOptions
+from .grid import AUDIO_EXTENSIONS
 from .request import RenderRequest
 
-AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".aif", ".aiff", ".mp3", ".ogg")
 """Files a folder input contributes (case-insensitive)."""
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

@@ -40,17 +40,16 @@ from .amplify import (
     DEFAULT_MAX_SLEW_DB_PER_S,
     DEFAULT_SMOOTHING_S,
     DEFAULT_TARGET_COVERAGE,
-    FRAME_PERIOD_S,
     LambdaLane,
     lambda_lane,
     lane_gain_at,
     window_bounds,
 )
 from .errors import AudioInputError, ParameterError
+from .grid import FRAME_PERIOD_S, HOP_SAMPLES, SAMPLE_RATE_HZ
 from .loudness import SILENCE_LUFS, integrated_lufs
 from .masking import DEFAULT_SMR_DB, MaskingField, masking_field
 from .metering import coverage, nmr_db
-from .spectrogram import HOP_SAMPLES, SAMPLE_RATE_HZ
 
 PEAK_CEILING_DBFS = -1.0
 """Highest sample peak the gained music is planned to reach, dBFS."""

@@ -50,6 +50,7 @@ from .errors import (
     OutputExistsError,
     ParameterError,
 )
+from .grid import AUDIO_EXTENSIONS
 
 # --------------------------------------------------------------------------------------
 # Methods, scenarios, constants
@@ -64,7 +65,6 @@ SCENARIOS = ("normalised", "direct")
 """``normalised``: music at unity (loudness-matched to the noise); ``direct``: music with
 the lambda lane the pipeline chose."""
 SCENARIO_LABELS = {"normalised": "loudness normalised", "direct": "direct (lambda applied)"}
-AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".aif", ".aiff", ".mp3", ".ogg")
 CATEGORY_MODES = ("auto", "folder", "prefix", "none")
 UNCATEGORISED = "other"
 """Category of a file whose name has no ``_``-separated prefix (``--categories prefix``)."""
@@ -365,16 +365,17 @@ class ClipMetrics:
 
 
 def _mono_44k(audio: np.ndarray, sample_rate_hz: int) -> np.ndarray:
-    from .audio import ANALYSIS_RATE_HZ, analysis_length, resample
+    from .audio import analysis_length, resample
+    from .grid import SAMPLE_RATE_HZ
 
     a = np.asarray(audio, dtype=np.float32)
     if a.ndim == 1:
         a = a[None, :]
     mono = a.mean(axis=0, keepdims=True)
-    if sample_rate_hz == ANALYSIS_RATE_HZ:
+    if sample_rate_hz == SAMPLE_RATE_HZ:
         return mono[0]
     n = analysis_length(a.shape[1], sample_rate_hz)
-    return resample(mono, sample_rate_hz, ANALYSIS_RATE_HZ, n)[0]
+    return resample(mono, sample_rate_hz, SAMPLE_RATE_HZ, n)[0]
 
 
 def loudness_for_coverage(
@@ -968,11 +969,12 @@ def evaluate(
 
 
 def _embed_44k(embedder: AudioEmbedder, mono_44k: np.ndarray) -> Embedding:
-    from .audio import ANALYSIS_RATE_HZ, resample
+    from .audio import resample
+    from .grid import SAMPLE_RATE_HZ
 
-    n = int(round(mono_44k.size * embedder.sample_rate_hz / ANALYSIS_RATE_HZ))
+    n = int(round(mono_44k.size * embedder.sample_rate_hz / SAMPLE_RATE_HZ))
     return embedder.embed(
-        resample(mono_44k[None, :], ANALYSIS_RATE_HZ, embedder.sample_rate_hz, n)[0]
+        resample(mono_44k[None, :], SAMPLE_RATE_HZ, embedder.sample_rate_hz, n)[0]
     )
 
 

@@ -18,13 +18,12 @@ import numpy as np
 from . import audio as audio_io
 from .errors import AudioInputError, GeneratorError
 from .generators.base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
+from .grid import FRAME_RATE_HZ, IMAGE_FRAMES, SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from .loudness import integrated_lufs
 from .mask import enlarge_mask, high_energy_mask
 from .request import RenderRequest, RenderResult, check_request
-from .windows import WINDOW_FRAMES, WINDOW_SAMPLES, WindowPlan, plan_windows, stitch
+from .windows import WindowPlan, plan_windows, stitch
 
-FRAME_RATE_HZ = 100.0
-"""Analysis frames (and lane points, and meter values) per second: hop 441 at 44.1 kHz."""
 SILENCE_PEAK_DBFS = -100.0
 SILENCE_LUFS_GATE = -70.0
 """BS.1770's absolute gate: a noise stem no louder than this is treated as silent."""
@@ -174,7 +173,7 @@ def _render_stem(
         noise_mel_padded,
         req.mask_area,
         window_starts=list(plan.start_frames),
-        window_frames=WINDOW_FRAMES,
+        window_frames=IMAGE_FRAMES,
         valid_frames=plan.valid_frames,
     )
     frames = spec.num_frames(n)
@@ -209,9 +208,9 @@ def _render_stem(
         from .fx import apply_effects
 
         prog.start("effects")
-        music_44k = apply_effects(music_44k, audio_io.ANALYSIS_RATE_HZ, req.effects)
+        music_44k = apply_effects(music_44k, SAMPLE_RATE_HZ, req.effects)
     music = audio_io.match_channels(
-        audio_io.resample(music_44k, audio_io.ANALYSIS_RATE_HZ, stem.sample_rate_hz, stem.num_samples),
+        audio_io.resample(music_44k, SAMPLE_RATE_HZ, stem.sample_rate_hz, stem.num_samples),
         stem.num_channels,
     )
     if np.any(music):
@@ -275,9 +274,9 @@ def _noise_windows(
 
     windows = []
     for k, (f0, s0) in enumerate(zip(plan.start_frames, plan.start_samples, strict=True)):
-        mel_w = noise_mel[:, f0 : f0 + WINDOW_FRAMES]
+        mel_w = noise_mel[:, f0 : f0 + IMAGE_FRAMES]
         image, max_value = mel_to_image(mel_w)
-        core = mask[:, f0 : f0 + WINDOW_FRAMES]
+        core = mask[:, f0 : f0 + IMAGE_FRAMES]
         windows.append(
             NoiseWindow(
                 index=k,

@@ -15,91 +15,234 @@ import numpy as np
 from .errors import ParameterError
 
 THRESHOLD_MODELS = ("smr", "spreading")
+"""Masking threshold models: the paper's fixed signal-to-mask ratio, or psychoacoustic
+model 1 with spreading (:mod:`bnmusic_bridge.masking`)."""
 OBJECTIVES = ("paper", "coverage")
+"""Stage 2 objectives: the paper's loss per window, or the lowest gain per window that
+masks ``target_coverage`` of its high-energy bins (:mod:`bnmusic_bridge.amplify`)."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
+"""Compute devices a request may name (``auto``: the GPU only when one is present)."""
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+"""Model precisions a request may name (``auto``: float16 on CUDA, float32 elsewhere)."""
 SCHEDULERS = ("dpmsolver++", "ddim", "pndm", "euler", "lms")
-"""Kept in step with :data:`bnmusic_bridge.generators.riffusion.SCHEDULERS` (a test checks)."""
+"""Diffusion schedulers of the riffusion generators (each mapped to a diffusers class in
+:mod:`bnmusic_bridge.generators.riffusion`)."""
+DEFAULT_MODEL_ID = "riffusion/riffusion-model-v1"
+"""The Riffusion weights on the Hugging Face Hub (a local folder works too)."""
+
+MAX_PROMPT_CHARS = 1000
+SEED_LIMIT = 2**32
+"""Seeds are integers from 0 to ``SEED_LIMIT - 1``."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What checks, presets, command-line flags and docs need to know about one field.
+
+    Attributes:
+        help: one line for a user (``--help``, docs), without the default or range.
+        section: the preset TOML table holding the field ("" = the top level).
+        toml_key: the key in that table when it differs from the field name.
+        choices: allowed values of a text field.
+        low, high: allowed range of a number (inclusive unless ``low_open``).
+        low_open: the range excludes ``low``.
+        unit: the unit a number is in ("dB", "LU", "s", ...), for messages and help.
+        nullable: None is allowed (``"none"`` in presets and on the command line).
+        flag: the render commands have a ``--flag`` for it.
+        allowed: wording of the allowed values in messages, where the range alone
+            does not say it.
+    """
+
+    help: str
+    section: str = ""
+    toml_key: str | None = None
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    unit: str = ""
+    nullable: bool = False
+    flag: bool = True
+    allowed: str | None = None
+
+    def allowed_text(self) -> str:
+        """The allowed values as an error message states them."""
+        if self.allowed is not None:
+            return self.allowed
+        if self.choices:
+            return " or ".join(self.choices) if len(self.choices) == 2 else ", ".join(self.choices)
+        unit = f" {self.unit}" if self.unit else ""
+        if self.low_open:
+            text = f"greater than {self.low:g}, at most {self.high:g}{unit}"
+        else:
+            text = f"{self.low:g} to {self.high:g}{unit}"
+        return text + (", or None for no limit" if self.nullable else "")
+
+
+def _field(default: Any, spec: FieldSpec, *, factory: Any = None) -> Any:
+    if factory is not None:
+        return field(default_factory=factory, metadata={"spec": spec})
+    return field(default=default, metadata={"spec": spec})
 
 
 @dataclass(frozen=True)
 class RenderRequest:
-    """Every parameter of one render. Units are in the names.
+    """Every parameter of one render, and the only home of every render default.
 
-    Attributes:
-        prompt: text prompt (style, instruments).
-        negative_prompt: what the generator should avoid.
-        seed: integer seed; same input + same seed = bit-identical output on the CPU.
-        generator: registered generator name ("procedural", "riffusion", baselines).
-        generator_params: generator-specific parameters (steps, guidance, ...).
-        model: model id or local folder for model-based generators.
-        device: "auto", "cpu", "cuda" or "mps".
-        dtype: "auto", "float32", "float16" or "bfloat16".
-        scheduler: diffusion scheduler of the riffusion generators ("dpmsolver++",
-            "ddim", "pndm", "euler", "lms").
-        local_files_only: never contact a model hub (model must be on disk).
-        mask_area: share of the noise image marked high-energy (0.05 to 0.5).
-        threshold_model: "smr" (the paper's fixed signal-to-mask ratio) or "spreading"
-            (psychoacoustic model 1; the default: it needs 26 to 37 dB less gain than
-            smr for 50 % coverage, medians measured in docs/blend.md).
-        smr_db: signal-to-mask ratio of the smr model in dB.
-        alpha: weight of the music-level term in the paper's loss.
-        objective: "paper" (the paper's loss) or "coverage" (the default: the lowest
-            lane that masks ``target_coverage`` in every lane window).
-        target_coverage: share of each lane window's high-energy bins to mask with the
-            coverage objective (0..1].
-        min_gain_db: lowest lambda in dB relative to the loudness-matched music.
-        max_gain_db: highest lambda in dB relative to the loudness-matched music.
-        max_loudness_lu: ceiling on the blended music's loudness relative to the noise in
-            LU (None: no ceiling): in every lane window the gained music is at most this
-            far over the noise's integrated loudness (BS.1770, output layout). The gained
-            music's sample peak is always held at -1 dBFS or under by the lane (no
-            clipping); windows a cap keeps from their target are listed in
-            ``RenderResult.extra["shortfall"]``.
-        lane_window_s: length of one lambda window in seconds.
-        lane_hop_s: hop between lambda windows in seconds.
-        smoothing_s: time constant of the lane's zero-phase smoothing in seconds (2 s:
-            about a bar at 120 BPM).
-        max_slew_db_per_s: largest change of the lane in dB per second.
-        overlap_frames: overlap of consecutive generation windows in 10 ms frames.
-        effects: the music's effects chain, applied before Stage 2 so lambda accounts
-            for it: a sequence of mappings, each ``{"type": "Reverb", ...parameters}``
-            for a pedalboard built-in or ``{"type": "plugin", "path": ..., ...}`` for a
-            VST3/AU plugin (see :mod:`bnmusic_bridge.fx`).
+    Units are in the names (dB, LU, s, frames). Each field's allowed range, preset
+    section and help text are in its :class:`FieldSpec` (:data:`FIELD_SPECS`); the
+    field list with defaults and ranges follows (generated from them).
+
+    Notes on the Stage 2 fields: the gained music's sample peak is always held at
+    -1 dBFS or under by the lane (no clipping); windows a cap keeps from their target
+    are listed in the result's shortfalls. The effects chain is applied before Stage 2
+    so lambda accounts for it: each entry is ``{"type": "Reverb", ...parameters}`` for a
+    pedalboard built-in or ``{"type": "plugin", "path": ..., ...}`` for a VST3/AU plugin
+    (see :mod:`bnmusic_bridge.fx`).
     """
 
-    prompt: str = "lo-fi hip hop beat with warm piano and soft drums"
-    negative_prompt: str = ""
-    seed: int = 0
-    generator: str = "procedural"
-    generator_params: Mapping[str, Any] = field(default_factory=dict)
-    model: str = "riffusion/riffusion-model-v1"
-    device: str = "auto"
-    dtype: str = "auto"
-    scheduler: str = "dpmsolver++"
-    local_files_only: bool = False
-    mask_area: float = 0.15
-    threshold_model: str = "spreading"
-    smr_db: float = 21.0
-    alpha: float = 0.14
-    objective: str = "coverage"
-    target_coverage: float = 0.8
-    min_gain_db: float = -30.0
-    max_gain_db: float = 24.0
-    max_loudness_lu: float | None = 6.0
-    lane_window_s: float = 2.56
-    lane_hop_s: float = 1.28
-    smoothing_s: float = 2.0
-    max_slew_db_per_s: float = 12.0
-    overlap_frames: int = 64
-    effects: tuple[Mapping[str, Any], ...] = ()
+    prompt: str = _field(
+        "lo-fi hip hop beat with warm piano and soft drums",
+        FieldSpec("text prompt: style and instruments", allowed=f"text of at most {MAX_PROMPT_CHARS} characters"),
+    )
+    negative_prompt: str = _field("", FieldSpec("what the generator should avoid"))
+    seed: int = _field(
+        0,
+        FieldSpec(
+            "integer seed; same input + same seed = bit-identical output on the CPU",
+            allowed=f"an integer from 0 to {SEED_LIMIT - 1}",
+        ),
+    )
+    generator: str = _field(
+        "procedural",
+        FieldSpec("generator name (see `bnmusic generators`)", section="generator", toml_key="name"),
+    )
+    generator_params: Mapping[str, Any] = _field(
+        None,
+        FieldSpec("the generator's own parameters", section="generator", toml_key="params", flag=False),
+        factory=dict,
+    )
+    model: str = _field(
+        DEFAULT_MODEL_ID,
+        FieldSpec("model id or local folder (riffusion generators)", section="generator"),
+    )
+    device: str = _field("auto", FieldSpec("compute device", section="generator", choices=DEVICES))
+    dtype: str = _field(
+        "auto",
+        FieldSpec(
+            "model precision (riffusion generators; auto: float16 on CUDA, float32 elsewhere)",
+            section="generator",
+            choices=DTYPES,
+        ),
+    )
+    scheduler: str = _field(
+        "dpmsolver++",
+        FieldSpec("diffusion scheduler (riffusion generators)", section="generator", choices=SCHEDULERS),
+    )
+    local_files_only: bool = _field(
+        False, FieldSpec("never contact a model hub (the model must be on disk)", section="generator")
+    )
+    mask_area: float = _field(
+        0.15,
+        FieldSpec("share of the noise image marked high-energy", section="mask", low=0.05, high=0.5),
+    )
+    threshold_model: str = _field(
+        "spreading",
+        FieldSpec(
+            "masking threshold: spreading (psychoacoustic model 1) or smr (the paper: noise + smr_db)",
+            section="threshold",
+            choices=THRESHOLD_MODELS,
+        ),
+    )
+    smr_db: float = _field(
+        21.0,
+        FieldSpec("signal-to-mask ratio of the smr model", section="threshold", low=0.0, high=40.0, unit="dB"),
+    )
+    alpha: float = _field(
+        0.14,
+        FieldSpec("music-level weight of the paper's loss", section="lambda", low=0.0, high=10.0, low_open=True),
+    )
+    objective: str = _field(
+        "coverage",
+        FieldSpec(
+            "coverage (lowest lane reaching target_coverage per window) or paper (the paper's loss)",
+            section="lambda",
+            choices=OBJECTIVES,
+        ),
+    )
+    target_coverage: float = _field(
+        0.8,
+        FieldSpec(
+            "share of each lane window's high-energy bins the coverage objective masks",
+            section="lambda",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+        ),
+    )
+    min_gain_db: float = _field(
+        -30.0,
+        FieldSpec("lowest lambda, relative to the loudness-matched music", section="lambda", low=-80.0, high=48.0, unit="dB"),
+    )
+    max_gain_db: float = _field(
+        24.0,
+        FieldSpec("highest lambda, relative to the loudness-matched music", section="lambda", low=-80.0, high=48.0, unit="dB"),
+    )
+    max_loudness_lu: float | None = _field(
+        6.0,
+        FieldSpec(
+            "ceiling: the gained music's loudness over the noise's in every lane window",
+            section="loudness",
+            low=-40.0,
+            high=40.0,
+            unit="LU",
+            nullable=True,
+            allowed="-40 to 40 LU, or None for no ceiling",
+        ),
+    )
+    lane_window_s: float = _field(
+        2.56,
+        FieldSpec("length of one lambda window", section="lambda", low=0.1, high=10.24, unit="s", flag=False),
+    )
+    lane_hop_s: float = _field(
+        1.28,
+        FieldSpec("hop between lambda windows (at most lane_window_s)", section="lambda", low=0.01, high=10.24, unit="s", flag=False),
+    )
+    smoothing_s: float = _field(
+        2.0,
+        FieldSpec(
+            "time constant of the lane's zero-phase smoothing (2 s: about a bar at 120 BPM)",
+            section="lambda",
+            low=0.0,
+            high=30.0,
+            unit="s",
+        ),
+    )
+    max_slew_db_per_s: float = _field(
+        12.0,
+        FieldSpec("largest change of the lane", section="lambda", low=0.1, high=1000.0, unit="dB/s", flag=False),
+    )
+    overlap_frames: int = _field(
+        64,
+        FieldSpec(
+            "overlap of consecutive generation windows in 10 ms frames",
+            section="generator",
+            low=8,
+            high=256,
+            flag=False,
+            allowed="8 to 256 frames (0.08 to 2.56 s)",
+        ),
+    )
+    effects: tuple[Mapping[str, Any], ...] = _field(
+        (), FieldSpec("the music's effects chain (pedalboard built-ins or plugins)", section="effects", flag=False)
+    )
 
     def replace(self, **changes: Any) -> RenderRequest:
         """A copy with ``changes`` applied; unknown field names raise ParameterError."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - set(FIELD_SPECS)
         if unknown:
             raise ParameterError(
-                f"unknown render parameter(s) {sorted(unknown)}; known: "
-                f"{sorted(f.name for f in dataclasses.fields(self))}"
+                f"unknown render parameter(s) {sorted(unknown)}; known: {sorted(FIELD_SPECS)}"
             )
         return dataclasses.replace(self, **changes)
 
@@ -110,51 +253,66 @@ class RenderRequest:
         return d
 
 
+FIELD_SPECS: dict[str, FieldSpec] = {
+    f.name: f.metadata["spec"] for f in dataclasses.fields(RenderRequest)
+}
+"""Every request field's :class:`FieldSpec`, in declaration order."""
+
+
+def field_default(name: str) -> Any:
+    """The default of request field ``name`` (a fresh copy for mutable defaults)."""
+    return getattr(RenderRequest(), name)
+
+
+def _fields_doc() -> str:
+    lines = ["", "    Fields (default; allowed):", ""]
+    defaults = RenderRequest()
+    for name, spec in FIELD_SPECS.items():
+        default = getattr(defaults, name)
+        shown = dict(default) if isinstance(default, Mapping) else default
+        rng = f"; {spec.allowed_text()}" if (spec.choices or spec.low is not None or spec.allowed) else ""
+        unit = f" {spec.unit}" if spec.unit and isinstance(default, (int, float)) else ""
+        lines.append(f"    - ``{name}`` = {shown!r}{unit}{rng}: {spec.help}.")
+    return "\n".join(lines) + "\n"
+
+
+RenderRequest.__doc__ = (RenderRequest.__doc__ or "") + _fields_doc()
+
+
 def check_request(req: RenderRequest) -> None:
     """Refuse out-of-range parameters before any work, naming the field and the range."""
 
-    def bad(name: str, allowed: str) -> ParameterError:
-        return ParameterError(f"{name}={getattr(req, name)!r} is out of range; allowed: {allowed}")
+    def bad(name: str) -> ParameterError:
+        return ParameterError(
+            f"{name}={getattr(req, name)!r} is out of range; allowed: {FIELD_SPECS[name].allowed_text()}"
+        )
 
-    if not isinstance(req.seed, int) or isinstance(req.seed, bool) or not 0 <= req.seed < 2**32:
-        raise bad("seed", "an integer from 0 to 4294967295")
-    if not 0.05 <= req.mask_area <= 0.5:
-        raise bad("mask_area", "0.05 to 0.5")
-    if req.threshold_model not in THRESHOLD_MODELS:
-        raise bad("threshold_model", " or ".join(THRESHOLD_MODELS))
-    if req.objective not in OBJECTIVES:
-        raise bad("objective", " or ".join(OBJECTIVES))
-    if req.device not in DEVICES:
-        raise bad("device", ", ".join(DEVICES))
-    if req.dtype not in ("auto", "float32", "float16", "bfloat16"):
-        raise bad("dtype", "auto, float32, float16, bfloat16")
-    if req.scheduler not in SCHEDULERS:
-        raise bad("scheduler", ", ".join(SCHEDULERS))
-    if not 0.0 <= req.smr_db <= 40.0:
-        raise bad("smr_db", "0 to 40 dB")
-    if not 0.0 < req.alpha <= 10.0:
-        raise bad("alpha", "greater than 0, at most 10")
-    if not 0.0 < req.target_coverage <= 1.0:
-        raise bad("target_coverage", "greater than 0, at most 1")
-    if not -80.0 <= req.min_gain_db < req.max_gain_db <= 48.0:
+    if not isinstance(req.seed, int) or isinstance(req.seed, bool) or not 0 <= req.seed < SEED_LIMIT:
+        raise bad("seed")
+    for name, spec in FIELD_SPECS.items():
+        value = getattr(req, name)
+        if spec.choices and value not in spec.choices:
+            raise bad(name)
+        if spec.low is None or (value is None and spec.nullable):
+            continue
+        if spec.low_open:
+            if not spec.low < value <= spec.high:
+                raise bad(name)
+        elif not spec.low <= value <= spec.high:
+            raise bad(name)
+    if not req.min_gain_db < req.max_gain_db:
+        lo, hi = FIELD_SPECS["min_gain_db"].low, FIELD_SPECS["max_gain_db"].high
         raise ParameterError(
             f"min_gain_db={req.min_gain_db}, max_gain_db={req.max_gain_db}: need "
-            "-80 <= min_gain_db < max_gain_db <= 48 (dB)"
+            f"{lo:g} <= min_gain_db < max_gain_db <= {hi:g} (dB)"
         )
-    if req.max_loudness_lu is not None and not -40.0 <= req.max_loudness_lu <= 40.0:
-        raise bad("max_loudness_lu", "-40 to 40 LU, or None for no ceiling")
-    if not 0.1 <= req.lane_window_s <= 10.24:
-        raise bad("lane_window_s", "0.1 to 10.24 s")
-    if not 0.01 <= req.lane_hop_s <= req.lane_window_s:
-        raise bad("lane_hop_s", f"0.01 s to lane_window_s ({req.lane_window_s} s)")
-    if not 0.0 <= req.smoothing_s <= 30.0:
-        raise bad("smoothing_s", "0 to 30 s")
-    if not 0.1 <= req.max_slew_db_per_s <= 1000.0:
-        raise bad("max_slew_db_per_s", "0.1 to 1000 dB/s")
-    if not 8 <= req.overlap_frames <= 256:
-        raise bad("overlap_frames", "8 to 256 frames (0.08 to 2.56 s)")
-    if not isinstance(req.prompt, str) or len(req.prompt) > 1000:
-        raise bad("prompt", "text of at most 1000 characters")
+    if not req.lane_hop_s <= req.lane_window_s:
+        raise ParameterError(
+            f"lane_hop_s={req.lane_hop_s!r} is out of range; allowed: "
+            f"{FIELD_SPECS['lane_hop_s'].low:g} s to lane_window_s ({req.lane_window_s} s)"
+        )
+    if not isinstance(req.prompt, str) or len(req.prompt) > MAX_PROMPT_CHARS:
+        raise bad("prompt")
 
 
 @dataclass(frozen=True)

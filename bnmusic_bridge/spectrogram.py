@@ -45,17 +45,16 @@ import numpy as np
 import torch
 
 from .errors import AudioInputError, ParameterError
+from .grid import (
+    F_MAX_HZ,
+    F_MIN_HZ,
+    HOP_SAMPLES,
+    N_FFT,
+    N_MELS,
+    SAMPLE_RATE_HZ,
+    WIN_SAMPLES,
+)
 
-SAMPLE_RATE_HZ = 44_100
-HOP_SAMPLES = 441
-WIN_SAMPLES = 4_410
-N_FFT = 17_640
-N_MELS = 512
-F_MIN_HZ = 0.0
-F_MAX_HZ = 10_000.0
-IMAGE_FRAMES = 512
-WINDOW_SAMPLES = (IMAGE_FRAMES - 1) * HOP_SAMPLES
-"""225,351 samples (5.110 s): the audio length that yields exactly 512 frames."""
 DEFAULT_MAX_VALUE = 30e6
 """Riffusion's default mel magnitude for pixel 0 (on its int16 sample scale)."""
 RIFFUSION_POWER_FOR_IMAGE = 0.25

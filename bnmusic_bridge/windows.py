@@ -19,9 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-HOP_SAMPLES = 441
-WINDOW_FRAMES = 512
-WINDOW_SAMPLES = (WINDOW_FRAMES - 1) * HOP_SAMPLES
+from .grid import HOP_SAMPLES, IMAGE_FRAMES, WINDOW_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -66,9 +64,9 @@ class WindowPlan:
 
 def plan_windows(num_samples: int, overlap_frames: int = 64) -> WindowPlan:
     """Lay 512-frame windows over a stem of ``num_samples`` samples at 44.1 kHz."""
-    if not 1 <= overlap_frames < WINDOW_FRAMES:
-        raise ValueError(f"overlap_frames={overlap_frames} must be 1 to {WINDOW_FRAMES - 1}")
-    step = WINDOW_FRAMES - overlap_frames
+    if not 1 <= overlap_frames < IMAGE_FRAMES:
+        raise ValueError(f"overlap_frames={overlap_frames} must be 1 to {IMAGE_FRAMES - 1}")
+    step = IMAGE_FRAMES - overlap_frames
     # The last window's audio must reach the stem's last sample.
     count = 1 + max(0, math.ceil((num_samples - WINDOW_SAMPLES) / (step * HOP_SAMPLES)))
     starts = tuple(k * step for k in range(count))

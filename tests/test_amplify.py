@@ -78,8 +78,9 @@ def test_gradient_descent_agrees_with_exact_synthetic():
 def _real_pair(shared_data, noise_name: str, music_name: str):
     import soundfile as sf
 
+    from bnmusic_bridge.grid import WINDOW_SAMPLES
     from bnmusic_bridge.loudness import integrated_lufs
-    from bnmusic_bridge.spectrogram import WINDOW_SAMPLES, audio_to_mel
+    from bnmusic_bridge.spectrogram import audio_to_mel
 
     noise, _ = sf.read(shared_data / "noise" / noise_name, dtype="float32")
     music, _ = sf.read(shared_data / "music" / music_name, dtype="float32")

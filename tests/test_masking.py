@@ -7,7 +7,8 @@ import pytest
 
 from bnmusic_bridge import masking as mk
 from bnmusic_bridge.errors import ParameterError
-from bnmusic_bridge.spectrogram import SAMPLE_RATE_HZ, audio_to_mel, mel_center_hz
+from bnmusic_bridge.grid import SAMPLE_RATE_HZ
+from bnmusic_bridge.spectrogram import audio_to_mel, mel_center_hz
 
 RNG = np.random.default_rng(7)
 

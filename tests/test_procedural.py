@@ -22,9 +22,10 @@ from bnmusic_bridge.generators.procedural import (
     section_of,
 )
 from bnmusic_bridge.generators.styles import STYLES, instruments_in, style_from_prompt
+from bnmusic_bridge.grid import WINDOW_SAMPLES
 from bnmusic_bridge.mask import high_energy_mask
 from bnmusic_bridge.spectrogram import audio_to_mel
-from bnmusic_bridge.windows import WINDOW_SAMPLES, plan_windows
+from bnmusic_bridge.windows import plan_windows
 
 SR = 44_100
 NOISE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "noise"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bnmusic_bridge import grid
 from bnmusic_bridge import spectrogram as sp
 from bnmusic_bridge.errors import AudioInputError, ParameterError
 
@@ -29,14 +30,15 @@ def _harmonic_tone(seconds: float, f0_hz: float = 330.0) -> np.ndarray:
 
 
 def test_constants_match_riffusion_defaults() -> None:
-    assert (sp.SAMPLE_RATE_HZ, sp.HOP_SAMPLES, sp.WIN_SAMPLES, sp.N_FFT) == (
+    assert (grid.SAMPLE_RATE_HZ, grid.HOP_SAMPLES, grid.WIN_SAMPLES, grid.N_FFT) == (
         44_100,
         441,
         4_410,
         17_640,
     )
-    assert (sp.N_MELS, sp.F_MIN_HZ, sp.F_MAX_HZ, sp.IMAGE_FRAMES) == (512, 0.0, 10_000.0, 512)
-    assert sp.WINDOW_SAMPLES == 225_351
+    assert (grid.N_MELS, grid.F_MIN_HZ, grid.F_MAX_HZ, grid.IMAGE_FRAMES) == (512, 0.0, 10_000.0, 512)
+    assert grid.WINDOW_SAMPLES == 225_351
+    assert (grid.FRAME_RATE_HZ, grid.FRAME_PERIOD_S) == (100.0, 0.01)
     assert sp.DEFAULT_MAX_VALUE == 30e6
     params = sp.SpectrogramParams()
     assert params == sp.DEFAULT_PARAMS
@@ -44,11 +46,11 @@ def test_constants_match_riffusion_defaults() -> None:
 
 
 def test_frame_arithmetic() -> None:
-    assert sp.num_frames(sp.WINDOW_SAMPLES) == 512
+    assert sp.num_frames(grid.WINDOW_SAMPLES) == 512
     assert sp.num_frames(int(5.12 * RATE)) == 513  # 225,792 samples
-    assert sp.num_frames(sp.WINDOW_SAMPLES - 1) == 511
+    assert sp.num_frames(grid.WINDOW_SAMPLES - 1) == 511
     assert sp.num_frames(0) == 1
-    assert sp.frame_to_sample(511) == sp.WINDOW_SAMPLES
+    assert sp.frame_to_sample(511) == grid.WINDOW_SAMPLES
     assert sp.frame_to_sample(3) == 1_323
     with pytest.raises(ParameterError, match="-5"):
         sp.num_frames(-5)
@@ -56,7 +58,7 @@ def test_frame_arithmetic() -> None:
 
 def test_audio_to_mel_column_counts() -> None:
     rng = np.random.default_rng(0)
-    for num_samples, frames in [(sp.WINDOW_SAMPLES, 512), (int(5.12 * RATE), 513), (9_000, 21)]:
+    for num_samples, frames in [(grid.WINDOW_SAMPLES, 512), (int(5.12 * RATE), 513), (9_000, 21)]:
         audio = (0.1 * rng.standard_normal(num_samples)).astype(np.float32)
         mel = sp.audio_to_mel(audio)
         assert mel.shape == (512, frames)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bnmusic_bridge.windows import WINDOW_SAMPLES, crossfade_gains, plan_windows, stitch
+from bnmusic_bridge.grid import WINDOW_SAMPLES
+from bnmusic_bridge.windows import crossfade_gains, plan_windows, stitch
 
 
 def test_single_window_for_short_stems():

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..analysis import StemAnalysis
 from ..errors import AudioInputError, ParameterError
+from ..grid import AUDIO_EXTENSIONS, SAMPLE_RATE_HZ
 from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
 from .riffusion import (
     DEFAULT_MODEL,
@@ -34,13 +35,6 @@ from .riffusion import (
     check_step,
     parse_generator_params,
 )
-
-SAMPLE_RATE_HZ = 44_100
-"""Rate of every audio the baselines return."""
-
-MUSIC_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".aif", ".aiff")
-"""Audio files ``random-music`` picks from (case-insensitive)."""
-
 
 # ---------------------------------------------------------------------------------------
 # noise-only
@@ -81,7 +75,7 @@ class NoiseOnlyGenerator:
 
 
 def list_music_files(music_dir: str | os.PathLike[str]) -> list[Path]:
-    """Audio files directly in ``music_dir`` (see :data:`MUSIC_EXTENSIONS`), sorted by name.
+    """Audio files directly in ``music_dir`` (see :data:`AUDIO_EXTENSIONS`), sorted by name.
 
     Raises:
         AudioInputError: the folder is missing, not a folder, or holds no audio file.
@@ -92,11 +86,11 @@ def list_music_files(music_dir: str | os.PathLike[str]) -> list[Path]:
     if not folder.is_dir():
         raise AudioInputError(f"random-music: music_dir {str(folder)!r} is not a folder")
     files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in MUSIC_EXTENSIONS
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
     )
     if not files:
         raise AudioInputError(
-            f"random-music: no audio file ({', '.join(MUSIC_EXTENSIONS)}) in {str(folder)!r}"
+            f"random-music: no audio file ({', '.join(AUDIO_EXTENSIONS)}) in {str(folder)!r}"
         )
     return files
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..analysis import StemAnalysis
 from ..errors import ParameterError
+from ..grid import SAMPLE_RATE_HZ
 from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
 from .styles import (
     MAJOR_SCALE,
@@ -54,7 +55,6 @@ from .styles import (
     style_from_prompt,
 )
 from .synth import (
-    SAMPLE_RATE_HZ,
     SpectralTilt,
     drum_kit,
     pan_gains,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
-SAMPLE_RATE_HZ = 44_100
+from ..grid import SAMPLE_RATE_HZ
+
 TABLE_SIZE = 2_048
 MAX_PARTIAL_HZ = 18_000.0
 A4_HZ = 440.0
