@@ -41,7 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bnmusic_bridge.osc.testing import OscClient  # noqa: E402
+from bnmusic_bridge.frontends.osc.testing import OscClient  # noqa: E402
 
 PING_RATE_HZ = 200
 PING_SECONDS = 8.0
@@ -81,7 +81,7 @@ class Server:
             [
                 sys.executable,
                 "-m",
-                "bnmusic_bridge.cli",
+                "bnmusic_bridge.frontends.cli",
                 "serve",
                 "--port",
                 "0",
@@ -114,7 +114,7 @@ def ping_stats(server: tuple[str, int], seconds: float, busy: Any = None) -> dic
     """Sequential pings at PING_RATE_HZ for ``seconds`` from a plain blocking socket in
     this thread (no client threads between the wire and the clock); ``busy()`` must stay
     true (a render running) for a sample to count."""
-    from bnmusic_bridge.osc import protocol as P
+    from bnmusic_bridge.frontends.osc import protocol as P
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))

@@ -1,5 +1,5 @@
 """``python -m bnmusic_bridge``: the ``bnmusic`` command."""
 
-from .cli import main
+from .frontends.cli import main
 
 raise SystemExit(main())

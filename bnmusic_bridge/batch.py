@@ -762,7 +762,7 @@ def _stable_order(order: Iterable[str], results: dict[str, TaskResult]) -> list[
 
 def register_cli(subparsers: Any) -> None:
     """Add the ``batch`` command to the ``bnmusic`` parser."""
-    from .cli import _output_args, _render_args
+    from .frontends.cli import _output_args, _render_args
 
     p = subparsers.add_parser(
         "batch",
@@ -794,7 +794,7 @@ def register_cli(subparsers: Any) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .cli import _preset_export, build_export_options, build_request
+    from .frontends.cli import _preset_export, build_export_options, build_request
 
     if args.out is None:
         raise ParameterError("batch needs --out DIR (the folder for every stem's outputs)")

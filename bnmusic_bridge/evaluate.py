@@ -1693,7 +1693,7 @@ def _json_float(v: Any) -> Any:
 
 def register_cli(subparsers: Any) -> None:
     """Add the ``eval`` command to the ``bnmusic`` parser."""
-    from .cli import _render_args
+    from .frontends.cli import _render_args
 
     p = subparsers.add_parser(
         "eval",
@@ -1749,7 +1749,7 @@ def register_cli(subparsers: Any) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run ``bnmusic eval`` (see :func:`register_cli`)."""
-    from .cli import EXIT_OK, build_request
+    from .frontends.cli import EXIT_OK, build_request
 
     request = build_request(args)
     methods = tuple(m.strip() for m in str(args.methods).split(",") if m.strip())

@@ -10,11 +10,11 @@ import numpy as np
 import soundfile as sf
 from noise_signals import clacks
 
-from bnmusic_bridge.cli import main
+from bnmusic_bridge.frontends.cli import main
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from bnmusic_bridge.cli import make_parser; make_parser(); print('torch' in sys.modules)"
+    code = "import sys; from bnmusic_bridge.frontends.cli import make_parser; make_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -63,7 +63,7 @@ def test_bad_input_errors_name_the_file(tmp_path, capsys):
 
 
 def test_flags_override_preset_and_none_lifts_the_ceiling():
-    from bnmusic_bridge.cli import build_request, make_parser
+    from bnmusic_bridge.frontends.cli import build_request, make_parser
 
     args = make_parser().parse_args(["render", "x.wav", "--preset", "lofi-commute", "--max-loudness-lu", "none", "--seed", "9"])
     req = build_request(args)

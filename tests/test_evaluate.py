@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from noise_signals import clacks
 
-from bnmusic_bridge import cli
+from bnmusic_bridge.frontends import cli
 from bnmusic_bridge.audio import read_stem, write_audio
 from bnmusic_bridge.errors import AudioInputError, ParameterError
 from bnmusic_bridge.evaluate import (

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bnmusic_bridge.export import ExportOptions
-from bnmusic_bridge.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
+from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
 from bnmusic_bridge.request import RenderRequest
 
 pytestmark = pytest.mark.skipif(
@@ -40,7 +40,7 @@ def server(root: Path) -> Iterator[OscServer]:
         request=RenderRequest(generator=register_fake_generator()),
         export=ExportOptions(plot=False),
         lane_timetags="playback",  # liblo's handling of the time tags is checked below
-        worker_setup=("bnmusic_bridge.osc.testing:register_fake_generator",),
+        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
     )
     with OscServer(config) as srv:
         yield srv

@@ -10,8 +10,8 @@ from test_osc_liblo import Dump
 
 from bnmusic_bridge import RenderRequest
 from bnmusic_bridge.export import ExportOptions
-from bnmusic_bridge.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
+from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
 
 pytestmark = pytest.mark.skipif(shutil.which("oscdump") is None, reason="liblo-tools not installed")
 
@@ -30,7 +30,7 @@ def test_oscdump_gets_the_whole_lane_before_done_by_default(root: Path) -> None:
         roots=(root,),
         request=RenderRequest(generator=register_fake_generator()),
         export=ExportOptions(plot=False),
-        worker_setup=("bnmusic_bridge.osc.testing:register_fake_generator",),
+        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
     )
     with OscServer(config) as srv, OscClient(srv.udp_address) as c:
         dump = Dump()

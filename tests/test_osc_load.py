@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from bnmusic_bridge.export import ExportOptions
-from bnmusic_bridge.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
+from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
 from bnmusic_bridge.request import RenderRequest
 
 RATE_HZ = 500
@@ -48,7 +48,7 @@ def test_500_messages_per_second_with_50_jobs_queued(tmp_path: Path) -> None:
         roots=(tmp_path,),
         request=RenderRequest(generator=register_fake_generator()),
         export=ExportOptions(plot=False),
-        worker_setup=("bnmusic_bridge.osc.testing:register_fake_generator",),
+        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
         meter_hz=50.0,
         max_queued=64,
     )

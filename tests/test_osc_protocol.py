@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 
-from bnmusic_bridge.osc import protocol as P
-from bnmusic_bridge.osc.jobs import compact_lane, meter_blocks
-from bnmusic_bridge.osc.paths import RootSet
+from bnmusic_bridge.frontends.osc import protocol as P
+from bnmusic_bridge.frontends.osc.jobs import compact_lane, meter_blocks
+from bnmusic_bridge.frontends.osc.paths import RootSet
 
 # /bnmusic/ping ,isf 7 "ab" 0.5 -- written out by hand, as OSC 1.0 lays it out.
 PING_BYTES = (

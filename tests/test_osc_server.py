@@ -17,9 +17,9 @@ import pytest
 from pythonosc import osc_message, osc_packet, tcp_client, udp_client
 
 from bnmusic_bridge.export import ExportOptions
-from bnmusic_bridge.osc import protocol as P
-from bnmusic_bridge.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.frontends.osc import protocol as P
+from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
+from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
 from bnmusic_bridge.request import RenderRequest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def make_server(root: Path, **changes) -> OscServer:  # type: ignore[no-untyped-
         export=ExportOptions(plot=False),
         meter_hz=20.0,
         lane_timetags="playback",  # the time tags themselves are checked below
-        worker_setup=("bnmusic_bridge.osc.testing:register_fake_generator",),
+        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
     )
     return OscServer(dataclasses.replace(config, **changes)).start()
 
@@ -383,7 +383,7 @@ def _start_cli(root: Path, *extra: str) -> tuple[subprocess.Popen, tuple[str, in
         [
             sys.executable,
             "-m",
-            "bnmusic_bridge.cli",
+            "bnmusic_bridge.frontends.cli",
             "serve",
             "--port",
             "0",
@@ -442,7 +442,7 @@ def test_cli_refuses_non_loopback_without_allow_remote(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "bnmusic_bridge.cli",
+            "bnmusic_bridge.frontends.cli",
             "serve",
             "--host",
             "0.0.0.0",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import BNMusicError, ParameterError
+from bnmusic_bridge.errors import BNMusicError, ParameterError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -65,7 +65,7 @@ def register_cli(subparsers: Any) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .presets import list_presets
+    from bnmusic_bridge.presets import list_presets
 
     entries = list_presets(args.presets_dir)
     if args.json:
@@ -98,7 +98,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .presets import dumps_preset, load_preset
+    from bnmusic_bridge.presets import dumps_preset, load_preset
 
     preset = load_preset(args.name, presets_dir=args.presets_dir)
     print(f"# {preset.path}")
@@ -107,8 +107,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .fx import check_effects
-    from .presets import load_preset
+    from bnmusic_bridge.fx import check_effects
+    from bnmusic_bridge.presets import load_preset
 
     failures = 0
     for path in args.files:
@@ -126,7 +126,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_save(args: argparse.Namespace) -> int:
     from .cli import build_export_options, build_request
-    from .presets import load_preset, make_preset, save_preset
+    from bnmusic_bridge.presets import load_preset, make_preset, save_preset
 
     base = load_preset(args.preset, presets_dir=args.presets_dir) if args.preset else None
     request = build_request(args)

@@ -1,7 +1,7 @@
 """The OSC server: UDP, OSC-over-TCP, subscriptions and the push streams.
 
 Threads: one UDP receiver, one TCP acceptor plus one reader per TCP client, the job
-threads of :class:`~bnmusic_bridge.osc.jobs.JobManager` (each relays one job to the
+threads of :class:`~bnmusic_bridge.frontends.osc.jobs.JobManager` (each relays one job to the
 render worker process and back), and one pusher that sends each finished job's lambda
 lane (time-tagged bundles), its coverage meter (rate-limited) and its done message, in
 that order. Handlers only check arguments, answer queries and queue jobs; no handler
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..errors import BNMusicError
+from bnmusic_bridge import __version__
+from bnmusic_bridge.errors import BNMusicError
 from . import protocol as P
 from .jobs import Job, JobManager, Outcome
 from .paths import RootSet
@@ -203,8 +203,8 @@ class OscServer:
     """
 
     def __init__(self, config: ServerConfig) -> None:
-        from ..export import ExportOptions
-        from ..request import RenderRequest
+        from bnmusic_bridge.export import ExportOptions
+        from bnmusic_bridge.request import RenderRequest
 
         if not config.allow_remote and not is_loopback(config.host):
             raise P.OscError(
@@ -607,11 +607,11 @@ class OscServer:
                 f"preset {name!r}: give a preset name (letters, digits, _ . -), not a path",
             )
         try:
-            from ..presets import load_preset
+            from bnmusic_bridge.presets import load_preset
         except ImportError:
             if name == "default":
-                from ..export import ExportOptions
-                from ..request import RenderRequest
+                from bnmusic_bridge.export import ExportOptions
+                from bnmusic_bridge.request import RenderRequest
 
                 preset_request, preset_export = RenderRequest(), ExportOptions()
             else:
@@ -688,7 +688,7 @@ class OscServer:
     def preset_list(self) -> list[tuple[str, str]]:
         """(name, description) of every preset a job may name."""
         try:
-            from ..presets import list_presets
+            from bnmusic_bridge.presets import list_presets
         except ImportError:
             return [("default", "built-in defaults")]
         out = []
@@ -849,11 +849,11 @@ class OscServer:
 def _check_request(request: Any, where: str) -> None:
     """Refuse a bad request before the ack: ranges, and the generator's own check of its
     parameters when the presets module provides it (no weights are loaded)."""
-    from ..request import check_request
+    from bnmusic_bridge.request import check_request
 
     check_request(request)
     try:
-        from ..presets import check_generator
+        from bnmusic_bridge.presets import check_generator
     except ImportError:
         return
     check_generator(request.generator, request.generator_params, where)

@@ -25,7 +25,7 @@ from typing import Any
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 
-from ..errors import BNMusicError
+from bnmusic_bridge.errors import BNMusicError
 
 API_VERSION = "1.0"
 """Version of the address space in docs/osc.md. Minor: additions; major: breaking."""
@@ -718,7 +718,7 @@ class Overrides:
 def request_field_kinds() -> dict[str, str]:
     """Client-settable RenderRequest fields and their kinds ("str", "int", "float",
     "bool", "float?"), read from the dataclass so new fields appear by themselves."""
-    from ..request import RenderRequest
+    from bnmusic_bridge.request import RenderRequest
 
     simple = {
         "str": "str",

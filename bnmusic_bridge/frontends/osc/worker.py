@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BNMusicError, CancelledError, OutputExistsError
+from bnmusic_bridge.errors import BNMusicError, CancelledError, OutputExistsError
 
 log = logging.getLogger("bnmusic.osc")
 
@@ -136,7 +136,7 @@ def compact_lane(
     times_s, gain_db = times_s[finite], gain_db[finite]
     shared: Callable[..., Any] | None
     try:
-        from ..export.lanes import compact_lane as shared
+        from bnmusic_bridge.export.lanes import compact_lane as shared
     except ImportError:
         shared = None
     if shared is not None and times_s.size:
@@ -237,7 +237,7 @@ def execute_job(
 
     t0 = time.perf_counter()
     try:
-        from ..pipeline import render_file
+        from bnmusic_bridge.pipeline import render_file
 
         result = render_file(spec.noise_path, spec.request, progress=hook)
         if cancel.is_set():
@@ -266,7 +266,7 @@ def execute_job(
 
 
 def _write(spec: JobSpec, result: Any, export_lock: threading.Lock) -> dict[str, str]:
-    from ..export import output_paths, write_outputs
+    from bnmusic_bridge.export import output_paths, write_outputs
 
     options = dataclasses.replace(spec.export, force=False)
     stem = spec.noise_path.stem
@@ -339,7 +339,7 @@ def warm_imports() -> None:
 
 def preload(request: Any) -> None:
     """Create the generator a request names (loads its model) and warm the imports."""
-    from ..pipeline import generator_for
+    from bnmusic_bridge.pipeline import generator_for
 
     generator_for(request)
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import BNMusicError
+from bnmusic_bridge import __version__
+from bnmusic_bridge.errors import BNMusicError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -97,11 +97,11 @@ def _parse_value(text: str) -> Any:
 
 def build_request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Preset (if any) first, then every flag that was given."""
-    from .request import RenderRequest
+    from bnmusic_bridge.request import RenderRequest
 
     base = RenderRequest()
     if getattr(args, "preset", None):
-        from .presets import load_preset
+        from bnmusic_bridge.presets import load_preset
 
         base = load_preset(args.preset, presets_dir=args.presets_dir).request
     overrides = {k: getattr(args, k) for k in _FIELD_FLAGS if getattr(args, k, None) is not None}
@@ -121,7 +121,7 @@ def build_request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def build_export_options(args: argparse.Namespace, preset_export: Any = None):  # type: ignore[no-untyped-def]
-    from .export import ExportOptions
+    from bnmusic_bridge.export import ExportOptions
 
     opts = preset_export or ExportOptions()
     changes: dict[str, Any] = {}
@@ -159,7 +159,7 @@ def build_export_options(args: argparse.Namespace, preset_export: Any = None):  
 
 def _preset_export(args: argparse.Namespace) -> Any:
     if getattr(args, "preset", None):
-        from .presets import load_preset
+        from bnmusic_bridge.presets import load_preset
 
         return load_preset(args.preset, presets_dir=args.presets_dir).export
     return None
@@ -190,15 +190,15 @@ class _Bar:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .export import output_paths, write_outputs
-    from .pipeline import render_file
+    from bnmusic_bridge.export import output_paths, write_outputs
+    from bnmusic_bridge.pipeline import render_file
 
     noise = Path(args.noise)
     request = build_request(args)
     options = build_export_options(args, _preset_export(args))
     out_dir = args.out or noise.parent
     # Refuse before the (long) render when outputs cannot be written or would be overwritten.
-    from .audio import check_output_dir
+    from bnmusic_bridge.audio import check_output_dir
 
     check_output_dir(out_dir)
     paths = output_paths(noise.stem, out_dir, options)
@@ -240,7 +240,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_generators(args: argparse.Namespace) -> int:
-    from .generators import available_generators
+    from bnmusic_bridge.generators import available_generators
 
     for name, desc in sorted(available_generators().items()):
         print(f"{name:16s} {desc}")
@@ -278,7 +278,7 @@ _EXTRA_COMMANDS: list = []
 def _load_extra_commands() -> None:
     import importlib
 
-    for module in ("bnmusic_bridge.osc.cli", "bnmusic_bridge.presets_cli", "bnmusic_bridge.batch", "bnmusic_bridge.evaluate"):
+    for module in ("bnmusic_bridge.frontends.osc.cli", "bnmusic_bridge.frontends.presets_cmd", "bnmusic_bridge.batch", "bnmusic_bridge.evaluate"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

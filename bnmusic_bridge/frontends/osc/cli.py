@@ -17,7 +17,7 @@ pure-Python code would otherwise hold replies back by up to 5 ms."""
 
 
 def register_cli(subparsers: Any) -> None:
-    """Add the ``serve`` subcommand (picked up by :mod:`bnmusic_bridge.cli`)."""
+    """Add the ``serve`` subcommand (picked up by :mod:`bnmusic_bridge.frontends.cli`)."""
     from ..cli import _render_args
     from .server import DEFAULT_TCP_PORT, DEFAULT_UDP_PORT
 
@@ -140,7 +140,7 @@ def register_cli(subparsers: Any) -> None:
 
 def _base_request(args: argparse.Namespace) -> tuple[Any, Any]:
     from ..cli import _preset_export, build_request
-    from ..errors import ParameterError
+    from bnmusic_bridge.errors import ParameterError
 
     try:
         return build_request(args), _preset_export(args)
@@ -155,7 +155,7 @@ def _base_request(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..errors import BNMusicError
+    from bnmusic_bridge.errors import BNMusicError
     from .protocol import ADDRESSES
     from .server import OscServer, ServerConfig, default_render_threads, is_loopback
 

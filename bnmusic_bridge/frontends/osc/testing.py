@@ -199,8 +199,8 @@ class FakeGenerator:
     def generate(
         self, windows: Sequence[Any], analysis: Any, settings: Any, progress: Any = None
     ) -> list[Any]:
-        from ..errors import GeneratorError
-        from ..generators import WindowMusic
+        from bnmusic_bridge.errors import GeneratorError
+        from bnmusic_bridge.generators import WindowMusic
 
         self.calls += 1
         if settings.params.get("fail"):
@@ -232,7 +232,7 @@ class FakeGenerator:
 
 def register_fake_generator() -> str:
     """Register :class:`FakeGenerator` under :data:`FAKE_GENERATOR`; returns the name."""
-    from ..generators import register_generator
+    from bnmusic_bridge.generators import register_generator
 
     register_generator(FAKE_GENERATOR, FakeGenerator, "test generator: the noise itself, no model")
     return FAKE_GENERATOR

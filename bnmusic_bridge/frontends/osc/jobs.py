@@ -1,11 +1,11 @@
 """Render jobs for the OSC server: the bounded queue and the job table.
 
 The server thread queues jobs; ``render_threads`` job threads take them in order and
-hand each to an executor (:mod:`bnmusic_bridge.osc.worker`): by default one worker
+hand each to an executor (:mod:`bnmusic_bridge.frontends.osc.worker`): by default one worker
 process that owns the model, where the generate stage is serialized behind one gate
 while the other stages of other jobs run beside it. A job thread relays the job's
 progress, forwards a cancellation, and reports the end: done (with an
-:class:`~bnmusic_bridge.osc.worker.Outcome`) or failed (with an error code).
+:class:`~bnmusic_bridge.frontends.osc.worker.Outcome`) or failed (with an error code).
 """
 
 from __future__ import annotations
