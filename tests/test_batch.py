@@ -23,9 +23,9 @@ from bnmusic_bridge.batch import (
     run_batch,
     stem_names,
 )
-from bnmusic_bridge.frontends.cli import main
 from bnmusic_bridge.errors import ParameterError
 from bnmusic_bridge.export import ExportOptions
+from bnmusic_bridge.frontends.cli import main
 from bnmusic_bridge.request import RenderRequest
 
 RATE = 44_100

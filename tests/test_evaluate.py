@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from noise_signals import clacks
 
-from bnmusic_bridge.frontends import cli
 from bnmusic_bridge.audio import read_stem, write_audio
 from bnmusic_bridge.errors import AudioInputError, ParameterError
 from bnmusic_bridge.evaluate import (
@@ -31,6 +30,7 @@ from bnmusic_bridge.evaluate import (
     normalise_loudness,
     read_prompts,
 )
+from bnmusic_bridge.frontends import cli
 from bnmusic_bridge.loudness import integrated_lufs
 from bnmusic_bridge.pipeline import render
 from bnmusic_bridge.request import RenderRequest

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from bnmusic_bridge import presets as P
-from bnmusic_bridge.frontends.cli import build_request, main, make_parser
 from bnmusic_bridge.errors import ParameterError
 from bnmusic_bridge.export import write_outputs
+from bnmusic_bridge.frontends.cli import build_request, main, make_parser
 from bnmusic_bridge.pipeline import render
 
 RATE = 44_100

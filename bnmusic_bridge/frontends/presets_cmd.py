@@ -125,8 +125,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_save(args: argparse.Namespace) -> int:
-    from .cli import build_export_options, build_request
     from bnmusic_bridge.presets import load_preset, make_preset, save_preset
+
+    from .cli import build_export_options, build_request
 
     base = load_preset(args.preset, presets_dir=args.presets_dir) if args.preset else None
     request = build_request(args)

@@ -139,8 +139,9 @@ def register_cli(subparsers: Any) -> None:
 
 
 def _base_request(args: argparse.Namespace) -> tuple[Any, Any]:
-    from ..cli import _preset_export, build_request
     from bnmusic_bridge.errors import ParameterError
+
+    from ..cli import _preset_export, build_request
 
     try:
         return build_request(args), _preset_export(args)
@@ -156,6 +157,7 @@ def _base_request(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bnmusic_bridge.errors import BNMusicError
+
     from .protocol import ADDRESSES
     from .server import OscServer, ServerConfig, default_render_threads, is_loopback
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from bnmusic_bridge import __version__
 from bnmusic_bridge.errors import BNMusicError
+
 from . import protocol as P
 from .jobs import Job, JobManager, Outcome
 from .paths import RootSet
