@@ -762,7 +762,7 @@ def _stable_order(order: Iterable[str], results: dict[str, TaskResult]) -> list[
 
 def register_cli(subparsers: Any) -> None:
     """Add the ``batch`` command to the ``bnmusic`` parser."""
-    from .frontends.cli import _output_args, _render_args
+    from .frontends.args import add_output_args, add_render_args
 
     p = subparsers.add_parser(
         "batch",
@@ -788,18 +788,18 @@ def register_cli(subparsers: Any) -> None:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _render_args(p)
-    _output_args(p)
+    add_render_args(p)
+    add_output_args(p)
     p.set_defaults(func=cmd_batch)
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .frontends.cli import _preset_export, build_export_options, build_request
+    from .frontends.args import build_export_options, build_request, preset_export
 
     if args.out is None:
         raise ParameterError("batch needs --out DIR (the folder for every stem's outputs)")
     request = build_request(args)
-    options = build_export_options(args, _preset_export(args))
+    options = build_export_options(args, preset_export(args))
     try:
         summary = run_batch(
             args.inputs,

@@ -1693,7 +1693,7 @@ def _json_float(v: Any) -> Any:
 
 def register_cli(subparsers: Any) -> None:
     """Add the ``eval`` command to the ``bnmusic`` parser."""
-    from .frontends.cli import _render_args
+    from .frontends.args import add_render_args
 
     p = subparsers.add_parser(
         "eval",
@@ -1743,13 +1743,13 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.add_argument("--no-plot", action="store_true", help="skip the PNGs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    _render_args(p)
+    add_render_args(p)
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run ``bnmusic eval`` (see :func:`register_cli`)."""
-    from .frontends.cli import EXIT_OK, build_request
+    from .frontends.args import EXIT_OK, build_request
 
     request = build_request(args)
     methods = tuple(m.strip() for m in str(args.methods).split(",") if m.strip())

@@ -16,7 +16,7 @@ EXIT_ERROR = 1
 
 def register_cli(subparsers: Any) -> None:
     """Add the ``presets`` command to the ``bnmusic`` parser."""
-    from .cli import _render_args
+    from .args import add_render_args
 
     p = subparsers.add_parser(
         "presets",
@@ -60,7 +60,7 @@ def register_cli(subparsers: Any) -> None:
     q.add_argument("--format", dest="file_type", choices=["wav", "flac", "aiff"])
     q.add_argument("--lane", default=None, help="lane formats, comma-separated")
     q.add_argument("--no-plot", action="store_true", help="do not write the PNG")
-    _render_args(q)
+    add_render_args(q)
     q.set_defaults(func=cmd_save)
 
 
@@ -127,7 +127,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_save(args: argparse.Namespace) -> int:
     from bnmusic_bridge.presets import load_preset, make_preset, save_preset
 
-    from .cli import build_export_options, build_request
+    from .args import build_export_options, build_request
 
     base = load_preset(args.preset, presets_dir=args.presets_dir) if args.preset else None
     request = build_request(args)

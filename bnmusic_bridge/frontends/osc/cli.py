@@ -18,7 +18,7 @@ pure-Python code would otherwise hold replies back by up to 5 ms."""
 
 def register_cli(subparsers: Any) -> None:
     """Add the ``serve`` subcommand (picked up by :mod:`bnmusic_bridge.frontends.cli`)."""
-    from ..cli import _render_args
+    from ..args import add_render_args
     from .server import DEFAULT_TCP_PORT, DEFAULT_UDP_PORT
 
     p = subparsers.add_parser(
@@ -134,17 +134,17 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument(
         "--list-addresses", action="store_true", help="print the OSC address table and exit"
     )
-    _render_args(p)
+    add_render_args(p)
     p.set_defaults(func=cmd_serve)
 
 
 def _base_request(args: argparse.Namespace) -> tuple[Any, Any]:
     from bnmusic_bridge.errors import ParameterError
 
-    from ..cli import _preset_export, build_request
+    from ..args import build_request, preset_export
 
     try:
-        return build_request(args), _preset_export(args)
+        return build_request(args), preset_export(args)
     except ImportError as e:
         # bnmusic_bridge.presets is missing from this build: only "default" exists.
         if args.preset not in (None, "default"):
