@@ -5,7 +5,8 @@ hand each to an executor (:mod:`bnmusic_bridge.frontends.osc.worker`): by defaul
 process that owns the model, where the generate stage is serialized behind one gate
 while the other stages of other jobs run beside it. A job thread relays the job's
 progress, forwards a cancellation, and reports the end: done (with an
-:class:`~bnmusic_bridge.frontends.osc.worker.Outcome`) or failed (with an error code).
+:class:`~bnmusic_bridge.frontends.osc.worker.Outcome`) or failed (with an error code),
+to its :class:`JobEvents` (the server's :class:`~bnmusic_bridge.frontends.osc.pushes.Pusher`).
 """
 
 from __future__ import annotations

@@ -381,7 +381,6 @@ class ProcessExecutor:
         self._lock = threading.Lock()
         self._inboxes: dict[str, queue.Queue[tuple]] = {}
         self._closed = False
-        self.restarts = 0
         self._early_deaths = 0
         self._broken: str | None = None
         self._start()
@@ -445,7 +444,6 @@ class ProcessExecutor:
             if give_up:
                 self._broken = message
             elif not self._closed and proc is self._proc:
-                self.restarts += 1
                 self._start()
         for key, box in boxes:
             box.put(("failed", key, "internal", message))
