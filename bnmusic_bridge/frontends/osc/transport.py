@@ -145,6 +145,11 @@ class Transport:
         self._lock = threading.Lock()
         self._connections: dict[int, TcpConnection] = {}
         self._next_conn = 0
+        # Set by start():
+        self._spawn: Spawn
+        self._on_packet: Callable[[bytes, Endpoint], None]
+        self._on_bad_frame: Callable[[P.OscError, Endpoint], None]
+        self._on_disconnect: Callable[[Endpoint], None]
 
     def open(self) -> None:
         """Bind the sockets. Raises OSError if a port is taken."""
