@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from bnmusic_bridge.frontends.osc import protocol as P
-from bnmusic_bridge.frontends.osc.jobs import compact_lane, meter_blocks
+from bnmusic_bridge.frontends.osc.framing import StreamDecoder, slip_encode
+from bnmusic_bridge.frontends.osc.handlers import HANDLERS
 from bnmusic_bridge.frontends.osc.paths import RootSet
+from bnmusic_bridge.frontends.osc.worker import compact_lane, meter_blocks
 
 # /bnmusic/ping ,isf 7 "ab" 0.5 -- written out by hand, as OSC 1.0 lays it out.
 PING_BYTES = (
@@ -247,14 +249,19 @@ def test_every_address_is_under_the_prefix_and_documented() -> None:
         assert f"`{code}`" in doc, f"error code {code} missing from docs/osc.md"
 
 
+def test_every_address_has_one_handler() -> None:
+    assert list(HANDLERS) == list(P.ADDRESSES)
+    assert len(set(HANDLERS.values())) == len(HANDLERS)
+
+
 # ---- TCP framing -------------------------------------------------------------------
 
 
 def test_slip_stream_split_anywhere_and_escaped() -> None:
     tricky = P.encode_message("/bnmusic/ping", b"\xc0\xdb\xc0")  # blob with END and ESC bytes
     plain = P.encode_message("/bnmusic/ping", 1)
-    stream = P.slip_encode(tricky) + P.slip_encode(plain)
-    dec = P.StreamDecoder()
+    stream = slip_encode(tricky) + slip_encode(plain)
+    dec = StreamDecoder()
     got: list = []
     for i in range(0, len(stream), 3):  # byte dribbles, as TCP may deliver them
         got.extend(dec.feed(stream[i : i + 3]))
@@ -263,7 +270,7 @@ def test_slip_stream_split_anywhere_and_escaped() -> None:
 
 
 def test_slip_bad_escape_and_oversized_frame_do_not_break_the_stream() -> None:
-    dec = P.StreamDecoder(max_bytes=64)
+    dec = StreamDecoder(max_bytes=64)
     out = dec.feed(b"\xc0/x\xdb\x01\xc0")
     assert isinstance(out[0], P.OscError) and out[0].code == "bad_packet"
     out = dec.feed(b"\xc0" + b"a" * 200)
@@ -274,13 +281,13 @@ def test_slip_bad_escape_and_oversized_frame_do_not_break_the_stream() -> None:
 
 def test_length_prefixed_stream_as_liblo_sends_it() -> None:
     msg = P.encode_message("/bnmusic/ping", "x", 3)
-    dec = P.StreamDecoder()
+    dec = StreamDecoder()
     framed = struct.pack(">i", len(msg)) + msg
     assert dec.feed(framed[:5]) == []
     assert dec.feed(framed[5:] + framed) == [msg, msg]
     assert dec.mode == "length"
     assert dec.frame(b"abcd") == b"\x00\x00\x00\x04abcd"
-    bad = P.StreamDecoder()
+    bad = StreamDecoder()
     [err] = bad.feed(b"\x7f\xff\xff\xff")
     assert isinstance(err, P.OscError) and bad.broken
 

@@ -5,7 +5,8 @@ hand each to an executor (:mod:`bnmusic_bridge.frontends.osc.worker`): by defaul
 process that owns the model, where the generate stage is serialized behind one gate
 while the other stages of other jobs run beside it. A job thread relays the job's
 progress, forwards a cancellation, and reports the end: done (with an
-:class:`~bnmusic_bridge.frontends.osc.worker.Outcome`) or failed (with an error code).
+:class:`~bnmusic_bridge.frontends.osc.worker.Outcome`) or failed (with an error code),
+to its :class:`JobEvents` (the server's :class:`~bnmusic_bridge.frontends.osc.pushes.Pusher`).
 """
 
 from __future__ import annotations
@@ -18,21 +19,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from bnmusic_bridge.export import ExportOptions
+from bnmusic_bridge.request import RenderRequest
+
+from .config import ISOLATIONS
 from .protocol import OscArg, OscError
-from .worker import (
-    WRITE_STAGE,
-    JobFailed,
-    JobSpec,
-    Outcome,
-    ProcessExecutor,
-    ThreadExecutor,
-    compact_lane,
-    meter_blocks,
-)
-
-__all__ = ["Job", "JobEvents", "JobManager", "JobStatus", "Outcome", "compact_lane", "meter_blocks"]
+from .transport import Endpoint
+from .worker import WRITE_STAGE, JobFailed, JobSpec, Outcome, ProcessExecutor, ThreadExecutor
 
 log = logging.getLogger("bnmusic.osc")
 
@@ -61,7 +56,7 @@ class Job:
         out_dir: resolved output folder (inside the roots).
         request: the full render request.
         export: a :class:`~bnmusic_bridge.export.ExportOptions` (``force`` is False).
-        origin: where the request came from (the server's endpoint object).
+        origin: where the request came from.
         state: one of queued, running, writing, done, failed, cancelled.
         stage: the pipeline stage last reported ("" before the first).
         fraction: progress of that stage, 0..1.
@@ -71,9 +66,9 @@ class Job:
     key: str
     noise_path: Path
     out_dir: Path
-    request: Any
-    export: Any
-    origin: Any
+    request: RenderRequest
+    export: ExportOptions
+    origin: Endpoint
     state: str = QUEUED
     stage: str = ""
     fraction: float = 0.0
@@ -109,7 +104,8 @@ class JobEvents(Protocol):
 
 
 class JobManager:
-    """The bounded queue, the job table and the job threads.
+    """The bounded queue, the job table and the job threads (the defaults of every
+    argument are :class:`~.config.ServerConfig`'s).
 
     Args:
         events: receives progress, done and failed events.
@@ -131,21 +127,21 @@ class JobManager:
         self,
         events: JobEvents,
         *,
-        max_queued: int = 64,
-        render_threads: int = 2,
-        meter_hz: float = 10.0,
-        lane_tolerance_db: float = 0.1,
-        progress_interval_s: float = 0.05,
-        check_paths: Callable[[Job], None] | None = None,
-        isolation: str = "process",
-        worker_setup: tuple[str, ...] = (),
-        worker_niceness: int = 10,
+        max_queued: int,
+        render_threads: int,
+        meter_hz: float,
+        lane_tolerance_db: float,
+        progress_interval_s: float,
+        check_paths: Callable[[Job], None] | None,
+        isolation: str,
+        worker_setup: tuple[str, ...],
+        worker_niceness: int,
     ) -> None:
         if max_queued < 1 or render_threads < 1:
             raise ValueError(
                 f"max_queued={max_queued} and render_threads={render_threads} must be >= 1"
             )
-        if isolation not in ("process", "thread"):
+        if isolation not in ISOLATIONS:
             raise ValueError(f"isolation={isolation!r}; use 'process' or 'thread'")
         self.events = events
         self.max_queued = max_queued

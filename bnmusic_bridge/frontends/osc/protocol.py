@@ -1,10 +1,11 @@
 """The ``/bnmusic/`` OSC address space: decoding, argument checks, reply encoding.
 
 Nothing here touches a socket (python-osc's lesson: routing apart from sockets). The
-server feeds raw packets to :func:`decode_packet`, looks the address up in
-:data:`ADDRESSES`, checks the arguments with :func:`check_args` and answers with the
-``encode_*`` helpers. Every refusal is an :class:`OscError` whose ``code`` goes into a
-``/bnmusic/error`` reply; nothing is dropped silently.
+dispatcher (:mod:`.dispatch`) feeds raw packets to :func:`decode_packet`, looks the
+address up in :data:`ADDRESSES`, checks the arguments with :func:`check_args`, and the
+handlers answer with the ``encode_*`` helpers. Every refusal is an :class:`OscError`
+whose ``code`` goes into a ``/bnmusic/error`` reply (:func:`encode_error`); nothing is
+dropped silently.
 
 Argument values on the wire: OSC type tags ``i`` (int32), ``h`` (int64), ``f`` (float32),
 ``d`` (float64), ``s``/``S`` (string), ``T``/``F`` (true/false), ``N`` (nil), ``b`` (blob),
@@ -38,6 +39,8 @@ MAX_MESSAGES_PER_PACKET = 32
 MAX_JOB_ID_CHARS = 64
 MAX_LIST_ENTRIES = 100
 """Longest list of (name, value) pairs in one reply (status/all, presets)."""
+MAX_ERROR_MESSAGE_CHARS = 1000
+"""Longest message text in a ``/bnmusic/error`` reply (characters)."""
 
 _BUNDLE_TAG = b"#bundle\x00"
 _IMMEDIATELY = struct.pack(">Q", 1)
@@ -286,6 +289,12 @@ def encode_message(address: str, *args: Any) -> bytes:
     return builder.build().dgram
 
 
+def encode_error(where: Any, code: str, message: str) -> bytes:
+    """``/bnmusic/error where code message``: ``where`` is a job id (echoed with its
+    type tag), an address or ``#packet``; ``code`` one of :data:`ERROR_CODES`."""
+    return encode_message(PREFIX + "error", where, code, message[:MAX_ERROR_MESSAGE_CHARS])
+
+
 def echo_message(address: str, received: Message) -> bytes:
     """``received``'s arguments, byte for byte, under a new ``address`` (ping -> pong)."""
     return osc_types.write_string(address) + (received.tail or osc_types.write_string(","))
@@ -337,116 +346,6 @@ def read_bundle_timetags(data: bytes) -> list[tuple[float | None, Message]]:
 
     walk(data, None)
     return out
-
-
-# --------------------------------------------------------------------------------------
-# TCP stream framing
-
-SLIP_END = 0xC0
-_SLIP_ESC = 0xDB
-_SLIP_ESC_END = 0xDC
-_SLIP_ESC_ESC = 0xDD
-
-
-def slip_encode(packet: bytes) -> bytes:
-    """OSC 1.1 stream framing: double-END SLIP (RFC 1055)."""
-    from pythonosc import slip
-
-    return slip.encode(packet)
-
-
-class StreamDecoder:
-    """Splits a TCP byte stream into OSC packets.
-
-    The framing is detected from the first byte: ``0xC0`` means OSC 1.1 SLIP; anything
-    else means OSC 1.0's int32 big-endian length prefix (what liblo sends). Replies use
-    the same framing (:meth:`frame`).
-
-    :meth:`feed` returns packets (bytes) and :class:`OscError` values for frames that
-    were refused (too large, bad escapes); a refused frame never stops the stream,
-    except an impossible length prefix, after which :attr:`broken` is True.
-    """
-
-    def __init__(self, max_bytes: int = MAX_PACKET_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self.mode: str | None = None  # "slip" or "length"
-        self.broken = False
-        self._buf = bytearray()
-        self._skipping = False
-
-    def frame(self, packet: bytes) -> bytes:
-        if self.mode == "length":
-            return struct.pack(">i", len(packet)) + packet
-        return slip_encode(packet)
-
-    def feed(self, data: bytes) -> list[bytes | OscError]:
-        if self.broken:
-            return []
-        self._buf.extend(data)
-        if self.mode is None and self._buf:
-            self.mode = "slip" if self._buf[0] == SLIP_END else "length"
-        return self._feed_slip() if self.mode == "slip" else self._feed_length()
-
-    def _feed_length(self) -> list[bytes | OscError]:
-        out: list[bytes | OscError] = []
-        while len(self._buf) >= 4:
-            (size,) = struct.unpack(">i", self._buf[:4])
-            if size <= 0 or size > 16 * self.max_bytes:
-                self.broken = True
-                self._buf.clear()
-                out.append(
-                    OscError("bad_packet", f"TCP length prefix {size} is impossible; closing")
-                )
-                break
-            if len(self._buf) < 4 + size:
-                break
-            packet = bytes(self._buf[4 : 4 + size])
-            del self._buf[: 4 + size]
-            out.append(packet)
-        return out
-
-    def _feed_slip(self) -> list[bytes | OscError]:
-        out: list[bytes | OscError] = []
-        while True:
-            end = self._buf.find(SLIP_END)
-            if end < 0:
-                # An escaped packet is at most twice its size; past that, drop bytes
-                # until the next END and report the frame once.
-                if len(self._buf) > 2 * self.max_bytes + 2:
-                    self._skipping = True
-                    self._buf.clear()
-                break
-            frame = bytes(self._buf[:end])
-            del self._buf[: end + 1]
-            if self._skipping:
-                self._skipping = False
-                out.append(
-                    OscError("packet_too_large", f"SLIP frame larger than {self.max_bytes} bytes")
-                )
-                continue
-            if not frame:
-                continue  # the double-END framing gives empty frames between packets
-            try:
-                out.append(_slip_unescape(frame))
-            except ValueError as e:
-                out.append(OscError("bad_packet", f"bad SLIP frame: {e}"))
-        return out
-
-
-def _slip_unescape(frame: bytes) -> bytes:
-    out = bytearray()
-    i = 0
-    while i < len(frame):
-        b = frame[i]
-        if b == _SLIP_ESC:
-            if i + 1 >= len(frame) or frame[i + 1] not in (_SLIP_ESC_END, _SLIP_ESC_ESC):
-                raise ValueError(f"ESC at byte {i} is not followed by ESC_END or ESC_ESC")
-            out.append(SLIP_END if frame[i + 1] == _SLIP_ESC_END else _SLIP_ESC)
-            i += 2
-        else:
-            out.append(b)
-            i += 1
-    return bytes(out)
 
 
 # --------------------------------------------------------------------------------------

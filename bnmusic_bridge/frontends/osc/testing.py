@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from bnmusic_bridge.grid import HOP_SAMPLES, SAMPLE_RATE_HZ
+
 from . import protocol as P
+from .framing import StreamDecoder
 
 FAKE_GENERATOR = "osc-test-fake"
 
@@ -64,7 +67,7 @@ class OscClient:
             self.sock.bind(("127.0.0.1", 0))
         else:
             self.sock = socket.create_connection(server, timeout=5.0)
-            self._decoder = P.StreamDecoder()
+            self._decoder = StreamDecoder()
             self._decoder.mode = "slip" if transport == "tcp" else "length"
         self.sock.settimeout(0.2)
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -181,8 +184,8 @@ class OscClient:
 
 
 class FakeGenerator:
-    """A generator for tests: each window's music is its own noise, band-limited and
-    delayed a little, so Stage 2 has something real to measure. No model.
+    """A generator for tests: each window's music is its own noise, delayed by one hop
+    (10 ms), so Stage 2 has something real to measure. No model.
 
     Parameters (``generator_params``): ``delay_s`` (seconds of sleep per window, in
     10 ms steps that report progress, so cancellation is quick), ``fail`` (raise a
@@ -223,7 +226,7 @@ class FakeGenerator:
                 time.sleep(0.01)
                 if progress is not None:
                     progress("generate", (k + (i + 1) / steps) / len(windows))
-            music = np.roll(np.asarray(w.audio, dtype=np.float32), 441)[None, :]
+            music = np.roll(np.asarray(w.audio, dtype=np.float32), HOP_SAMPLES)[None, :]
             out.append(WindowMusic(audio=music, diagnostics={"fake": True}))
             if progress is not None:
                 progress("generate", (k + 1) / len(windows))
@@ -238,7 +241,9 @@ def register_fake_generator() -> str:
     return FAKE_GENERATOR
 
 
-def write_noise(path: Any, seconds: float = 1.0, rate_hz: int = 44100, seed: int = 0) -> Any:
+def write_noise(
+    path: Any, seconds: float = 1.0, rate_hz: int = SAMPLE_RATE_HZ, seed: int = 0
+) -> Any:
     """A short pulsed-noise WAV stem (mono, peak about -6 dBFS) for tests."""
     import soundfile as sf
 

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 
 from bnmusic_bridge.errors import BNMusicError, CancelledError, OutputExistsError
+from bnmusic_bridge.export import ExportOptions, lanes
+from bnmusic_bridge.request import RenderRequest
 
 log = logging.getLogger("bnmusic.osc")
 
@@ -47,8 +49,7 @@ GENERATION_STAGES = frozenset({"generate"})
 WRITE_STAGE = "write"
 """The progress stage reported while the outputs are written."""
 MAX_FRESH_NAMES = 1000
-WORKER_NICENESS = 10
-"""How much the worker process lowers its CPU priority (Unix ``nice``)."""
+"""Names tried for a job's outputs (stem, stem-2, ...) before giving up."""
 EARLY_DEATH_S = 10.0
 MAX_EARLY_DEATHS = 3
 """A worker that dies this many times in a row within EARLY_DEATH_S of starting is not
@@ -74,12 +75,12 @@ class JobSpec:
     key: str
     noise_path: Path
     out_dir: Path
-    request: Any
-    export: Any
-    client: str = ""
-    meter_hz: float = 10.0
-    lane_tolerance_db: float = 0.1
-    progress_interval_s: float = 0.05
+    request: RenderRequest
+    export: ExportOptions
+    client: str
+    meter_hz: float
+    lane_tolerance_db: float
+    progress_interval_s: float
 
 
 @dataclass(frozen=True)
@@ -121,27 +122,23 @@ ProgressFn = Callable[[str, float], None]
 
 
 def compact_lane(
-    times_s: np.ndarray, gain_db: np.ndarray, tolerance_db: float = 0.1
+    times_s: np.ndarray, gain_db: np.ndarray, tolerance_db: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lane points only where the gain moved more than ``tolerance_db`` (dB): straight
     lines between the kept points stay within the tolerance of the full lane; the first
     and last point are always kept, non-finite gains dropped.
 
-    Uses :func:`bnmusic_bridge.export.lanes.compact_lane` when it exists, else keeps a
-    point whenever the gain moved more than the tolerance since the last kept one.
+    Uses :func:`bnmusic_bridge.export.lanes.compact_lane` (as the lane files do); where
+    that refuses the lane (a tolerance of 0, times out of order), keeps a point
+    whenever the gain moved more than the tolerance since the last kept one.
     """
     times_s = np.asarray(times_s, dtype=np.float64)
     gain_db = np.asarray(gain_db, dtype=np.float64)
     finite = np.isfinite(gain_db) & np.isfinite(times_s)
     times_s, gain_db = times_s[finite], gain_db[finite]
-    shared: Callable[..., Any] | None
-    try:
-        from bnmusic_bridge.export.lanes import compact_lane as shared
-    except ImportError:
-        shared = None
-    if shared is not None and times_s.size:
+    if times_s.size:
         try:
-            t, g = shared(times_s, gain_db, tolerance_db=tolerance_db)
+            t, g = lanes.compact_lane(times_s, gain_db, tolerance_db=tolerance_db)
             return np.asarray(t, dtype=np.float64), np.asarray(g, dtype=np.float64)
         except (TypeError, ValueError, BNMusicError):
             log.debug("export.lanes.compact_lane refused the lane; using the local helper")
@@ -351,7 +348,7 @@ def preload(request: Any) -> None:
 class ThreadExecutor:
     """Runs jobs in the calling thread (the server process)."""
 
-    def __init__(self, setup: Sequence[str] = ()) -> None:
+    def __init__(self, setup: Sequence[str]) -> None:
         run_setup(setup)
         self._gate = Gate()
         self._export_lock = threading.Lock()
@@ -376,9 +373,7 @@ class ProcessExecutor:
         niceness: how much the worker lowers its CPU priority (Unix ``nice``, 0 to 19).
     """
 
-    def __init__(
-        self, threads: int, setup: Sequence[str] = (), niceness: int = WORKER_NICENESS
-    ) -> None:
+    def __init__(self, threads: int, setup: Sequence[str], niceness: int) -> None:
         self.threads = threads
         self.setup = tuple(setup)
         self.niceness = niceness
@@ -386,7 +381,6 @@ class ProcessExecutor:
         self._lock = threading.Lock()
         self._inboxes: dict[str, queue.Queue[tuple]] = {}
         self._closed = False
-        self.restarts = 0
         self._early_deaths = 0
         self._broken: str | None = None
         self._start()
@@ -450,7 +444,6 @@ class ProcessExecutor:
             if give_up:
                 self._broken = message
             elif not self._closed and proc is self._proc:
-                self.restarts += 1
                 self._start()
         for key, box in boxes:
             box.put(("failed", key, "internal", message))
