@@ -57,7 +57,8 @@ def grouped_bars_png(
     for i, (key, scenario, panel) in enumerate(keys):
         ax = fig.add_subplot(len(keys), 1, i + 1)
         x = np.arange(len(cats))
-        width = 0.8 / max(len(methods), 1)
+        group = 0.8  # share of each category's slot the bars fill
+        width = group / max(len(methods), 1)
         for j, m in enumerate(methods):
             values, notes = [], []
             for c in cats:
@@ -65,7 +66,7 @@ def grouped_bars_png(
                 ok = [v for v in vals if math.isfinite(v)]
                 values.append(float(np.mean(ok)) * scale if ok else 0.0)
                 notes.append("" if ok else "none")
-            pos = x - 0.4 + width * (j + 0.5)
+            pos = x - group / 2 + width * (j + 0.5)
             bars = ax.bar(
                 pos, values, width, label=method_spec(m).label, color=method_colour(result, m)
             )

@@ -167,7 +167,12 @@ def category_lines(result: EvalResult, category: str, title: str) -> list[str]:
             markdown_table(table1(result, scenario, category)),
             "",
         ]
-    lines += ["### Ablation", "", markdown_table(ablation_table(result, category), first="step"), ""]
+    lines += [
+        "### Ablation",
+        "",
+        markdown_table(ablation_table(result, category), first="step"),
+        "",
+    ]
     paired = paired_table(result, category)
     if paired:
         lines += [

@@ -5,7 +5,7 @@ available (:mod:`~bnmusic_bridge.evaluation.embeddings`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -149,6 +149,93 @@ def add_mixtures(
         )
 
 
+@dataclass
+class _Collected:
+    """What :func:`evaluate` has gathered so far (filled in clip by clip)."""
+
+    active: list[str]
+    skipped: list[SkippedMethod]
+    rows: list[ClipMetrics] = field(default_factory=list)
+    clips: list[ClipInfo] = field(default_factory=list)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+    mixtures: Mixtures = field(default_factory=dict)
+
+
+def _measure_method(
+    collected: _Collected,
+    config: EvalConfig,
+    method: str,
+    clip_index: int,
+    clip: NoiseClip,
+    loaded: LoadedClip,
+    noise_mono: np.ndarray,
+    embedder: AudioEmbedder | None,
+) -> None:
+    """Render one clip with one method, measure it, and embed its mixtures."""
+    result = render(loaded.noise, loaded.sample_rate_hz, method_request(config, method, clip_index))
+    collected.rows.extend(
+        measure_result(
+            result,
+            noise_mono,
+            clip=clip,
+            method=method,
+            target_coverage=config.target_coverage,
+            tolerance_ms=config.tolerance_ms,
+        )
+    )
+    if embedder is not None:
+        add_mixtures(
+            collected.mixtures,
+            embedder,
+            clip=clip,
+            method=method,
+            loaded=loaded,
+            noise_mono=noise_mono,
+            result=result,
+        )
+
+
+def _evaluate_clip(
+    collected: _Collected,
+    config: EvalConfig,
+    clip_index: int,
+    clip: NoiseClip,
+    embedder: AudioEmbedder | None,
+    on_step: StepCallback | None,
+) -> None:
+    """Load one clip, then render and measure it with every method that can run; a
+    failure is recorded, a method whose weights turn out missing is skipped from then on."""
+    try:
+        loaded = load_clip(clip, config.target_lufs)
+    except BNMusicError as e:
+        collected.failures.append((clip.name, "(all)", f"{clip.path}: {e}"))
+        for m in config.methods:
+            if on_step:
+                on_step(clip, m)
+        return
+    active = collected.active
+    base_req = method_request(config, active[0], clip_index) if active else config.base_request()
+    collected.clips.append(clip_info(clip, loaded, base_req))
+    noise_mono = analysis_mono(loaded.noise, loaded.sample_rate_hz)
+    for m in config.methods:
+        try:
+            if m in active:
+                _measure_method(
+                    collected, config, m, clip_index, clip, loaded, noise_mono, embedder
+                )
+        except ModelNotFoundError as e:
+            # Weights that the probe could not see (a generator without ``load``).
+            active.remove(m)
+            collected.skipped.append(
+                SkippedMethod(m, f"model weights not available locally ({str(e).splitlines()[0]})")
+            )
+        except BNMusicError as e:
+            collected.failures.append((clip.name, m, str(e)))
+        finally:
+            if on_step:
+                on_step(clip, m)
+
+
 def evaluate(
     clips: Sequence[NoiseClip],
     config: EvalConfig,
@@ -183,70 +270,22 @@ def evaluate(
     active, skipped = probe_methods(config)
     # 3. Find the FAD/KL embedder and embed the reference music
     setup = distribution_setup(config.reference_dir, embedder, config.embedding_model)
-    mixtures: Mixtures = {}
-
-    rows: list[ClipMetrics] = []
-    infos: list[ClipInfo] = []
-    failures: list[tuple[str, str, str]] = []
+    # 4. Render and measure every clip with every method
+    collected = _Collected(active, skipped)
     for k, clip in enumerate(clips):
-        # 4. Load the clip at the eval's loudness
-        try:
-            loaded = load_clip(clip, config.target_lufs)
-        except BNMusicError as e:
-            failures.append((clip.name, "(all)", f"{clip.path}: {e}"))
-            for m in config.methods:
-                if on_step:
-                    on_step(clip, m)
-            continue
-        base_req = method_request(config, active[0], k) if active else config.base_request()
-        infos.append(clip_info(clip, loaded, base_req))
-        noise_mono = analysis_mono(loaded.noise, loaded.sample_rate_hz)
-        # 5. Render and measure it with every method that can run
-        for m in config.methods:
-            if m not in active:
-                if on_step:
-                    on_step(clip, m)
-                continue
-            try:
-                result = render(loaded.noise, loaded.sample_rate_hz, method_request(config, m, k))
-                rows.extend(
-                    measure_result(
-                        result,
-                        noise_mono,
-                        clip=clip,
-                        method=m,
-                        target_coverage=config.target_coverage,
-                        tolerance_ms=config.tolerance_ms,
-                    )
-                )
-                if setup.embedder is not None:
-                    add_mixtures(
-                        mixtures,
-                        setup.embedder,
-                        clip=clip,
-                        method=m,
-                        loaded=loaded,
-                        noise_mono=noise_mono,
-                        result=result,
-                    )
-            except ModelNotFoundError as e:
-                # Weights that the probe could not see (a generator without ``load``).
-                active.remove(m)
-                skipped.append(
-                    SkippedMethod(
-                        m, f"model weights not available locally ({str(e).splitlines()[0]})"
-                    )
-                )
-            except BNMusicError as e:
-                failures.append((clip.name, m, str(e)))
-            finally:
-                if on_step:
-                    on_step(clip, m)
-    # 6. FAD/KL of the mixtures against the reference
+        _evaluate_clip(collected, config, k, clip, setup.embedder, on_step)
+    # 5. FAD/KL of the mixtures against the reference
     distribution = (
-        distribution_metrics(mixtures, setup.reference)
+        distribution_metrics(collected.mixtures, setup.reference)
         if setup.embedder is not None and setup.reference
         else {}
     )
-    return EvalResult(rows, infos, skipped, failures, distribution, setup.note, config)
-
+    return EvalResult(
+        collected.rows,
+        collected.clips,
+        collected.skipped,
+        collected.failures,
+        distribution,
+        setup.note,
+        config,
+    )
