@@ -14,7 +14,7 @@ from noise_signals import clacks
 
 from bnmusic_bridge.audio import read_stem, write_audio
 from bnmusic_bridge.errors import AudioInputError, ParameterError
-from bnmusic_bridge.evaluate import (
+from bnmusic_bridge.evaluation import (
     REPORT_FILES,
     EvalConfig,
     NoiseClip,

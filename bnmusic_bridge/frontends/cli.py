@@ -135,7 +135,7 @@ _EXTRA_COMMANDS: list = []
 def _load_extra_commands() -> None:
     import importlib
 
-    for module in ("bnmusic_bridge.frontends.osc.cli", "bnmusic_bridge.frontends.presets_cmd", "bnmusic_bridge.batch", "bnmusic_bridge.evaluate"):
+    for module in ("bnmusic_bridge.frontends.osc.cli", "bnmusic_bridge.frontends.presets_cmd", "bnmusic_bridge.batch", "bnmusic_bridge.frontends.eval_cmd"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
