@@ -40,7 +40,7 @@ class ProgressBar:
 
     def __init__(self, label: str, enabled: bool) -> None:
         self.enabled = enabled
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar once the first event arrives
         self.label = label
 
     def __call__(self, stage: str, fraction: float) -> None:
