@@ -12,16 +12,17 @@ back, so load -> save -> load gives an identical preset. The schema is documente
     negative_prompt = ""
     seed = 0
 
-    [generator]                      # name, model, device, dtype, local_files_only,
-    name = "procedural"              # overlap_frames
+    [generator]                      # name, model, device, dtype, scheduler,
+    name = "procedural"              # local_files_only, overlap_frames
     [generator.params]               # the generator's own parameters
     [mask]                           # mask_area
     [threshold]                      # threshold_model, smr_db
-    [lambda]                         # objective, alpha, target_coverage, min_gain_db,
+    [lambda]                         # alpha, objective, target_coverage, min_gain_db,
                                      # max_gain_db, lane_window_s, lane_hop_s,
                                      # smoothing_s, max_slew_db_per_s
     [loudness]                       # max_loudness_lu (omit: the default; "none": no ceiling)
     [output]                         # bit_depth, file_type, lane_formats, plot, pattern
+    [output.lanes]                   # DAW lane settings (ExportOptions.lanes)
     [[effects]]                      # one table per effect (see bnmusic_bridge.fx)
 
 Presets are found by name in, first to last: the ``presets_dir`` argument
@@ -39,14 +40,15 @@ import os
 import re
 import sys
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .audio import BIT_DEPTHS
 from .errors import ParameterError
-from .export import ExportOptions
-from .request import RenderRequest, check_request
+from .export import ExportOptions, LaneOptions
+from .request import FIELD_SPECS, RenderRequest, check_request
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,40 +63,36 @@ SHIPPED_PRESETS_DIR = Path(__file__).resolve().parent / "data" / "presets"
 """Presets that come with the package (installed as package data)."""
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
-TOP_KEYS: dict[str, str] = {
-    "prompt": "prompt",
-    "negative_prompt": "negative_prompt",
-    "seed": "seed",
-}
-"""Top-level TOML key -> RenderRequest field (besides schema, name and description)."""
-SECTIONS: dict[str, dict[str, str]] = {
-    "generator": {
-        "name": "generator",
-        "model": "model",
-        "device": "device",
-        "dtype": "dtype",
-        "scheduler": "scheduler",
-        "local_files_only": "local_files_only",
-        "overlap_frames": "overlap_frames",
-    },
-    "mask": {"mask_area": "mask_area"},
-    "threshold": {"threshold_model": "threshold_model", "smr_db": "smr_db"},
-    "lambda": {
-        "objective": "objective",
-        "alpha": "alpha",
-        "target_coverage": "target_coverage",
-        "min_gain_db": "min_gain_db",
-        "max_gain_db": "max_gain_db",
-        "lane_window_s": "lane_window_s",
-        "lane_hop_s": "lane_hop_s",
-        "smoothing_s": "smoothing_s",
-        "max_slew_db_per_s": "max_slew_db_per_s",
-    },
-    "loudness": {"max_loudness_lu": "max_loudness_lu"},
-}
-"""``[section]`` -> {TOML key -> RenderRequest field}."""
-OUTPUT_KEYS = ("bit_depth", "file_type", "lane_formats", "plot", "pattern")
-"""Keys of ``[output]`` (ExportOptions fields; ``force`` is a command-line choice only)."""
+TABLE_FIELDS = ("generator_params", "effects")
+"""Request fields a preset holds as TOML tables of their own (``[generator.params]`` and
+``[[effects]]``), not as one key each."""
+
+
+def _preset_keys() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Where each request field sits in a preset, from its FieldSpec (section, toml_key),
+    in the request's field order."""
+    top: dict[str, str] = {}
+    sections: dict[str, dict[str, str]] = {}
+    for fname, spec in FIELD_SPECS.items():
+        if fname in TABLE_FIELDS:
+            continue
+        key = spec.toml_key or fname
+        if spec.section:
+            sections.setdefault(spec.section, {})[key] = fname
+        else:
+            top[key] = fname
+    return top, sections
+
+
+TOP_KEYS, SECTIONS = _preset_keys()
+"""``TOP_KEYS``: top-level TOML key -> RenderRequest field (besides schema, name and
+description). ``SECTIONS``: ``[section]`` -> {TOML key -> RenderRequest field}. Both
+derived from :data:`bnmusic_bridge.request.FIELD_SPECS`."""
+OUTPUT_KEYS = tuple(
+    f.name for f in dataclasses.fields(ExportOptions) if f.name not in ("force", "lanes")
+)
+"""Keys of ``[output]``: the ExportOptions fields, except ``force`` (a command-line choice
+only) and ``lanes`` (the ``[output.lanes]`` table)."""
 FOLLOWS_INPUT = ("sample_rate", "sample_rate_hz", "channels", "num_channels")
 """Output properties that always follow the input stem (refused with a clear message)."""
 
@@ -415,36 +413,28 @@ def check_generator(generator: str, params: Mapping[str, Any], where: str) -> No
     if checker is None:
         return
     try:
-        checker(dict(params), generator)
+        checker(dict(params))
     except ParameterError as e:
         raise ParameterError(f"{where}: [generator.params] {e}") from e
 
 
-_PARAM_CHECKERS: dict[str, tuple[str, str, bool]] = {
-    "riffusion": ("bnmusic_bridge.generators.riffusion", "riffusion_plan", True),
-    "outpaint-only": ("bnmusic_bridge.generators.baselines", "outpaint_only_plan", True),
-    "riffusion-a2a": ("bnmusic_bridge.generators.baselines", "a2a_plan", True),
-    "procedural": ("bnmusic_bridge.generators.procedural", "parse_options", False),
-}
-"""Generator -> (module, function, whether it takes the generator name after the params):
-the generator's own parameter check, which loads no weights. Generators not listed here
-check their parameters when they run."""
+def _param_checker(generator: str) -> Callable[[dict[str, Any]], Any] | None:
+    """The generator's own parameter check, which loads no weights (None: the generator
+    checks its parameters when it runs)."""
+    if generator == "procedural":
+        from .generators.procedural import parse_options
 
+        return parse_options
+    if generator == "riffusion":
+        from .generators.riffusion import riffusion_plan
 
-def _param_checker(generator: str) -> Any:
-    import importlib
+        return lambda params: riffusion_plan(params, generator)
+    if generator in ("outpaint-only", "riffusion-a2a"):
+        from .generators.baselines import a2a_plan, outpaint_only_plan
 
-    target = _PARAM_CHECKERS.get(generator)
-    if target is None:
-        return None
-    module_name, func_name, takes_name = target
-    try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ModuleNotFoundError, AttributeError):
-        return None
-    if takes_name:
-        return func
-    return lambda params, _generator: func(params)
+        plan = outpaint_only_plan if generator == "outpaint-only" else a2a_plan
+        return lambda params: plan(params, generator)
+    return None
 
 
 def _qualify(message: str) -> str:
@@ -569,28 +559,18 @@ def _resolve_effect_paths(spec: Any, base_dir: Path | None) -> Any:
     return out
 
 
-def _lane_options_type() -> Any:
-    """The dataclass of ``ExportOptions.lanes`` (DAW lane settings), if this build has it."""
-    for f in dataclasses.fields(ExportOptions):
-        if f.name == "lanes" and dataclasses.is_dataclass(f.default):
-            return type(f.default)
-    return None
-
-
-def _lane_options_from(table: Any, where: str) -> Any:
-    cls = _lane_options_type()
+def _lane_options_from(table: Any, where: str) -> LaneOptions:
     _expect(isinstance(table, Mapping), where, "output", "lanes", table, "a table")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints = typing.get_type_hints(LaneOptions)
+    names = [f.name for f in dataclasses.fields(LaneOptions)]
     _refuse_unknown(table, names, where, "output.lanes")
     values = {k: _coerce(v, hints[k], where, "output.lanes", k) for k, v in table.items()}
-    return cls(**values)
+    return LaneOptions(**values)
 
 
 def _export_from(table: Any, where: str) -> ExportOptions:
     _expect(isinstance(table, Mapping), where, "", "output", table, "a table")
-    allowed = [*OUTPUT_KEYS, "lanes"] if _lane_options_type() is not None else OUTPUT_KEYS
-    _refuse_unknown(table, allowed, where, "output")
+    _refuse_unknown(table, [*OUTPUT_KEYS, "lanes"], where, "output")
     changes: dict[str, Any] = {}
     if "bit_depth" in table:
         v = table["bit_depth"]
@@ -600,7 +580,7 @@ def _export_from(table: Any, where: str) -> ExportOptions:
             "output",
             "bit_depth",
             v,
-            "16, 24 or 32",
+            ", ".join(str(b) for b in BIT_DEPTHS[:-1]) + f" or {BIT_DEPTHS[-1]}",
         )
         changes["bit_depth"] = v
     for key in ("file_type", "pattern"):
@@ -672,9 +652,8 @@ def preset_to_dict(preset: Preset) -> dict[str, Any]:
         "plot": exp.plot,
         "pattern": exp.pattern,
     }
-    if _lane_options_type() is not None:
-        lanes = dataclasses.asdict(exp.lanes)  # type: ignore[attr-defined]
-        doc["output"]["lanes"] = {k: thaw(v) for k, v in lanes.items() if v is not None}
+    lanes = dataclasses.asdict(exp.lanes)
+    doc["output"]["lanes"] = {k: thaw(v) for k, v in lanes.items() if v is not None}
     doc["effects"] = thaw(req.effects)
     return doc
 
@@ -720,11 +699,3 @@ def make_preset(
     data = preset_to_dict(Preset(name, description, request, opts))
     return preset_from_dict(data, where=f"preset {name!r}")
 
-
-def iter_preset_files(folders: Iterable[Path]) -> list[Path]:
-    """Every ``*.toml`` file in ``folders`` (not recursive), sorted per folder."""
-    out: list[Path] = []
-    for folder in folders:
-        if folder.is_dir():
-            out.extend(sorted(folder.glob("*.toml")))
-    return out

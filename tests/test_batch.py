@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from bnmusic_bridge import batch
 from bnmusic_bridge.batch import (
     MANIFEST_NAME,
     StemTask,
+    backends,  # runs the tasks: tests patch its render_task
     expand_inputs,
     plan_batch,
     render_task,
@@ -111,7 +111,7 @@ def test_batch_of_twenty_with_a_corrupt_file(tmp_path, capsys):
 def test_interrupted_batch_resumes_without_redoing_finished_stems(tmp_path, monkeypatch):
     stems = make_stems(tmp_path / "stems", 5)
     out = tmp_path / "out"
-    real = batch.render_task
+    real = backends.render_task
     calls: list[str] = []
 
     def interrupt_on_third(task: StemTask):
@@ -120,7 +120,7 @@ def test_interrupted_batch_resumes_without_redoing_finished_stems(tmp_path, monk
             raise KeyboardInterrupt  # Ctrl-C in the middle of stem 3
         return real(task)
 
-    monkeypatch.setattr(batch, "render_task", interrupt_on_third)
+    monkeypatch.setattr(backends, "render_task", interrupt_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_batch([str(tmp_path / "stems")], out, REQUEST, FAST)
     doc = manifest(out)
@@ -129,7 +129,7 @@ def test_interrupted_batch_resumes_without_redoing_finished_stems(tmp_path, monk
     assert not (out / "stem02.music.wav").exists()
 
     calls.clear()
-    monkeypatch.setattr(batch, "render_task", lambda t: (calls.append(t.stem_name), real(t))[1])
+    monkeypatch.setattr(backends, "render_task", lambda t: (calls.append(t.stem_name), real(t))[1])
     summary = run_batch([str(tmp_path / "stems")], out, REQUEST, FAST)
     assert calls == ["stem02", "stem03", "stem04"]  # the finished two were not redone
     assert summary.count("skipped") == 2 and summary.count("rendered") == 3

@@ -63,7 +63,8 @@ def test_bad_input_errors_name_the_file(tmp_path, capsys):
 
 
 def test_flags_override_preset_and_none_lifts_the_ceiling():
-    from bnmusic_bridge.frontends.cli import build_request, make_parser
+    from bnmusic_bridge.frontends.args import build_request
+    from bnmusic_bridge.frontends.cli import make_parser
 
     args = make_parser().parse_args(["render", "x.wav", "--preset", "lofi-commute", "--max-loudness-lu", "none", "--seed", "9"])
     req = build_request(args)

@@ -21,6 +21,8 @@ from bnmusic_bridge.request import FIELD_SPECS, FieldSpec, RenderRequest
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+"""Exit status after Ctrl-C or SIGTERM (128 + SIGINT), as shells report it."""
 
 NO_VALUE = object()
 """What ``--max-loudness-lu none`` parses to: the field is set to None (no ceiling)."""
@@ -98,13 +100,7 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("outputs")
     g.add_argument("--out", type=Path, help="output folder (default: next to the input)")
     g.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    g.add_argument("--bit-depth", type=int, choices=list(BIT_DEPTHS),
-                   help=f"16/24-bit PCM or 32-bit float (default {opts.bit_depth})")
-    g.add_argument("--format", dest="file_type", choices=list(FILE_TYPES),
-                   help=f"audio file type (default {opts.file_type})")
-    g.add_argument("--lane", default=None,
-                   help=f"lane formats, comma-separated (default {','.join(opts.lane_formats)})")
-    g.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    add_format_args(g)
     g.add_argument("--lane-tolerance-db", type=float,
                    help=f"lane compaction tolerance, dB (default {lanes.tolerance_db:g})")
     g.add_argument("--full-lane", action="store_true", default=None, help="CSV/JSON lanes carry every 10 ms point")
@@ -116,6 +112,20 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--time-signature",
                    help="session time signature, e.g. 3/4 (default {}/{})".format(*lanes.time_signature))
     g.add_argument("--stem-position-s", type=float, help="where the stem starts on the DAW timeline, s")
+
+
+def add_format_args(parser: Any) -> None:
+    """Flags for what is written (audio format, lane files, plot), on a parser or an
+    argument group: render, batch and ``presets save``. The defaults in the help are
+    :class:`ExportOptions`'s."""
+    opts = ExportOptions()
+    parser.add_argument("--bit-depth", type=int, choices=list(BIT_DEPTHS),
+                        help=f"16/24-bit PCM or 32-bit float (default {opts.bit_depth})")
+    parser.add_argument("--format", dest="file_type", choices=list(FILE_TYPES),
+                        help=f"audio file type (default {opts.file_type})")
+    parser.add_argument("--lane", default=None,
+                        help=f"lane formats, comma-separated (default {','.join(opts.lane_formats)})")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
 
 
 def parse_value(text: str) -> Any:

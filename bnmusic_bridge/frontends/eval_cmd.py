@@ -85,10 +85,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-register_cli = register
-"""The name ``cli._load_extra_commands`` looks up today; goes when cli.py calls ``register``."""
-
-
 def eval_config(args: argparse.Namespace) -> EvalConfig:
     """The evaluation the flags ask for (methods checked, prompts read)."""
     request = build_request(args)

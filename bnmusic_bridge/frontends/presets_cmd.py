@@ -9,15 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from bnmusic_bridge.errors import BNMusicError, ParameterError
+from bnmusic_bridge.frontends.args import (
+    EXIT_ERROR,
+    EXIT_OK,
+    add_format_args,
+    add_render_args,
+    build_export_options,
+    build_request,
+)
 
-EXIT_OK = 0
-EXIT_ERROR = 1
 
-
-def register_cli(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """Add the ``presets`` command to the ``bnmusic`` parser."""
-    from .args import add_render_args
-
     p = subparsers.add_parser(
         "presets",
         help="list, show, validate and save presets",
@@ -56,10 +59,7 @@ def register_cli(subparsers: Any) -> None:
     q.add_argument("file", type=Path, help="target file, <name>.toml")
     q.add_argument("--description", help="description to store (default: the base preset's)")
     q.add_argument("--force", action="store_true", help="overwrite an existing file")
-    q.add_argument("--bit-depth", type=int, choices=[16, 24, 32])
-    q.add_argument("--format", dest="file_type", choices=["wav", "flac", "aiff"])
-    q.add_argument("--lane", default=None, help="lane formats, comma-separated")
-    q.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    add_format_args(q)
     add_render_args(q)
     q.set_defaults(func=cmd_save)
 
@@ -126,8 +126,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_save(args: argparse.Namespace) -> int:
     from bnmusic_bridge.presets import load_preset, make_preset, save_preset
-
-    from .args import build_export_options, build_request
 
     base = load_preset(args.preset, presets_dir=args.presets_dir) if args.preset else None
     request = build_request(args)

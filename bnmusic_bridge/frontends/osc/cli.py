@@ -3,22 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from bnmusic_bridge.errors import BNMusicError
+from bnmusic_bridge.frontends.args import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_render_args,
+    build_request,
+    preset_export,
+)
+
+if TYPE_CHECKING:
+    from .server import OscServer, ServerConfig
 
 DEFAULT_SWITCH_INTERVAL_S = 0.001
 """Python's GIL switch interval while serving (default 0.005 s): a render thread in
 pure-Python code would otherwise hold replies back by up to 5 ms."""
 
 
-def register_cli(subparsers: Any) -> None:
-    """Add the ``serve`` subcommand (picked up by :mod:`bnmusic_bridge.frontends.cli`)."""
-    from ..args import add_render_args
+def config_default(name: str) -> Any:
+    """The default of :class:`~bnmusic_bridge.frontends.osc.server.ServerConfig` field
+    ``name``: the flags' defaults are the server's own (one home)."""
+    from .server import ServerConfig
+
+    for f in dataclasses.fields(ServerConfig):
+        if f.name == name:
+            return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    raise KeyError(name)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` subcommand to the ``bnmusic`` parser."""
     from .server import DEFAULT_TCP_PORT, DEFAULT_UDP_PORT
 
     p = subparsers.add_parser(
@@ -30,10 +55,9 @@ def register_cli(subparsers: Any) -> None:
             "SIGTERM: queued and running jobs are cancelled and no partial files are left."
         ),
     )
+    host = config_default("host")
     net = p.add_argument_group("network")
-    net.add_argument(
-        "--host", default="127.0.0.1", help="bind address (default 127.0.0.1, loopback only)"
-    )
+    net.add_argument("--host", default=host, help=f"bind address (default {host}, loopback only)")
     net.add_argument(
         "--port",
         type=int,
@@ -67,11 +91,12 @@ def register_cli(subparsers: Any) -> None:
         help="default output folder inside a root (default: next to each input)",
     )
     jobs = p.add_argument_group("jobs")
+    queue_size = config_default("max_queued")
     jobs.add_argument(
         "--queue-size",
         type=int,
-        default=64,
-        help="jobs that may wait (default 64); more get a 'busy' error",
+        default=queue_size,
+        help=f"jobs that may wait (default {queue_size}); more get a 'busy' error",
     )
     jobs.add_argument(
         "--render-threads",
@@ -80,22 +105,24 @@ def register_cli(subparsers: Any) -> None:
         help="jobs run side by side (default 2, but 1 on a 2-core machine so a core stays "
         "free for replies; generation is serialized anyway)",
     )
+    meter_hz = config_default("meter_hz")
     jobs.add_argument(
         "--meter-hz",
         type=float,
-        default=10.0,
-        help="coverage meter values per second of audio (default 10; 0: off)",
+        default=meter_hz,
+        help=f"coverage meter values per second of audio (default {meter_hz:g}; 0: off)",
     )
+    stream_rate = config_default("stream_rate_hz")
     jobs.add_argument(
         "--stream-rate",
         type=float,
-        default=1000.0,
-        help="most meter/lane datagrams per second (default 1000)",
+        default=stream_rate,
+        help=f"most meter/lane datagrams per second (default {stream_rate:g})",
     )
     jobs.add_argument(
         "--lane-timetags",
         choices=["playback", "immediate"],
-        default="immediate",
+        default=config_default("lane_timetags"),
         help="lane bundles time-tagged 'immediately' (default: every message arrives before "
         "/bnmusic/done) or for real-time playback from the moment they are sent (receivers that "
         "honour time tags, like liblo, then dispatch lane points after done)",
@@ -108,16 +135,18 @@ def register_cli(subparsers: Any) -> None:
     jobs.add_argument(
         "--isolation",
         choices=["process", "thread"],
-        default="process",
+        default=config_default("isolation"),
         help="run renders in a worker process that owns the model (default) or in server threads (debugging)",
     )
+    niceness = config_default("worker_niceness")
     jobs.add_argument(
         "--worker-nice",
         type=int,
         choices=range(0, 20),
-        default=10,
+        default=niceness,
         metavar="0-19",
-        help="CPU priority drop of the render worker (Unix nice; default 10): replies and the DAW come first",
+        help=f"CPU priority drop of the render worker (Unix nice; default {niceness}): replies "
+        "and the DAW come first",
     )
     jobs.add_argument(
         "--finish-on-exit",
@@ -138,64 +167,96 @@ def register_cli(subparsers: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def _base_request(args: argparse.Namespace) -> tuple[Any, Any]:
-    from bnmusic_bridge.errors import ParameterError
-
-    from ..args import build_request, preset_export
-
-    try:
-        return build_request(args), preset_export(args)
-    except ImportError as e:
-        # bnmusic_bridge.presets is missing from this build: only "default" exists.
-        if args.preset not in (None, "default"):
-            raise ParameterError(
-                f"--preset {args.preset!r}: presets are not available in this build ({e})"
-            ) from e
-        args.preset = None
-        return build_request(args), None
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bnmusic_bridge.errors import BNMusicError
+    """Run ``bnmusic serve`` until SIGINT or SIGTERM: exit 0 after a clean stop, 1 when a
+    render thread did not stop in time, 2 for a non-loopback host without
+    ``--allow-remote``."""
+    from .server import OscServer
 
-    from .protocol import ADDRESSES
-    from .server import OscServer, ServerConfig, default_render_threads, is_loopback
-
+    # 1. Answer --list-addresses without starting anything
     if args.list_addresses:
-        for spec in ADDRESSES.values():
-            print(f"{spec.address} {spec.signature()}\n    {spec.meaning}\n    -> {spec.replies}")
-        return 0
+        print_addresses()
+        return EXIT_OK
+    configure_logging(args.verbose)
+    # 2. Refuse (or warn about) a non-loopback address
+    if not check_host(args.host, args.allow_remote):
+        return EXIT_USAGE
+    # 3. Build the server's configuration from the flags and the preset
+    config = server_config(args)
+    # 4. Open the sockets
+    sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL_S)
+    server = OscServer(config)
+    try:
+        server.start()
+    except OSError as e:
+        raise BNMusicError(
+            f"cannot listen on {args.host} port {args.port}/{args.tcp_port}: {e}"
+        ) from e
+    # 5. Serve until a signal, then stop (cancelling jobs)
+    stop = install_stop_handlers()
+    try:
+        if args.preload:
+            server.preload()
+        print_listening(server, config)
+        while not stop.wait(0.5):
+            pass
+    except BNMusicError:
+        server.stop()
+        raise
+    return stop_server(server, args.finish_on_exit)
+
+
+def print_addresses() -> None:
+    """The OSC address table: address, signature, meaning and replies."""
+    from .protocol import ADDRESSES
+
+    for spec in ADDRESSES.values():
+        print(f"{spec.address} {spec.signature()}\n    {spec.meaning}\n    -> {spec.replies}")
+
+
+def configure_logging(verbose: int) -> None:
+    """Warnings only; requests with ``-v``; every error reply with ``-vv``."""
     logging.basicConfig(
-        level=logging.DEBUG
-        if args.verbose >= 2
-        else logging.INFO
-        if args.verbose
-        else logging.WARNING,
+        level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    if not is_loopback(args.host):
-        if not args.allow_remote:
-            print(
-                f"bnmusic serve: error: --host {args.host} is not a loopback address; add --allow-remote "
-                "to accept requests from other machines",
-                file=sys.stderr,
-            )
-            return 2
+
+
+def check_host(host: str, allow_remote: bool) -> bool:
+    """False (with the error printed) for a non-loopback ``host`` without
+    ``--allow-remote``; a warning when it is allowed."""
+    from .server import is_loopback
+
+    if is_loopback(host):
+        return True
+    if not allow_remote:
         print(
-            f"bnmusic serve: warning: listening on {args.host}: anyone who can reach this port can "
-            "read and write audio inside the roots; OSC has no authentication",
+            f"bnmusic serve: error: --host {host} is not a loopback address; add --allow-remote "
+            "to accept requests from other machines",
             file=sys.stderr,
         )
-    request, export = _base_request(args)
-    roots = tuple(args.root or [Path.cwd()])
-    config = ServerConfig(
+        return False
+    print(
+        f"bnmusic serve: warning: listening on {host}: anyone who can reach this port can "
+        "read and write audio inside the roots; OSC has no authentication",
+        file=sys.stderr,
+    )
+    return True
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The :class:`~bnmusic_bridge.frontends.osc.server.ServerConfig` of the flags; the
+    base request is ``--preset`` (if any) with the render flags applied."""
+    from .server import ServerConfig, default_render_threads
+
+    return ServerConfig(
         host=args.host,
         port=args.port,
         tcp_port=None if args.no_tcp else args.tcp_port,
-        roots=roots,
+        roots=tuple(args.root or [Path.cwd()]),
         out_dir=args.out,
-        request=request,
-        export=export,
+        request=build_request(args),
+        export=preset_export(args),
         presets_dir=args.presets_dir,
         allow_remote=args.allow_remote,
         max_queued=args.queue_size,
@@ -206,14 +267,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         isolation=args.isolation,
         worker_niceness=args.worker_nice,
     )
-    sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL_S)
-    server = OscServer(config)
-    try:
-        server.start()
-    except OSError as e:
-        raise BNMusicError(
-            f"cannot listen on {args.host} port {args.port}/{args.tcp_port}: {e}"
-        ) from e
+
+
+def install_stop_handlers() -> threading.Event:
+    """SIGINT and SIGTERM set the returned event (a clean stop); a second signal exits
+    at once."""
     stop = threading.Event()
     signals = [0]
 
@@ -224,37 +282,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "bnmusic serve: forced exit; temporary files named .*.tmp* may remain",
                 file=sys.stderr,
             )
-            os._exit(130)
+            os._exit(EXIT_INTERRUPTED)
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    try:
-        if args.preload:
-            server.preload()
-        udp, tcp = server.udp_address, server.tcp_address
-        print(
-            f"bnmusic serve: OSC on udp {udp[0]}:{udp[1]}"
-            + (f", tcp {tcp[0]}:{tcp[1]} (SLIP or length-prefixed)" if tcp else "")
-            + f"; roots: {', '.join(str(r) for r in server.roots.roots)}"
-            + f"; generator {request.generator}, device {request.device}; Ctrl-C stops",
-            flush=True,
-        )
-        while not stop.wait(0.5):
-            pass
-    except BNMusicError:
-        server.stop()
-        raise
+    return stop
+
+
+def print_listening(server: OscServer, config: ServerConfig) -> None:
+    """The one line a user (or a DAW script waiting for it) sees once the server runs."""
+    udp, tcp = server.udp_address, server.tcp_address
+    request = config.request
+    print(
+        f"bnmusic serve: OSC on udp {udp[0]}:{udp[1]}"
+        + (f", tcp {tcp[0]}:{tcp[1]} (SLIP or length-prefixed)" if tcp else "")
+        + f"; roots: {', '.join(str(r) for r in server.roots.roots)}"
+        + f"; generator {request.generator}, device {request.device}; Ctrl-C stops",
+        flush=True,
+    )
+
+
+def stop_server(server: OscServer, finish_running: bool) -> int:
+    """Cancel queued jobs (and running ones unless ``finish_running``), print the
+    totals; EXIT_ERROR when a render thread did not stop in time."""
     print(
         "bnmusic serve: stopping: cancelling jobs"
-        + (" (running ones finish)" if args.finish_on_exit else ""),
+        + (" (running ones finish)" if finish_running else ""),
         file=sys.stderr,
     )
-    clean = server.stop(finish_running=args.finish_on_exit, timeout_s=60.0)
+    clean = server.stop(finish_running=finish_running, timeout_s=60.0)
     s = server.stats
     print(
         f"bnmusic serve: stopped{'' if clean else ' (a render thread did not stop in time)'}; "
         f"{s.messages_in} messages in, {s.replies_out} replies out, {s.errors_out} errors",
         file=sys.stderr,
     )
-    return 0 if clean else 1
+    return EXIT_OK if clean else EXIT_ERROR
