@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..request import RenderResult
+from ..version import __version__
 
 REPORT_VERSION = 1
 
@@ -23,8 +24,6 @@ def _list(arr: np.ndarray, digits: int) -> list[float | None]:
 
 def report_dict(result: RenderResult, outputs: dict[str, str], extra: dict | None = None) -> dict[str, Any]:
     """The report as plain JSON-ready data. NaN and infinities become null."""
-    from .. import __version__
-
     req = result.request
     lane_db = result.lane_gain_db
     report: dict[str, Any] = {

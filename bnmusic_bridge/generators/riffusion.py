@@ -293,12 +293,6 @@ _MODELS: dict[tuple[Any, ...], _LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def clear_model_cache() -> None:
-    """Forget every loaded model (tests, or freeing GPU memory between jobs)."""
-    with _MODELS_LOCK:
-        _MODELS.clear()
-
-
 def _resolve_model_location(model: str, local_files_only: bool) -> str:
     path = Path(model).expanduser()
     if path.is_dir():

@@ -393,11 +393,6 @@ def _click(band_hz: tuple[float, float], midi: float) -> np.ndarray:
     return burst / peak if peak > 0 else burst
 
 
-def release_samples(voice_name: str) -> int:
-    """Samples a voice sounds after note-off."""
-    return int(round(VOICES[voice_name].release_s * SAMPLE_RATE_HZ))
-
-
 # ---------------------------------------------------------------- drums
 
 DRUM_NAMES = ("kick", "snare", "clap", "hat", "open_hat", "ride", "shaker", "crash")
