@@ -9,7 +9,8 @@ from __future__ import annotations
 from .errors import BNMusicError
 from .export import ExportOptions, write_outputs
 from .pipeline import render, render_file
-from .request import RenderRequest, RenderResult
+from .request import RenderRequest
+from .result import RenderResult
 from .version import __version__
 
 __all__ = [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..audio import BIT_DEPTHS, FILE_TYPES, write_audio, write_bytes_atomic
 from ..errors import OutputExistsError, ParameterError
-from ..request import RenderResult
+from ..result import RenderResult
 from .lanes import LANE_FORMATS, LaneOptions, compact_lane, lane_files, lane_kinds, lane_outputs
 from .plot import render_plot_png
 from .report import report_json

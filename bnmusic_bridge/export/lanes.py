@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ParameterError
-from ..request import RenderResult
+from ..result import RenderResult
 
 if TYPE_CHECKING:
     from . import OutputPaths

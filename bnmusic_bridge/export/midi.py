@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ParameterError
-from ..request import RenderResult
+from ..result import RenderResult
 from .lanes import LaneOptions, _check_lane, lane_points
 
 CC_MAX = 127

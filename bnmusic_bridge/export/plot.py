@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from ..request import RenderResult
+from ..result import RenderResult
 
 
 def _db(mel: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ParameterError
-from ..request import RenderResult
+from ..result import RenderResult
 from .lanes import LaneOptions, _check_lane, compact_lane, default_music_path, lane_points
 
 ENVELOPE_CEILING_DB = 20.0 * math.log10(2.0)

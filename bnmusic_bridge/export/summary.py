@@ -17,13 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..loudness import integrated_lufs
-from ..request import RenderResult
+from ..result import RenderResult
 from .lanes import DEFAULT_TOLERANCE_DB, compact_lane, lane_points
-
-NMR_PER_FRAME_KEYS = ("nmr_per_frame_db",)
-"""Where a render may carry its per-frame NMR in dB (``result.extra``; the second value
-of :func:`bnmusic_bridge.metering.nmr_db`, -inf for a silent noise frame); without it
-the per-window NMR column is empty."""
 
 
 @dataclass(frozen=True)
@@ -123,12 +118,13 @@ def metering_summary(
         if mask is not None and np.ndim(mask) == 2 and np.shape(mask)[1] == coverage.size
         else None
     )
-    nmr_frames = None
-    for key in NMR_PER_FRAME_KEYS:
-        value = result.extra.get(key) if result.extra else None
-        if value is not None and np.size(value) == coverage.size:
-            nmr_frames = np.asarray(value, dtype=np.float64)
-            break
+    # Per-frame NMR (dB, -inf for a silent noise frame, NaN where not measured); a lane
+    # of another length than the coverage leaves the per-window NMR column empty.
+    nmr_frames = (
+        np.asarray(result.nmr_per_frame_db, dtype=np.float64)
+        if np.size(result.nmr_per_frame_db) == coverage.size
+        else None
+    )
 
     half_s = result.request.lane_window_s / 2.0
     rows: list[WindowRow] = []
