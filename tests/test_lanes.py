@@ -13,6 +13,7 @@ import pytest
 
 from bnmusic_bridge.errors import OutputExistsError, ParameterError
 from bnmusic_bridge.export import ExportOptions, output_paths, write_outputs
+from bnmusic_bridge.export.lane_files import lane_files
 from bnmusic_bridge.export.lanes import (
     LANE_FORMAT_FILES,
     LANE_FORMATS,
@@ -20,11 +21,11 @@ from bnmusic_bridge.export.lanes import (
     compact_lane,
     interpolate_lane,
     lane_csv,
-    lane_files,
     lane_json,
     lane_options_from_mapping,
 )
-from bnmusic_bridge.request import RenderRequest, RenderResult
+from bnmusic_bridge.request import RenderRequest
+from bnmusic_bridge.result import RenderResult
 
 FRAME_RATE_HZ = 100.0
 
@@ -50,7 +51,7 @@ def synthetic_result(
     lane_db: np.ndarray | None = None,
     channels: int = 1,
     source: Path | None = Path("/stems/hvac.wav"),
-    extra: dict | None = None,
+    nmr_per_frame_db: np.ndarray | None = None,
     seed: int = 0,
 ) -> RenderResult:
     """A hand-built RenderResult: a lane on the 10 ms grid, windows every 1.28 s,
@@ -89,6 +90,7 @@ def synthetic_result(
         coverage_per_frame=coverage,
         frame_rate_hz=FRAME_RATE_HZ,
         nmr_db=-3.5,
+        nmr_per_frame_db=np.full(frames, np.nan) if nmr_per_frame_db is None else nmr_per_frame_db,
         noise_lufs=-23.0,
         music_lufs=-20.5,
         timings_s={"total": 1.0},
@@ -97,7 +99,6 @@ def synthetic_result(
         warnings=(),
         analysis={"mask": mask},
         source=source,
-        extra=extra or {},
     )
 
 
