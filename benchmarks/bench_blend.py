@@ -288,9 +288,9 @@ def main() -> None:
         t0 = time.perf_counter()
         res = render(noise, SAMPLE_RATE_HZ, base_req)
         timings["render_s"].append(time.perf_counter() - t0)
-        noise_mel, mask = res.analysis["noise_mel"], res.analysis["mask"]
+        noise_mel, mask = res.analysis.noise_mel, res.analysis.mask
         music = res.music
-        music_mel = res.analysis["music_mel"]
+        music_mel = res.analysis.music_mel
         noise_lufs = integrated_lufs(noise, SAMPLE_RATE_HZ)
         for key, settings in (
             (

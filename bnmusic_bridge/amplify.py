@@ -316,15 +316,10 @@ class LambdaLane:
     window_target: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
     window_coverage: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
 
-    def shifted(self, offset_db: float, note: str | None = None) -> LambdaLane:
-        """The same lane moved by ``offset_db`` dB everywhere (a trim), with an optional
-        note appended to ``warnings``. Window coverages are left as they were; the
-        caller re-meters."""
-        return replace(
-            self,
-            frame_gain_db=self.frame_gain_db + float(offset_db),
-            warnings=self.warnings + ((note,) if note else ()),
-        )
+    def shifted(self, offset_db: float) -> LambdaLane:
+        """The same lane moved by ``offset_db`` dB everywhere (a trim). Window coverages
+        are left as they were; the caller re-meters."""
+        return replace(self, frame_gain_db=self.frame_gain_db + float(offset_db))
 
 
 def _window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[int]:

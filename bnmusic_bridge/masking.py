@@ -54,8 +54,6 @@ at this (maskers over 111 dB SPL, louder than a full-scale sine's 96 dB band lev
 _SLOPE_FIT_DB = 40.0
 """A masker's split between its two slope classes is exact this far under its peak, dB."""
 
-_TINY = 1e-30
-
 
 @dataclass(frozen=True)
 class MaskingField:

@@ -23,7 +23,7 @@ from .grid import FRAME_RATE_HZ, IMAGE_FRAMES, SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from .loudness import integrated_lufs
 from .mask import enlarge_mask, high_energy_mask
 from .request import RenderRequest, check_request
-from .result import RenderDetails, RenderResult
+from .result import AnalysisArrays, RenderDetails, RenderResult
 from .windows import WindowPlan, plan_windows, stitch
 
 if TYPE_CHECKING:
@@ -441,7 +441,7 @@ def _collect_result(
         request=req,
         generator_diagnostics=[dict(m.diagnostics) for m in music_windows],
         warnings=noise.warnings + blend.warnings,
-        analysis={"noise_mel": analysed.mel, "music_mel": music_mel, "mask": analysed.mask},
+        analysis=AnalysisArrays(noise_mel=analysed.mel, music_mel=music_mel, mask=analysed.mask),
         source=stem.path,
         details=RenderDetails(
             generation_windows=analysed.plan.count,

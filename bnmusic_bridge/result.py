@@ -1,6 +1,7 @@
 """What a render gives back (:class:`RenderResult`) and the typed records it carries:
 Stage 2's summary (:class:`BlendSummary`), the windows a cap kept from their target
-(:class:`Shortfall`) and the render's other measurements (:class:`RenderDetails`).
+(:class:`Shortfall`), the analysis-grid arrays (:class:`AnalysisArrays`) and the render's
+other measurements (:class:`RenderDetails`).
 
 Plain data only: Stage 2 (:mod:`bnmusic_bridge.blend`) and the pipeline fill these in,
 the exporters read them by attribute.
@@ -147,6 +148,22 @@ class BlendSummary:
 
 
 @dataclass(frozen=True)
+class AnalysisArrays:
+    """A render's arrays on the analysis grid, for plots and metering: mel orientation
+    (row 0 = lowest band), one column per 10 ms frame.
+
+    Attributes:
+        noise_mel: float ``(512, frames)`` linear mel magnitude of the noise.
+        music_mel: the same of the unity music (before the lane).
+        mask: bool, the same shape: the noise's high-energy mask M.
+    """
+
+    noise_mel: np.ndarray
+    music_mel: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
 class RenderDetails:
     """What a render measured beside the headline figures (the report's ``details``).
 
@@ -200,8 +217,7 @@ class RenderResult:
         request: every parameter used.
         generator_diagnostics: what the generator reported per window.
         warnings: things the user should know (clamped windows, clipping, ...).
-        analysis: arrays on the analysis grid for plots and metering: "noise_mel",
-            "music_mel" (512 x frames, linear magnitude, mel orientation), "mask" (bool).
+        analysis: the noise's and the music's mel and the mask (:class:`AnalysisArrays`).
         source: the input path, when the render started from a file.
         details: the render's other measurements (None in a result built by hand).
     """
@@ -225,7 +241,7 @@ class RenderResult:
     request: RenderRequest
     generator_diagnostics: list[dict[str, Any]]
     warnings: tuple[str, ...]
-    analysis: dict[str, np.ndarray]
+    analysis: AnalysisArrays
     source: Path | None = None
     details: RenderDetails | None = None
 

@@ -53,10 +53,6 @@ class WindowPlan:
         return (self.overlap_frames - 1) * HOP_SAMPLES
 
     @property
-    def padded_frames(self) -> int:
-        return self.padded_samples // HOP_SAMPLES + 1
-
-    @property
     def valid_frames(self) -> int:
         """Frames centred on a real (unpadded) sample."""
         return (self.num_samples - 1) // HOP_SAMPLES + 1

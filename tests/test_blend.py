@@ -39,9 +39,9 @@ def _window_coverages(res) -> list[float]:
     """Coverage per lane window recomputed from the result's own arrays."""
     req = res.request
     field = masking_field(
-        req.threshold_model, res.analysis["noise_mel"], res.analysis["music_mel"], smr_db=req.smr_db
+        req.threshold_model, res.analysis.noise_mel, res.analysis.music_mel, smr_db=req.smr_db
     )
-    mask = res.analysis["mask"]
+    mask = res.analysis.mask
     masked = field.masked(10 ** (res.lane_gain_db / 20)) & mask
     bounds = am.window_bounds(
         mask.shape[1], round(req.lane_window_s * 100), round(req.lane_hop_s * 100)
@@ -114,8 +114,8 @@ def test_coverage_objective_reaches_target_where_the_ceiling_allows():
     assert min(_window_coverages(free)) >= 0.6 - 0.005
     # the lane is the lowest that does it: 1.5 dB less loses the target somewhere
     req = free.request
-    field = masking_field("spreading", free.analysis["noise_mel"], free.analysis["music_mel"])
-    mask = free.analysis["mask"]
+    field = masking_field("spreading", free.analysis.noise_mel, free.analysis.music_mel)
+    mask = free.analysis.mask
     lower = field.masked(10 ** ((free.lane_gain_db - 1.5) / 20)) & mask
     bounds = am.window_bounds(
         mask.shape[1], round(req.lane_window_s * 100), round(req.lane_hop_s * 100)
@@ -193,7 +193,7 @@ def test_finish_blend_trims_the_rendered_stem_to_the_ceiling():
     )
     music = res.music
     plan = bl.plan_blend(
-        res.analysis["noise_mel"], res.analysis["music_mel"], res.analysis["mask"], music,
+        res.analysis.noise_mel, res.analysis.music_mel, res.analysis.mask, music,
         integrated_lufs(noise, SR), settings,
     )  # fmt: skip
     # the rendered music comes out 6 dB hotter than planned (a stand-in for any drift)

@@ -25,7 +25,7 @@ from bnmusic_bridge.export.lanes import (
     lane_options_from_mapping,
 )
 from bnmusic_bridge.request import RenderRequest
-from bnmusic_bridge.result import RenderResult
+from bnmusic_bridge.result import AnalysisArrays, RenderResult
 
 FRAME_RATE_HZ = 100.0
 
@@ -75,6 +75,7 @@ def synthetic_result(
         window_gain[1] = -np.inf  # the loss chose silence in one window
     mask = rng.random((16, frames)) < 0.2
     mask[:, 10:20] = False  # frames with no high-energy bin
+    silent = np.zeros(mask.shape, dtype=np.float32)  # no mel: this result is not plotted
     coverage = rng.uniform(0.3, 1.0, frames)
     coverage[10:20] = np.nan
     return RenderResult(
@@ -97,7 +98,7 @@ def synthetic_result(
         request=req,
         generator_diagnostics=[],
         warnings=(),
-        analysis={"mask": mask},
+        analysis=AnalysisArrays(noise_mel=silent, music_mel=silent, mask=mask),
         source=source,
     )
 

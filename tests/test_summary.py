@@ -55,7 +55,7 @@ def test_window_table():
     assert first.lambda_db == pytest.approx(res.lane_gain_db[inside].mean())
     # coverage weighs frames by their high-energy bin count; frames without any skip
     lo, hi = int(first.start_s * 100), int(np.ceil(first.end_s * 100))
-    cov, w = res.coverage_per_frame[lo:hi], res.analysis["mask"].sum(axis=0)[lo:hi]
+    cov, w = res.coverage_per_frame[lo:hi], res.analysis.mask.sum(axis=0)[lo:hi]
     ok = np.isfinite(cov)
     assert first.coverage == pytest.approx(np.sum(cov[ok] * w[ok]) / np.sum(w[ok]))
     assert all(r.nmr_db is None for r in s.windows)

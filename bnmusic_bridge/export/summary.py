@@ -105,17 +105,17 @@ def metering_summary(
 ) -> MeteringSummary:
     """Summarise ``result``. Window bounds come from ``window_times_s`` (centres) and
     the request's ``lane_window_s``; window coverage weighs each frame's coverage by
-    its count of high-energy bins when the mask is in ``result.analysis``."""
+    its count of high-energy bins when ``result.analysis.mask`` has one column per frame."""
     times_s, gain_db = lane_points(result)
     duration_s = result.num_samples / result.sample_rate_hz
     rate = float(result.frame_rate_hz)
     frame_times = np.arange(len(result.coverage_per_frame)) / rate
     lane_on_frames = np.interp(frame_times, times_s, gain_db) if frame_times.size else np.empty(0)
     coverage = np.asarray(result.coverage_per_frame, dtype=np.float64)
-    mask = result.analysis.get("mask") if result.analysis else None
+    mask = result.analysis.mask
     weights = (
         np.asarray(mask, dtype=bool).sum(axis=0).astype(np.float64)
-        if mask is not None and np.ndim(mask) == 2 and np.shape(mask)[1] == coverage.size
+        if np.ndim(mask) == 2 and np.shape(mask)[1] == coverage.size
         else None
     )
     # Per-frame NMR (dB, -inf for a silent noise frame, NaN where not measured); a lane
