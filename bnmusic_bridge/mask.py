@@ -59,6 +59,7 @@ def high_energy_mask(
         silent.
     """
     spec = FIELD_SPECS["mask_area"]
+    assert spec.low is not None and spec.high is not None  # the request gives it a range
     if not spec.low <= mask_area <= spec.high:
         raise ParameterError(f"mask_area={mask_area} is out of range; allowed {spec.allowed_text()}")
     n_mels, frames = mel.shape

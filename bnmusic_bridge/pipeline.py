@@ -176,9 +176,7 @@ def _render_stem(
     #    rhythm and bands.
     analysed = _analyse_noise(stem, req)
     prog("analyse", 0.7)
-    windows = _noise_windows(
-        analysed.plan, analysed.padded, analysed.mel_padded, analysed.mask_padded
-    )
+    windows = _noise_windows(analysed)
 
     # 3. Stage 1: music per window.
     prog.start("generate")
@@ -289,11 +287,13 @@ def _analyse_noise(stem: audio_io.Stem, req: RenderRequest) -> _NoiseAnalysis:
     )
 
 
-def _noise_windows(
-    plan: WindowPlan, padded: np.ndarray, noise_mel: np.ndarray, mask: np.ndarray
-) -> list[NoiseWindow]:
+def _noise_windows(analysed: _NoiseAnalysis) -> list[NoiseWindow]:
+    """The noise cut into Stage 1's windows: audio, Riffusion image, mask and enlarged
+    mask of each (picture orientation)."""
     from .spectrogram import mel_to_image
 
+    plan, padded = analysed.plan, analysed.padded
+    noise_mel, mask = analysed.mel_padded, analysed.mask_padded
     windows = []
     for k, (f0, s0) in enumerate(zip(plan.start_frames, plan.start_samples, strict=True)):
         mel_w = noise_mel[:, f0 : f0 + IMAGE_FRAMES]
