@@ -163,7 +163,9 @@ def _timings() -> dict[str, Any]:
         base = _time(partial(_stage2_baseline, model, noise_mel, music_mel, mask), 3)
         field = masking_field(model, noise_mel, music_mel, smr_db=SMR_DB)
         parts = {
-            "threshold": _time(partial(masking_field, model, noise_mel, music_mel), REPEATS),
+            "threshold": _time(
+                partial(masking_field, model, noise_mel, music_mel, smr_db=SMR_DB), REPEATS
+            ),
             "lambda_exact": _time(partial(solve_lambda_exact, music_mel, field, mask, ALPHA), REPEATS),
             "coverage": _time(partial(coverage, field, mask, 1.0), REPEATS),
             "lambda_gd_3000_steps": _time(partial(solve_lambda_gd, music_mel, field, mask, ALPHA), 3),
