@@ -17,8 +17,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import audio as audio_io
+from .analysis import StemAnalysis, analyse_stem
 from .errors import AudioInputError, GeneratorError
-from .generators.base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
+from .generators.base import (
+    GenerationSettings,
+    Generator,
+    NoiseWindow,
+    ProgressFn,
+    WindowMusic,
+)
 from .grid import FRAME_RATE_HZ, IMAGE_FRAMES, SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from .loudness import integrated_lufs
 from .mask import enlarge_mask, high_energy_mask
@@ -27,9 +34,7 @@ from .result import AnalysisArrays, RenderDetails, RenderResult
 from .windows import WindowPlan, plan_windows, stitch
 
 if TYPE_CHECKING:
-    from .analysis import StemAnalysis
-    from .blend import Blend
-    from .generators.base import Generator
+    from .blend import Blend  # blend imports torch (through masking): lazy below
 
 SILENCE_PEAK_DBFS = -100.0
 """A noise stem whose peak is below this has no high-energy region to blend into."""
@@ -259,7 +264,6 @@ def _analyse_noise(stem: audio_io.Stem, req: RenderRequest) -> _NoiseAnalysis:
     """The noise as analysis-rate mono cut into generation windows, its mel, its
     high-energy mask (per image window, as the paper's) and its rhythm and bands."""
     from . import spectrogram as spec
-    from .analysis import analyse_stem
 
     mono = audio_io.to_analysis_mono(stem)
     n = mono.shape[0]
