@@ -62,12 +62,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_description  # noqa: E402
 
 from bnmusic_bridge.amplify import solve_gain_for_coverage  # noqa: E402
-from bnmusic_bridge.blend import BlendSettings, finish_blend, plan_blend  # noqa: E402
+from bnmusic_bridge.blend import PEAK_CEILING_DBFS, BlendSettings, finish_blend, plan_blend  # noqa: E402
 from bnmusic_bridge.grid import SAMPLE_RATE_HZ  # noqa: E402
 from bnmusic_bridge.loudness import integrated_lufs  # noqa: E402
 from bnmusic_bridge.masking import THRESHOLD_MODELS, masking_field  # noqa: E402
 from bnmusic_bridge.pipeline import render  # noqa: E402
-from bnmusic_bridge.request import RenderRequest  # noqa: E402
+from bnmusic_bridge.request import RenderRequest, field_default  # noqa: E402
 from bnmusic_bridge.spectrogram import audio_to_mel  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -119,7 +119,7 @@ def _measure_pair(
     noise_lufs = integrated_lufs(noise, SAMPLE_RATE_HZ)
     row: dict[str, Any] = {"unity_lu": _lu(music, noise), "unity_peak_dbfs": _peak_dbfs(music)}
     for model in THRESHOLD_MODELS:
-        field = masking_field(model, noise_mel, music_mel)
+        field = masking_field(model, noise_mel, music_mel, smr_db=field_default("smr_db"))
         out: dict[str, Any] = {"scalar": {}, "lane": {}}
         for t in TARGETS:
             g = solve_gain_for_coverage(field, mask, t)
@@ -129,12 +129,14 @@ def _measure_pair(
                 "lu": None if g_db is None else _lu(music * g, noise),
                 "peak_dbfs": None if g_db is None else _peak_dbfs(music * g),
             }
-            settings = BlendSettings(
-                objective="coverage",
-                threshold_model=model,
-                target_coverage=t,
-                max_loudness_lu=None,
-                max_gain_db=48.0,
+            settings = BlendSettings.from_request(
+                RenderRequest(
+                    objective="coverage",
+                    threshold_model=model,
+                    target_coverage=t,
+                    max_loudness_lu=None,
+                    max_gain_db=48.0,
+                ),
                 peak_ceiling_dbfs=NO_PEAK_LIMIT_DBFS,
             )
             gained, blend = finish_blend(
@@ -152,11 +154,13 @@ def _measure_pair(
             out[peak_key] = {}
             for objective, target in OBJECTIVES:
                 for ceiling in CEILINGS_LU:
-                    settings = BlendSettings(
-                        objective=objective,
-                        threshold_model=model,
-                        target_coverage=target or 0.8,
-                        max_loudness_lu=ceiling,
+                    settings = BlendSettings.from_request(
+                        RenderRequest(
+                            objective=objective,
+                            threshold_model=model,
+                            target_coverage=target or field_default("target_coverage"),
+                            max_loudness_lu=ceiling,
+                        ),
                         peak_ceiling_dbfs=peak_dbfs,
                     )
                     gained, blend = finish_blend(
@@ -284,13 +288,19 @@ def main() -> None:
         t0 = time.perf_counter()
         res = render(noise, SAMPLE_RATE_HZ, base_req)
         timings["render_s"].append(time.perf_counter() - t0)
-        noise_mel, mask = res.analysis["noise_mel"], res.analysis["mask"]
+        noise_mel, mask = res.analysis.noise_mel, res.analysis.mask
         music = res.music
-        music_mel = res.analysis["music_mel"]
+        music_mel = res.analysis.music_mel
         noise_lufs = integrated_lufs(noise, SAMPLE_RATE_HZ)
         for key, settings in (
-            ("stage2_plan_ms_coverage_spreading", BlendSettings(max_loudness_lu=6.0)),
-            ("stage2_plan_ms_paper_smr", BlendSettings(objective="paper", threshold_model="smr")),
+            (
+                "stage2_plan_ms_coverage_spreading",
+                BlendSettings.from_request(RenderRequest(max_loudness_lu=6.0)),
+            ),
+            (
+                "stage2_plan_ms_paper_smr",
+                BlendSettings.from_request(RenderRequest(objective="paper", threshold_model="smr")),
+            ),
         ):
             t0 = time.perf_counter()
             plan_blend(noise_mel, music_mel, mask, music, noise_lufs, settings)
@@ -315,8 +325,8 @@ def main() -> None:
                 "render_lu": _lu(res_d.music_gained, noise),
                 "here_lu": _lu(gained, noise),
                 "render_peak_dbfs": _peak_dbfs(res_d.music_gained),
-                "shortfall_windows": len(res_d.extra["shortfall"]),
-                "short_by": sorted({s["limited_by"] for s in res_d.extra["shortfall"]}),
+                "shortfall_windows": len(res_d.details.shortfalls),
+                "short_by": sorted({s.limited_by for s in res_d.details.shortfalls}),
             }
         )
         print(
@@ -360,7 +370,7 @@ def main() -> None:
             "objectives": [_config(o, t, None).split("/")[0] for o, t in OBJECTIVES],
             "lane": "window 2.56 s, hop 1.28 s, smoothing 2 s, slew 12 dB/s, min -30 dB, max +24 dB "
             "(uncapped lane rows: max +48 dB, no peak limit)",
-            "peak_limit_dbfs": -1.0,
+            "peak_limit_dbfs": PEAK_CEILING_DBFS,
             "pairs_capped_columns": CAPPED_COLUMNS,
             "baseline": "paper objective, smr model, no ceiling (capped 'paper/none' under smr), "
             "the Stage 2 behaviour before the blend controls except for the peak limit",

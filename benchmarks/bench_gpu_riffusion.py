@@ -47,6 +47,7 @@ from bnmusic_bridge.generators.riffusion import (  # noqa: E402
     RiffusionGenerator,
     riffusion_plan,
 )
+from bnmusic_bridge.request import field_default  # noqa: E402
 
 STEM_SECONDS = 60.0
 WINDOW_SECONDS = 5.12
@@ -274,6 +275,7 @@ def run_variant(
         batch_size=variant.batch_size,
         channels_last=variant.channels_last,
         compile_unet=variant.compile_unet,
+        scheduler=field_default("scheduler"),
         label="sd15-random" if full_size else "tiny-random",
     )
     params = {
@@ -283,7 +285,13 @@ def run_variant(
         "continuation": variant.continuation,
     }
     plan = riffusion_plan(params)
-    settings = GenerationSettings(prompt=PROMPT, seed=42, overlap_frames=64, params=params)
+    settings = GenerationSettings(
+        prompt=PROMPT,
+        negative_prompt="",
+        seed=42,
+        overlap_frames=field_default("overlap_frames"),
+        params=params,
+    )
     cuda = device.startswith("cuda")
 
     # Warm-up (and compile): as many windows as one batch holds, not timed.

@@ -52,7 +52,7 @@ def main() -> None:
                     "wall_s": round(wall, 3),
                     "real_time_factor": round(seconds / wall, 2),
                     "stages_s": {k: round(v, 3) for k, v in res.timings_s.items()},
-                    "windows": res.extra["windows"],
+                    "windows": res.details.generation_windows,
                     "coverage": round(res.coverage, 4),
                 }
             )

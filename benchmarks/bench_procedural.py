@@ -47,6 +47,7 @@ from bnmusic_bridge.generators.procedural import ProceduralGenerator  # noqa: E4
 from bnmusic_bridge.generators.styles import STYLES  # noqa: E402
 from bnmusic_bridge.grid import WINDOW_SAMPLES  # noqa: E402
 from bnmusic_bridge.mask import high_energy_mask  # noqa: E402
+from bnmusic_bridge.request import RenderRequest, field_default  # noqa: E402
 from bnmusic_bridge.spectrogram import audio_to_mel  # noqa: E402
 from bnmusic_bridge.windows import plan_windows  # noqa: E402
 
@@ -70,7 +71,7 @@ def _noise(seconds: float) -> tuple[np.ndarray, str]:
 
 
 def _windows(audio: np.ndarray) -> list[NoiseWindow]:
-    plan = plan_windows(audio.size, 64)
+    plan = plan_windows(audio.size, field_default("overlap_frames"))
     padded = np.zeros(plan.padded_samples, dtype=np.float32)
     padded[: audio.size] = audio
     blank = np.zeros((512, 512), dtype=bool)
@@ -107,14 +108,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     mel = audio_to_mel(audio)
-    mask = high_energy_mask(mel)
+    mask = high_energy_mask(mel, field_default("mask_area"))
     mel_s = time.perf_counter() - t0
     analysis_times, analysis = _timed(args.repeats, lambda: analyse_stem(audio, mel, mask))
 
     gen = ProceduralGenerator()
     cases = []
     for style in STYLES:
-        settings = GenerationSettings(prompt=style, seed=0)
+        settings = GenerationSettings.from_request(RenderRequest(prompt=style, negative_prompt="", seed=0, generator_params={}))
         times, out = _timed(args.repeats, lambda s=settings: gen.generate(windows, analysis, s))
         seconds = min(times)
         cases.append(
@@ -137,7 +138,7 @@ def main() -> None:
     baseline = []
     identical = True
     for style in list(STYLES)[:3]:
-        settings = GenerationSettings(prompt=style, seed=0)
+        settings = GenerationSettings.from_request(RenderRequest(prompt=style, negative_prompt="", seed=0, generator_params={}))
         sequence = gen.generate(windows, analysis, settings)
         t0 = time.perf_counter()
         alone = [gen.generate([w], analysis, settings)[0] for w in windows]

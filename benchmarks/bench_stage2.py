@@ -63,12 +63,14 @@ from bnmusic_bridge.masking import (  # noqa: E402
     spreading_threshold_reference,
 )
 from bnmusic_bridge.metering import coverage, nmr_db  # noqa: E402
+from bnmusic_bridge.request import field_default  # noqa: E402
 from bnmusic_bridge.spectrogram import audio_to_mel  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "results" / "stage2.json"
-ALPHA = 0.14
-MASK_SHARE = 0.15
+ALPHA = field_default("alpha")
+MASK_SHARE = field_default("mask_area")
+SMR_DB = field_default("smr_db")
 GRID_DB = np.round(np.arange(-60.0, 60.0 + 1e-9, 0.1), 1)
 TIMING_NOISE = "ambie_vacuum_cleaner_a.wav"  # 10 s: a full 512-frame window
 TIMING_MUSIC = "xmoto_foxrun.wav"
@@ -117,14 +119,14 @@ def _time(fn: Callable[[], object], repeats: int) -> dict[str, float]:
 
 
 def _stage2_ours(model: str, noise_mel, music_mel, mask) -> tuple[float, float]:
-    field = masking_field(model, noise_mel, music_mel)
+    field = masking_field(model, noise_mel, music_mel, smr_db=SMR_DB)
     gain = solve_lambda_exact(music_mel, field, mask, ALPHA)
     return gain, coverage(field, mask, gain)[0]
 
 
 def _baseline_field(model: str, noise_mel, music_mel) -> MaskingField:
     if model == "smr":
-        return masking_field("smr", noise_mel, music_mel)
+        return masking_field("smr", noise_mel, music_mel, smr_db=SMR_DB)
     threshold = spreading_threshold_reference(music_mel)
     cal = calibration_db()
     capacity = np.sqrt(threshold * (10.0 ** (-cal / 10.0))[:, None]).astype(np.float32)
@@ -159,16 +161,18 @@ def _timings() -> dict[str, Any]:
     for model in THRESHOLD_MODELS:
         ours = _time(partial(_stage2_ours, model, noise_mel, music_mel, mask), REPEATS)
         base = _time(partial(_stage2_baseline, model, noise_mel, music_mel, mask), 3)
-        field = masking_field(model, noise_mel, music_mel)
+        field = masking_field(model, noise_mel, music_mel, smr_db=SMR_DB)
         parts = {
-            "threshold": _time(partial(masking_field, model, noise_mel, music_mel), REPEATS),
-            "lambda_exact": _time(partial(solve_lambda_exact, music_mel, field, mask), REPEATS),
+            "threshold": _time(
+                partial(masking_field, model, noise_mel, music_mel, smr_db=SMR_DB), REPEATS
+            ),
+            "lambda_exact": _time(partial(solve_lambda_exact, music_mel, field, mask, ALPHA), REPEATS),
             "coverage": _time(partial(coverage, field, mask, 1.0), REPEATS),
-            "lambda_gd_3000_steps": _time(partial(solve_lambda_gd, music_mel, field, mask), 3),
+            "lambda_gd_3000_steps": _time(partial(solve_lambda_gd, music_mel, field, mask, ALPHA), 3),
         }
         g_ours, cov_ours = _stage2_ours(model, noise_mel, music_mel, mask)
         g_base, cov_base = _stage2_baseline(model, noise_mel, music_mel, mask)
-        g_gd = solve_lambda_gd(music_mel, field, mask)
+        g_gd = solve_lambda_gd(music_mel, field, mask, ALPHA)
         out[model] = {
             "ours_ms": ours,
             "baseline_ms": base,
@@ -206,7 +210,7 @@ def _recordings() -> dict[str, Any]:
                 "frames": int(noise_mel.shape[1]),
             }
             for model in THRESHOLD_MODELS:
-                field = masking_field(model, noise_mel, music_mel)
+                field = masking_field(model, noise_mel, music_mel, smr_db=SMR_DB)
                 gain = solve_lambda_exact(music_mel, field, mask, ALPHA)
                 gd = solve_lambda_gd(music_mel, field, mask, ALPHA)
                 g90 = solve_gain_for_coverage(field, mask, 0.9)
@@ -267,7 +271,7 @@ def main() -> None:
             "alpha": ALPHA,
             "mask": f"loudest {MASK_SHARE:.0%} of the noise's mel bins",
             "unity_gain": "music loudness-matched to the noise (integrated LUFS, BS.1770)",
-            "smr_db": 21.0,
+            "smr_db": SMR_DB,
             "spreading_calibration": "full-scale sine at a band centre = 96 dB SPL",
             "goal_ms_per_512_frame_window": 20.0,
             "paper_reference": "0.28 s preprocessing + amplification per sample (RTX 4090)",

@@ -6,12 +6,12 @@ The one entry point is :func:`render` (numpy audio + sample rate) or :func:`rend
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .errors import BNMusicError
 from .export import ExportOptions, write_outputs
 from .pipeline import render, render_file
-from .request import RenderRequest, RenderResult
+from .request import RenderRequest
+from .result import RenderResult
+from .version import __version__
 
 __all__ = [
     "BNMusicError",

@@ -7,11 +7,12 @@ loudness-matched it to the noise (same integrated LUFS), so a gain in dB is the 
 level relative to the noise's loudness. Gains are LINEAR amplitude factors unless the
 name says ``_db`` (``20 log10`` of the linear gain).
 
-The paper's objective (alpha = 0.14, M the high-energy mask)::
+The paper's objective (alpha the volume weight, ``RenderRequest.alpha``; M the
+high-energy mask)::
 
     loss(g) = SUM(alpha * g * S_music) + SUM(max((required - g * capacity) * M, 0))
 
-With the ``smr`` field (``required = noise * 10**(21/20)``, ``capacity = music``) this is
+With the ``smr`` field (``required = noise * 10**(smr_db/20)``, ``capacity = music``) this is
 exactly the paper's ``SUM(alpha S') + SUM(max((T_mask - S') M, 0))`` with ``S' = g S``.
 It is convex and piecewise linear in ``g``; :func:`solve_lambda_exact` finds its minimiser
 by sorting the breakpoints ``required / capacity``; :func:`solve_lambda_gd` is the
@@ -20,7 +21,8 @@ paper's gradient descent, kept as the reference.
 A second objective (ours), ``coverage``: per window, the lowest gain that masks a target
 share of the window's mask bins (:func:`solve_gain_for_coverage`). :func:`lambda_lane`
 solves either per window, then smooths, slew-limits and caps the lane (frame caps come
-from :mod:`bnmusic_bridge.blend`: loudness ceiling and peak limit).
+from :mod:`bnmusic_bridge.blend`: loudness ceiling and peak limit); :class:`LaneSettings`
+carries the request's Stage 2 fields it needs.
 
 Policy (ours): the literal loss picks ``g = 0`` (silence) whenever raising the music
 costs more (alpha x its total magnitude) than it gains inside M, which happens for music
@@ -31,7 +33,6 @@ clamped to ``min_gain_db``, flagged, and described in ``LambdaLane.warnings``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 
@@ -40,21 +41,11 @@ import numpy as np
 from .errors import AudioInputError, ParameterError
 from .grid import FRAME_PERIOD_S
 from .masking import MaskingField, masking_gain
-
-DEFAULT_ALPHA = 0.14
-"""The paper's volume weight alpha in the loss."""
+from .request import OBJECTIVES, RenderRequest
 
 LANE_SOLVERS = ("exact", "gd")
-OBJECTIVES = ("paper", "coverage")
-"""``paper``: the paper's loss per window; ``coverage``: the lowest gain per window that
-masks ``target_coverage`` of the window's high-energy bins."""
-
-DEFAULT_TARGET_COVERAGE = 0.8
-"""Share of a window's high-energy bins the ``coverage`` objective masks."""
-DEFAULT_SMOOTHING_S = 2.0
-"""Time constant of the lane's zero-phase smoothing, s: about one 4/4 bar at 120 BPM."""
-DEFAULT_MAX_SLEW_DB_PER_S = 12.0
-"""Largest rate of change of the lane, dB per second."""
+"""Solvers of the paper objective: :func:`solve_lambda_exact` (used) and
+:func:`solve_lambda_gd` (the paper's gradient descent, the reference)."""
 
 _GD_ZERO_GAIN = 1e-9
 """Gradient descent on log-gain cannot reach 0; a result under this counts as silence."""
@@ -109,7 +100,7 @@ def paper_loss(
     music_mel: np.ndarray,
     field: MaskingField,
     mask: np.ndarray,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float,
 ) -> float:
     """The paper's loss at linear gain ``gain`` (see the module docstring).
 
@@ -118,7 +109,7 @@ def paper_loss(
         music_mel: float ``(n_mels, frames)`` linear mel magnitude of the music at unity.
         field: the masking field of the same shape.
         mask: bool ``(n_mels, frames)``, the high-energy mask M, mel orientation.
-        alpha: volume weight (paper: 0.14).
+        alpha: volume weight (``RenderRequest.alpha``).
 
     Returns:
         the loss in linear mel-magnitude units (float).
@@ -135,7 +126,7 @@ def solve_lambda_exact(
     music_mel: np.ndarray,
     field: MaskingField,
     mask: np.ndarray,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float,
     max_gain: float | None = None,
 ) -> float:
     """Exact minimiser of :func:`paper_loss` over ``gain >= 0`` (linear gain).
@@ -201,7 +192,7 @@ def solve_lambda_gd(
     music_mel: np.ndarray,
     field: MaskingField,
     mask: np.ndarray,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float,
     steps: int = 3000,
     lr: float = 0.2,
     lr_final: float = 1e-5,
@@ -301,7 +292,7 @@ class LambdaLane:
         min_gain_db: lowest gain the lane may take, dB.
         max_gain_db: highest gain the lane may take, dB.
         warnings: human-readable notes on clamped windows (which, and why).
-        objective: ``"paper"`` or ``"coverage"``.
+        objective: the objective that set the lane, ``"paper"`` or ``"coverage"``.
         window_start_s: float64 ``(windows,)``, first frame's time of each window, s.
         window_end_s: float64 ``(windows,)``, end of each window (last frame + 10 ms), s.
         window_target: float64 ``(windows,)``, the coverage (0..1) the objective aims at
@@ -319,21 +310,16 @@ class LambdaLane:
     min_gain_db: float
     max_gain_db: float
     warnings: tuple[str, ...]
-    objective: str = "paper"
+    objective: str
     window_start_s: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
     window_end_s: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
     window_target: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
     window_coverage: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
 
-    def shifted(self, offset_db: float, note: str | None = None) -> LambdaLane:
-        """The same lane moved by ``offset_db`` dB everywhere (a trim), with an optional
-        note appended to ``warnings``. Window coverages are left as they were; the
-        caller re-meters."""
-        return replace(
-            self,
-            frame_gain_db=self.frame_gain_db + float(offset_db),
-            warnings=self.warnings + ((note,) if note else ()),
-        )
+    def shifted(self, offset_db: float) -> LambdaLane:
+        """The same lane moved by ``offset_db`` dB everywhere (a trim). Window coverages
+        are left as they were; the caller re-meters."""
+        return replace(self, frame_gain_db=self.frame_gain_db + float(offset_db))
 
 
 def _window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[int]:
@@ -470,81 +456,146 @@ def _coverage_db(bins: _WindowBins, lane_db: np.ndarray) -> float:
     return float(np.mean(lane_db[bins.frame] >= bins.gain_db))
 
 
-def _check_lane_args(
-    objective: str,
-    solver: str,
-    target_coverage: float,
-    window_frames: int,
-    hop_frames: int,
-    min_gain_db: float,
-    max_gain_db: float,
-    smoothing_s: float,
-    max_slew_db_per_s: float | None,
-) -> None:
-    if objective not in OBJECTIVES:
-        raise ParameterError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if solver not in LANE_SOLVERS:
-        raise ParameterError(f"solver must be one of {LANE_SOLVERS}, got {solver!r}")
-    if not 0.0 < target_coverage <= 1.0:
-        raise ParameterError(f"target_coverage must be in (0, 1], got {target_coverage}")
-    if window_frames < 1 or hop_frames < 1:
-        raise ParameterError(
-            f"window_frames and hop_frames must be >= 1, got {window_frames} and {hop_frames}"
+def frames_in(seconds: float) -> int:
+    """Whole 10 ms analysis frames in ``seconds`` (at least one)."""
+    return max(1, int(round(seconds / FRAME_PERIOD_S)))
+
+
+@dataclass(frozen=True)
+class LaneSettings:
+    """How :func:`lambda_lane` solves and shapes a lane: the request's Stage 2 fields
+    with the windows in frames. No defaults here (the request holds them):
+    :meth:`from_request` builds it.
+
+    Attributes:
+        objective: ``"paper"`` or ``"coverage"`` (:data:`~bnmusic_bridge.request.OBJECTIVES`).
+        alpha: the paper's loss's volume weight.
+        target_coverage: share (0..1] of each window's mask bins the ``coverage``
+            objective masks.
+        window_frames: frames per solve window (10 ms each; 256 = 2.56 s).
+        hop_frames: frames between window starts.
+        min_gain_db: floor of the lane, dB (frame caps may go under it; they win).
+        max_gain_db: ceiling of the lane, dB.
+        smoothing_s: one-pole time constant in seconds (0 = no smoothing).
+        max_slew_db_per_s: largest rate of change in dB per second (None: no limit).
+        solver: the paper objective's solver, one of :data:`LANE_SOLVERS`.
+
+    Raises:
+        ParameterError: a value out of range (checked on construction).
+    """
+
+    objective: str
+    alpha: float
+    target_coverage: float
+    window_frames: int
+    hop_frames: int
+    min_gain_db: float
+    max_gain_db: float
+    smoothing_s: float
+    max_slew_db_per_s: float | None
+    solver: str = LANE_SOLVERS[0]
+
+    @classmethod
+    def from_request(cls, req: RenderRequest) -> LaneSettings:
+        """The settings ``req`` asks for (lane window and hop rounded to whole frames)."""
+        return cls(
+            objective=req.objective,
+            alpha=req.alpha,
+            target_coverage=req.target_coverage,
+            window_frames=frames_in(req.lane_window_s),
+            hop_frames=frames_in(req.lane_hop_s),
+            min_gain_db=req.min_gain_db,
+            max_gain_db=req.max_gain_db,
+            smoothing_s=req.smoothing_s,
+            max_slew_db_per_s=req.max_slew_db_per_s,
         )
-    if not (math.isfinite(min_gain_db) and math.isfinite(max_gain_db)) or min_gain_db > max_gain_db:
-        raise ParameterError(
-            f"need finite min_gain_db <= max_gain_db, got {min_gain_db} and {max_gain_db}"
-        )
-    if not (math.isfinite(smoothing_s) and smoothing_s >= 0.0):
-        raise ParameterError(f"smoothing_s must be finite and >= 0, got {smoothing_s}")
-    if max_slew_db_per_s is not None and not (
-        math.isfinite(max_slew_db_per_s) and max_slew_db_per_s > 0.0
-    ):
-        raise ParameterError(
-            f"max_slew_db_per_s must be finite and > 0 (or None), got {max_slew_db_per_s}"
-        )
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ParameterError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.solver not in LANE_SOLVERS:
+            raise ParameterError(f"solver must be one of {LANE_SOLVERS}, got {self.solver!r}")
+        if not (math.isfinite(self.alpha) and self.alpha >= 0.0):
+            raise ParameterError(f"alpha must be finite and >= 0, got {self.alpha}")
+        if not 0.0 < self.target_coverage <= 1.0:
+            raise ParameterError(f"target_coverage must be in (0, 1], got {self.target_coverage}")
+        if self.window_frames < 1 or self.hop_frames < 1:
+            raise ParameterError(
+                f"window_frames and hop_frames must be >= 1, got {self.window_frames} and "
+                f"{self.hop_frames}"
+            )
+        lo, hi = self.min_gain_db, self.max_gain_db
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise ParameterError(f"need finite min_gain_db <= max_gain_db, got {lo} and {hi}")
+        if not (math.isfinite(self.smoothing_s) and self.smoothing_s >= 0.0):
+            raise ParameterError(f"smoothing_s must be finite and >= 0, got {self.smoothing_s}")
+        slew = self.max_slew_db_per_s
+        if slew is not None and not (math.isfinite(slew) and slew > 0.0):
+            raise ParameterError(f"max_slew_db_per_s must be finite and > 0 (or None), got {slew}")
+
+    @property
+    def step_db(self) -> float:
+        """Largest change of the lane between neighbouring frames, dB (inf: no limit)."""
+        if self.max_slew_db_per_s is None:
+            return math.inf
+        return self.max_slew_db_per_s * FRAME_PERIOD_S
+
+
+@dataclass(frozen=True)
+class _LaneGrid:
+    """What one lane is built on: its frames, its solve windows and its caps."""
+
+    frame_times: np.ndarray  # float64 (frames,), s
+    bounds: list[tuple[int, int]]  # solve windows, (start, stop) frames
+    centres: np.ndarray  # float64 (windows,), window centre times, s
+    bins: list[_WindowBins]  # each window's mask bins
+    cap_env: np.ndarray  # float64 (frames,), dB: frame caps and max_gain_db, slew-limited
+    window_cap: np.ndarray  # float64 (windows,), dB: the highest cap_env in each window
+    step_db: float  # largest change between frames, dB (inf: no limit)
+    smoothing_s: float
+
+    def shape(self, level_db: np.ndarray) -> np.ndarray:
+        """Window levels (dB) to a lane on the frames: linear interpolation between the
+        window centres (held flat at the ends), zero-phase smoothing, the slew limit
+        (only ever raising), then the caps."""
+        curve = _smooth_db(np.interp(self.frame_times, self.centres, level_db), self.smoothing_s)
+        if math.isfinite(self.step_db):
+            curve = slew_envelope_db(curve, self.step_db, upper=True)
+        return np.minimum(curve, self.cap_env)
 
 
 def lambda_lane(
     music_mel: np.ndarray,
     field: MaskingField,
     mask: np.ndarray,
-    *,
-    objective: str = "paper",
-    alpha: float = DEFAULT_ALPHA,
-    target_coverage: float = DEFAULT_TARGET_COVERAGE,
-    window_frames: int = 256,
-    hop_frames: int = 128,
-    min_gain_db: float = -30.0,
-    max_gain_db: float = 24.0,
-    smoothing_s: float = DEFAULT_SMOOTHING_S,
-    max_slew_db_per_s: float | None = DEFAULT_MAX_SLEW_DB_PER_S,
+    settings: LaneSettings,
     frame_cap_db: np.ndarray | None = None,
-    solver: str = "exact",
 ) -> LambdaLane:
     """Solve an objective per window and turn the results into a smooth gain lane.
 
     Steps:
 
-    1. windows of ``window_frames`` frames every ``hop_frames`` (:func:`window_bounds`);
-    2. each window's gain: ``objective="paper"``: the paper's optimum
+    1. check the inputs and the frame caps;
+    2. windows of ``window_frames`` frames every ``hop_frames`` (:func:`window_bounds`),
+       their mask bins, and the caps as a slew-limited envelope (capping then keeps the
+       slew limit);
+    3. each window's gain: ``objective="paper"``: the paper's optimum
        (:func:`solve_lambda_exact` or :func:`solve_lambda_gd`); ``"coverage"``: the
        lowest scalar gain whose coverage of the window's mask bins reaches
        ``target_coverage`` (:func:`solve_gain_for_coverage`);
-    3. clamp to ``[min_gain_db, max_gain_db]`` and to the window's lowest frame cap,
-       flagging and explaining every clamped window (silence is never applied:
-       ``lambda* = 0`` becomes ``min_gain_db``);
-    4. linear interpolation in dB between window centres (held flat at the ends);
-    5. zero-phase one-pole smoothing in dB with time constant ``smoothing_s``;
-    6. slew limit: the lowest curve above that whose change is at most
-       ``max_slew_db_per_s`` (:func:`slew_envelope_db`, upper), so the limit raises
-       neighbours rather than taking masking away;
-    7. caps: the minimum with ``max_gain_db`` and with the highest slew-limited curve
-       under ``frame_cap_db`` (so capping keeps the slew limit);
-    8. ``coverage`` only: windows whose coverage under the lane is still short of the
-       target (smoothing lowered their peak) get their level raised by the missing dB,
-       and steps 4 to 7 run again, until every window reaches its target or sits at a
-       cap (at most 40 rounds).
+    4. clamp to ``[min_gain_db, max_gain_db]`` and to the window's highest frame cap
+       (silence is never applied: ``lambda* = 0`` becomes ``min_gain_db``);
+    5. shape the lane: linear interpolation in dB between window centres (held flat at
+       the ends), zero-phase one-pole smoothing with time constant ``smoothing_s``, the
+       slew limit (the lowest curve above that whose change is at most
+       ``max_slew_db_per_s``, :func:`slew_envelope_db`, so the limit raises neighbours
+       rather than taking masking away), then the minimum with the cap envelope;
+    6. ``coverage`` only: windows whose coverage under the lane is still short of the
+       target (smoothing lowered their peak) get their level raised by the missing dB
+       and the lane is shaped again, until every window reaches its target or sits at a
+       cap;
+    7. the result: each window's target and reached coverage, and a warning for every
+       clamped window (which, and why).
 
     The lane's slope is at most ``max_slew_db_per_s`` everywhere and it is continuous,
     so :func:`lane_gain_at` (linear in dB between frames) has no steps: no zipper noise.
@@ -553,109 +604,117 @@ def lambda_lane(
         music_mel: float ``(n_mels, frames)`` linear mel magnitude of the unity-gain music.
         field: masking field of the same shape.
         mask: bool ``(n_mels, frames)`` high-energy mask M.
-        objective: ``"paper"`` or ``"coverage"``.
-        alpha: the paper's loss's volume weight.
-        target_coverage: share (0..1] of each window's mask bins the ``coverage``
-            objective masks.
-        window_frames: frames per solve window (10 ms each; 256 = 2.56 s).
-        hop_frames: frames between window starts.
-        min_gain_db: floor of the lane, dB (caps may go under it; they win).
-        max_gain_db: ceiling of the lane, dB.
-        smoothing_s: one-pole time constant in seconds (0 = no smoothing).
-        max_slew_db_per_s: largest rate of change in dB per second (None: no limit).
+        settings: objective, limits and shaping (:meth:`LaneSettings.from_request`).
         frame_cap_db: optional float ``(frames,)`` upper bound per frame in dB (a
             loudness ceiling, a peak limit; see :mod:`bnmusic_bridge.blend`);
             ``inf`` where a frame has none.
-        solver: ``"exact"`` or ``"gd"`` (the paper objective's solver).
     """
-    music, m = _check_inputs(music_mel, field, mask, alpha)
-    _check_lane_args(
-        objective, solver, target_coverage, window_frames, hop_frames, min_gain_db,
-        max_gain_db, smoothing_s, max_slew_db_per_s,
-    )  # fmt: skip
-    num_frames = music.shape[1]
+    # 1. Check the inputs and the frame caps.
+    music, m = _check_inputs(music_mel, field, mask, settings.alpha)
+    caps = _checked_frame_caps(frame_cap_db, music.shape[1])
+    # 2. Prepare the solve windows, their mask bins and the cap envelope.
+    grid = _lane_grid(field, m, caps, settings)
+    # 3. Solve the objective in every window.
+    raw_db = _window_gains_db(music, field, m, grid.bounds, settings)
+    # 4. Clamp each window's level to the gain limits and its cap.
+    level_db = np.minimum(
+        np.clip(raw_db, settings.min_gain_db, settings.max_gain_db), grid.window_cap
+    )
+    # 5. Shape the lane on the frames.
+    frame_db = grid.shape(level_db)
+    # 6. Coverage objective: raise the windows that smoothing left short.
+    if settings.objective == "coverage":
+        frame_db = _reach_targets(frame_db, level_db, grid, settings)
+    # 7. Collect targets, reached coverage and warnings.
+    return _lane_result(frame_db, raw_db, grid, settings)
+
+
+def _checked_frame_caps(frame_cap_db: np.ndarray | None, num_frames: int) -> np.ndarray:
+    """The frame caps as float64 ``(num_frames,)`` dB (all inf when None)."""
     if num_frames == 0:
         raise ParameterError("music_mel has no frames")
-    caps = np.full(num_frames, np.inf)
-    if frame_cap_db is not None:
-        caps = np.asarray(frame_cap_db, dtype=np.float64)
-        if caps.shape != (num_frames,) or np.any(np.isnan(caps)):
-            raise ParameterError(
-                f"frame_cap_db must be float ({num_frames},) without NaN, got shape {caps.shape}"
-            )
-    step_db = math.inf if max_slew_db_per_s is None else max_slew_db_per_s * FRAME_PERIOD_S
+    if frame_cap_db is None:
+        return np.full(num_frames, np.inf)
+    caps = np.asarray(frame_cap_db, dtype=np.float64)
+    if caps.shape != (num_frames,) or np.any(np.isnan(caps)):
+        raise ParameterError(
+            f"frame_cap_db must be float ({num_frames},) without NaN, got shape {caps.shape}"
+        )
+    return caps
+
+
+def _lane_grid(
+    field: MaskingField, mask: np.ndarray, caps: np.ndarray, settings: LaneSettings
+) -> _LaneGrid:
+    num_frames = caps.size
+    step_db = settings.step_db
     # the caps themselves must respect the slew limit, or capping would cut steps back in
-    cap_env = np.minimum(caps, max_gain_db)
+    cap_env = np.minimum(caps, settings.max_gain_db)
     if math.isfinite(step_db):
         cap_env = slew_envelope_db(cap_env, step_db, upper=False)
+    bounds = window_bounds(num_frames, settings.window_frames, settings.hop_frames)
+    return _LaneGrid(
+        frame_times=np.arange(num_frames) * FRAME_PERIOD_S,
+        bounds=bounds,
+        centres=np.array([(a + b - 1) / 2.0 * FRAME_PERIOD_S for a, b in bounds]),
+        bins=_window_bins(field, mask, bounds),
+        cap_env=cap_env,
+        window_cap=np.array([float(cap_env[a:b].max()) for a, b in bounds]),
+        step_db=step_db,
+        smoothing_s=settings.smoothing_s,
+    )
 
-    bounds = window_bounds(num_frames, window_frames, hop_frames)
-    wbins = _window_bins(field, m, bounds)
+
+def _window_gains_db(
+    music: np.ndarray,
+    field: MaskingField,
+    mask: np.ndarray,
+    bounds: list[tuple[int, int]],
+    settings: LaneSettings,
+) -> np.ndarray:
+    """Each window's raw objective gain in dB (-inf: silence, inf: out of reach)."""
     raw_db = np.empty(len(bounds))
-    centres = np.array([(a + b - 1) / 2.0 * FRAME_PERIOD_S for a, b in bounds])
-    empty_mask = [i for i, wb in enumerate(wbins) if wb.gain_db.size == 0]
     for i, (start, stop) in enumerate(bounds):
         cols = slice(start, stop)
         sub = MaskingField(
             field.required[:, cols], field.capacity[:, cols], field.model, field.margin_db
         )
-        if objective == "coverage":
-            gain = solve_gain_for_coverage(sub, m[:, cols], target_coverage)
-        elif solver == "exact":
-            gain = solve_lambda_exact(music[:, cols], sub, m[:, cols], alpha)
+        if settings.objective == "coverage":
+            gain = solve_gain_for_coverage(sub, mask[:, cols], settings.target_coverage)
+        elif settings.solver == "exact":
+            gain = solve_lambda_exact(music[:, cols], sub, mask[:, cols], settings.alpha)
         else:
-            gain = solve_lambda_gd(music[:, cols], sub, m[:, cols], alpha)
-        with np.errstate(divide="ignore"):
-            raw_db[i] = 20.0 * math.log10(gain) if gain > 0.0 else -np.inf
-    if objective == "coverage":
-        target = np.array([target_coverage if wb.gain_db.size else np.nan for wb in wbins])
-    else:
+            gain = solve_lambda_gd(music[:, cols], sub, mask[:, cols], settings.alpha)
+        raw_db[i] = 20.0 * math.log10(gain) if gain > 0.0 else -np.inf
+    return raw_db
+
+
+def _lane_result(
+    frame_db: np.ndarray, raw_db: np.ndarray, grid: _LaneGrid, settings: LaneSettings
+) -> LambdaLane:
+    if settings.objective == "coverage":
         target = np.array(
-            [_coverage_db(wb, np.full(num_frames, raw_db[i])) for i, wb in enumerate(wbins)]
+            [settings.target_coverage if wb.gain_db.size else np.nan for wb in grid.bins]
         )
-
-    clamped = (raw_db < min_gain_db) | (raw_db > max_gain_db)
-    window_cap = np.array([float(cap_env[a:b].max()) for a, b in bounds])
-    level_db = np.minimum(np.clip(raw_db, min_gain_db, max_gain_db), window_cap)
-    frame_times = np.arange(num_frames) * FRAME_PERIOD_S
-
-    def build(levels: np.ndarray) -> np.ndarray:
-        curve = _smooth_db(np.interp(frame_times, centres, levels), smoothing_s)
-        if math.isfinite(step_db):
-            curve = slew_envelope_db(curve, step_db, upper=True)
-        return np.minimum(curve, cap_env)
-
-    frame_db = build(level_db)
-    if objective == "coverage":
-        frame_db = _reach_targets(
-            frame_db, level_db, build, wbins, bounds, centres, frame_times, smoothing_s,
-            target_coverage, np.minimum(window_cap, max_gain_db), cap_env, step_db,
-        )  # fmt: skip
-    reached = np.array([_coverage_db(wb, frame_db) for wb in wbins])
-
-    warnings = _lane_warnings(
-        objective, raw_db, empty_mask, bounds, min_gain_db, max_gain_db, alpha
-    )
-    if np.any(cap_env < min_gain_db):
-        lowest = float(np.min(cap_env))
-        warnings.append(
-            f"frame caps (loudness ceiling or peak limit) take the lane down to {lowest:+.1f} dB, "
-            f"below min_gain_db={min_gain_db:g} dB: the caps win over the floor."
+    else:
+        num_frames = grid.frame_times.size
+        target = np.array(
+            [_coverage_db(wb, np.full(num_frames, raw_db[i])) for i, wb in enumerate(grid.bins)]
         )
     return LambdaLane(
-        frame_times_s=frame_times,
+        frame_times_s=grid.frame_times,
         frame_gain_db=frame_db,
-        window_times_s=centres,
+        window_times_s=grid.centres,
         window_gain_db=raw_db,
-        window_clamped=clamped,
-        min_gain_db=float(min_gain_db),
-        max_gain_db=float(max_gain_db),
-        warnings=tuple(warnings),
-        objective=objective,
-        window_start_s=np.array([a * FRAME_PERIOD_S for a, _ in bounds]),
-        window_end_s=np.array([b * FRAME_PERIOD_S for _, b in bounds]),
+        window_clamped=(raw_db < settings.min_gain_db) | (raw_db > settings.max_gain_db),
+        min_gain_db=float(settings.min_gain_db),
+        max_gain_db=float(settings.max_gain_db),
+        warnings=tuple(_lane_warnings(raw_db, grid, settings)),
+        objective=settings.objective,
+        window_start_s=np.array([a * FRAME_PERIOD_S for a, _ in grid.bounds]),
+        window_end_s=np.array([b * FRAME_PERIOD_S for _, b in grid.bounds]),
         window_target=target,
-        window_coverage=reached,
+        window_coverage=np.array([_coverage_db(wb, frame_db) for wb in grid.bins]),
     )
 
 
@@ -686,20 +745,9 @@ def _self_response(
 
 
 def _reach_targets(
-    frame_db: np.ndarray,
-    level_db: np.ndarray,
-    build: Callable[[np.ndarray], np.ndarray],
-    wbins: list[_WindowBins],
-    bounds: list[tuple[int, int]],
-    centres: np.ndarray,
-    frame_times: np.ndarray,
-    smoothing_s: float,
-    target: float,
-    top_db: np.ndarray,
-    cap_env: np.ndarray,
-    step_db: float,
+    frame_db: np.ndarray, level_db: np.ndarray, grid: _LaneGrid, settings: LaneSettings
 ) -> np.ndarray:
-    """Raise the lane until every window reaches ``target`` coverage or sits at its cap.
+    """Raise the lane until every window reaches the target coverage or sits at its cap.
 
     Smoothing lowers a window's peak, so its coverage can fall short of the target its
     own gain reaches. 1. A few rounds raise each short window's level by the dB it
@@ -708,38 +756,36 @@ def _reach_targets(
     rest as a flat raise over its frames, slew-limited (only ever raising), then capped:
     its coverage then reaches the target unless a cap cut the raise.
     """
-    response = _self_response(bounds, centres, frame_times, smoothing_s)
+    target = settings.target_coverage
+    top_db = np.minimum(grid.window_cap, settings.max_gain_db)
+    response = _self_response(grid.bounds, grid.centres, grid.frame_times, grid.smoothing_s)
     for _ in range(_COVERAGE_ROUNDS):
-        offsets = np.array([_quantile_offset_db(wb, frame_db, target) for wb in wbins])
+        offsets = np.array([_quantile_offset_db(wb, frame_db, target) for wb in grid.bins])
         short = (offsets > 0.0) & (level_db < top_db)
         if not short.any():
             break
         raise_db = np.where(short, offsets / response + _COVERAGE_NUDGE_DB, 0.0)
         level_db = np.minimum(level_db + raise_db, np.maximum(level_db, top_db))
-        frame_db = build(level_db)
-    offsets = np.array([_quantile_offset_db(wb, frame_db, target) for wb in wbins])
+        frame_db = grid.shape(level_db)
+    offsets = np.array([_quantile_offset_db(wb, frame_db, target) for wb in grid.bins])
     bump = np.zeros(frame_db.size)
-    for (a, b), off in zip(bounds, offsets, strict=True):
+    for (a, b), off in zip(grid.bounds, offsets, strict=True):
         if off > 0.0:
             bump[a:b] = np.maximum(bump[a:b], min(off, 1e3) + _COVERAGE_NUDGE_DB)
     if not bump.any():
         return frame_db
     raised = frame_db + bump
-    if math.isfinite(step_db):
-        raised = slew_envelope_db(raised, step_db, upper=True)
-    return np.minimum(raised, cap_env)
+    if math.isfinite(grid.step_db):
+        raised = slew_envelope_db(raised, grid.step_db, upper=True)
+    return np.minimum(raised, grid.cap_env)
 
 
-def _lane_warnings(
-    objective: str,
-    raw_db: np.ndarray,
-    empty_mask: list[int],
-    bounds: list[tuple[int, int]],
-    min_gain_db: float,
-    max_gain_db: float,
-    alpha: float,
-) -> list[str]:
+def _lane_warnings(raw_db: np.ndarray, grid: _LaneGrid, settings: LaneSettings) -> list[str]:
+    bounds = grid.bounds
+    objective, alpha = settings.objective, settings.alpha
+    min_gain_db, max_gain_db = settings.min_gain_db, settings.max_gain_db
     n = len(bounds)
+    empty_mask = [i for i, wb in enumerate(grid.bins) if wb.gain_db.size == 0]
     warnings: list[str] = []
     silent = [i for i in range(n) if raw_db[i] == -np.inf and i not in empty_mask]
     low = [i for i in range(n) if np.isfinite(raw_db[i]) and raw_db[i] < min_gain_db]
@@ -768,6 +814,12 @@ def _lane_warnings(
             f"window(s) {_describe(high, bounds)}: the {objective} objective's gain is above "
             f"max_gain_db={max_gain_db:g} dB ({peak}); clamped down to it, so those "
             "windows are masked less than the objective asks."
+        )
+    if np.any(grid.cap_env < min_gain_db):
+        lowest = float(np.min(grid.cap_env))
+        warnings.append(
+            f"frame caps (loudness ceiling or peak limit) take the lane down to {lowest:+.1f} dB, "
+            f"below min_gain_db={min_gain_db:g} dB: the caps win over the floor."
         )
     return warnings
 

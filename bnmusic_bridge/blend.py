@@ -20,8 +20,9 @@ lambda lane, how loud the music may get, and an honest report of where that cost
   from muting the music), with a warning.
 
 When a cap stops a window reaching its target, the window is listed in
-:attr:`Blend.shortfalls` (how far short, what gain it needed, what the cap allowed, which
-cap) and summarised in :attr:`Blend.warnings`. Nothing is muted or clipped silently.
+:attr:`Blend.shortfalls` (a :class:`~bnmusic_bridge.result.Shortfall` each: how far short,
+what gain it needed, what the cap allowed, which cap) and summarised in
+:attr:`Blend.warnings`. Nothing is muted or clipped silently.
 
 Arrays are on the analysis grid (10 ms frames, frame ``j`` centred on sample ``j * 441``
 at 44.1 kHz); audio is ``(channels, samples)`` linear amplitude (pedalboard layout).
@@ -31,25 +32,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
-from .amplify import (
-    DEFAULT_ALPHA,
-    DEFAULT_MAX_SLEW_DB_PER_S,
-    DEFAULT_SMOOTHING_S,
-    DEFAULT_TARGET_COVERAGE,
-    LambdaLane,
-    lambda_lane,
-    lane_gain_at,
-    window_bounds,
-)
+from .amplify import LambdaLane, LaneSettings, lambda_lane, lane_gain_at, window_bounds
 from .errors import AudioInputError, ParameterError
 from .grid import FRAME_PERIOD_S, HOP_SAMPLES, SAMPLE_RATE_HZ
 from .loudness import SILENCE_LUFS, integrated_lufs
-from .masking import DEFAULT_SMR_DB, MaskingField, masking_field
+from .masking import MaskingField, masking_field
 from .metering import coverage, nmr_db
+from .request import RenderRequest
+from .result import LIMITS, BlendSummary, RenderedLevels, Shortfall
 
 PEAK_CEILING_DBFS = -1.0
 """Highest sample peak the gained music is planned to reach, dBFS."""
@@ -58,111 +51,39 @@ OUTPUT_TOLERANCE_LU = 0.05
 SHORTFALL_TOLERANCE = 0.005
 """A window falls short when its coverage is under its target by more than this (0..1)."""
 
-LIMITS = ("loudness ceiling", "peak limit", "max_gain_db", "unmaskable", "smoothing")
-"""What can stop a window reaching its target (``Shortfall.limited_by``)."""
-
 
 @dataclass(frozen=True)
 class BlendSettings:
-    """The Stage 2 controls (the same names as :class:`~bnmusic_bridge.RenderRequest`).
+    """Stage 2's controls: the request's fields as Stage 2 reads them, plus the peak
+    ceiling. No defaults here (the request holds them): :meth:`from_request` builds it.
 
     Attributes:
-        objective: ``"paper"`` or ``"coverage"``.
         threshold_model: ``"smr"`` or ``"spreading"``.
         smr_db: the smr model's signal-to-mask ratio, dB.
-        alpha: the paper's loss's volume weight.
-        target_coverage: the coverage objective's share of each window's mask bins (0..1].
         max_loudness_lu: the music at most this many LU over the noise (None: no ceiling).
-        min_gain_db, max_gain_db: absolute limits of the lane, dB on the unity music.
-        smoothing_s: the lane's smoothing time constant, s.
-        max_slew_db_per_s: the lane's largest rate of change, dB/s.
-        lane_window_s, lane_hop_s: solve window length and hop, s.
         peak_ceiling_dbfs: highest planned sample peak of the gained music, dBFS.
+        lane: the lane's objective, limits and shaping.
     """
 
-    objective: str = "coverage"
-    threshold_model: str = "spreading"
-    smr_db: float = DEFAULT_SMR_DB
-    alpha: float = DEFAULT_ALPHA
-    target_coverage: float = DEFAULT_TARGET_COVERAGE
-    max_loudness_lu: float | None = 6.0
-    min_gain_db: float = -30.0
-    max_gain_db: float = 24.0
-    smoothing_s: float = DEFAULT_SMOOTHING_S
-    max_slew_db_per_s: float = DEFAULT_MAX_SLEW_DB_PER_S
-    lane_window_s: float = 2.56
-    lane_hop_s: float = 1.28
-    peak_ceiling_dbfs: float = PEAK_CEILING_DBFS
+    threshold_model: str
+    smr_db: float
+    max_loudness_lu: float | None
+    peak_ceiling_dbfs: float
+    lane: LaneSettings
 
     @classmethod
-    def from_request(cls, req: Any) -> BlendSettings:
-        """The settings a :class:`~bnmusic_bridge.RenderRequest` asks for."""
+    def from_request(
+        cls, req: RenderRequest, *, peak_ceiling_dbfs: float = PEAK_CEILING_DBFS
+    ) -> BlendSettings:
+        """The settings ``req`` asks for; the peak ceiling is :data:`PEAK_CEILING_DBFS`
+        unless given (dBFS)."""
         return cls(
-            objective=req.objective,
             threshold_model=req.threshold_model,
             smr_db=req.smr_db,
-            alpha=req.alpha,
-            target_coverage=req.target_coverage,
             max_loudness_lu=req.max_loudness_lu,
-            min_gain_db=req.min_gain_db,
-            max_gain_db=req.max_gain_db,
-            smoothing_s=req.smoothing_s,
-            max_slew_db_per_s=req.max_slew_db_per_s,
-            lane_window_s=req.lane_window_s,
-            lane_hop_s=req.lane_hop_s,
+            peak_ceiling_dbfs=peak_ceiling_dbfs,
+            lane=LaneSettings.from_request(req),
         )
-
-    @property
-    def window_frames(self) -> int:
-        return max(1, int(round(self.lane_window_s / FRAME_PERIOD_S)))
-
-    @property
-    def hop_frames(self) -> int:
-        return max(1, int(round(self.lane_hop_s / FRAME_PERIOD_S)))
-
-
-@dataclass(frozen=True)
-class Shortfall:
-    """One lane window that a cap kept from its target.
-
-    Attributes:
-        window: index of the lane window.
-        start_s, end_s: the window's span in seconds from the stem's start.
-        target: coverage (0..1) the objective aimed at in the window (for ``paper``: the
-            coverage at the window's optimum).
-        reached: coverage (0..1) the final lane reaches there.
-        needed_gain_db: the scalar gain the objective asked for in the window, dB on the
-            unity music (None: no gain reaches it, bins the music cannot mask).
-        capped_gain_db: the most the binding limit allows in the window, dB (its lowest
-            value there).
-        lane_gain_db: the lane's mean over the window, dB.
-        limited_by: one of :data:`LIMITS`.
-    """
-
-    window: int
-    start_s: float
-    end_s: float
-    target: float
-    reached: float
-    needed_gain_db: float | None
-    capped_gain_db: float
-    lane_gain_db: float
-    limited_by: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "start_s": round(self.start_s, 3),
-            "end_s": round(self.end_s, 3),
-            "target": round(self.target, 4),
-            "reached": round(self.reached, 4),
-            "needed_gain_db": None
-            if self.needed_gain_db is None
-            else round(self.needed_gain_db, 2),
-            "capped_gain_db": round(self.capped_gain_db, 2),
-            "lane_gain_db": round(self.lane_gain_db, 2),
-            "limited_by": self.limited_by,
-        }
 
 
 @dataclass(frozen=True)
@@ -202,7 +123,7 @@ class Blend:
         mask: the high-energy mask (the same).
         trim_db: the trim :func:`finish_blend` applied to the whole lane (0 or negative), dB.
         rendered: loudness and peak of the rendered gained stem (after
-            :func:`finish_blend`; empty before).
+            :func:`finish_blend`; None before).
     """
 
     lane: LambdaLane
@@ -218,29 +139,27 @@ class Blend:
     noise_lufs: float
     noise_mel: np.ndarray
     mask: np.ndarray
-    trim_db: float = 0.0
-    rendered: dict[str, float] | None = None
+    trim_db: float
+    rendered: RenderedLevels | None
 
-    def summary(self) -> dict[str, Any]:
-        """Plain data for a report (``RenderResult.extra["blend"]``)."""
-        s = self.settings
-        out: dict[str, Any] = {
-            "objective": s.objective,
-            "threshold_model": s.threshold_model,
-            "target_coverage": s.target_coverage if s.objective == "coverage" else None,
-            "max_loudness_lu": s.max_loudness_lu,
-            "peak_ceiling_dbfs": s.peak_ceiling_dbfs,
-            "smoothing_s": s.smoothing_s,
-            "max_slew_db_per_s": s.max_slew_db_per_s,
-            "coverage": round(self.coverage, 6),
-            "noise_lufs_output_layout": round(self.noise_lufs, 3),
-            "trim_db": round(self.trim_db, 3),
-            "windows": int(self.lane.window_times_s.size),
-            "windows_short": len(self.shortfalls),
-        }
-        if self.rendered is not None:
-            out.update({k: round(v, 3) for k, v in self.rendered.items()})
-        return out
+    def summary(self) -> BlendSummary:
+        """The controls and the outcome in brief (``RenderResult.details.blend``)."""
+        s, lane = self.settings, self.settings.lane
+        return BlendSummary(
+            objective=lane.objective,
+            threshold_model=s.threshold_model,
+            target_coverage=lane.target_coverage if lane.objective == "coverage" else None,
+            max_loudness_lu=s.max_loudness_lu,
+            peak_ceiling_dbfs=s.peak_ceiling_dbfs,
+            smoothing_s=lane.smoothing_s,
+            max_slew_db_per_s=lane.max_slew_db_per_s,
+            coverage=self.coverage,
+            noise_lufs_output_layout=self.noise_lufs,
+            trim_db=self.trim_db,
+            windows=int(self.lane.window_times_s.size),
+            windows_short=len(self.shortfalls),
+            rendered=self.rendered,
+        )
 
 
 def loudness_caps_db(
@@ -348,28 +267,14 @@ def plan_blend(
     """
     field = masking_field(settings.threshold_model, noise_mel, music_mel, smr_db=settings.smr_db)
     num_frames = field.num_frames
-    bounds = window_bounds(num_frames, settings.window_frames, settings.hop_frames)
+    bounds = window_bounds(num_frames, settings.lane.window_frames, settings.lane.hop_frames)
     caps = FrameCaps(
         loudness_db=loudness_caps_db(
             music, noise_lufs, settings.max_loudness_lu, bounds, num_frames
         ),
         peak_db=peak_caps_db(music, num_frames, settings.peak_ceiling_dbfs),
     )
-    lane = lambda_lane(
-        music_mel,
-        field,
-        mask,
-        objective=settings.objective,
-        alpha=settings.alpha,
-        target_coverage=settings.target_coverage,
-        window_frames=settings.window_frames,
-        hop_frames=settings.hop_frames,
-        min_gain_db=settings.min_gain_db,
-        max_gain_db=settings.max_gain_db,
-        smoothing_s=settings.smoothing_s,
-        max_slew_db_per_s=settings.max_slew_db_per_s,
-        frame_cap_db=caps.combined_db,
-    )
+    lane = lambda_lane(music_mel, field, mask, settings.lane, frame_cap_db=caps.combined_db)
     return _metered(
         field=field,
         caps=caps,
@@ -394,13 +299,13 @@ def _metered(
     noise_mel: np.ndarray,
     mask: np.ndarray,
     trim_db: float,
-    rendered: dict[str, float] | None,
+    rendered: RenderedLevels | None,
     notes: tuple[str, ...],
 ) -> Blend:
     gain = np.power(10.0, lane.frame_gain_db / 20.0)
     overall, per_frame = coverage(field, mask, gain)
     nmr_total, nmr_frames = nmr_db(noise_mel, field, gain)
-    bounds = window_bounds(field.num_frames, settings.window_frames, settings.hop_frames)
+    bounds = window_bounds(field.num_frames, settings.lane.window_frames, settings.lane.hop_frames)
     masked = field.masked(gain) & mask
     reached = np.array(
         [masked[:, a:b].sum() / m if (m := int(mask[:, a:b].sum())) else np.nan for a, b in bounds]
@@ -476,7 +381,7 @@ def _shortfall_warnings(
     what = {
         "loudness ceiling": f"the loudness ceiling (max_loudness_lu={settings.max_loudness_lu})",
         "peak limit": f"the peak limit ({settings.peak_ceiling_dbfs:g} dBFS, so nothing clips)",
-        "max_gain_db": f"max_gain_db={settings.max_gain_db:g} dB",
+        "max_gain_db": f"max_gain_db={settings.lane.max_gain_db:g} dB",
         "unmaskable": "noise the music cannot mask at any gain (no music energy near it)",
         "smoothing": "the lane's smoothing and slew limit",
     }
@@ -505,11 +410,12 @@ def _shortfall_warnings(
             f"{len(group)} lane window(s) fall short of "
             + (
                 "the coverage the paper objective's optimum would reach"
-                if settings.objective == "paper"
+                if settings.lane.objective == "paper"
                 else "the coverage objective's target"
             )
             + f" because of {what[name]}: {spans}{more}; worst {worst.reached:.2f} "
             f"of {worst.target:.2f}{need_txt}, the limit allowed {worst.capped_gain_db:+.1f} dB "
+            # the report's details.shortfall (the text is kept as it was: reports compare)
             f"there (details: extra['shortfall']).{remedy}"
         )
     return tuple(out)
@@ -569,12 +475,12 @@ def finish_blend(
         lane = lane.shifted(trim)
         music_lufs = integrated_lufs(gained, sample_rate_hz) if np.any(gained) else SILENCE_LUFS
         peak = float(np.max(np.abs(gained))) if gained.size else 0.0
-    rendered = {
-        "music_lufs_output": music_lufs,
-        "noise_lufs_output": noise_lufs,
-        "music_minus_noise_lu": music_lufs - noise_lufs,
-        "peak_dbfs": 20.0 * math.log10(peak) if peak > 0.0 else SILENCE_LUFS,
-    }
+    rendered = RenderedLevels(
+        music_lufs_output=music_lufs,
+        noise_lufs_output=noise_lufs,
+        music_minus_noise_lu=music_lufs - noise_lufs,
+        peak_dbfs=20.0 * math.log10(peak) if peak > 0.0 else SILENCE_LUFS,
+    )
     if trim == 0.0:
         return gained, replace(blend, rendered=rendered)
     done = _metered(

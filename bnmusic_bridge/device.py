@@ -12,23 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ParameterError
+from .request import DEVICES, DTYPES
 
-DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-"""Accepted ``device`` strings (``cuda:N`` names one GPU by index)."""
+DEVICE_NAMES = (*DEVICES, "cuda:N")
+"""Accepted ``device`` strings: a request's :data:`~bnmusic_bridge.request.DEVICES`, and
+``cuda:N`` naming one GPU by index (library use)."""
 
-DTYPE_NAMES = {
-    "auto": "auto",
-    "fp32": "float32",
-    "float32": "float32",
-    "fp16": "float16",
-    "float16": "float16",
-    "half": "float16",
-    "bf16": "bfloat16",
-    "bfloat16": "bfloat16",
-}
-"""Accepted ``dtype`` strings and the torch dtype name each one means."""
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+"""Short ``dtype`` names accepted besides a request's
+:data:`~bnmusic_bridge.request.DTYPES`, and the name each one means."""
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_CUDA_INDEX_RE = re.compile(r"^cuda:\d+$")
 
 
 @dataclass(frozen=True)
@@ -63,7 +57,7 @@ def check_device_name(device: str) -> str:
         ParameterError: ``device`` is not one of :data:`DEVICE_NAMES`.
     """
     name = str(device).strip().lower()
-    if not _DEVICE_RE.match(name):
+    if name not in DEVICES and not _CUDA_INDEX_RE.match(name):
         raise ParameterError(f"unknown device {device!r}; use one of: {', '.join(DEVICE_NAMES)}")
     return name
 
@@ -71,17 +65,19 @@ def check_device_name(device: str) -> str:
 def check_dtype_name(dtype: str) -> str:
     """Validate a dtype string without importing torch; return the canonical name.
 
-    Returns "auto", "float32", "float16" or "bfloat16".
+    Returns a name of :data:`~bnmusic_bridge.request.DTYPES`.
 
     Raises:
-        ParameterError: ``dtype`` is not a key of :data:`DTYPE_NAMES`.
+        ParameterError: ``dtype`` is neither in :data:`~bnmusic_bridge.request.DTYPES`
+            nor in :data:`DTYPE_ALIASES`.
     """
     name = str(dtype).strip().lower()
-    if name not in DTYPE_NAMES:
+    name = DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
         raise ParameterError(
-            f"unknown dtype {dtype!r}; use one of: {', '.join(sorted(DTYPE_NAMES))}"
+            f"unknown dtype {dtype!r}; use one of: {', '.join(sorted((*DTYPES, *DTYPE_ALIASES)))}"
         )
-    return DTYPE_NAMES[name]
+    return name
 
 
 def _mps_available() -> bool:
@@ -91,7 +87,7 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def select_device(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
+def select_device(device: str, dtype: str) -> DeviceChoice:
     """Resolve ``device`` and ``dtype`` strings to what this machine will run.
 
     ``auto`` device: CUDA when available, else Apple MPS, else CPU. ``auto`` dtype:

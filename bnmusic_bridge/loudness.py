@@ -57,13 +57,3 @@ def _gated(arr: np.ndarray, sample_rate_hz: int) -> float:
         return SILENCE_LUFS
     return max(value, SILENCE_LUFS)
 
-
-def db_to_gain(db: np.ndarray | float) -> np.ndarray | float:
-    """dB to linear amplitude gain (20 log10 convention)."""
-    return np.power(10.0, np.asarray(db) / 20.0) if not np.isscalar(db) else 10.0 ** (db / 20.0)  # type: ignore[operator]
-
-
-def gain_to_db(gain: np.ndarray | float) -> np.ndarray | float:
-    """Linear amplitude gain to dB; 0 gives -inf."""
-    with np.errstate(divide="ignore"):
-        return 20.0 * np.log10(gain)

@@ -15,10 +15,9 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import ParameterError
+from .grid import IMAGE_FRAMES
+from .request import FIELD_SPECS
 
-DEFAULT_MASK_AREA = 0.15
-MIN_MASK_AREA = 0.05
-MAX_MASK_AREA = 0.5
 FLOOR_DB = -80.0
 """Bins more than this far below the stem's loudest bin never enter M (silence)."""
 MIN_COMPONENT_PX = 4
@@ -37,20 +36,21 @@ def _to_db(mel: np.ndarray) -> np.ndarray:
 
 def high_energy_mask(
     mel: np.ndarray,
-    mask_area: float = DEFAULT_MASK_AREA,
+    mask_area: float,
     *,
     window_starts: list[int] | None = None,
-    window_frames: int = 512,
+    window_frames: int = IMAGE_FRAMES,
     valid_frames: int | None = None,
 ) -> np.ndarray:
     """The loudest ``mask_area`` share of the noise's mel image, cleaned of specks.
 
     Args:
         mel: ``(n_mels, frames)`` linear mel magnitude of the noise, mel orientation.
-        mask_area: target share of each window's area (0.05 to 0.5); after removing
-            specks smaller than :data:`MIN_COMPONENT_PX` the share can be slightly lower.
+        mask_area: target share of each window's area (the range of
+            ``RenderRequest.mask_area``); after removing specks smaller than
+            :data:`MIN_COMPONENT_PX` the share can be slightly lower.
         window_starts: first frame of each image window; None = one window over all.
-        window_frames: frames per window (512 for Riffusion images).
+        window_frames: frames per window (one Riffusion image: ``grid.IMAGE_FRAMES``).
         valid_frames: frames that hold real audio (the rest is padding and is never
             in M); None = all.
 
@@ -58,10 +58,10 @@ def high_energy_mask(
         bool ``(n_mels, frames)``, True on the high-energy core. Empty when the noise is
         silent.
     """
-    if not MIN_MASK_AREA <= mask_area <= MAX_MASK_AREA:
-        raise ParameterError(
-            f"mask_area={mask_area} is out of range; allowed {MIN_MASK_AREA} to {MAX_MASK_AREA}"
-        )
+    spec = FIELD_SPECS["mask_area"]
+    assert spec.low is not None and spec.high is not None  # the request gives it a range
+    if not spec.low <= mask_area <= spec.high:
+        raise ParameterError(f"mask_area={mask_area} is out of range; allowed {spec.allowed_text()}")
     n_mels, frames = mel.shape
     valid = frames if valid_frames is None else min(valid_frames, frames)
     if valid <= 0 or float(mel[:, :valid].max()) <= 0.0:

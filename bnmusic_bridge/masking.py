@@ -10,8 +10,8 @@ A :class:`MaskingField` says, per time-frequency bin, how much masker the noise 
 (``capacity``). A bin is masked at linear gain ``g`` iff ``g * capacity >= required``.
 Two models fill it:
 
-* ``smr`` (the paper): the music masks a bin when it is ``smr_db`` (21 dB, Painter and
-  Spanias' tone-masking-noise SMR) above the noise in that very bin:
+* ``smr`` (the paper): the music masks a bin when it is ``smr_db`` (the paper takes
+  Painter and Spanias' tone-masking-noise SMR) above the noise in that very bin:
   ``required = noise * 10 ** (smr_db / 20)``, ``capacity = music``.
 * ``spreading`` (ours, beyond the paper): ISO/MPEG psychoacoustic model 1 as simplified
   by Qin et al. 2019, run directly on the mel bands with the music as masker and the noise
@@ -29,18 +29,13 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import ParameterError
+from .request import THRESHOLD_MODELS
 from .spectrogram import (
     DEFAULT_PARAMS,
     SpectrogramParams,
     mel_center_hz,
     mel_filterbank,
 )
-
-THRESHOLD_MODELS = ("smr", "spreading")
-"""Names :func:`masking_field` accepts."""
-
-DEFAULT_SMR_DB = 21.0
-"""Tone-masking-noise signal-to-mask ratio the paper takes from Painter and Spanias, dB."""
 
 FULL_SCALE_DB_SPL = 96.0
 """Sound pressure level a full-scale (0 dBFS) sine is taken to play at, dB SPL (the
@@ -58,8 +53,6 @@ _SHALLOWEST_SLOPE_DB_PER_BARK = -1.0
 at this (maskers over 111 dB SPL, louder than a full-scale sine's 96 dB band level)."""
 _SLOPE_FIT_DB = 40.0
 """A masker's split between its two slope classes is exact this far under its peak, dB."""
-
-_TINY = 1e-30
 
 
 @dataclass(frozen=True)
@@ -177,15 +170,13 @@ def _check_pair(noise_mel: np.ndarray, music_mel: np.ndarray) -> tuple[np.ndarra
     return noise, music
 
 
-def smr_field(
-    noise_mel: np.ndarray, music_mel: np.ndarray, smr_db: float = DEFAULT_SMR_DB
-) -> MaskingField:
+def smr_field(noise_mel: np.ndarray, music_mel: np.ndarray, smr_db: float) -> MaskingField:
     """The paper's threshold: the music must exceed the noise by ``smr_db`` in each bin.
 
     Args:
         noise_mel: float ``(n_mels, frames)`` linear mel magnitude of the noise.
         music_mel: same shape, the music at unity gain (loudness-matched to the noise).
-        smr_db: signal-to-mask ratio in dB (paper: 21).
+        smr_db: signal-to-mask ratio in dB (``RenderRequest.smr_db``).
 
     Returns:
         ``required = noise * 10 ** (smr_db / 20)``, ``capacity = music`` (float32).
@@ -546,14 +537,18 @@ def masking_field(
     noise_mel: np.ndarray,
     music_mel: np.ndarray,
     *,
-    smr_db: float = DEFAULT_SMR_DB,
+    smr_db: float | None = None,
     full_scale_db_spl: float = FULL_SCALE_DB_SPL,
 ) -> MaskingField:
-    """Build the :class:`MaskingField` of ``model`` (one of :data:`THRESHOLD_MODELS`).
+    """Build the :class:`MaskingField` of ``model`` (one of
+    :data:`~bnmusic_bridge.request.THRESHOLD_MODELS`).
 
-    ``smr_db`` applies to ``smr``; ``full_scale_db_spl`` to ``spreading``.
+    ``smr_db`` (dB) applies to ``smr``, which needs it; ``full_scale_db_spl`` to
+    ``spreading``.
     """
     if model == "smr":
+        if smr_db is None:
+            raise ParameterError("threshold model 'smr' needs smr_db (dB)")
         return smr_field(noise_mel, music_mel, smr_db=smr_db)
     if model == "spreading":
         return spreading_field(noise_mel, music_mel, full_scale_db_spl=full_scale_db_spl)

@@ -11,25 +11,39 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import audio as audio_io
+from .analysis import StemAnalysis, analyse_stem
 from .errors import AudioInputError, GeneratorError
-from .generators.base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
+from .generators.base import (
+    GenerationSettings,
+    Generator,
+    NoiseWindow,
+    ProgressFn,
+    WindowMusic,
+)
 from .grid import FRAME_RATE_HZ, IMAGE_FRAMES, SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from .loudness import integrated_lufs
 from .mask import enlarge_mask, high_energy_mask
-from .request import RenderRequest, RenderResult, check_request
+from .request import RenderRequest, check_request
+from .result import AnalysisArrays, RenderDetails, RenderResult
 from .windows import WindowPlan, plan_windows, stitch
 
+if TYPE_CHECKING:
+    from .blend import Blend  # blend imports torch (through masking): lazy below
+
 SILENCE_PEAK_DBFS = -100.0
+"""A noise stem whose peak is below this has no high-energy region to blend into."""
 SILENCE_LUFS_GATE = -70.0
 """BS.1770's absolute gate: a noise stem no louder than this is treated as silent."""
-"""A noise stem whose peak is below this has no high-energy region to blend into."""
+DC_WARNING_LEVEL = 0.01
+"""A noise stem whose DC offset (mean per channel, linear) exceeds this gets a warning."""
 MODEL_GENERATORS = ("riffusion", "riffusion-a2a", "outpaint-only")
-"""Generators that take the model/device/dtype/local_files_only options."""
+"""Generators that take the model/device/dtype/local_files_only/scheduler options."""
 
 StageHook = Callable[[str, float], None]
 
@@ -67,19 +81,23 @@ class _Progress:
         return self.timings_s
 
 
-def generator_for(request: RenderRequest):  # type: ignore[no-untyped-def]
+def model_options(request: RenderRequest) -> dict[str, Any]:
+    """The options a model-owning generator (:data:`MODEL_GENERATORS`) is built with:
+    the request's model, device, dtype, local_files_only and scheduler."""
+    return {
+        "model": request.model,
+        "device": request.device,
+        "dtype": request.dtype,
+        "local_files_only": request.local_files_only,
+        "scheduler": request.scheduler,
+    }
+
+
+def generator_for(request: RenderRequest) -> Generator:
     """The (process-cached) generator a request asks for."""
     from .generators import get_generator
 
-    options: dict[str, Any] = {}
-    if request.generator in MODEL_GENERATORS:
-        options = {
-            "model": request.model,
-            "device": request.device,
-            "dtype": request.dtype,
-            "local_files_only": request.local_files_only,
-            "scheduler": request.scheduler,
-        }
+    options = model_options(request) if request.generator in MODEL_GENERATORS else {}
     return get_generator(request.generator, **options)
 
 
@@ -124,19 +142,96 @@ def render(
     return _render_stem(stem, req, progress)
 
 
+@dataclass(frozen=True)
+class _CheckedNoise:
+    """The noise stem's level, as a DAW meters it, and what the user should know."""
+
+    peak_dbfs: float
+    lufs: float  # integrated, the stem's own rate and layout, DC removed
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _NoiseAnalysis:
+    """The noise on the analysis grid (mono, 44.1 kHz, 10 ms frames)."""
+
+    plan: WindowPlan  # the generation windows
+    padded: np.ndarray  # float (samples,): mono audio zero-padded to the windows
+    mel_padded: np.ndarray  # (n_mels, frames) of ``padded``, mel orientation
+    mask_padded: np.ndarray  # bool, the same shape: high-energy mask M
+    mel: np.ndarray  # ``mel_padded`` cut to the stem's frames
+    mask: np.ndarray  # ``mask_padded`` cut to the stem's frames
+    stem: StemAnalysis  # rhythm and bands
+
+
 def _render_stem(
     stem: audio_io.Stem, req: RenderRequest, callback: ProgressFn | None, load_s: float = 0.0
 ) -> RenderResult:
     from . import spectrogram as spec
-    from .analysis import analyse_stem
+    from .blend import finish_blend
 
     prog = _Progress(callback)
     prog.timings_s["load"] = load_s
-    warnings: list[str] = []
-    where = str(stem.path) if stem.path else "<audio array>"
 
-    # 1. Analysis-rate mono, silence and clipping checks.
+    # 1. Check the noise: silence, DC offset, clipping, and its loudness.
     prog.start("analyse")
+    noise = _check_noise(stem)
+
+    # 2. Analyse it: analysis-rate mono, generation windows, mel, high-energy mask,
+    #    rhythm and bands.
+    analysed = _analyse_noise(stem, req)
+    prog("analyse", 0.7)
+    windows = _noise_windows(analysed)
+
+    # 3. Stage 1: music per window.
+    prog.start("generate")
+    music_windows = _generate(req, windows, analysed.stem, prog)
+
+    # 4. Decode the windows, join them, apply the effects (44.1 kHz).
+    prog.start("decode")
+    per_window_audio = _window_audio(music_windows, windows, req.seed, prog)
+    music_44k, join_correlations = stitch(analysed.plan, per_window_audio)
+    if req.effects:
+        from .fx import apply_effects
+
+        prog.start("effects")
+        music_44k = apply_effects(music_44k, SAMPLE_RATE_HZ, req.effects)
+
+    # 5. Bring the music to the stem's rate, length and channels, as loud as the noise.
+    music_44k, music = _match_to_stem(music_44k, stem, noise.lufs)
+
+    # 6. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak limit),
+    #    coverage, NMR.
+    prog.start("amplify")
+    music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
+    planned = _plan_stage2(analysed, music_mel, music_44k, stem, noise.lufs, req)
+
+    # 7. Apply the lane to the music on the stem's rate, channels and length, and check
+    #    the loudness ceiling and the peak limit on that very stem (trimming if needed).
+    prog.start("output")
+    music_gained, blend = finish_blend(planned, music, stem.sample_rate_hz)
+
+    # 8. Collect the result.
+    return _collect_result(
+        stem,
+        req,
+        noise=noise,
+        analysed=analysed,
+        music=music,
+        music_mel=music_mel,
+        music_gained=music_gained,
+        blend=blend,
+        music_windows=music_windows,
+        join_correlations=join_correlations,
+        timings_s=prog.done(),
+    )
+
+
+def _check_noise(stem: audio_io.Stem) -> _CheckedNoise:
+    """Refuse a silent or inaudible noise stem; measure its peak and loudness; warn of a
+    DC offset and of clipped samples."""
+    where = str(stem.path) if stem.path else "<audio array>"
+    warnings: list[str] = []
     peak = float(np.max(np.abs(stem.audio)))
     peak_dbfs = 20 * np.log10(peak) if peak > 0 else float("-inf")
     if peak_dbfs < SILENCE_PEAK_DBFS:
@@ -147,13 +242,13 @@ def _render_stem(
     # Loudness as a DAW meters it (the stem's own rate and layout): the music is matched
     # to it, and the ceiling is relative to it.
     # DC is inaudible but K-weighting's start-up turns a DC step into loudness: remove it.
-    noise_lufs = integrated_lufs(stem.audio - stem.audio.mean(axis=1, keepdims=True), stem.sample_rate_hz)
+    lufs = integrated_lufs(stem.audio - stem.audio.mean(axis=1, keepdims=True), stem.sample_rate_hz)
     dc = float(np.max(np.abs(stem.audio.mean(axis=1))))
-    if dc > 0.01:
+    if dc > DC_WARNING_LEVEL:
         warnings.append(f"{where}: DC offset of {dc:.3f} (linear): high-pass the stem before bouncing")
-    if noise_lufs <= SILENCE_LUFS_GATE:
+    if lufs <= SILENCE_LUFS_GATE:
         raise AudioInputError(
-            f"{where}: the noise is inaudible ({noise_lufs:.1f} LUFS, at or below the "
+            f"{where}: the noise is inaudible ({lufs:.1f} LUFS, at or below the "
             f"{SILENCE_LUFS_GATE:.0f} LUFS gate of ITU-R BS.1770, e.g. dither or DC only): "
             "there is nothing to blend music into"
         )
@@ -162,116 +257,47 @@ def _render_stem(
             f"{where}: {stem.clipped_share * 100:.2f} % of samples are clipped (|x| >= 0.999); "
             "the analysis uses them as they are"
         )
+    return _CheckedNoise(peak_dbfs=peak_dbfs, lufs=lufs, warnings=tuple(warnings))
+
+
+def _analyse_noise(stem: audio_io.Stem, req: RenderRequest) -> _NoiseAnalysis:
+    """The noise as analysis-rate mono cut into generation windows, its mel, its
+    high-energy mask (per image window, as the paper's) and its rhythm and bands."""
+    from . import spectrogram as spec
+
     mono = audio_io.to_analysis_mono(stem)
     n = mono.shape[0]
     plan = plan_windows(n, req.overlap_frames)
     padded = audio_io.fit_length(mono[None, :], plan.padded_samples)[0]
-
-    # 2. Noise mel, high-energy mask, rhythm and band analysis.
-    noise_mel_padded = spec.audio_to_mel(padded)
+    mel_padded = spec.audio_to_mel(padded)
     mask_padded = high_energy_mask(
-        noise_mel_padded,
+        mel_padded,
         req.mask_area,
         window_starts=list(plan.start_frames),
         window_frames=IMAGE_FRAMES,
         valid_frames=plan.valid_frames,
     )
     frames = spec.num_frames(n)
-    noise_mel = noise_mel_padded[:, :frames]
+    mel = mel_padded[:, :frames]
     mask = mask_padded[:, :frames]
-    analysis = analyse_stem(mono, noise_mel, mask)
-    prog("analyse", 0.7)
-    windows = _noise_windows(plan, padded, noise_mel_padded, mask_padded)
-
-    # 3. Stage 1: music per window.
-    prog.start("generate")
-    generator = generator_for(req)
-    settings = GenerationSettings(
-        prompt=req.prompt,
-        negative_prompt=req.negative_prompt,
-        seed=req.seed,
-        overlap_frames=req.overlap_frames,
-        params=dict(req.generator_params),
-    )
-    music_windows = generator.generate(windows, analysis, settings, prog)
-    if len(music_windows) != len(windows):
-        raise GeneratorError(
-            f"generator {req.generator!r} returned {len(music_windows)} windows for {len(windows)}"
-        )
-
-    # 4. Decode images, join windows, effects; bring the music to the stem's rate,
-    # length and channels and loudness-match it to the noise there.
-    prog.start("decode")
-    per_window_audio = _window_audio(music_windows, windows, req.seed, prog)
-    music_44k, join_correlations = stitch(plan, per_window_audio)
-    if req.effects:
-        from .fx import apply_effects
-
-        prog.start("effects")
-        music_44k = apply_effects(music_44k, SAMPLE_RATE_HZ, req.effects)
-    music = audio_io.match_channels(
-        audio_io.resample(music_44k, SAMPLE_RATE_HZ, stem.sample_rate_hz, stem.num_samples),
-        stem.num_channels,
-    )
-    if np.any(music):
-        # Unity = the music on the stem's rate and channels, as loud as the noise stem.
-        unity = np.float32(10.0 ** ((noise_lufs - integrated_lufs(music, stem.sample_rate_hz)) / 20.0))
-        music_44k = music_44k * unity
-        music = music * unity
-
-    # 5. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak limit),
-    # coverage, NMR.
-    prog.start("amplify")
-    music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
-    stage2 = _stage2(noise_mel, music_mel, mask, req, music_44k=music_44k, stem=stem, noise_lufs=noise_lufs)
-
-    # 6. Apply the lane to the music on the stem's rate, channels and length, and check
-    # the loudness ceiling and the peak limit on that very stem (trimming the lane if needed).
-    prog.start("output")
-    music_gained, stage2 = _stage2_output(stage2, music, stem.sample_rate_hz)
-    warnings.extend(stage2["warnings"])
-    # Report both loudnesses as the DAW will meter them: the stems' own rate and layout.
-    music_lufs = float(stage2["blend"].rendered["music_lufs_output"])
-    timings = prog.done()
-    lane = stage2["lane"]
-    return RenderResult(
-        sample_rate_hz=stem.sample_rate_hz,
-        num_samples=stem.num_samples,
-        music=music.astype(np.float32),
-        music_gained=music_gained,
-        lane_times_s=np.asarray(lane.frame_times_s, dtype=np.float64),
-        lane_gain_db=np.asarray(lane.frame_gain_db, dtype=np.float64),
-        window_times_s=np.asarray(lane.window_times_s, dtype=np.float64),
-        window_gain_db=np.asarray(lane.window_gain_db, dtype=np.float64),
-        coverage=stage2["coverage"],
-        coverage_per_frame=stage2["coverage_per_frame"],
-        frame_rate_hz=FRAME_RATE_HZ,
-        nmr_db=stage2["nmr_db"],
-        noise_lufs=noise_lufs,
-        music_lufs=music_lufs,
-        timings_s=timings,
-        request=req,
-        generator_diagnostics=[dict(m.diagnostics) for m in music_windows],
-        warnings=tuple(warnings),
-        analysis={"noise_mel": noise_mel, "music_mel": music_mel, "mask": mask},
-        source=stem.path,
-        extra={
-            "windows": plan.count,
-            "join_correlations": join_correlations,
-            "tempo_bpm": analysis.tempo_bpm,
-            "nmr_per_frame_db": stage2["nmr_per_frame_db"],
-            "peak_dbfs": peak_dbfs,
-            "clipped_share": stem.clipped_share,
-            **stage2["extra"],
-        },
+    return _NoiseAnalysis(
+        plan=plan,
+        padded=padded,
+        mel_padded=mel_padded,
+        mask_padded=mask_padded,
+        mel=mel,
+        mask=mask,
+        stem=analyse_stem(mono, mel, mask),
     )
 
 
-def _noise_windows(
-    plan: WindowPlan, padded: np.ndarray, noise_mel: np.ndarray, mask: np.ndarray
-) -> list[NoiseWindow]:
+def _noise_windows(analysed: _NoiseAnalysis) -> list[NoiseWindow]:
+    """The noise cut into Stage 1's windows: audio, Riffusion image, mask and enlarged
+    mask of each (picture orientation)."""
     from .spectrogram import mel_to_image
 
+    plan, padded = analysed.plan, analysed.padded
+    noise_mel, mask = analysed.mel_padded, analysed.mask_padded
     windows = []
     for k, (f0, s0) in enumerate(zip(plan.start_frames, plan.start_samples, strict=True)):
         mel_w = noise_mel[:, f0 : f0 + IMAGE_FRAMES]
@@ -323,47 +349,111 @@ def _window_audio(
     return out
 
 
-def _stage2(
-    noise_mel: np.ndarray,
-    music_mel: np.ndarray,
-    mask: np.ndarray,
+def _generate(
     req: RenderRequest,
-    *,
+    windows: Sequence[NoiseWindow],
+    analysis: StemAnalysis,
+    prog: StageHook,
+) -> list[WindowMusic]:
+    """Stage 1: the request's generator turns every noise window into music."""
+    generator = generator_for(req)
+    music_windows = generator.generate(
+        windows, analysis, GenerationSettings.from_request(req), prog
+    )
+    if len(music_windows) != len(windows):
+        raise GeneratorError(
+            f"generator {req.generator!r} returned {len(music_windows)} windows for {len(windows)}"
+        )
+    return music_windows
+
+
+def _match_to_stem(
+    music_44k: np.ndarray, stem: audio_io.Stem, noise_lufs: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The music on the stem's rate, length and channels, and both it and the 44.1 kHz
+    music scaled to unity: as loud as the noise stem (its integrated LUFS)."""
+    music = audio_io.match_channels(
+        audio_io.resample(music_44k, SAMPLE_RATE_HZ, stem.sample_rate_hz, stem.num_samples),
+        stem.num_channels,
+    )
+    if np.any(music):
+        unity = np.float32(10.0 ** ((noise_lufs - integrated_lufs(music, stem.sample_rate_hz)) / 20.0))
+        music_44k = music_44k * unity
+        music = music * unity
+    return music_44k, music
+
+
+def _plan_stage2(
+    analysed: _NoiseAnalysis,
+    music_mel: np.ndarray,
     music_44k: np.ndarray,
     stem: audio_io.Stem,
     noise_lufs: float,
-) -> dict[str, Any]:
+    req: RenderRequest,
+) -> Blend:
+    """Stage 2 planned on the 44.1 kHz music: masking field, caps, lambda lane, metering."""
     from .blend import BlendSettings, plan_blend
 
     # Loudness and peaks are planned in the output's channel layout (music copied or
     # mixed as match_channels does it; noise as the stem is), on the 44.1 kHz music.
     music_out = audio_io.match_channels(music_44k, stem.num_channels)
-    blend = plan_blend(
-        noise_mel, music_mel, mask, music_out, noise_lufs, BlendSettings.from_request(req)
+    return plan_blend(
+        analysed.mel,
+        music_mel,
+        analysed.mask,
+        music_out,
+        noise_lufs,
+        BlendSettings.from_request(req),
     )
-    return _stage2_dict(blend)
 
 
-def _stage2_output(
-    stage2: dict[str, Any], music: np.ndarray, sample_rate_hz: int
-) -> tuple[np.ndarray, dict[str, Any]]:
-    from .blend import finish_blend
-
-    music_gained, blend = finish_blend(stage2["blend"], music, sample_rate_hz)
-    return music_gained, _stage2_dict(blend)
-
-
-def _stage2_dict(blend: Any) -> dict[str, Any]:
-    return {
-        "blend": blend,
-        "lane": blend.lane,
-        "coverage": blend.coverage,
-        "coverage_per_frame": blend.coverage_per_frame,
-        "nmr_db": blend.nmr_db,
-        "nmr_per_frame_db": blend.nmr_per_frame_db,
-        "warnings": list(blend.warnings),
-        "extra": {
-            "blend": blend.summary(),
-            "shortfall": [s.to_dict() for s in blend.shortfalls],
-        },
-    }
+def _collect_result(
+    stem: audio_io.Stem,
+    req: RenderRequest,
+    *,
+    noise: _CheckedNoise,
+    analysed: _NoiseAnalysis,
+    music: np.ndarray,
+    music_mel: np.ndarray,
+    music_gained: np.ndarray,
+    blend: Blend,
+    music_windows: Sequence[WindowMusic],
+    join_correlations: Sequence[float],
+    timings_s: dict[str, float],
+) -> RenderResult:
+    lane = blend.lane
+    rendered = blend.rendered
+    assert rendered is not None  # finish_blend measured the rendered stem
+    return RenderResult(
+        sample_rate_hz=stem.sample_rate_hz,
+        num_samples=stem.num_samples,
+        music=music.astype(np.float32),
+        music_gained=music_gained,
+        lane_times_s=np.asarray(lane.frame_times_s, dtype=np.float64),
+        lane_gain_db=np.asarray(lane.frame_gain_db, dtype=np.float64),
+        window_times_s=np.asarray(lane.window_times_s, dtype=np.float64),
+        window_gain_db=np.asarray(lane.window_gain_db, dtype=np.float64),
+        coverage=blend.coverage,
+        coverage_per_frame=blend.coverage_per_frame,
+        frame_rate_hz=FRAME_RATE_HZ,
+        nmr_db=blend.nmr_db,
+        nmr_per_frame_db=blend.nmr_per_frame_db,
+        noise_lufs=noise.lufs,
+        # Both loudnesses as the DAW will meter them: the stems' own rate and layout.
+        music_lufs=float(rendered.music_lufs_output),
+        timings_s=timings_s,
+        request=req,
+        generator_diagnostics=[dict(m.diagnostics) for m in music_windows],
+        warnings=noise.warnings + blend.warnings,
+        analysis=AnalysisArrays(noise_mel=analysed.mel, music_mel=music_mel, mask=analysed.mask),
+        source=stem.path,
+        details=RenderDetails(
+            generation_windows=analysed.plan.count,
+            join_correlations=tuple(join_correlations),
+            tempo_bpm=analysed.stem.tempo_bpm,
+            noise_peak_dbfs=noise.peak_dbfs,
+            noise_clipped_share=stem.clipped_share,
+            blend=blend.summary(),
+            shortfalls=blend.shortfalls,
+        ),
+    )

@@ -1,5 +1,6 @@
-"""What a render is asked to do (:class:`RenderRequest`) and what it gives back
-(:class:`RenderResult`). Presets produce requests; flags and OSC arguments override fields.
+"""What a render is asked to do (:class:`RenderRequest`): every parameter, its default and
+its range, once. Presets produce requests; flags and OSC arguments override fields. What
+a render gives back is :class:`bnmusic_bridge.result.RenderResult`.
 """
 
 from __future__ import annotations
@@ -7,10 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from .errors import ParameterError
 
@@ -313,63 +311,3 @@ def check_request(req: RenderRequest) -> None:
         )
     if not isinstance(req.prompt, str) or len(req.prompt) > MAX_PROMPT_CHARS:
         raise bad("prompt")
-
-
-@dataclass(frozen=True)
-class RenderResult:
-    """Everything a render produced, on the input stem's own sample rate and length.
-
-    Attributes:
-        sample_rate_hz: the input's sample rate (every output stem has it).
-        num_samples: the input's length in samples (every output stem has it).
-        music: float32 ``(channels, num_samples)`` at unity gain (loudness-matched to the
-            noise: the same integrated LUFS).
-        music_gained: ``music`` with the lambda lane applied (the blend-ready stem).
-        lane_times_s: lambda lane point times in seconds (one per 10 ms analysis frame).
-        lane_gain_db: lambda at each point in dB relative to ``music``.
-        window_times_s: centre of each lambda window in seconds.
-        window_gain_db: the objective's raw gain per lane window in dB, before caps and
-            smoothing: the paper loss's optimum (-inf: the loss chose silence there; the
-            lane then holds ``min_gain_db``) or the gain the coverage target needs (+inf:
-            no gain reaches it).
-        coverage: overall share (0..1) of high-energy bins masked by the gained music.
-        coverage_per_frame: per 10 ms frame (NaN where a frame has no high-energy bin).
-        frame_rate_hz: rate of ``coverage_per_frame`` and the lane points (100 Hz).
-        nmr_db: total noise-to-mask ratio in dB (lower is better masking).
-        noise_lufs: integrated loudness of the noise stem (BS.1770, its own rate and
-            channel layout), LUFS.
-        music_lufs: integrated loudness of ``music_gained``, measured the same way.
-        timings_s: seconds spent per stage.
-        request: every parameter used.
-        generator_diagnostics: what the generator reported per window.
-        warnings: things the user should know (clamped windows, clipping, ...).
-        analysis: arrays on the analysis grid for plots and metering: "noise_mel",
-            "music_mel" (512 x frames, linear magnitude, mel orientation), "mask" (bool).
-        source: the input path, when the render started from a file.
-    """
-
-    sample_rate_hz: int
-    num_samples: int
-    music: np.ndarray
-    music_gained: np.ndarray
-    lane_times_s: np.ndarray
-    lane_gain_db: np.ndarray
-    window_times_s: np.ndarray
-    window_gain_db: np.ndarray
-    coverage: float
-    coverage_per_frame: np.ndarray
-    frame_rate_hz: float
-    nmr_db: float
-    noise_lufs: float
-    music_lufs: float
-    timings_s: dict[str, float]
-    request: RenderRequest
-    generator_diagnostics: list[dict[str, Any]]
-    warnings: tuple[str, ...]
-    analysis: dict[str, np.ndarray]
-    source: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_channels(self) -> int:
-        return int(self.music.shape[0])

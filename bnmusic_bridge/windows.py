@@ -53,17 +53,14 @@ class WindowPlan:
         return (self.overlap_frames - 1) * HOP_SAMPLES
 
     @property
-    def padded_frames(self) -> int:
-        return self.padded_samples // HOP_SAMPLES + 1
-
-    @property
     def valid_frames(self) -> int:
         """Frames centred on a real (unpadded) sample."""
         return (self.num_samples - 1) // HOP_SAMPLES + 1
 
 
-def plan_windows(num_samples: int, overlap_frames: int = 64) -> WindowPlan:
-    """Lay 512-frame windows over a stem of ``num_samples`` samples at 44.1 kHz."""
+def plan_windows(num_samples: int, overlap_frames: int) -> WindowPlan:
+    """Lay 512-frame windows over a stem of ``num_samples`` samples at 44.1 kHz, each
+    overlapping the one before by ``overlap_frames`` frames."""
     if not 1 <= overlap_frames < IMAGE_FRAMES:
         raise ValueError(f"overlap_frames={overlap_frames} must be 1 to {IMAGE_FRAMES - 1}")
     step = IMAGE_FRAMES - overlap_frames

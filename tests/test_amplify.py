@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from bnmusic_bridge import amplify as am
 from bnmusic_bridge.errors import AudioInputError, ParameterError
 from bnmusic_bridge.masking import masking_field, smr_field
+from bnmusic_bridge.request import RenderRequest, field_default
 
 SR = 44_100
+ALPHA = field_default("alpha")
+SMR_DB = field_default("smr_db")
+PAPER = am.LaneSettings.from_request(RenderRequest(objective="paper"))
+"""The request's lane settings with the paper objective: what the tests vary."""
+
+
+def _lane(music, field, mask, frame_cap_db=None, **changes) -> am.LambdaLane:
+    """:func:`am.lambda_lane` with ``PAPER`` settings changed by ``changes``."""
+    settings = dataclasses.replace(PAPER, **changes)
+    return am.lambda_lane(music, field, mask, settings, frame_cap_db=frame_cap_db)
 
 
 def _aligned_case(seed: int = 0, frames: int = 60, bands: int = 64):
@@ -23,7 +36,7 @@ def _aligned_case(seed: int = 0, frames: int = 60, bands: int = 64):
     return noise, music, mask
 
 
-def _brute_force(music, field, mask, alpha=am.DEFAULT_ALPHA) -> float:
+def _brute_force(music, field, mask, alpha=ALPHA) -> float:
     """Loss at 0 and at every breakpoint (a convex piecewise-linear loss has its minimum
     at one of them), by a plain loop."""
     best_gain, best_loss = 0.0, am.paper_loss(0.0, music, field, mask, alpha)
@@ -38,40 +51,40 @@ def _brute_force(music, field, mask, alpha=am.DEFAULT_ALPHA) -> float:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_exact_solver_matches_brute_force_and_grid(seed):
     noise, music, mask = _aligned_case(seed)
-    field = smr_field(noise, music)
-    gain = am.solve_lambda_exact(music, field, mask)
+    field = smr_field(noise, music, SMR_DB)
+    gain = am.solve_lambda_exact(music, field, mask, ALPHA)
     assert gain > 0
     assert gain == pytest.approx(_brute_force(music, field, mask), rel=1e-12)
     grid = np.geomspace(gain / 100, gain * 100, 2001)
-    losses = [am.paper_loss(float(g), music, field, mask) for g in grid]
-    assert am.paper_loss(gain, music, field, mask) <= min(losses) + 1e-9 * min(losses)
+    losses = [am.paper_loss(float(g), music, field, mask, ALPHA) for g in grid]
+    assert am.paper_loss(gain, music, field, mask, ALPHA) <= min(losses) + 1e-9 * min(losses)
 
 
 def test_exact_solver_large_input_uses_buckets_and_agrees_with_sorting():
     noise, music, mask = _aligned_case(3, frames=400, bands=128)  # > 4096 mask bins
-    field = smr_field(noise, music)
-    terms = am._loss_terms(music, field, mask, am.DEFAULT_ALPHA)
+    field = smr_field(noise, music, SMR_DB)
+    terms = am._loss_terms(music, field, mask, ALPHA)
     assert terms.breakpoints.size > am._BUCKETS
     full_sort = am._first_feasible_sorted(terms.breakpoints, terms.weights, terms.volume_slope, 0.0)
-    assert am.solve_lambda_exact(music, field, mask) == full_sort
+    assert am.solve_lambda_exact(music, field, mask, ALPHA) == full_sort
 
 
 def test_max_gain_bounds_the_exact_solution():
     noise, music, mask = _aligned_case()
-    field = smr_field(noise, music)
-    free = am.solve_lambda_exact(music, field, mask)
-    assert am.solve_lambda_exact(music, field, mask, max_gain=free / 2) == free / 2
-    assert am.solve_lambda_exact(music, field, mask, max_gain=free * 2) == free
+    field = smr_field(noise, music, SMR_DB)
+    free = am.solve_lambda_exact(music, field, mask, ALPHA)
+    assert am.solve_lambda_exact(music, field, mask, ALPHA, max_gain=free / 2) == free / 2
+    assert am.solve_lambda_exact(music, field, mask, ALPHA, max_gain=free * 2) == free
 
 
 def test_gradient_descent_agrees_with_exact_synthetic():
     noise, music, mask = _aligned_case(4)
     for model in ("smr", "spreading"):
-        field = masking_field(model, noise, music) if model == "smr" else None
+        field = masking_field(model, noise, music, smr_db=SMR_DB) if model == "smr" else None
         if field is None:
             continue  # the spreading model needs the 512-band grid: see the real test
-        exact = am.solve_lambda_exact(music, field, mask)
-        gd = am.solve_lambda_gd(music, field, mask)
+        exact = am.solve_lambda_exact(music, field, mask, ALPHA)
+        gd = am.solve_lambda_gd(music, field, mask, ALPHA)
         assert gd == pytest.approx(exact, rel=0.005)
 
 
@@ -98,10 +111,10 @@ def test_gradient_descent_agrees_with_exact_on_real_recordings(shared_data, mode
     noise_mel, music_mel, mask = _real_pair(
         shared_data, "esc10_helicopter_2-188822-D.wav", "xmoto_foxrun.wav"
     )
-    field = masking_field(model, noise_mel, music_mel)
-    exact = am.solve_lambda_exact(music_mel, field, mask)
+    field = masking_field(model, noise_mel, music_mel, smr_db=SMR_DB)
+    exact = am.solve_lambda_exact(music_mel, field, mask, ALPHA)
     assert exact > 0
-    gd = am.solve_lambda_gd(music_mel, field, mask)
+    gd = am.solve_lambda_gd(music_mel, field, mask, ALPHA)
     assert gd == pytest.approx(exact, rel=0.005)
 
 
@@ -118,10 +131,10 @@ def _unaligned_case(frames: int = 300):
 
 def test_silence_optimum_is_clamped_and_warned_never_muted():
     noise, music, mask = _unaligned_case()
-    field = smr_field(noise, music)
-    assert am.solve_lambda_exact(music, field, mask) == 0.0
-    assert am.solve_lambda_gd(music, field, mask) == 0.0
-    lane = am.lambda_lane(music, field, mask, window_frames=128, hop_frames=64, min_gain_db=-20.0)
+    field = smr_field(noise, music, SMR_DB)
+    assert am.solve_lambda_exact(music, field, mask, ALPHA) == 0.0
+    assert am.solve_lambda_gd(music, field, mask, ALPHA) == 0.0
+    lane = _lane(music, field, mask, window_frames=128, hop_frames=64, min_gain_db=-20.0)
     assert lane.window_gain_db.size == 4  # starts 0, 64, 128 and the end-aligned 172
     assert np.all(lane.window_gain_db == -np.inf)
     assert lane.window_clamped.all()
@@ -133,9 +146,9 @@ def test_silence_optimum_is_clamped_and_warned_never_muted():
 
 def test_optimum_above_ceiling_is_clamped_and_warned():
     noise, music, mask = _aligned_case()
-    field = smr_field(noise, music)
-    free_db = 20 * np.log10(am.solve_lambda_exact(music, field, mask))
-    lane = am.lambda_lane(music, field, mask, max_gain_db=free_db - 6.0, min_gain_db=-60.0)
+    field = smr_field(noise, music, SMR_DB)
+    free_db = 20 * np.log10(am.solve_lambda_exact(music, field, mask, ALPHA))
+    lane = _lane(music, field, mask, max_gain_db=free_db - 6.0, min_gain_db=-60.0)
     assert lane.window_clamped.all()
     assert np.all(lane.frame_gain_db <= free_db - 6.0 + 1e-9)
     assert any("above max_gain_db" in w for w in lane.warnings)
@@ -150,8 +163,8 @@ def test_lane_follows_windows_and_is_smooth():
     music = (0.01 * rng.random((64, frames))).astype(np.float32)
     music[mask] += 1.0
     music[:, 500:] *= 0.25  # second half needs 12 dB more gain
-    field = smr_field(noise, music)
-    lane = am.lambda_lane(
+    field = smr_field(noise, music, SMR_DB)
+    lane = _lane(
         music, field, mask, window_frames=200, hop_frames=100, smoothing_s=0.2, max_gain_db=40.0
     )
     assert not lane.window_clamped.any() and lane.warnings == ()
@@ -165,12 +178,12 @@ def test_lane_follows_windows_and_is_smooth():
 
 def test_lane_with_gradient_descent_solver():
     noise, music, mask = _aligned_case(7, frames=100)
-    field = smr_field(noise, music)
-    exact = am.lambda_lane(music, field, mask, window_frames=100)
-    gd = am.lambda_lane(music, field, mask, window_frames=100, solver="gd")
+    field = smr_field(noise, music, SMR_DB)
+    exact = _lane(music, field, mask, window_frames=100)
+    gd = _lane(music, field, mask, window_frames=100, solver="gd")
     np.testing.assert_allclose(gd.window_gain_db, exact.window_gain_db, atol=0.05)
     with pytest.raises(ParameterError, match="'newton'"):
-        am.lambda_lane(music, field, mask, solver="newton")
+        _lane(music, field, mask, solver="newton")
 
 
 def _ramp_lane() -> am.LambdaLane:
@@ -186,6 +199,7 @@ def _ramp_lane() -> am.LambdaLane:
         min_gain_db=-30.0,
         max_gain_db=24.0,
         warnings=(),
+        objective="paper",
     )
 
 
@@ -228,20 +242,20 @@ def test_apply_lane_scales_every_channel():
 
 def test_input_checks_name_the_value():
     noise, music, mask = _aligned_case()
-    field = smr_field(noise, music)
+    field = smr_field(noise, music, SMR_DB)
     with pytest.raises(ParameterError, match="alpha"):
         am.solve_lambda_exact(music, field, mask, alpha=-1.0)
     with pytest.raises(ParameterError, match="bool"):
-        am.solve_lambda_exact(music, field, mask.astype(np.float32))
+        am.solve_lambda_exact(music, field, mask.astype(np.float32), ALPHA)
     with pytest.raises(ParameterError, match="min_gain_db"):
-        am.lambda_lane(music, field, mask, min_gain_db=10.0, max_gain_db=0.0)
+        _lane(music, field, mask, min_gain_db=10.0, max_gain_db=0.0)
     with pytest.raises(ParameterError, match="sample_rate_hz"):
         am.lane_gain_at(_ramp_lane(), 10, 0)
 
 
 def test_gain_for_target_coverage():
     noise, music, mask = _aligned_case()
-    field = smr_field(noise, music)
+    field = smr_field(noise, music, SMR_DB)
     gains = np.sort(field.required_gain()[mask])
     g90 = am.solve_gain_for_coverage(field, mask, 0.9)
     assert g90 == gains[int(np.ceil(0.9 * gains.size)) - 1]
@@ -292,8 +306,8 @@ def test_window_bounds_cover_the_stem():
 @pytest.mark.parametrize("smoothing_s", [0.0, 2.0])
 def test_coverage_objective_reaches_target_in_every_window(smoothing_s):
     noise, music, mask = _two_level_case()
-    field = smr_field(noise, music)
-    lane = am.lambda_lane(
+    field = smr_field(noise, music, SMR_DB)
+    lane = _lane(
         music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
         hop_frames=50, smoothing_s=smoothing_s, max_gain_db=48.0,
     )  # fmt: skip
@@ -314,17 +328,17 @@ def test_coverage_objective_reaches_target_in_every_window(smoothing_s):
 
 def test_lane_respects_slew_limit_and_frame_caps():
     noise, music, mask = _two_level_case(quiet_db=-30.0)
-    field = smr_field(noise, music)
+    field = smr_field(noise, music, SMR_DB)
     caps = np.full(600, np.inf)
     caps[300:400] = 25.0
-    lane = am.lambda_lane(
+    lane = _lane(
         music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
         hop_frames=50, smoothing_s=0.0, max_slew_db_per_s=6.0, max_gain_db=48.0,
         frame_cap_db=caps,
     )  # fmt: skip
     assert np.abs(np.diff(lane.frame_gain_db)).max() <= 6.0 * 0.01 + 1e-9
     assert np.all(lane.frame_gain_db[300:400] <= 25.0 + 1e-9)
-    free = am.lambda_lane(
+    free = _lane(
         music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
         hop_frames=50, smoothing_s=0.0, max_slew_db_per_s=None, max_gain_db=48.0,
     )  # fmt: skip
@@ -333,10 +347,10 @@ def test_lane_respects_slew_limit_and_frame_caps():
 
 def test_smoothing_time_constant_sets_the_lane_rise_time():
     noise, music, mask = _two_level_case(frames=1200, quiet_every=600, quiet_db=-20.0)
-    field = smr_field(noise, music)
+    field = smr_field(noise, music, SMR_DB)
 
     def rise_s(smoothing_s: float) -> float:
-        lane = am.lambda_lane(
+        lane = _lane(
             music, field, mask, objective="coverage", target_coverage=0.5, window_frames=50,
             hop_frames=25, smoothing_s=smoothing_s, max_slew_db_per_s=None, max_gain_db=48.0,
         )  # fmt: skip
@@ -351,9 +365,9 @@ def test_smoothing_time_constant_sets_the_lane_rise_time():
 
 def test_paper_objective_target_is_the_optimum_coverage():
     noise, music, mask = _aligned_case(frames=120)
-    field = smr_field(noise, music)
-    lane = am.lambda_lane(music, field, mask, window_frames=120, smoothing_s=0.0)
-    optimum = am.solve_lambda_exact(music, field, mask)
+    field = smr_field(noise, music, SMR_DB)
+    lane = _lane(music, field, mask, window_frames=120, smoothing_s=0.0)
+    optimum = am.solve_lambda_exact(music, field, mask, ALPHA)
     from bnmusic_bridge.metering import coverage
 
     assert lane.window_target[0] == pytest.approx(coverage(field, mask, optimum)[0], abs=1e-3)
@@ -362,8 +376,8 @@ def test_paper_objective_target_is_the_optimum_coverage():
 def test_coverage_objective_unmaskable_window_is_clamped_and_warned():
     noise, music, mask = _two_level_case()
     music[5:8, 200:300] = 0.0  # no music where the noise is: nothing can mask it
-    field = smr_field(noise, music)
-    lane = am.lambda_lane(
+    field = smr_field(noise, music, SMR_DB)
+    lane = _lane(
         music,
         field,
         mask,

@@ -12,9 +12,11 @@ from scipy import signal
 from bnmusic_bridge.analysis import MIN_PERIODICITY, StemAnalysis, analyse_stem
 from bnmusic_bridge.errors import AudioInputError, ParameterError
 from bnmusic_bridge.mask import high_energy_mask
+from bnmusic_bridge.request import field_default
 from bnmusic_bridge.spectrogram import audio_to_mel
 
 SR = 44_100
+MASK_AREA = field_default("mask_area")
 NOISE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "noise"
 
 
@@ -36,7 +38,7 @@ def bursts(seconds: float, period_s: float, phase_s: float, seed: int = 0) -> np
 
 def analyse(audio: np.ndarray) -> StemAnalysis:
     mel = audio_to_mel(audio)
-    return analyse_stem(audio, mel, high_energy_mask(mel))
+    return analyse_stem(audio, mel, high_energy_mask(mel, MASK_AREA))
 
 
 @pytest.fixture(scope="module")

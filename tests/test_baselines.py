@@ -12,12 +12,8 @@ import soundfile as sf
 from tiny_sd import tiny_sd_folder_for, torch_single_thread
 
 from bnmusic_bridge.errors import AudioInputError, ParameterError
-from bnmusic_bridge.generators.base import (
-    GenerationSettings,
-    NoiseWindow,
-    available_generators,
-    get_generator,
-)
+from bnmusic_bridge.generators import available_generators, get_generator
+from bnmusic_bridge.generators.base import GenerationSettings, NoiseWindow
 from bnmusic_bridge.generators.baselines import (
     NoiseOnlyGenerator,
     OutpaintOnlyGenerator,
@@ -26,10 +22,34 @@ from bnmusic_bridge.generators.baselines import (
     a2a_plan,
     list_music_files,
 )
+from bnmusic_bridge.pipeline import model_options
+from bnmusic_bridge.request import RenderRequest, field_default
 
 NO_ANALYSIS: Any = None  # baselines do not read the stem analysis
 RATE = 44_100
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def settings_of(
+    prompt: str = "",
+    *,
+    seed: int = 0,
+    overlap_frames: int | None = None,
+    params: dict | None = None,
+) -> GenerationSettings:
+    """Generation settings for a test: the given fields (overlap: the request's)."""
+    return GenerationSettings(
+        prompt=prompt,
+        negative_prompt="",
+        seed=seed,
+        overlap_frames=field_default("overlap_frames") if overlap_frames is None else overlap_frames,
+        params=params or {},
+    )
+
+
+def cpu_options(model: str) -> dict[str, Any]:
+    """The options the pipeline builds a model-owning generator with, on the CPU."""
+    return model_options(RenderRequest(model=model, local_files_only=True, device="cpu"))
 
 
 def window(index: int, start_sample: int, num_samples: int, side: int = 64) -> NoiseWindow:
@@ -68,14 +88,14 @@ def test_noise_only_is_silence() -> None:
     gen = get_generator("noise-only")
     assert isinstance(gen, NoiseOnlyGenerator)
     out = gen.generate(
-        [window(0, 0, 1000), window(1, 800, 1000)], NO_ANALYSIS, GenerationSettings()
+        [window(0, 0, 1000), window(1, 800, 1000)], NO_ANALYSIS, settings_of()
     )
     assert len(out) == 2
     for music in out:
         assert music.audio is not None and music.audio.shape == (2, 1000)
         assert music.audio.dtype == np.float32 and not np.any(music.audio)
     with pytest.raises(ParameterError, match="'steps'"):
-        gen.generate([window(0, 0, 10)], NO_ANALYSIS, GenerationSettings(params={"steps": 3}))
+        gen.generate([window(0, 0, 10)], NO_ANALYSIS, settings_of(params={"steps": 3}))
 
 
 @pytest.fixture()
@@ -98,7 +118,7 @@ def test_random_music_loops_to_the_global_timeline(music_dir: Path) -> None:
     windows = [window(0, 0, n), window(1, 25_000, n)]
     picks = {}
     for seed in range(12):
-        out = gen.generate(windows, NO_ANALYSIS, GenerationSettings(seed=seed))
+        out = gen.generate(windows, NO_ANALYSIS, settings_of(seed=seed))
         picks[seed] = out[0].diagnostics["music_file"]
         for music in out:
             assert music.audio is not None and music.audio.shape == (2, n)
@@ -112,13 +132,13 @@ def test_random_music_loops_to_the_global_timeline(music_dir: Path) -> None:
         # Looping: the file repeats every `length` samples.
         np.testing.assert_array_equal(a0[:, length:], a0[:, : n - length])
     # Deterministic by seed, and both files get used across seeds.
-    again = gen.generate(windows, NO_ANALYSIS, GenerationSettings(seed=3))
+    again = gen.generate(windows, NO_ANALYSIS, settings_of(seed=3))
     assert again[0].diagnostics["music_file"] == picks[3]
     assert set(picks.values()) == {"a_ramp.wav", "b_tone.flac"}
     # The 22,050 Hz mono file comes back resampled to 44.1 kHz (about 11,024 samples)
     # with both channels equal.
     seed = next(s for s, name in picks.items() if name == "a_ramp.wav")
-    ramp = gen.generate(windows, NO_ANALYSIS, GenerationSettings(seed=seed))[0]
+    ramp = gen.generate(windows, NO_ANALYSIS, settings_of(seed=seed))[0]
     assert ramp.audio is not None
     assert abs(ramp.diagnostics["music_samples"] - 11_024) <= 4
     np.testing.assert_array_equal(ramp.audio[0], ramp.audio[1])
@@ -127,21 +147,21 @@ def test_random_music_loops_to_the_global_timeline(music_dir: Path) -> None:
 def test_random_music_params_override_and_errors(music_dir: Path, tmp_path: Path) -> None:
     w = [window(0, 0, 100)]
     out = RandomMusicGenerator().generate(
-        w, NO_ANALYSIS, GenerationSettings(params={"music_dir": str(music_dir)})
+        w, NO_ANALYSIS, settings_of(params={"music_dir": str(music_dir)})
     )
     assert out[0].audio is not None and out[0].audio.shape == (2, 100)
     with pytest.raises(ParameterError, match="music_dir"):
-        RandomMusicGenerator().generate(w, NO_ANALYSIS, GenerationSettings())
+        RandomMusicGenerator().generate(w, NO_ANALYSIS, settings_of())
     with pytest.raises(AudioInputError, match="does not exist"):
-        RandomMusicGenerator(tmp_path / "nowhere").generate(w, NO_ANALYSIS, GenerationSettings())
+        RandomMusicGenerator(tmp_path / "nowhere").generate(w, NO_ANALYSIS, settings_of())
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.md").write_text("no audio here")
     with pytest.raises(AudioInputError, match="no audio file"):
-        RandomMusicGenerator(empty).generate(w, NO_ANALYSIS, GenerationSettings())
+        RandomMusicGenerator(empty).generate(w, NO_ANALYSIS, settings_of())
     with pytest.raises(ParameterError, match="'gain_db'"):
         RandomMusicGenerator(music_dir).generate(
-            w, NO_ANALYSIS, GenerationSettings(params={"gain_db": 3})
+            w, NO_ANALYSIS, settings_of(params={"gain_db": 3})
         )
 
 
@@ -152,7 +172,7 @@ def test_random_music_on_real_excerpts() -> None:
     gen = RandomMusicGenerator(SHARED_DATA / "music")
     n = 511 * 441
     out = gen.generate(
-        [window(0, 0, n), window(1, 448 * 441, n)], NO_ANALYSIS, GenerationSettings(seed=42)
+        [window(0, 0, n), window(1, 448 * 441, n)], NO_ANALYSIS, settings_of(seed=42)
     )
     for music in out:
         assert music.audio is not None and music.audio.shape == (2, n)
@@ -174,9 +194,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_riffusion_a2a_repaints_the_whole_image(tiny_model: str) -> None:
-    gen = RiffusionA2AGenerator(tiny_model, local_files_only=True, device="cpu")
+    gen = RiffusionA2AGenerator(**cpu_options(tiny_model))
     windows = [window(0, 0, 10), window(1, 5, 10)]
-    s = GenerationSettings(prompt="jazz", seed=5, params={"resolution": 64, "steps": 4})
+    s = settings_of(prompt="jazz", seed=5, params={"resolution": 64, "steps": 4})
     out = gen.generate(windows, NO_ANALYSIS, s)
     assert len(out) == 2
     for music, w in zip(out, windows, strict=True):
@@ -193,15 +213,15 @@ def test_riffusion_a2a_repaints_the_whole_image(tiny_model: str) -> None:
     plan = a2a_plan({})
     assert (plan.steps[0].strength, plan.steps[0].steps, plan.steps[0].guidance) == (0.55, 25, 7.0)
     with pytest.raises(ParameterError, match="'outpaint_steps'"):
-        gen.generate(windows, NO_ANALYSIS, GenerationSettings(params={"outpaint_steps": 2}))
+        gen.generate(windows, NO_ANALYSIS, settings_of(params={"outpaint_steps": 2}))
 
 
 def test_outpaint_only_keeps_the_core_and_shares_weights(tiny_model: str) -> None:
-    gen = get_generator("outpaint-only", model=tiny_model, local_files_only=True, device="cpu")
+    gen = get_generator("outpaint-only", **cpu_options(tiny_model))
     assert isinstance(gen, OutpaintOnlyGenerator)
-    a2a = RiffusionA2AGenerator(tiny_model, local_files_only=True, device="cpu")
+    a2a = RiffusionA2AGenerator(**cpu_options(tiny_model))
     windows = [window(0, 0, 10), window(1, 5, 10)]
-    s = GenerationSettings(
+    s = settings_of(
         seed=2,
         overlap_frames=6,
         params={"resolution": 64, "outpaint_steps": 2, "outpaint_guidance": 0.0},
@@ -216,4 +236,4 @@ def test_outpaint_only_keeps_the_core_and_shares_weights(tiny_model: str) -> Non
     np.testing.assert_array_equal(out[1].image[:, :6], out[0].image[:, -6:])
     a2a.load()
     gen.load()
-    assert a2a.engine._loaded is gen.engine._loaded
+    assert a2a._loaded is gen._loaded

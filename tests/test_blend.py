@@ -15,6 +15,7 @@ from bnmusic_bridge import blend as bl
 from bnmusic_bridge.loudness import integrated_lufs
 from bnmusic_bridge.mask import high_energy_mask
 from bnmusic_bridge.masking import masking_field
+from bnmusic_bridge.request import field_default
 from bnmusic_bridge.spectrogram import audio_to_mel
 
 SR = 44_100
@@ -25,6 +26,11 @@ SHORTFALL_KEYS = {
 }  # fmt: skip
 
 
+def _shortfalls(res) -> list[dict]:
+    """The result's shortfalls as the report writes them."""
+    return [s.to_dict() for s in res.details.shortfalls]
+
+
 def _lu(music: np.ndarray, noise: np.ndarray, rate: int = SR) -> float:
     return integrated_lufs(music, rate) - integrated_lufs(noise, rate)
 
@@ -33,9 +39,9 @@ def _window_coverages(res) -> list[float]:
     """Coverage per lane window recomputed from the result's own arrays."""
     req = res.request
     field = masking_field(
-        req.threshold_model, res.analysis["noise_mel"], res.analysis["music_mel"], smr_db=req.smr_db
+        req.threshold_model, res.analysis.noise_mel, res.analysis.music_mel, smr_db=req.smr_db
     )
-    mask = res.analysis["mask"]
+    mask = res.analysis.mask
     masked = field.masked(10 ** (res.lane_gain_db / 20)) & mask
     bounds = am.window_bounds(
         mask.shape[1], round(req.lane_window_s * 100), round(req.lane_hop_s * 100)
@@ -52,19 +58,19 @@ def test_each_objective_on_synthetic_noise(objective, model):
         max_loudness_lu=None, max_gain_db=30.0,
     )  # fmt: skip
     res = render(noise, SR, req)
-    assert res.extra["blend"]["objective"] == objective
-    assert res.extra["blend"]["threshold_model"] == model
+    assert res.details.blend.objective == objective
+    assert res.details.blend.threshold_model == model
     assert np.all(np.isfinite(res.lane_gain_db)) and 0.0 <= res.coverage <= 1.0
     # nothing clipped or limited: the gained stem is the unity stem times the lane
     loud = np.abs(res.music[0]) > 1e-4
     ratio_db = 20 * np.log10(np.abs(res.music_gained[0][loud]) / np.abs(res.music[0][loud]))
     lane_db = np.interp(np.arange(noise.size) / SR, res.lane_times_s, res.lane_gain_db)
     np.testing.assert_allclose(ratio_db, lane_db[loud], atol=1e-3)
-    for entry in res.extra["shortfall"]:
+    for entry in _shortfalls(res):
         assert set(entry) == SHORTFALL_KEYS
     if objective == "coverage":
         covs = _window_coverages(res)
-        short = {s["window"] for s in res.extra["shortfall"]}
+        short = {s["window"] for s in _shortfalls(res)}
         # every window reaches the target unless the report names it
         assert all(c >= 0.5 - 0.005 for i, c in enumerate(covs) if i not in short)
         if model == "spreading":
@@ -72,7 +78,7 @@ def test_each_objective_on_synthetic_noise(objective, model):
     else:
         # the paper's target is the coverage of its own optimum: never reported as short
         # when no cap stops it
-        assert all(s["limited_by"] != "smoothing" for s in res.extra["shortfall"])
+        assert all(s["limited_by"] != "smoothing" for s in _shortfalls(res))
 
 
 @pytest.mark.parametrize(("rate", "channels", "ceiling_lu"), [(SR, 1, 0.0), (48_000, 2, 3.0)])
@@ -87,8 +93,8 @@ def test_loudness_ceiling_holds_on_the_rendered_stem(rate, channels, ceiling_lu)
     rel = _lu(res.music_gained, noise, rate)
     assert rel <= ceiling_lu + 0.5
     assert rel >= ceiling_lu - 3.0  # the ceiling is what binds: the music goes near it
-    assert res.extra["blend"]["music_minus_noise_lu"] == pytest.approx(rel, abs=1e-3)
-    short = res.extra["shortfall"]
+    assert res.details.blend.rendered.music_minus_noise_lu == pytest.approx(rel, abs=1e-3)
+    short = _shortfalls(res)
     assert short and all(s["limited_by"] == "loudness ceiling" for s in short)
     for s in short:
         assert set(s) == SHORTFALL_KEYS
@@ -104,12 +110,12 @@ def test_coverage_objective_reaches_target_where_the_ceiling_allows():
         seed=3, objective="coverage", threshold_model="spreading", target_coverage=0.6
     )
     free = render(noise, SR, base.replace(max_loudness_lu=30.0))
-    assert free.extra["shortfall"] == []
+    assert free.details.shortfalls == ()
     assert min(_window_coverages(free)) >= 0.6 - 0.005
     # the lane is the lowest that does it: 1.5 dB less loses the target somewhere
     req = free.request
-    field = masking_field("spreading", free.analysis["noise_mel"], free.analysis["music_mel"])
-    mask = free.analysis["mask"]
+    field = masking_field("spreading", free.analysis.noise_mel, free.analysis.music_mel)
+    mask = free.analysis.mask
     lower = field.masked(10 ** ((free.lane_gain_db - 1.5) / 20)) & mask
     bounds = am.window_bounds(
         mask.shape[1], round(req.lane_window_s * 100), round(req.lane_hop_s * 100)
@@ -119,7 +125,7 @@ def test_coverage_objective_reaches_target_where_the_ceiling_allows():
     needed_lu = _lu(free.music_gained, noise)
     capped = render(noise, SR, base.replace(max_loudness_lu=round(needed_lu - 6.0)))
     assert capped.coverage < free.coverage
-    assert capped.extra["shortfall"]
+    assert capped.details.shortfalls
     assert _lu(capped.music_gained, noise) <= round(needed_lu - 6.0) + 0.5
 
 
@@ -128,8 +134,8 @@ def test_peaks_are_limited_by_the_lane_never_clipped():
     res = render(noise, SR, RenderRequest(seed=4, objective="paper", threshold_model="smr"))
     peak_dbfs = 20 * np.log10(np.abs(res.music_gained).max())
     assert peak_dbfs <= bl.PEAK_CEILING_DBFS + 0.05
-    assert res.extra["blend"]["peak_dbfs"] == pytest.approx(peak_dbfs, abs=1e-3)
-    short = res.extra["shortfall"]
+    assert res.details.blend.rendered.peak_dbfs == pytest.approx(peak_dbfs, abs=1e-3)
+    short = _shortfalls(res)
     assert short and {s["limited_by"] for s in short} == {"peak limit"}
     text = " ".join(res.warnings)
     assert "peak limit" in text and "render the noise stem quieter" in text
@@ -154,7 +160,7 @@ def test_no_zipper_noise_on_the_rendered_audio():
         frame_times_s=res.lane_times_s, frame_gain_db=res.lane_gain_db,
         window_times_s=res.window_times_s, window_gain_db=res.window_gain_db,
         window_clamped=np.zeros(res.window_times_s.size, bool), min_gain_db=-30.0,
-        max_gain_db=24.0, warnings=(),
+        max_gain_db=24.0, warnings=(), objective="coverage",
     )  # fmt: skip
     n = noise.size
     sine = np.sin(2 * np.pi * 1000.0 * np.arange(n) / SR).astype(np.float32)[None, :]
@@ -181,12 +187,13 @@ def test_no_zipper_noise_on_the_rendered_audio():
 def test_finish_blend_trims_the_rendered_stem_to_the_ceiling():
     noise = clacks(3.0, seed=7)[None, :] * QUIET
     res = render(noise, SR, RenderRequest(seed=7))
-    settings = bl.BlendSettings(
-        objective="coverage", target_coverage=0.95, max_loudness_lu=0.0, peak_ceiling_dbfs=20.0
+    settings = bl.BlendSettings.from_request(
+        RenderRequest(objective="coverage", target_coverage=0.95, max_loudness_lu=0.0),
+        peak_ceiling_dbfs=20.0,
     )
     music = res.music
     plan = bl.plan_blend(
-        res.analysis["noise_mel"], res.analysis["music_mel"], res.analysis["mask"], music,
+        res.analysis.noise_mel, res.analysis.music_mel, res.analysis.mask, music,
         integrated_lufs(noise, SR), settings,
     )  # fmt: skip
     # the rendered music comes out 6 dB hotter than planned (a stand-in for any drift)
@@ -211,6 +218,7 @@ def test_peak_caps_keep_any_lane_under_the_ceiling():
         frame_times_s=np.arange(frames) * 0.01, frame_gain_db=lane_db,
         window_times_s=np.array([1.5]), window_gain_db=np.array([0.0]),
         window_clamped=np.array([False]), min_gain_db=-30.0, max_gain_db=40.0, warnings=(),
+        objective="coverage",
     )  # fmt: skip
     peak = np.abs(am.apply_lane(music, SR, lane)).max()
     assert 20 * np.log10(peak) <= -1.0 + 1e-4
@@ -235,10 +243,11 @@ def test_settings_follow_the_request():
         objective="paper", target_coverage=0.7, max_loudness_lu=4.0, max_slew_db_per_s=3.0
     )
     s = bl.BlendSettings.from_request(req)
-    assert (s.objective, s.target_coverage, s.max_loudness_lu, s.max_slew_db_per_s) == (
+    lane = s.lane
+    assert (lane.objective, lane.target_coverage, s.max_loudness_lu, lane.max_slew_db_per_s) == (
         "paper", 0.7, 4.0, 3.0,
     )  # fmt: skip
-    assert s.window_frames == round(req.lane_window_s * 100)
+    assert lane.window_frames == round(req.lane_window_s * 100)
 
 
 # --- the shared real recordings -------------------------------------------------------
@@ -253,7 +262,7 @@ def _real_pair(shared_data, noise_name: str, seconds: float = 2.56):
         10 ** ((integrated_lufs(noise, rate) - integrated_lufs(music, rate)) / 20)
     )
     noise_mel, music_mel = audio_to_mel(noise), audio_to_mel(music)
-    return noise_mel, music_mel, high_energy_mask(noise_mel)
+    return noise_mel, music_mel, high_energy_mask(noise_mel, field_default("mask_area"))
 
 
 @pytest.mark.parametrize("objective", ["paper", "coverage"])
@@ -274,7 +283,7 @@ def test_each_objective_on_a_real_recording(shared_data, objective):
         if objective == "coverage" and model == "spreading":
             # helicopter: +6 LU is not enough for half the mask; the report says where
             assert res.coverage > 0.2
-            assert all(s["limited_by"] == "loudness ceiling" for s in res.extra["shortfall"])
+            assert all(s["limited_by"] == "loudness ceiling" for s in _shortfalls(res))
         if model == "smr":
             assert res.coverage < 0.05  # 21 dB over the noise in every bin: out of reach
 
@@ -287,7 +296,9 @@ def test_spreading_needs_less_gain_than_smr_on_the_recordings(shared_data):
     for path in sorted((shared_data / "noise").glob("*.wav")):
         noise_mel, music_mel, mask = _real_pair(shared_data, path.name)
         gains = {
-            m: am.solve_gain_for_coverage(masking_field(m, noise_mel, music_mel), mask, 0.5)
+            m: am.solve_gain_for_coverage(
+                masking_field(m, noise_mel, music_mel, smr_db=field_default("smr_db")), mask, 0.5
+            )
             for m in ("smr", "spreading")
         }
         assert gains["spreading"] < gains["smr"], path.name

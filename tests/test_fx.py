@@ -273,7 +273,7 @@ def test_pipeline_runs_the_chain_before_stage_2():
     assert plain.music.shape == filtered.music.shape == (1, noise.size)
 
     def high_share_db(result) -> float:
-        mel = result.analysis["music_mel"] ** 2  # (512 bands, frames), low bands first
+        mel = result.analysis.music_mel ** 2  # (512 bands, frames), low bands first
         return float(10 * np.log10(mel[256:].sum() / mel.sum()))
 
     # Mel bands 256 and up lie above about 2 kHz: two octaves over the cutoff.

@@ -13,6 +13,7 @@ import pytest
 
 from bnmusic_bridge.errors import OutputExistsError, ParameterError
 from bnmusic_bridge.export import ExportOptions, output_paths, write_outputs
+from bnmusic_bridge.export.lane_files import lane_files
 from bnmusic_bridge.export.lanes import (
     LANE_FORMAT_FILES,
     LANE_FORMATS,
@@ -20,11 +21,11 @@ from bnmusic_bridge.export.lanes import (
     compact_lane,
     interpolate_lane,
     lane_csv,
-    lane_files,
     lane_json,
     lane_options_from_mapping,
 )
-from bnmusic_bridge.request import RenderRequest, RenderResult
+from bnmusic_bridge.request import RenderRequest
+from bnmusic_bridge.result import AnalysisArrays, RenderResult
 
 FRAME_RATE_HZ = 100.0
 
@@ -50,7 +51,7 @@ def synthetic_result(
     lane_db: np.ndarray | None = None,
     channels: int = 1,
     source: Path | None = Path("/stems/hvac.wav"),
-    extra: dict | None = None,
+    nmr_per_frame_db: np.ndarray | None = None,
     seed: int = 0,
 ) -> RenderResult:
     """A hand-built RenderResult: a lane on the 10 ms grid, windows every 1.28 s,
@@ -74,6 +75,7 @@ def synthetic_result(
         window_gain[1] = -np.inf  # the loss chose silence in one window
     mask = rng.random((16, frames)) < 0.2
     mask[:, 10:20] = False  # frames with no high-energy bin
+    silent = np.zeros(mask.shape, dtype=np.float32)  # no mel: this result is not plotted
     coverage = rng.uniform(0.3, 1.0, frames)
     coverage[10:20] = np.nan
     return RenderResult(
@@ -89,15 +91,15 @@ def synthetic_result(
         coverage_per_frame=coverage,
         frame_rate_hz=FRAME_RATE_HZ,
         nmr_db=-3.5,
+        nmr_per_frame_db=np.full(frames, np.nan) if nmr_per_frame_db is None else nmr_per_frame_db,
         noise_lufs=-23.0,
         music_lufs=-20.5,
         timings_s={"total": 1.0},
         request=req,
         generator_diagnostics=[],
         warnings=(),
-        analysis={"mask": mask},
+        analysis=AnalysisArrays(noise_mel=silent, music_mel=silent, mask=mask),
         source=source,
-        extra=extra or {},
     )
 
 

@@ -83,7 +83,7 @@ def test_three_minute_default_render_is_continuous(long_noise):
     music = res.music[0].astype(np.float64)
     plan = plan_windows(long_noise.shape[1], 64)
     # the embedded generator renders one timeline: overlaps are identical, joins seamless
-    assert all(c > 0.999 for c in res.extra["join_correlations"])
+    assert all(c > 0.999 for c in res.details.join_correlations)
     step = np.abs(np.diff(music))
     near = np.zeros(step.size, bool)
     for start in plan.start_samples[1:]:

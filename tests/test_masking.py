@@ -8,8 +8,10 @@ import pytest
 from bnmusic_bridge import masking as mk
 from bnmusic_bridge.errors import ParameterError
 from bnmusic_bridge.grid import SAMPLE_RATE_HZ
+from bnmusic_bridge.request import field_default
 from bnmusic_bridge.spectrogram import audio_to_mel, mel_center_hz
 
+SMR_DB = field_default("smr_db")
 RNG = np.random.default_rng(7)
 
 
@@ -25,14 +27,14 @@ def _band_of(freq_hz: float) -> int:
 def test_smr_threshold_is_exactly_21_db_above_the_noise():
     noise = (RNG.random((512, 20)) + 0.01).astype(np.float32)
     music = RNG.random((512, 20)).astype(np.float32)
-    field = mk.smr_field(noise, music)
+    field = mk.smr_field(noise, music, 21.0)
     assert field.model == "smr"
     ratio_db = 20 * np.log10(field.required.astype(np.float64) / noise)
     np.testing.assert_allclose(ratio_db, 21.0, atol=1e-5)
     np.testing.assert_array_equal(field.capacity, music)
     # masked exactly when the music reaches noise + 21 dB
     music_at = noise * np.float32(10 ** (21.0 / 20.0))
-    at = mk.smr_field(noise, music_at)
+    at = mk.smr_field(noise, music_at, 21.0)
     assert at.masked(1.0).all()
     assert not at.masked(0.99).any()
 
@@ -42,11 +44,11 @@ def test_dispatch_and_errors_name_the_value_at_fault():
     assert mk.masking_field("smr", noise, noise, smr_db=10.0).margin_db == 10.0
     assert mk.masking_field("spreading", noise, noise).model == "spreading"
     with pytest.raises(ParameterError, match="smr.*spreading.*'psy'"):
-        mk.masking_field("psy", noise, noise)
+        mk.masking_field("psy", noise, noise, smr_db=SMR_DB)
     with pytest.raises(ParameterError, match=r"\(512, 4\) and \(512, 3\)"):
-        mk.smr_field(noise, noise[:, :3])
+        mk.smr_field(noise, noise[:, :3], SMR_DB)
     with pytest.raises(ParameterError, match="negative"):
-        mk.smr_field(noise, -noise)
+        mk.smr_field(noise, -noise, SMR_DB)
 
 
 def test_required_gain_handles_zero_capacity_and_zero_need():
@@ -84,7 +86,7 @@ def test_loud_tone_masks_nearby_noise_but_not_3_khz_away():
         assert masked[band].all(), band
     assert not masked[far].any()
     # the paper's SMR needs the music 21 dB above the noise in the very same band
-    smr_masked = mk.smr_field(noise, music).masked(1.0)
+    smr_masked = mk.smr_field(noise, music, SMR_DB).masked(1.0)
     assert not smr_masked[_band_of(1150.0)].any()
     assert not smr_masked[far].any()
 
@@ -140,7 +142,7 @@ def test_spreading_needs_less_gain_than_smr_for_aligned_music():
     noise = audio_to_mel(_tone_mix(0.5))
     music = noise * np.float32(1.5)  # perfectly aligned, 3.5 dB louder
     mask = noise >= np.quantile(noise, 0.85)
-    smr_gain = np.median(mk.smr_field(noise, music).required_gain()[mask])
+    smr_gain = np.median(mk.smr_field(noise, music, SMR_DB).required_gain()[mask])
     spread_gain = np.median(mk.spreading_field(noise, music).required_gain()[mask])
     assert 20 * np.log10(smr_gain) == pytest.approx(21.0 - 20 * np.log10(1.5), abs=1e-3)
     assert spread_gain < smr_gain / 10 ** (6 / 20)  # at least 6 dB less

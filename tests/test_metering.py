@@ -22,7 +22,7 @@ def _case(frames: int = 50, bands: int = 512, seed: int = 0):
 def test_coverage_is_monotone_and_spans_0_to_1(model):
     noise, music, mask = _case()
     music += 1.0  # capacity > 0 everywhere
-    field = smr_field(noise, music) if model == "smr" else spreading_field(noise, music)
+    field = smr_field(noise, music, 21.0) if model == "smr" else spreading_field(noise, music)
     needs = mask & (field.required > 0)
     assert needs.any()
     shares = [me.coverage(field, needs, g)[0] for g in np.geomspace(1e-3, 1e6, 40)]
@@ -35,7 +35,7 @@ def test_coverage_is_monotone_and_spans_0_to_1(model):
 
 def test_per_frame_coverage_and_gain_per_frame():
     noise, music, mask = _case(frames=4, bands=8)
-    field = smr_field(noise, music)
+    field = smr_field(noise, music, 21.0)
     mask[:, 3] = False  # a frame without mask bins
     overall, per_frame = me.coverage(field, mask, 3.0)
     assert np.isnan(per_frame[3]) and np.all(np.isfinite(per_frame[:3]))
@@ -56,7 +56,7 @@ def test_per_frame_coverage_and_gain_per_frame():
 
 def test_nmr_equals_smr_margin_for_matched_music_and_falls_20_db_per_decade():
     noise, _, _ = _case()
-    field = smr_field(noise, noise.copy())  # music = noise: it sits 21 dB short
+    field = smr_field(noise, noise.copy(), 21.0)  # music = noise: it sits 21 dB short
     total, per_frame = me.nmr_db(noise, field, 1.0)
     # every band sits 21 dB over its mask except the few under ~20 Hz, where the
     # threshold of hearing dominates, which pulls the mean over 512 bands a little down

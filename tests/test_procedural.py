@@ -24,12 +24,27 @@ from bnmusic_bridge.generators.procedural import (
 from bnmusic_bridge.generators.styles import STYLES, instruments_in, style_from_prompt
 from bnmusic_bridge.grid import WINDOW_SAMPLES
 from bnmusic_bridge.mask import high_energy_mask
+from bnmusic_bridge.request import field_default
 from bnmusic_bridge.spectrogram import audio_to_mel
 from bnmusic_bridge.windows import plan_windows
 
 SR = 44_100
+MASK_AREA = field_default("mask_area")
 NOISE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "noise"
 MINUS_1_DBFS = 10 ** (-1 / 20)
+
+
+def settings_of(
+    prompt: str = "", *, negative_prompt: str = "", seed: int = 0, params: dict | None = None
+) -> GenerationSettings:
+    """Generation settings for a test: the given fields, the request's overlap."""
+    return GenerationSettings(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        seed=seed,
+        overlap_frames=field_default("overlap_frames"),
+        params=params or {},
+    )
 
 
 def band_bursts(
@@ -52,7 +67,7 @@ def band_bursts(
 
 def analyse(audio: np.ndarray) -> StemAnalysis:
     mel = audio_to_mel(audio)
-    return analyse_stem(audio, mel, high_energy_mask(mel))
+    return analyse_stem(audio, mel, high_energy_mask(mel, MASK_AREA))
 
 
 def windows_for(audio: np.ndarray, overlap_frames: int = 64) -> list[NoiseWindow]:
@@ -82,7 +97,7 @@ def render(
     """Mono music over the whole stem (windows joined at their starts) and the outputs."""
     windows = windows_for(audio)
     out = ProceduralGenerator().generate(
-        windows, analyse(audio), GenerationSettings(prompt=prompt, seed=seed, params=params)
+        windows, analyse(audio), settings_of(prompt=prompt, seed=seed, params=params)
     )
     joined = np.zeros((2, windows[-1].start_sample + WINDOW_SAMPLES), dtype=np.float32)
     for w, m in zip(windows, out, strict=True):
@@ -158,7 +173,7 @@ def test_a_window_alone_equals_it_within_the_sequence(periodic_noise, periodic_r
     _, out = periodic_render
     windows = windows_for(periodic_noise)
     alone = ProceduralGenerator().generate(
-        [windows[2]], analyse(periodic_noise), GenerationSettings(prompt="pop", seed=3)
+        [windows[2]], analyse(periodic_noise), settings_of(prompt="pop", seed=3)
     )
     assert np.array_equal(alone[0].audio, out[2].audio)
 
@@ -274,7 +289,7 @@ def test_every_style_word_selects_its_style(style):
     a = analyse(band_bursts(3.0, 0.5, 0.1, (150.0, 2_500.0)))
     for word in STYLES[style].words:
         assert style_from_prompt(f"some {word} music")[0] == style, word
-        plan = gen.plan(a, GenerationSettings(prompt=f"a {word} track"))
+        plan = gen.plan(a, settings_of(prompt=f"a {word} track"))
         assert plan.style.name == style, word
 
 
@@ -284,7 +299,7 @@ def test_style_choice_rules():
     assert style_from_prompt("Hip Hop with jazz samples")[0] == "hip-hop"
     gen = ProceduralGenerator()
     a = analyse(band_bursts(3.0, 0.5, 0.1, (150.0, 2_500.0)))
-    plan = gen.plan(a, GenerationSettings(prompt="jazz", params={"style": "edm"}))
+    plan = gen.plan(a, settings_of(prompt="jazz", params={"style": "edm"}))
     assert plan.style.name == "edm" and plan.style_source == "params"
 
 
@@ -293,7 +308,7 @@ def test_every_style_renders_cleanly():
     a = analyse(noise)
     window = windows_for(noise)[0]
     for style in STYLES:
-        out = ProceduralGenerator().generate([window], a, GenerationSettings(prompt=style))
+        out = ProceduralGenerator().generate([window], a, settings_of(prompt=style))
         audio = out[0].audio
         assert np.all(np.isfinite(audio)), style
         assert 0.01 < np.max(np.abs(audio)) < MINUS_1_DBFS, style
@@ -303,16 +318,16 @@ def test_every_style_renders_cleanly():
 def test_prompt_instruments_and_negative_prompt():
     gen = ProceduralGenerator()
     a = analyse(band_bursts(3.0, 0.5, 0.1, (150.0, 2_500.0)))
-    plan = gen.plan(a, GenerationSettings(prompt="jazz trio with strings and bells"))
+    plan = gen.plan(a, settings_of(prompt="jazz trio with strings and bells"))
     assert "strings" in plan.roles.values() and plan.roles["lead"] == "bell"
-    plan = gen.plan(a, GenerationSettings(prompt="ambient", params={"drums": True}))
+    plan = gen.plan(a, settings_of(prompt="ambient", params={"drums": True}))
     assert plan.drums_on
-    plan = gen.plan(a, GenerationSettings(prompt="ambient with drums"))
+    plan = gen.plan(a, settings_of(prompt="ambient with drums"))
     assert plan.drums_on
-    plan = gen.plan(a, GenerationSettings(prompt="pop", negative_prompt="drums, piano"))
+    plan = gen.plan(a, settings_of(prompt="pop", negative_prompt="drums, piano"))
     assert not plan.drums_on and "piano" not in plan.roles.values()
     assert plan.roles["chords"] is not None
-    plan = gen.plan(a, GenerationSettings(prompt="lo-fi with piano but no drums"))
+    plan = gen.plan(a, settings_of(prompt="lo-fi with piano but no drums"))
     assert not plan.drums_on and plan.roles["chords"] == "piano"
     assert instruments_in("ambient pads without any piano or drums") == (
         ["pad"],
@@ -326,7 +341,7 @@ def test_progress_is_reported_and_can_cancel(periodic_noise):
     a = analyse(noise)
     seen: list[tuple[str, float]] = []
     out = ProceduralGenerator().generate(
-        windows, a, GenerationSettings(), lambda stage, f: seen.append((stage, f))
+        windows, a, settings_of(), lambda stage, f: seen.append((stage, f))
     )
     assert len(out) == len(windows)
     assert [f for _, f in seen] == pytest.approx(
@@ -340,14 +355,14 @@ def test_progress_is_reported_and_can_cancel(periodic_noise):
         raise CancelledError("stop")
 
     with pytest.raises(CancelledError):
-        ProceduralGenerator().generate(windows, a, GenerationSettings(), cancel)
+        ProceduralGenerator().generate(windows, a, settings_of(), cancel)
 
 
 def test_parameters_are_checked():
     gen = ProceduralGenerator()
     a = analyse(band_bursts(3.0, 0.5, 0.1, (150.0, 2_500.0)))
     with pytest.raises(ParameterError, match="'steps'.*'swagger'"):
-        gen.plan(a, GenerationSettings(params={"steps": 20, "swagger": 1}))
+        gen.plan(a, settings_of(params={"steps": 20, "swagger": 1}))
     for bad in (
         {"style": "polka"},
         {"tempo_bpm": 300},
@@ -357,7 +372,7 @@ def test_parameters_are_checked():
         {"drums": "yes"},
     ):
         with pytest.raises(ParameterError):
-            gen.plan(a, GenerationSettings(params=bad))
+            gen.plan(a, settings_of(params=bad))
     with pytest.raises(ParameterError, match="construction options"):
         ProceduralGenerator(device="cuda")
 
@@ -365,7 +380,7 @@ def test_parameters_are_checked():
 def test_tempo_and_key_overrides():
     gen = ProceduralGenerator()
     a = analyse(band_bursts(3.0, 0.5, 0.13, (150.0, 2_500.0)))
-    plan = gen.plan(a, GenerationSettings(params={"tempo_bpm": 97, "key": "F#m"}))
+    plan = gen.plan(a, settings_of(params={"tempo_bpm": 97, "key": "F#m"}))
     assert plan.tempo_bpm == 97.0 and plan.tempo_source == "params"
     assert plan.key_name == "F# minor" and plan.key_source == "params"
     # A major style in a minor key gets minor-key progressions: roots on the F# minor
@@ -379,7 +394,7 @@ def test_tempo_and_key_overrides():
 def test_unperiodic_noise_gets_the_style_tempo():
     rng = np.random.default_rng(9)
     noise = (0.1 * rng.standard_normal(3 * SR)).astype(np.float32)
-    plan = ProceduralGenerator().plan(analyse(noise), GenerationSettings(prompt="hip-hop"))
+    plan = ProceduralGenerator().plan(analyse(noise), settings_of(prompt="hip-hop"))
     assert plan.tempo_source == "style"
     assert plan.tempo_bpm == STYLES["hip-hop"].tempo_bpm
 
@@ -389,7 +404,7 @@ def test_key_follows_a_tonal_hum():
     hum = sum(0.3 / k * np.sin(2 * np.pi * 110.0 * k * t) for k in range(1, 6))
     rng = np.random.default_rng(10)
     noise = (hum + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
-    plan = ProceduralGenerator().plan(analyse(noise), GenerationSettings(prompt="pop"))
+    plan = ProceduralGenerator().plan(analyse(noise), settings_of(prompt="pop"))
     # A hum on A2 (harmonics A, E, C#) picks A major, whose tonic triad it spells.
     assert plan.key_source == "noise peaks"
     assert plan.key_name == "A major"
@@ -398,7 +413,7 @@ def test_key_follows_a_tonal_hum():
 def test_structure_continues_over_a_long_stem():
     gen = ProceduralGenerator()
     a = analyse(band_bursts(3.0, 0.5, 0.0, (150.0, 2_500.0)))
-    plan = gen.plan(a, GenerationSettings(prompt="pop", seed=5))
+    plan = gen.plan(a, settings_of(prompt="pop", seed=5))
     composer = Composer(plan)
     # 3 minutes at 120 BPM is 90 bars: sections cycle A B A C and come back.
     kinds = [section_of(b)[0] for b in range(0, 90, 8)]

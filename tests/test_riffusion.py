@@ -7,6 +7,7 @@ check plumbing: masks, kept pixels, seeds, continuation, errors, cancellation.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,8 @@ from bnmusic_bridge.errors import (
     ModelNotFoundError,
     ParameterError,
 )
-from bnmusic_bridge.generators.base import (
-    GenerationSettings,
-    NoiseWindow,
-    WindowMusic,
-    get_generator,
-)
+from bnmusic_bridge.generators import get_generator
+from bnmusic_bridge.generators.base import GenerationSettings, NoiseWindow, WindowMusic
 from bnmusic_bridge.generators.baselines import OutpaintOnlyGenerator
 from bnmusic_bridge.generators.riffusion import (
     SCHEDULERS,
@@ -34,6 +31,8 @@ from bnmusic_bridge.generators.riffusion import (
     riffusion_plan,
     window_seed,
 )
+from bnmusic_bridge.pipeline import model_options
+from bnmusic_bridge.request import DEFAULT_MODEL_ID, RenderRequest, field_default
 
 SIDE = 64
 NO_ANALYSIS: Any = None  # the riffusion generator does not read the stem analysis
@@ -50,6 +49,13 @@ FAST = {
 GUIDED: dict[str, Any] = {"outpaint_guidance": 7.0, "inpaint_guidance": 7.0}
 
 
+def options(model: str, **changes: Any) -> dict[str, Any]:
+    """The options the pipeline builds the generator with (the request's), on the CPU
+    and offline, with ``changes``."""
+    opts = model_options(RenderRequest(model=model, local_files_only=True, device="cpu"))
+    return {**opts, **changes}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     with torch_single_thread():
@@ -63,7 +69,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def gen(tiny_model: str) -> RiffusionGenerator:
-    g = RiffusionGenerator(tiny_model, local_files_only=True, device="cpu")
+    g = RiffusionGenerator(**options(tiny_model))
     g.load()
     return g
 
@@ -94,6 +100,7 @@ def make_window(index: int, side: int = SIDE, seed: int = 0) -> NoiseWindow:
 def settings(seed: int = 3, overlap: int = 8, **params: Any) -> GenerationSettings:
     return GenerationSettings(
         prompt="lofi hip hop beat",
+        negative_prompt="",
         seed=seed,
         overlap_frames=overlap,
         params={**FAST, **params},
@@ -131,7 +138,7 @@ def test_output_shape_dtype_and_diagnostics(gen: RiffusionGenerator) -> None:
         assert music.image.dtype == np.uint8
         assert music.diagnostics["device"] == "cpu"
         assert music.diagnostics["dtype"] == "float32"
-        assert music.diagnostics["scheduler"] == "dpmsolver++"
+        assert music.diagnostics["scheduler"] == field_default("scheduler")
         assert music.diagnostics["seed"] == window_seed(3, window.index)
         # Outside the enlarged core the outpainting generated something new.
         outside = ~window.mask_enlarged
@@ -164,13 +171,15 @@ def test_kept_pixels_come_back_unchanged(gen: RiffusionGenerator, tiny_model: st
     window = make_window(0)
     s = settings(continuation=False)
     full = gen.generate([window], NO_ANALYSIS, s)[0].image
-    outpaint_only = OutpaintOnlyGenerator(tiny_model, local_files_only=True, device="cpu")
+    outpaint_only = OutpaintOnlyGenerator(**options(tiny_model))
     outpainted = outpaint_only.generate(
         [window],
         NO_ANALYSIS,
         GenerationSettings(
             prompt=s.prompt,
+            negative_prompt="",
             seed=s.seed,
+            overlap_frames=field_default("overlap_frames"),
             params={
                 "resolution": 64,
                 "outpaint_steps": 2,
@@ -188,7 +197,7 @@ def test_kept_pixels_come_back_unchanged(gen: RiffusionGenerator, tiny_model: st
     np.testing.assert_array_equal(full[outside], outpainted[outside])
     assert np.mean(full[window.mask_enlarged] != outpainted[window.mask_enlarged]) > 0.5
     # The two generators share one set of weights.
-    assert outpaint_only.engine._loaded is gen._loaded
+    assert outpaint_only._loaded is gen._loaded
 
 
 def test_full_size_windows_resized_to_model_resolution(gen: RiffusionGenerator) -> None:
@@ -224,7 +233,7 @@ def test_continuation_keeps_previous_tail(gen: RiffusionGenerator) -> None:
 
 def test_batched_windows_match_one_by_one(tiny_model: str, gen: RiffusionGenerator) -> None:
     windows = [make_window(0), make_window(1)]
-    batched = RiffusionGenerator(tiny_model, local_files_only=True, device="cpu", batch_size=2)
+    batched = RiffusionGenerator(**options(tiny_model, batch_size=2))
     s = settings(continuation=False)
     a = batched.generate(windows, NO_ANALYSIS, s)
     b = gen.generate(windows, NO_ANALYSIS, s)
@@ -239,7 +248,7 @@ def test_out_of_memory_halves_batch_then_fails(
 ) -> None:
     import torch
 
-    g = RiffusionGenerator(tiny_model, local_files_only=True, device="cpu", batch_size=4)
+    g = RiffusionGenerator(**options(tiny_model, batch_size=4))
     real = g._run_group
     sizes: list[int] = []
 
@@ -290,7 +299,7 @@ def test_progress_reaches_one_and_cancel_stops(gen: RiffusionGenerator) -> None:
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_every_scheduler_runs(tiny_model: str, name: str) -> None:
     # Inpainting at strength 0.5 starts mid-schedule, which each scheduler handles itself.
-    g = RiffusionGenerator(tiny_model, local_files_only=True, device="cpu", scheduler=name)
+    g = RiffusionGenerator(**options(tiny_model, scheduler=name))
     window = make_window(0)
     out = g.generate(
         [window],
@@ -305,16 +314,16 @@ def test_every_scheduler_runs(tiny_model: str, name: str) -> None:
 
 
 def test_missing_model_folder_says_how_to_get_weights(tmp_path: Path) -> None:
-    g = RiffusionGenerator(str(tmp_path / "no-such-model"), local_files_only=True)
+    g = RiffusionGenerator(**options(str(tmp_path / "no-such-model")))
     with pytest.raises(ModelNotFoundError) as err:
         g.generate([make_window(0)], NO_ANALYSIS, settings())
     text = str(err.value)
-    assert "huggingface-cli download riffusion/riffusion-model-v1" in text
+    assert f"huggingface-cli download {DEFAULT_MODEL_ID}" in text
     assert "--model /path/to/folder" in text and "--generator procedural" in text
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotFoundError, match="model_index.json"):
-        RiffusionGenerator(str(tmp_path / "empty")).load()
+        RiffusionGenerator(**options(str(tmp_path / "empty"))).load()
 
 
 def test_uncached_hub_model_offline_is_model_not_found(
@@ -324,22 +333,23 @@ def test_uncached_hub_model_offline_is_model_not_found(
     import huggingface_hub.constants as hc
 
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    g = RiffusionGenerator("someone/not-downloaded-model", local_files_only=True)
+    g = RiffusionGenerator(**options("someone/not-downloaded-model"))
     with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache"):
         g.load()
 
 
 def test_parameter_errors(tmp_path: Path) -> None:
-    with pytest.raises(ParameterError, match="dpmsolver\\+\\+, ddim, pndm, euler, lms"):
-        RiffusionGenerator(scheduler="heun")
+    absent = str(tmp_path / "absent")
+    with pytest.raises(ParameterError, match=re.escape(", ".join(SCHEDULERS))):
+        RiffusionGenerator(**options(absent, scheduler="heun"))
     with pytest.raises(ParameterError, match="device"):
-        RiffusionGenerator(device="tpu")
+        RiffusionGenerator(**options(absent, device="tpu"))
     with pytest.raises(ParameterError, match="dtype"):
-        RiffusionGenerator(dtype="int8")
+        RiffusionGenerator(**options(absent, dtype="int8"))
     with pytest.raises(ParameterError, match="batch_size"):
-        RiffusionGenerator(batch_size=0)
+        RiffusionGenerator(**options(absent, batch_size=0))
     # params are checked before any weights are looked for
-    g = RiffusionGenerator(str(tmp_path / "absent"))
+    g = RiffusionGenerator(**options(absent))
     with pytest.raises(ParameterError, match="'guidence'"):
         g.generate([make_window(0)], NO_ANALYSIS, settings(guidence=3.0))
     for bad in (
@@ -358,10 +368,10 @@ def test_parameter_errors(tmp_path: Path) -> None:
 
 
 def test_registry_builds_riffusion_lazily(tiny_model: str) -> None:
-    g = get_generator("riffusion", model=tiny_model, local_files_only=True, device="cpu")
+    g = get_generator("riffusion", **options(tiny_model))
     assert isinstance(g, RiffusionGenerator)
     assert g.device_choice is None  # nothing loaded until the first generate
-    assert get_generator("riffusion", model=tiny_model, local_files_only=True, device="cpu") is g
+    assert get_generator("riffusion", **options(tiny_model)) is g
 
 
 def test_window_seed_depends_on_seed_and_index() -> None:

@@ -55,7 +55,7 @@ def test_window_table():
     assert first.lambda_db == pytest.approx(res.lane_gain_db[inside].mean())
     # coverage weighs frames by their high-energy bin count; frames without any skip
     lo, hi = int(first.start_s * 100), int(np.ceil(first.end_s * 100))
-    cov, w = res.coverage_per_frame[lo:hi], res.analysis["mask"].sum(axis=0)[lo:hi]
+    cov, w = res.coverage_per_frame[lo:hi], res.analysis.mask.sum(axis=0)[lo:hi]
     ok = np.isfinite(cov)
     assert first.coverage == pytest.approx(np.sum(cov[ok] * w[ok]) / np.sum(w[ok]))
     assert all(r.nmr_db is None for r in s.windows)
@@ -66,7 +66,7 @@ def test_window_nmr_from_per_frame_nmr():
     nmr = np.full(frames, -6.0)
     nmr[:128] = 0.0  # the first window mixes 0 dB and -6 dB frames
     nmr[5] = -np.inf  # a silent noise frame: a ratio of 0, as in the total NMR
-    res = synthetic_result(6.0, extra={"nmr_per_frame_db": nmr})
+    res = synthetic_result(6.0, nmr_per_frame_db=nmr)
     s = metering_summary(res)
     w = s.windows[0]
     lo, hi = int(w.start_s * 100), int(np.ceil(w.end_s * 100))
@@ -103,7 +103,7 @@ def test_plot_png_reads_back():
 
 
 def test_write_outputs_summary_goes_into_the_report(tmp_path):
-    res = dataclasses.replace(synthetic_result(3.0), extra={"nmr_per_frame_db": np.full(300, -2.0)})
+    res = dataclasses.replace(synthetic_result(3.0), nmr_per_frame_db=np.full(300, -2.0))
     paths = write_outputs(
         res,
         tmp_path,

@@ -7,7 +7,8 @@ unless a format says otherwise (Reaper's amplitude-scaled volume envelope draws 
 lines in linear amplitude, ``interpolation="linear"``).
 
 User-facing formats (:data:`LANE_FORMATS`) map to one or more files, each with its own
-*file kind* and suffix (:data:`LANE_FORMAT_FILES`, :data:`LANE_SUFFIXES`).
+*file kind* and suffix (:data:`LANE_FORMAT_FILES`, :data:`LANE_SUFFIXES`);
+:mod:`~bnmusic_bridge.export.lane_files` encodes every kind.
 """
 
 from __future__ import annotations
@@ -18,16 +19,12 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import ParameterError
-from ..request import RenderResult
-
-if TYPE_CHECKING:
-    from . import OutputPaths
-    from .summary import MeteringSummary
+from ..result import RenderResult
 
 INTERPOLATIONS = ("db", "linear")
 """How a lane is read between its points: straight lines in dB, or in linear amplitude."""
@@ -138,7 +135,9 @@ class LaneOptions:
 # --------------------------------------------------------------------------- compaction
 
 
-def _check_lane(times_s: np.ndarray, gain_db: np.ndarray) -> None:
+def check_lane(times_s: np.ndarray, gain_db: np.ndarray) -> None:
+    """Refuse a lane that is not 1-D, empty, with non-finite gains (dB) or times (s) not
+    strictly increasing; the message names the first bad point."""
     if times_s.ndim != 1 or times_s.shape != gain_db.shape:
         raise ParameterError(
             f"lane times {times_s.shape} and gains {gain_db.shape} must be 1-D arrays of the same length"
@@ -223,7 +222,7 @@ def compact_lane(
     """
     t = np.asarray(times_s, dtype=np.float64)
     g = np.asarray(gain_db, dtype=np.float64)
-    _check_lane(t, g)
+    check_lane(t, g)
     if not (math.isfinite(tolerance_db) and tolerance_db > 0):
         raise ParameterError(f"tolerance_db={tolerance_db!r} must be a positive number of dB")
     if interpolation not in INTERPOLATIONS:
@@ -274,7 +273,7 @@ def export_points(
     opts = options or LaneOptions()
     times_s, gain_db = lane_points(result)
     if opts.full_lane:
-        _check_lane(times_s, gain_db)
+        check_lane(times_s, gain_db)
         return times_s, gain_db
     return compact_lane(times_s, gain_db, opts.tolerance_db)
 
@@ -341,78 +340,6 @@ def lane_kinds(formats: Iterable[str]) -> list[str]:
             raise ParameterError(f"lane format {fmt!r} unknown; use some of {list(LANE_FORMATS)}")
         kinds.extend(k for k in LANE_FORMAT_FILES[fmt] if k not in kinds)
     return kinds
-
-
-def lane_outputs(
-    result: RenderResult,
-    kinds: Iterable[str],
-    *,
-    paths: OutputPaths | None = None,
-    options: LaneOptions | None = None,
-    summary: MeteringSummary | None = None,
-) -> dict[str, bytes]:
-    """Encode every file kind in ``kinds`` (see :data:`LANE_SUFFIXES`); work shared
-    between kinds (the metering summary) is done once.
-
-    ``paths`` gives the Reaper track the music stem's file name and the summary the
-    PNG's name; without it the Reaper track names ``<stem>.music.wav`` next to it.
-    ``summary``: a metering summary already computed for ``result`` (else computed
-    here when a summary kind is asked for).
-    """
-    opts = options or LaneOptions()
-    opts.check()
-    kinds = list(kinds)
-    unknown = [k for k in kinds if k not in LANE_SUFFIXES]
-    if unknown:
-        raise ParameterError(
-            f"lane file kind(s) {unknown} unknown; use some of {list(LANE_SUFFIXES)}"
-        )
-    out: dict[str, bytes] = {}
-    if summary is None and any(k.startswith("summary") for k in kinds):
-        from .summary import metering_summary
-
-        summary = metering_summary(result, tolerance_db=opts.tolerance_db)
-    for kind in kinds:
-        if kind == "json":
-            out[kind] = lane_json(result, opts)
-        elif kind == "csv":
-            out[kind] = lane_csv(result, opts)
-        elif kind == "midi":
-            from .midi import result_midi
-
-            out[kind] = result_midi(result, opts)
-        elif kind.startswith("reaper"):
-            if kind not in out:
-                from .reaper import result_reaper_files
-
-                music = paths.music if paths is not None else None
-                out.update(result_reaper_files(result, opts, music_path=music))
-        elif kind == "summary":
-            from .summary import summary_markdown
-
-            png = paths.lanes.get("summary-png") if paths is not None else None
-            assert summary is not None
-            out[kind] = summary_markdown(summary, plot_name=png.name if png is not None else None)
-        elif kind == "summary-png":
-            from .summary import summary_plot_png
-
-            assert summary is not None
-            out[kind] = summary_plot_png(result, summary)
-    return {k: out[k] for k in kinds}
-
-
-def lane_files(
-    result: RenderResult,
-    fmt: str,
-    *,
-    paths: OutputPaths | None = None,
-    options: LaneOptions | None = None,
-) -> bytes:
-    """One lane file encoded: ``fmt`` is a file kind of :data:`LANE_SUFFIXES` (for the
-    single-file formats, the format's own name: "json", "csv", "midi")."""
-    if fmt not in LANE_SUFFIXES:
-        raise ParameterError(f"lane file kind {fmt!r} unknown; use one of {list(LANE_SUFFIXES)}")
-    return lane_outputs(result, [fmt], paths=paths, options=options)[fmt]
 
 
 def lane_options_from_mapping(values: Mapping[str, Any]) -> LaneOptions:

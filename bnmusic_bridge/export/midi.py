@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ParameterError
-from ..request import RenderResult
-from .lanes import LaneOptions, _check_lane, lane_points
+from ..result import RenderResult
+from .lanes import LaneOptions, check_lane, lane_points
 
 CC_MAX = 127
 
@@ -137,7 +137,7 @@ def lane_midi(
     ).check()
     t = np.asarray(times_s, dtype=np.float64)
     g = np.asarray(gain_db, dtype=np.float64)
-    _check_lane(t, g)
+    check_lane(t, g)
     m = mapping or default_mapping(g, headroom_db)
     values = m.to_cc(g)
     change = np.flatnonzero(np.diff(values) != 0) + 1

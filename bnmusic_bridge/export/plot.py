@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from ..request import RenderResult
+from ..result import RenderResult
 
 
 def _db(mel: np.ndarray) -> np.ndarray:
@@ -23,9 +23,9 @@ def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    noise = result.analysis["noise_mel"]
-    music = result.analysis["music_mel"]
-    mask = result.analysis["mask"]
+    noise = result.analysis.noise_mel
+    music = result.analysis.music_mel
+    mask = result.analysis.mask
     frames = noise.shape[1]
     step = max(1, int(np.ceil(frames / max_columns)))
     duration_s = frames / result.frame_rate_hz

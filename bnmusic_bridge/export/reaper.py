@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ParameterError
-from ..request import RenderResult
-from .lanes import LaneOptions, _check_lane, compact_lane, default_music_path, lane_points
+from ..result import RenderResult
+from .lanes import LaneOptions, check_lane, compact_lane, default_music_path, lane_points
 
 ENVELOPE_CEILING_DB = 20.0 * math.log10(2.0)
 """+6.02 dB: the top of Reaper's volume envelope in its default range (value 2.0)."""
@@ -82,7 +82,7 @@ def reaper_envelope(
     lower it by the offset that keeps its top at or under ``ceiling_db``."""
     t = np.asarray(times_s, dtype=np.float64)
     g = np.asarray(gain_db, dtype=np.float64)
-    _check_lane(t, g)
+    check_lane(t, g)
     ct, cg = compact_lane(t, g, tolerance_db, interpolation="linear")
     top = float(cg.max())
     # Offsets round up to 0.01 dB so a user can type the item volume exactly.

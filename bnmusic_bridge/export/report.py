@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..request import RenderResult
+from ..result import RenderResult
+from ..version import __version__
 
 REPORT_VERSION = 1
 
@@ -23,8 +24,6 @@ def _list(arr: np.ndarray, digits: int) -> list[float | None]:
 
 def report_dict(result: RenderResult, outputs: dict[str, str], extra: dict | None = None) -> dict[str, Any]:
     """The report as plain JSON-ready data. NaN and infinities become null."""
-    from .. import __version__
-
     req = result.request
     lane_db = result.lane_gain_db
     report: dict[str, Any] = {
@@ -69,12 +68,30 @@ def report_dict(result: RenderResult, outputs: dict[str, str], extra: dict | Non
         "timings_s": {k: round(v, 4) for k, v in result.timings_s.items()},
         "warnings": list(result.warnings),
         "generator_diagnostics": result.generator_diagnostics,
-        "details": _jsonable(result.extra),
+        "details": _jsonable(details_dict(result)),
         "outputs": outputs,
     }
     if extra:
         report.update(_jsonable(extra))
     return report
+
+
+def details_dict(result: RenderResult) -> dict[str, Any]:
+    """The report's ``details``: the render's other measurements, per-frame NMR and
+    Stage 2's summary and shortfalls (empty for a result without details)."""
+    d = result.details
+    if d is None:
+        return {}
+    return {
+        "windows": d.generation_windows,
+        "join_correlations": list(d.join_correlations),
+        "tempo_bpm": d.tempo_bpm,
+        "nmr_per_frame_db": result.nmr_per_frame_db,
+        "peak_dbfs": d.noise_peak_dbfs,
+        "clipped_share": d.noise_clipped_share,
+        "blend": d.blend.to_dict(),
+        "shortfall": [s.to_dict() for s in d.shortfalls],
+    }
 
 
 def _jsonable(obj: Any) -> Any:

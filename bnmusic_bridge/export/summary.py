@@ -17,13 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..loudness import integrated_lufs
-from ..request import RenderResult
+from ..result import RenderResult
 from .lanes import DEFAULT_TOLERANCE_DB, compact_lane, lane_points
-
-NMR_PER_FRAME_KEYS = ("nmr_per_frame_db",)
-"""Where a render may carry its per-frame NMR in dB (``result.extra``; the second value
-of :func:`bnmusic_bridge.metering.nmr_db`, -inf for a silent noise frame); without it
-the per-window NMR column is empty."""
 
 
 @dataclass(frozen=True)
@@ -110,25 +105,26 @@ def metering_summary(
 ) -> MeteringSummary:
     """Summarise ``result``. Window bounds come from ``window_times_s`` (centres) and
     the request's ``lane_window_s``; window coverage weighs each frame's coverage by
-    its count of high-energy bins when the mask is in ``result.analysis``."""
+    its count of high-energy bins when ``result.analysis.mask`` has one column per frame."""
     times_s, gain_db = lane_points(result)
     duration_s = result.num_samples / result.sample_rate_hz
     rate = float(result.frame_rate_hz)
     frame_times = np.arange(len(result.coverage_per_frame)) / rate
     lane_on_frames = np.interp(frame_times, times_s, gain_db) if frame_times.size else np.empty(0)
     coverage = np.asarray(result.coverage_per_frame, dtype=np.float64)
-    mask = result.analysis.get("mask") if result.analysis else None
+    mask = result.analysis.mask
     weights = (
         np.asarray(mask, dtype=bool).sum(axis=0).astype(np.float64)
-        if mask is not None and np.ndim(mask) == 2 and np.shape(mask)[1] == coverage.size
+        if np.ndim(mask) == 2 and np.shape(mask)[1] == coverage.size
         else None
     )
-    nmr_frames = None
-    for key in NMR_PER_FRAME_KEYS:
-        value = result.extra.get(key) if result.extra else None
-        if value is not None and np.size(value) == coverage.size:
-            nmr_frames = np.asarray(value, dtype=np.float64)
-            break
+    # Per-frame NMR (dB, -inf for a silent noise frame, NaN where not measured); a lane
+    # of another length than the coverage leaves the per-window NMR column empty.
+    nmr_frames = (
+        np.asarray(result.nmr_per_frame_db, dtype=np.float64)
+        if np.size(result.nmr_per_frame_db) == coverage.size
+        else None
+    )
 
     half_s = result.request.lane_window_s / 2.0
     rows: list[WindowRow] = []

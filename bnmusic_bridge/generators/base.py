@@ -1,4 +1,4 @@
-"""The generator interface (Stage 1) and the registry that presets and the CLI pick from.
+"""The generator interface (Stage 1): what a generator is given and what it returns.
 
 A generator turns noise windows into music windows. Windows are on the analysis grid:
 mono, 44,100 Hz, Riffusion's 512 x 512 image format (see :mod:`bnmusic_bridge.spectrogram`).
@@ -9,7 +9,6 @@ row 511 the lowest; column ``j`` is the STFT frame centred on sample
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -17,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..analysis import StemAnalysis
-from ..errors import ParameterError
+from ..request import RenderRequest
 
 ProgressFn = Callable[[str, float], None]
 """``progress(stage, fraction)``; fraction in 0..1. It may raise
@@ -55,7 +54,8 @@ class NoiseWindow:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """What every generator is told besides the windows.
+    """What every generator is told besides the windows (the request's fields of the
+    same names; :meth:`from_request` builds it).
 
     Attributes:
         prompt: text prompt (style, instruments).
@@ -67,11 +67,22 @@ class GenerationSettings:
         params: generator-specific parameters (steps, guidance, strengths, ...).
     """
 
-    prompt: str = ""
-    negative_prompt: str = ""
-    seed: int = 0
-    overlap_frames: int = 64
-    params: Mapping[str, Any] = field(default_factory=dict)
+    prompt: str
+    negative_prompt: str
+    seed: int
+    overlap_frames: int
+    params: Mapping[str, Any]
+
+    @classmethod
+    def from_request(cls, req: RenderRequest) -> GenerationSettings:
+        """The settings ``req`` gives its generator (``params`` = ``generator_params``)."""
+        return cls(
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt,
+            seed=req.seed,
+            overlap_frames=req.overlap_frames,
+            params=dict(req.generator_params),
+        )
 
 
 @dataclass
@@ -109,53 +120,4 @@ class Generator(Protocol):
 
 
 GeneratorFactory = Callable[..., Generator]
-
-_FACTORIES: dict[str, GeneratorFactory] = {}
-_DESCRIPTIONS: dict[str, str] = {}
-_INSTANCES: dict[tuple[str, tuple[tuple[str, Any], ...]], Generator] = {}
-_LOCK = threading.Lock()
-
-
-def register_generator(name: str, factory: GeneratorFactory, description: str = "") -> None:
-    """Make ``factory(**options)`` available under ``name``."""
-    _FACTORIES[name] = factory
-    _DESCRIPTIONS[name] = description
-
-
-def available_generators() -> dict[str, str]:
-    """Names of the registered generators and a one-line description of each."""
-    _load_builtin()
-    return dict(_DESCRIPTIONS)
-
-
-def get_generator(name: str, **options: Any) -> Generator:
-    """Return the generator ``name`` built with ``options``.
-
-    Instances are cached per (name, options) so a model-owning generator loads its
-    weights once per process and is reused across jobs.
-    """
-    _load_builtin()
-    if name not in _FACTORIES:
-        known = ", ".join(sorted(_FACTORIES))
-        raise ParameterError(f"unknown generator {name!r}; known generators: {known}")
-    key = (name, tuple(sorted((k, _hashable(v)) for k, v in options.items())))
-    with _LOCK:
-        inst = _INSTANCES.get(key)
-        if inst is None:
-            inst = _FACTORIES[name](**options)
-            _INSTANCES[key] = inst
-        return inst
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
-    return value
-
-
-def _load_builtin() -> None:
-    # Importing the package registers the built-in generators; done lazily so that
-    # importing this module never pulls torch or diffusers in.
-    from . import builtin  # noqa: F401
+"""Builds a generator from keyword options (``model``, ``device``, ...)."""

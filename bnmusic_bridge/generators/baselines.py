@@ -7,8 +7,9 @@
   image (Riffusion's defaults: strength 0.55, 25 steps, guidance 7).
 - ``outpaint-only``: the ablation that stops after BNMusic's outpainting step.
 
-The last two reuse :class:`~bnmusic_bridge.generators.riffusion.RiffusionGenerator` and so
-share its loaded weights within a process.
+The last two are :class:`~bnmusic_bridge.generators.riffusion.RiffusionGenerator` with
+another diffusion plan (same constructor), and so share its loaded weights within a
+process.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from ..errors import AudioInputError, ParameterError
 from ..grid import AUDIO_EXTENSIONS, SAMPLE_RATE_HZ
 from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
 from .riffusion import (
-    DEFAULT_MODEL,
     DiffusionPlan,
     DiffusionStep,
     ParamSpec,
@@ -255,41 +255,7 @@ def outpaint_only_plan(
     )
 
 
-class _RiffusionBased:
-    """Shared constructor: a private RiffusionGenerator on the process-wide weights."""
-
-    name = "riffusion-based"
-
-    def __init__(
-        self,
-        model: str = DEFAULT_MODEL,
-        *,
-        local_files_only: bool = False,
-        device: str = "auto",
-        dtype: str = "auto",
-        scheduler: str = "dpmsolver++",
-        batch_size: int | None = None,
-        channels_last: bool = False,
-        compile_unet: bool = False,
-    ) -> None:
-        self.engine = RiffusionGenerator(
-            model,
-            local_files_only=local_files_only,
-            device=device,
-            dtype=dtype,
-            scheduler=scheduler,
-            batch_size=batch_size,
-            channels_last=channels_last,
-            compile_unet=compile_unet,
-            name=self.name,
-        )
-
-    def load(self) -> None:
-        """Load the weights now (shared with ``riffusion`` on the same model/device)."""
-        self.engine.load()
-
-
-class RiffusionA2AGenerator(_RiffusionBased):
+class RiffusionA2AGenerator(RiffusionGenerator):
     """Riffusion audio-to-audio: image-to-image of the noise image, nothing kept.
 
     Same constructor as :class:`RiffusionGenerator`. ``settings.params``: ``steps`` (25),
@@ -306,10 +272,10 @@ class RiffusionA2AGenerator(_RiffusionBased):
         settings: GenerationSettings,
         progress: ProgressFn | None = None,
     ) -> list[WindowMusic]:
-        return self.engine.render(windows, settings, a2a_plan(settings.params, self.name), progress)
+        return self.render(windows, settings, a2a_plan(settings.params, self.name), progress)
 
 
-class OutpaintOnlyGenerator(_RiffusionBased):
+class OutpaintOnlyGenerator(RiffusionGenerator):
     """The ablation "outpainting only": BNMusic's step (a) without the inpainting step.
 
     Same constructor as :class:`RiffusionGenerator`. ``settings.params``:
@@ -327,4 +293,4 @@ class OutpaintOnlyGenerator(_RiffusionBased):
         progress: ProgressFn | None = None,
     ) -> list[WindowMusic]:
         plan = outpaint_only_plan(settings.params, self.name)
-        return self.engine.render(windows, settings, plan, progress)
+        return self.render(windows, settings, plan, progress)

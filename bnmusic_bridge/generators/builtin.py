@@ -1,24 +1,20 @@
-"""Registers the built-in generators. Factories import their modules lazily so that
-listing generators never imports torch or diffusers."""
+"""The built-in generators: a factory and a one-line description each
+(:data:`BUILTIN_GENERATORS`, which :mod:`~bnmusic_bridge.generators.registry` starts
+from). Factories import their modules lazily so that listing generators never imports
+torch or diffusers."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import Generator, register_generator
+from ..errors import ParameterError
+from .base import Generator, GeneratorFactory
 
 
 def _procedural(**options: Any) -> Generator:
     from .procedural import ProceduralGenerator
 
     return ProceduralGenerator(**options)
-
-
-register_generator(
-    "procedural",
-    _procedural,
-    "embedded default: composes music aligned to the noise's rhythm and bands; no weights, CPU",
-)
 
 
 def _riffusion(**options: Any) -> Generator:
@@ -43,8 +39,6 @@ def _noise_only(**options: Any) -> Generator:
     from .baselines import NoiseOnlyGenerator
 
     if options:
-        from ..errors import ParameterError
-
         raise ParameterError(f"generator 'noise-only' takes no options, got {sorted(options)}")
     return NoiseOnlyGenerator()
 
@@ -55,29 +49,28 @@ def _random_music(**options: Any) -> Generator:
     return RandomMusicGenerator(**options)
 
 
-register_generator(
-    "riffusion",
-    _riffusion,
-    "BNMusic Stage 1: Riffusion (Stable Diffusion 1.x) outpaints around the noise core, "
-    "then inpaints it; needs the weights, GPU recommended",
-)
-register_generator(
-    "riffusion-a2a",
-    _riffusion_a2a,
-    "baseline: Riffusion audio-to-audio (image-to-image of the noise image, strength 0.55)",
-)
-register_generator(
-    "outpaint-only",
-    _outpaint_only,
-    "ablation: BNMusic's outpainting step only (no inpainting of the core)",
-)
-register_generator(
-    "noise-only",
-    _noise_only,
-    "baseline: silent music (the noise heard alone)",
-)
-register_generator(
-    "random-music",
-    _random_music,
-    "baseline: an unrelated music file from music_dir, chosen by seed, looped to the stem",
-)
+BUILTIN_GENERATORS: dict[str, tuple[GeneratorFactory, str]] = {
+    "procedural": (
+        _procedural,
+        "embedded default: composes music aligned to the noise's rhythm and bands; no weights, CPU",
+    ),
+    "riffusion": (
+        _riffusion,
+        "BNMusic Stage 1: Riffusion (Stable Diffusion 1.x) outpaints around the noise core, "
+        "then inpaints it; needs the weights, GPU recommended",
+    ),
+    "riffusion-a2a": (
+        _riffusion_a2a,
+        "baseline: Riffusion audio-to-audio (image-to-image of the noise image, strength 0.55)",
+    ),
+    "outpaint-only": (
+        _outpaint_only,
+        "ablation: BNMusic's outpainting step only (no inpainting of the core)",
+    ),
+    "noise-only": (_noise_only, "baseline: silent music (the noise heard alone)"),
+    "random-music": (
+        _random_music,
+        "baseline: an unrelated music file from music_dir, chosen by seed, looped to the stem",
+    ),
+}
+"""Generator name -> (factory, one-line description), in listing order."""

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..analysis import StemAnalysis
 from ..errors import ParameterError
-from ..grid import SAMPLE_RATE_HZ
+from ..grid import HOP_SAMPLES, SAMPLE_RATE_HZ
 from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
 from .styles import (
     MAJOR_SCALE,
@@ -1024,7 +1024,7 @@ class TimelineRenderer:
         return audio
 
     def _dynamics_gain(self, c0: int) -> np.ndarray:
-        frames = (c0 + np.arange(CHUNK_SAMPLES)) / 441.0
+        frames = (c0 + np.arange(CHUNK_SAMPLES)) / HOP_SAMPLES  # gain_frames: one per 10 ms frame
         g = self.plan.gain_frames
         return np.interp(frames, np.arange(g.size, dtype=np.float64), g)
 

@@ -60,24 +60,39 @@ from ..errors import (
     ModelNotFoundError,
     ParameterError,
 )
+from ..request import DEFAULT_MODEL_ID
+from ..request import SCHEDULERS as SCHEDULER_NAMES
 from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
 
-DEFAULT_MODEL = "riffusion/riffusion-model-v1"
-"""Hugging Face id of Riffusion v1 (Stable Diffusion 1.5 fine-tuned on spectrograms)."""
+_SCHEDULER_CLASSES = (
+    "DPMSolverMultistepScheduler",
+    "DDIMScheduler",
+    "PNDMScheduler",
+    "EulerDiscreteScheduler",
+    "LMSDiscreteScheduler",
+)
+"""The diffusers class of each name in :data:`~bnmusic_bridge.request.SCHEDULERS`, in
+its order."""
 
-SCHEDULERS: dict[str, str] = {
-    "dpmsolver++": "DPMSolverMultistepScheduler",
-    "ddim": "DDIMScheduler",
-    "pndm": "PNDMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "lms": "LMSDiscreteScheduler",
-}
-"""Scheduler names accepted by ``scheduler=`` and the diffusers class each one builds."""
+SCHEDULERS: dict[str, str] = dict(zip(SCHEDULER_NAMES, _SCHEDULER_CLASSES, strict=True))
+"""Scheduler name (``RenderRequest.scheduler``) -> the diffusers class it builds."""
+
+
+def _check_scheduler_classes() -> None:
+    # The names live in request.py, the classes here: each class must be the one its
+    # name says (the name is the start of the class's name), so a reordered or renamed
+    # entry on either side fails at import instead of building the wrong scheduler.
+    for name, cls in SCHEDULERS.items():
+        if not cls.lower().startswith(name.rstrip("+")):
+            raise ImportError(f"scheduler {name!r} is mapped to diffusers' {cls}")
+
+
+_check_scheduler_classes()
 
 MODEL_HOWTO = (
     "Get the Riffusion weights (Stable Diffusion 1.5 fine-tuned on spectrograms) with\n"
-    "    huggingface-cli download riffusion/riffusion-model-v1\n"
-    "(or `hf download riffusion/riffusion-model-v1`; add --exclude '*.ckpt' to skip the\n"
+    f"    huggingface-cli download {DEFAULT_MODEL_ID}\n"
+    f"(or `hf download {DEFAULT_MODEL_ID}`; add --exclude '*.ckpt' to skip the\n"
     "single-file checkpoint), or point at a local diffusers folder (model_index.json,\n"
     "unet/, vae/, text_encoder/, tokenizer/, scheduler/) with --model /path/to/folder,\n"
     "or render without weights with --generator procedural."
@@ -293,12 +308,6 @@ _MODELS: dict[tuple[Any, ...], _LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def clear_model_cache() -> None:
-    """Forget every loaded model (tests, or freeing GPU memory between jobs)."""
-    with _MODELS_LOCK:
-        _MODELS.clear()
-
-
 def _resolve_model_location(model: str, local_files_only: bool) -> str:
     path = Path(model).expanduser()
     if path.is_dir():
@@ -435,11 +444,13 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 def _make_scheduler(name: str, config: Mapping[str, Any]) -> Any:
     import diffusers
 
-    cls = getattr(diffusers, SCHEDULERS[name])
+    cls_name = SCHEDULERS[name]
+    cls = getattr(diffusers, cls_name)
     extra: dict[str, Any] = {}
-    if name == "dpmsolver++":
-        extra["algorithm_type"] = "dpmsolver++"
-    elif name == "ddim":
+    if cls_name == "DPMSolverMultistepScheduler":
+        # The scheduler's name is the solver's algorithm_type in diffusers.
+        extra["algorithm_type"] = name
+    elif cls_name == "DDIMScheduler":
         # SD 1.x configs (PNDM) carry no clip_sample; DDIM's default (True) is wrong for
         # latents and diffusers would warn and override it.
         extra["clip_sample"] = False
@@ -519,18 +530,24 @@ class _Progress:
 class RiffusionGenerator:
     """BNMusic Stage 1 on Riffusion: outpaint around the noise core, then inpaint it.
 
+    The model, device, dtype, scheduler and ``local_files_only`` are the request's
+    fields of the same names (:func:`bnmusic_bridge.pipeline.model_options` builds them
+    from a request); the rest are GPU knobs of this generator.
+
     Args:
-        model: Hugging Face id (``riffusion/riffusion-model-v1``) or a local diffusers
-            folder holding a Stable Diffusion 1.x pipeline (4- or 9-channel UNet).
+        model: Hugging Face id (:data:`~bnmusic_bridge.request.DEFAULT_MODEL_ID`) or a
+            local diffusers folder holding a Stable Diffusion 1.x pipeline (4- or 9-channel
+            UNet).
         local_files_only: never download; use the local folder or the HF cache only.
-        device: "auto", "cpu", "cuda", "cuda:N" or "mps" (see :mod:`bnmusic_bridge.device`).
-        dtype: "auto", "fp32", "fp16" or "bf16".
-        scheduler: one of :data:`SCHEDULERS` ("dpmsolver++" by default).
+        device: a name of :data:`~bnmusic_bridge.device.DEVICE_NAMES`.
+        dtype: a name of :data:`~bnmusic_bridge.request.DTYPES` or
+            :data:`~bnmusic_bridge.device.DTYPE_ALIASES`.
+        scheduler: one of :data:`SCHEDULERS`.
         batch_size: windows per UNet batch when continuation is off; None = auto (from
             free memory on CUDA, 1 elsewhere).
         channels_last: put the UNet in channels-last memory format (GPU speed knob).
         compile_unet: ``torch.compile`` the UNet (GPU speed knob; first call compiles).
-        name: generator name reported in diagnostics.
+        name: generator name reported in diagnostics (None: the class's ``name``).
 
     Raises:
         ParameterError: unknown scheduler, device or dtype name, or batch_size < 1.
@@ -540,16 +557,16 @@ class RiffusionGenerator:
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str,
         *,
-        local_files_only: bool = False,
-        device: str = "auto",
-        dtype: str = "auto",
-        scheduler: str = "dpmsolver++",
+        local_files_only: bool,
+        device: str,
+        dtype: str,
+        scheduler: str,
         batch_size: int | None = None,
         channels_last: bool = False,
         compile_unet: bool = False,
-        name: str = "riffusion",
+        name: str | None = None,
     ) -> None:
         if scheduler not in SCHEDULERS:
             raise ParameterError(
@@ -561,7 +578,7 @@ class RiffusionGenerator:
             raise ParameterError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         if not isinstance(model, (str, Path)) or not str(model):
             raise ParameterError(f"model must be a Hugging Face id or a folder, got {model!r}")
-        self.name = name
+        self.name = type(self).name if name is None else name
         self.model = str(model)
         self.local_files_only = bool(local_files_only)
         self.device = check_device_name(device)
@@ -579,13 +596,13 @@ class RiffusionGenerator:
         cls,
         components: Mapping[str, Any],
         *,
-        device: str = "auto",
-        dtype: str = "auto",
-        scheduler: str = "dpmsolver++",
+        device: str,
+        dtype: str,
+        scheduler: str,
         batch_size: int | None = None,
         channels_last: bool = False,
         compile_unet: bool = False,
-        name: str = "riffusion",
+        name: str | None = None,
         label: str = "in-memory",
     ) -> RiffusionGenerator:
         """A generator on already-built diffusers parts (benchmarks with random weights).
@@ -600,6 +617,7 @@ class RiffusionGenerator:
             raise ParameterError(f"from_components misses {', '.join(sorted(missing))}")
         gen = cls(
             label,
+            local_files_only=False,
             device=device,
             dtype=dtype,
             scheduler=scheduler,

@@ -380,7 +380,8 @@ def render_note(
     return out.astype(np.float32)
 
 
-_CLICK_SAMPLES = 441
+_CLICK_SAMPLES = round(0.010 * SAMPLE_RATE_HZ)
+"""A click lasts 10 ms."""
 
 
 def _click(band_hz: tuple[float, float], midi: float) -> np.ndarray:
@@ -393,15 +394,7 @@ def _click(band_hz: tuple[float, float], midi: float) -> np.ndarray:
     return burst / peak if peak > 0 else burst
 
 
-def release_samples(voice_name: str) -> int:
-    """Samples a voice sounds after note-off."""
-    return int(round(VOICES[voice_name].release_s * SAMPLE_RATE_HZ))
-
-
 # ---------------------------------------------------------------- drums
-
-DRUM_NAMES = ("kick", "snare", "clap", "hat", "open_hat", "ride", "shaker", "crash")
-
 
 def _filtered(noise: np.ndarray, kind: str, freqs_hz: float | list[float]) -> np.ndarray:
     sos = signal.butter(2, freqs_hz, btype=kind, fs=SAMPLE_RATE_HZ, output="sos")

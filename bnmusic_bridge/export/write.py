@@ -1,0 +1,132 @@
+"""Writing a render's outputs: stems, lambda lanes, the report and the plot, atomically
+and all or nothing (see :mod:`bnmusic_bridge.export`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import FILE_TYPES, write_audio, write_bytes_atomic
+from ..errors import OutputExistsError, ParameterError
+from ..result import RenderResult
+from .lane_files import lane_outputs
+from .lanes import LANE_FORMATS
+from .outputs import ExportOptions, OutputPaths, output_paths
+from .plot import render_plot_png
+from .report import report_json
+from .summary import metering_summary
+
+
+def _stem_bit_depths(result: RenderResult, opts: ExportOptions, paths: OutputPaths) -> tuple[int, int, list[str]]:
+    """Bit depths for the music and blended stems, and what the user must be told.
+
+    The unity music stem is loudness-matched to the noise, so under a loud noise it can
+    peak over 0 dBFS. An integer file would clip it; such a stem is written as 32-bit
+    float instead (WAV and AIFF), with a note, and a FLAC export is refused before any
+    file is written (FLAC has no float samples).
+    """
+    depths, notes = [], []
+    for audio, path in ((result.music, paths.music), (result.music_gained, paths.blended)):
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        if opts.bit_depth == 32 or peak <= 1.0:
+            depths.append(opts.bit_depth)
+            continue
+        peak_dbfs = 20 * np.log10(peak)
+        if opts.file_type == "flac":
+            raise ParameterError(
+                f"{path}: the stem peaks at {peak_dbfs:+.1f} dBFS and FLAC holds integers only, so "
+                "it would clip; use --format wav --bit-depth 32, or render a quieter noise stem"
+            )
+        depths.append(32)
+        notes.append(
+            f"{path.name} peaks at {peak_dbfs:+.1f} dBFS (loudness-matched to a loud noise): written "
+            f"as 32-bit float instead of {opts.bit_depth}-bit so nothing clips"
+        )
+    return depths[0], depths[1], notes
+
+
+def _stale_outputs(stem_name: str, out_dir: str | os.PathLike[str], opts: ExportOptions, paths: OutputPaths) -> list[str]:
+    """Outputs of an earlier render of the same stem that this one does not rewrite (other
+    lane formats, the plot, another file type): kept, never deleted, but named so nobody
+    mistakes them for this render's."""
+    current = set(paths.all())
+    candidates: set[Path] = set()
+    for file_type in FILE_TYPES:
+        every = output_paths(
+            stem_name,
+            out_dir,
+            dataclasses.replace(opts, file_type=file_type, lane_formats=LANE_FORMATS, plot=True),
+        )
+        candidates.update(every.all())
+    stale = sorted(str(p) for p in candidates - current if p.exists())
+    if not stale:
+        return []
+    return [f"left from an earlier render, not rewritten by this one: {', '.join(stale)}"]
+
+
+def write_outputs(
+    result: RenderResult,
+    out_dir: str | os.PathLike[str],
+    *,
+    stem_name: str | None = None,
+    options: ExportOptions | None = None,
+    extra_report: dict | None = None,
+) -> OutputPaths:
+    """Write every output of ``result`` into ``out_dir``; returns the paths written.
+
+    Raises:
+        OutputExistsError: some target exists and ``options.force`` is False (checked for
+            all targets before anything is written).
+    """
+    opts = options or ExportOptions()
+    if stem_name is None:
+        stem_name = result.source.stem if result.source is not None else "render"
+    paths = output_paths(stem_name, out_dir, opts)
+    if not opts.force:
+        existing = [str(p) for p in paths.all() if p.exists()]
+        if existing:
+            raise OutputExistsError(
+                f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite"
+            )
+    music_depth, blended_depth, notes = _stem_bit_depths(result, opts, paths)
+    if opts.force:
+        notes.extend(_stale_outputs(stem_name, out_dir, opts, paths))
+    if notes:
+        extra_report = {**(extra_report or {}), "export_notes": notes}
+    written: list[Path] = []
+    try:
+        jobs: list[tuple[Path, Callable[[Path], object]]] = [
+            (paths.music, lambda p: write_audio(p, result.music, result.sample_rate_hz, bit_depth=music_depth, force=opts.force)),
+            (paths.blended, lambda p: write_audio(p, result.music_gained, result.sample_rate_hz, bit_depth=blended_depth, force=opts.force)),
+        ]
+        # Every lane file is encoded before the first write, so an encoding error
+        # leaves nothing behind.
+        summary = None
+        if any(kind.startswith("summary") for kind in paths.lanes):
+            summary = metering_summary(result, tolerance_db=opts.lanes.tolerance_db)
+            extra_report = {**(extra_report or {}), "metering": summary.to_dict()}
+        lane_data = lane_outputs(result, list(paths.lanes), paths=paths, options=opts.lanes, summary=summary)
+
+        def bytes_job(data: bytes) -> Callable[[Path], object]:
+            return lambda q: write_bytes_atomic(q, data, force=opts.force)
+
+        for kind, p in paths.lanes.items():
+            jobs.append((p, bytes_job(lane_data[kind])))
+        if paths.plot is not None:
+            jobs.append((paths.plot, lambda q: write_bytes_atomic(q, render_plot_png(result), force=opts.force)))
+        for p, job in jobs:
+            job(p)
+            written.append(p)
+        report = report_json(result, paths.as_dict(), extra=extra_report)
+        write_bytes_atomic(paths.report, report, force=opts.force)
+    except BaseException:
+        # A half-written set is worse than none: take back what this call wrote.
+        if not opts.force:
+            for p in written:
+                p.unlink(missing_ok=True)
+        raise
+    return dataclasses.replace(paths, notes=tuple(notes))
