@@ -23,6 +23,7 @@ ROOT = "bnmusic_bridge"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "grid", "version"),
     ("request", "loudness", "device"),
+    ("result",),
     ("audio", "spectrogram", "mask", "analysis", "windows", "masking", "alignment"),
     ("generators", "amplify", "metering", "fx"),
     ("blend",),

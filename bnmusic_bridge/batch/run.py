@@ -141,7 +141,7 @@ def manifest_header(
 ) -> dict[str, Any]:
     """The manifest's fields before the results (format: docs/batch.md)."""
     # The version's one home is the package root (always imported before this module).
-    from .. import __version__
+    from ..version import __version__
 
     return {
         "manifest_version": MANIFEST_VERSION,

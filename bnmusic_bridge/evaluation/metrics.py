@@ -16,7 +16,8 @@ import numpy as np
 
 from ..alignment import DEFAULT_TOLERANCE_MS, rhythmic_alignment, spectral_alignment
 from ..loudness import integrated_lufs
-from ..request import THRESHOLD_MODELS, RenderResult
+from ..request import THRESHOLD_MODELS
+from ..result import RenderResult
 from .data import NoiseClip, analysis_mono
 
 if TYPE_CHECKING:
@@ -140,8 +141,8 @@ def threshold_fields(result: RenderResult) -> tuple[dict[str, MaskingField], Mas
     from ..masking import masking_field
 
     req = result.request
-    noise_mel = result.analysis["noise_mel"]
-    music_mel = result.analysis["music_mel"]
+    noise_mel = result.analysis.noise_mel
+    music_mel = result.analysis.music_mel
     fields = {
         model: masking_field(model, noise_mel, music_mel, smr_db=req.smr_db)
         for model in THRESHOLD_MODELS
@@ -184,7 +185,7 @@ class ScenarioSignals:
 
 def scenario_signals(result: RenderResult, scenario: str) -> ScenarioSignals:
     """The music of ``result`` as heard in ``scenario`` (see :data:`SCENARIOS`)."""
-    music_mel = result.analysis["music_mel"]
+    music_mel = result.analysis.music_mel
     if scenario == "normalised":
         return ScenarioSignals(
             1.0, 0.0, result.music, music_mel, analysis_mono(result.music, result.sample_rate_hz)
@@ -211,7 +212,7 @@ def measure_result(
     """Measure one render in both scenarios.
 
     Args:
-        result: the :class:`~bnmusic_bridge.request.RenderResult` of the normalised noise.
+        result: the :class:`~bnmusic_bridge.result.RenderResult` of the normalised noise.
         noise_mono_44k: that noise as mono float ``(samples,)`` at 44.1 kHz (the
             pipeline's analysis signal, :func:`~bnmusic_bridge.evaluation.data.analysis_mono`).
         clip, method: labels of the rows.
@@ -225,8 +226,8 @@ def measure_result(
     from ..metering import coverage, nmr_db
 
     req = result.request
-    noise_mel = result.analysis["noise_mel"]
-    mask = result.analysis["mask"]
+    noise_mel = result.analysis.noise_mel
+    mask = result.analysis.mask
     sr = result.sample_rate_hz
     noise_lufs = float(result.noise_lufs)
 
@@ -238,7 +239,7 @@ def measure_result(
         for m, f in fields.items()
     }
     ceiling = coverage_ceiling(fields["smr"], mask)
-    lambda_db = paper_lambda_db(result.analysis["music_mel"], field_req, mask, req.alpha)
+    lambda_db = paper_lambda_db(result.analysis.music_mel, field_req, mask, req.alpha)
     rows = []
     for scenario in SCENARIOS:
         # 3. The music as heard in this scenario

@@ -101,7 +101,7 @@ def check_report_free(out_dir: str | os.PathLike[str], plots: bool = True) -> No
 
 def machine_info() -> dict[str, Any]:
     """The package version, platform, Python, CPU count, numpy and the UTC time now."""
-    from .. import __version__
+    from ..version import __version__
 
     return {
         "bnmusic_bridge": __version__,

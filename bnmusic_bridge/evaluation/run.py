@@ -11,7 +11,8 @@ import numpy as np
 
 from ..errors import BNMusicError, ModelNotFoundError, ParameterError
 from ..pipeline import render
-from ..request import RenderRequest, RenderResult
+from ..request import RenderRequest
+from ..result import RenderResult
 from .data import LoadedClip, NoiseClip, analysis_mono, load_clip
 from .embeddings import (
     AudioEmbedder,
