@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AudioInputError, OutputError, OutputExistsError, ParameterError
-from .grid import SAMPLE_RATE_HZ
+from .grid import AUDIO_EXTENSIONS, SAMPLE_RATE_HZ
 
 MIN_SAMPLE_RATE_HZ = 8_000
 MAX_SAMPLE_RATE_HZ = 192_000
@@ -27,6 +27,19 @@ BIT_DEPTHS = (16, 24, 32)
 """16 and 24 are integer PCM; 32 is 32-bit float (WAV, AIFF)."""
 FILE_TYPES = ("wav", "flac", "aiff")
 
+
+
+def audio_files_in(folder: str | os.PathLike[str]) -> list[Path]:
+    """Audio files (:data:`~bnmusic_bridge.grid.AUDIO_EXTENSIONS`, any case) under
+    ``folder``, searched recursively, hidden files and folders skipped, sorted by path."""
+    root = Path(folder)
+    return sorted(
+        f
+        for f in root.rglob("*")
+        if f.is_file()
+        and f.suffix.lower() in AUDIO_EXTENSIONS
+        and not any(part.startswith(".") for part in f.relative_to(root).parts)
+    )
 
 @dataclass(frozen=True)
 class Stem:

@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..audio import audio_files_in
 from ..grid import AUDIO_EXTENSIONS
 
 
@@ -63,16 +64,6 @@ def expand_inputs(
             problems.append((text, "no such file or folder"))
     return files, problems
 
-
-def audio_files_in(folder: Path) -> list[Path]:
-    """Audio files under ``folder`` (recursive, sorted), hidden files and folders skipped."""
-    return sorted(
-        f
-        for f in folder.rglob("*")
-        if f.is_file()
-        and f.suffix.lower() in AUDIO_EXTENSIONS
-        and not any(part.startswith(".") for part in f.relative_to(folder).parts)
-    )
 
 
 def stem_names(files: Sequence[Path]) -> list[str]:

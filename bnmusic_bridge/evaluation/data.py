@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import analysis_length, read_stem, resample
+from ..audio import analysis_length, audio_files_in, read_stem, resample
 from ..errors import AudioInputError, ParameterError
 from ..grid import AUDIO_EXTENSIONS, SAMPLE_RATE_HZ
 from ..loudness import SILENCE_LUFS, integrated_lufs
@@ -66,17 +66,6 @@ class LoadedClip:
         return 20.0 * math.log10(peak) if peak > 0 else -math.inf
 
 
-def audio_files(folder: Path) -> list[Path]:
-    """Audio files (:data:`~bnmusic_bridge.grid.AUDIO_EXTENSIONS`) under ``folder``,
-    searched recursively, hidden files and folders skipped, sorted by path."""
-    return sorted(
-        f
-        for f in folder.rglob("*")
-        if f.is_file()
-        and f.suffix.lower() in AUDIO_EXTENSIONS
-        and not any(part.startswith(".") for part in f.relative_to(folder).parts)
-    )
-
 
 def prefix_category(path: Path) -> str:
     """The file-name prefix before the first ``_`` (lower case), or :data:`UNCATEGORISED`."""
@@ -101,7 +90,7 @@ def _input_files(item: str | os.PathLike[str]) -> list[tuple[Path, str | None]]:
         return [(p, None)]
     if not p.is_dir():
         raise AudioInputError(f"{item}: no such file or folder")
-    files = audio_files(p)
+    files = audio_files_in(p)
     if not files:
         raise AudioInputError(f"{p}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
     return [

@@ -18,10 +18,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..audio import read_stem, resample
+from ..audio import audio_files_in, read_stem, resample
 from ..errors import AudioInputError, ModelNotFoundError, ParameterError
 from ..grid import SAMPLE_RATE_HZ
-from .data import audio_files
 
 REFERENCE_SEGMENT_S = 5.0
 """Reference music files are cut into segments this long (the paper's clip length), s."""
@@ -241,7 +240,7 @@ def mean_kl(probs: np.ndarray, reference_probs: np.ndarray, eps: float = 1e-8) -
 def embed_reference(embedder: AudioEmbedder, reference_dir: Path) -> list[Embedding]:
     """Embed every audio file of ``reference_dir`` in :data:`REFERENCE_SEGMENT_S` segments."""
     out = []
-    files = audio_files(reference_dir)
+    files = audio_files_in(reference_dir)
     if not files:
         raise AudioInputError(f"--reference-dir {reference_dir}: no audio files in it")
     for f in files:
