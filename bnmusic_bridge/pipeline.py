@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import audio as audio_io
+from .align import AlignSettings, align_music
 from .analysis import StemAnalysis, analyse_stem
 from .errors import AudioInputError, GeneratorError
 from .generators.base import (
@@ -30,7 +31,7 @@ from .grid import FRAME_RATE_HZ, IMAGE_FRAMES, SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from .loudness import integrated_lufs
 from .mask import enlarge_mask, high_energy_mask
 from .request import RenderRequest, check_request
-from .result import AnalysisArrays, RenderDetails, RenderResult
+from .result import AlignmentSummary, AnalysisArrays, RenderDetails, RenderResult
 from .windows import WindowPlan, plan_windows, stitch
 
 if TYPE_CHECKING:
@@ -187,31 +188,38 @@ def _render_stem(
     prog.start("generate")
     music_windows = _generate(req, windows, analysed.stem, prog)
 
-    # 4. Decode the windows, join them, apply the effects (44.1 kHz).
+    # 4. Decode the windows, join them (44.1 kHz).
     prog.start("decode")
     per_window_audio = _window_audio(music_windows, windows, req.seed, prog)
     music_44k, join_correlations = stitch(analysed.plan, per_window_audio)
+
+    # 5. The alignment step: the music's band energy moved toward the noise's; then the
+    #    effects chain.
+    prog.start("align")
+    music_44k, alignment = align_music(
+        music_44k, analysed.padded[: music_44k.shape[1]], AlignSettings.from_request(req)
+    )
     if req.effects:
         from .fx import apply_effects
 
         prog.start("effects")
         music_44k = apply_effects(music_44k, SAMPLE_RATE_HZ, req.effects)
 
-    # 5. Bring the music to the stem's rate, length and channels, as loud as the noise.
+    # 6. Bring the music to the stem's rate, length and channels, as loud as the noise.
     music_44k, music = _match_to_stem(music_44k, stem, noise.lufs)
 
-    # 6. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak limit),
+    # 7. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak limit),
     #    coverage, NMR.
     prog.start("amplify")
     music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
     planned = _plan_stage2(analysed, music_mel, music_44k, stem, noise.lufs, req)
 
-    # 7. Apply the lane to the music on the stem's rate, channels and length, and check
+    # 8. Apply the lane to the music on the stem's rate, channels and length, and check
     #    the loudness ceiling and the peak limit on that very stem (trimming if needed).
     prog.start("output")
     music_gained, blend = finish_blend(planned, music, stem.sample_rate_hz)
 
-    # 8. Collect the result.
+    # 9. Collect the result.
     return _collect_result(
         stem,
         req,
@@ -223,6 +231,7 @@ def _render_stem(
         blend=blend,
         music_windows=music_windows,
         join_correlations=join_correlations,
+        alignment=alignment,
         timings_s=prog.done(),
     )
 
@@ -419,6 +428,7 @@ def _collect_result(
     blend: Blend,
     music_windows: Sequence[WindowMusic],
     join_correlations: Sequence[float],
+    alignment: AlignmentSummary,
     timings_s: dict[str, float],
 ) -> RenderResult:
     lane = blend.lane
@@ -455,5 +465,6 @@ def _collect_result(
             noise_clipped_share=stem.clipped_share,
             blend=blend.summary(),
             shortfalls=blend.shortfalls,
+            alignment=alignment,
         ),
     )

@@ -140,6 +140,26 @@ class RenderRequest:
     local_files_only: bool = _field(
         False, FieldSpec("never contact a model hub (the model must be on disk)", section="generator")
     )
+    align_strength: float = _field(
+        1.0,
+        FieldSpec(
+            "share of the distance to the noise's band envelope the music moves "
+            "(the alignment step; 0: off)",
+            section="align",
+            low=0.0,
+            high=1.0,
+        ),
+    )
+    align_max_db: float = _field(
+        12.0,
+        FieldSpec(
+            "largest boost or cut the alignment step gives any band",
+            section="align",
+            low=0.0,
+            high=24.0,
+            unit="dB",
+        ),
+    )
     mask_area: float = _field(
         0.15,
         FieldSpec("share of the noise image marked high-energy", section="mask", low=0.05, high=0.5),

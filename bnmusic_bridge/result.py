@@ -164,6 +164,34 @@ class AnalysisArrays:
 
 
 @dataclass(frozen=True)
+class AlignmentSummary:
+    """What the alignment step did (:mod:`bnmusic_bridge.align`).
+
+    Attributes:
+        strength: share (0..1) of the distance to the noise's band envelope moved.
+        max_db: largest boost or cut allowed per band, dB.
+        mean_abs_gain_db: mean absolute band gain over all bands and frames, dB (0: off).
+        share_at_bound: share (0..1) of band-frames whose gain reached ``max_db``.
+        event_lift_db: mean lift the noise's events gave the music, dB.
+    """
+
+    strength: float
+    max_db: float
+    mean_abs_gain_db: float
+    share_at_bound: float
+    event_lift_db: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "strength": self.strength,
+            "max_db": self.max_db,
+            "mean_abs_gain_db": round(self.mean_abs_gain_db, 3),
+            "share_at_bound": round(self.share_at_bound, 4),
+            "event_lift_db": round(self.event_lift_db, 3),
+        }
+
+
+@dataclass(frozen=True)
 class RenderDetails:
     """What a render measured beside the headline figures (the report's ``details``).
 
@@ -175,6 +203,7 @@ class RenderDetails:
         noise_clipped_share: share (0..1) of the noise's samples at full scale.
         blend: Stage 2's summary.
         shortfalls: lane windows a cap kept from their target.
+        alignment: what the alignment step did to the music.
     """
 
     generation_windows: int
@@ -184,6 +213,7 @@ class RenderDetails:
     noise_clipped_share: float
     blend: BlendSummary
     shortfalls: tuple[Shortfall, ...]
+    alignment: AlignmentSummary
 
 
 @dataclass(frozen=True)

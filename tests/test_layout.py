@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("request", "loudness", "device"),
     ("result",),
     ("audio", "spectrogram", "mask", "analysis", "windows", "masking", "alignment"),
-    ("generators", "amplify", "metering", "fx"),
+    ("generators", "amplify", "metering", "fx", "align"),
     ("blend",),
     ("export", "pipeline"),
     ("presets", "batch", "evaluation"),

@@ -91,6 +91,7 @@ def details_dict(result: RenderResult) -> dict[str, Any]:
         "clipped_share": d.noise_clipped_share,
         "blend": d.blend.to_dict(),
         "shortfall": [s.to_dict() for s in d.shortfalls],
+        "alignment": d.alignment.to_dict(),
     }
 
 

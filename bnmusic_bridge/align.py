@@ -1,0 +1,285 @@
+"""The alignment step: every music source's band energy moved toward the noise's.
+
+BNMusic's promise is that music *aligned* with the noise masks it at a lower level than
+unrelated music. Whatever made the music (the embedded generator, Riffusion, a random
+song, the producer's own track), this step reshapes it before Stage 2: a time-varying
+equaliser, one gain per sixth-octave band per 10 ms frame, that moves the music's
+spectral envelope toward the noise's, so that the music is strong where and when the
+noise is strong (where the high-energy mask M is) and gives up energy where the noise
+is quiet, where it would cost loudness without masking anything.
+
+Two time scales (a slow one keeps the music's own rhythm):
+
+* shape: both envelopes smoothed over :data:`SHAPE_SMOOTHING_S` (0.4 s); the gain is the
+  dB distance between them times ``strength``, minus its noise-weighted mean over a lane
+  window (the level itself is Stage 2's job);
+* events: where the noise rises above its own slow envelope (an event: a tick, a
+  hit, a passing car), the music in those bands is lifted by that rise times
+  ``strength`` for as long as the event lasts, so music energy lands on the noise's
+  events.
+
+Bounds that keep it music, not shaped noise:
+
+* no band moves more than ``max_db`` up or down (the sum of both scales included);
+* a band the music hardly uses (more than :data:`MUSIC_GATE_DB` under the music's
+  loudest band in that frame) is never lifted: lifting it would only raise the
+  music's noise floor and leakage;
+* gains are smooth across frequency (triangular sixth-octave bands, interpolated in
+  log frequency) and time, so the music's harmonic fine structure is kept.
+
+Audio is float ``(channels, samples)`` at 44.1 kHz (:data:`~bnmusic_bridge.grid.SAMPLE_RATE_HZ`),
+linear amplitude; the gains come from the mono mixes and are applied to every channel
+alike. Work is done in blocks of STFT frames, so memory does not grow with the stem.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ParameterError
+from .grid import FRAME_PERIOD_S, HOP_SAMPLES, SAMPLE_RATE_HZ
+from .request import RenderRequest
+from .result import AlignmentSummary
+
+N_FFT = 4_096
+"""STFT length of the equaliser, samples (93 ms, 10.8 Hz bins); hop = the grid's 441."""
+BANDS_PER_OCTAVE = 6
+"""Resolution of the equaliser: sixth-octave bands (about two semitones)."""
+LOWEST_BAND_HZ = 31.25
+"""Centre of the lowest band, Hz; bands go up by sixth octaves from here."""
+HIGHEST_BAND_HZ = 16_000.0
+"""Centre of the highest band, Hz (bins above take its gain)."""
+SHAPE_SMOOTHING_S = 0.25
+"""Time span both envelopes are averaged over for the shape gain, s: longer than a beat
+at most tempos, so the music's own accents survive."""
+EVENT_SMOOTHING_S = 0.03
+"""Time span of the noise's fast envelope that finds its events, s."""
+LEVEL_SPAN_S = 2.56
+"""The shape gain's level offset is averaged over this span, s (Stage 2 sets the level)."""
+MUSIC_GATE_DB = 40.0
+"""A band more than this many dB under the music's loudest band (same frame) is never
+lifted."""
+FLOOR_POWER = 1e-20
+"""Power added before taking dB, so silence gives a finite (very low) level."""
+BLOCK_FRAMES = 2_048
+"""STFT frames processed at a time (about 20 s of audio): bounded memory on long stems."""
+
+
+@dataclass(frozen=True)
+class AlignSettings:
+    """How far the music moves toward the noise (the request's ``align_*`` fields).
+
+    Attributes:
+        strength: share (0..1) of the dB distance between the music's and the noise's
+            band envelopes that the music moves; 0 leaves the music as it is.
+        max_db: largest boost or cut of any band at any time, dB.
+    """
+
+    strength: float
+    max_db: float
+
+    @classmethod
+    def from_request(cls, req: RenderRequest) -> AlignSettings:
+        return cls(strength=req.align_strength, max_db=req.align_max_db)
+
+    @property
+    def enabled(self) -> bool:
+        return self.strength > 0.0 and self.max_db > 0.0
+
+
+def band_centres_hz() -> np.ndarray:
+    """Centres of the equaliser's bands, Hz (sixth octaves, 31.25 Hz to 16 kHz)."""
+    count = int(round(math.log2(HIGHEST_BAND_HZ / LOWEST_BAND_HZ) * BANDS_PER_OCTAVE)) + 1
+    return LOWEST_BAND_HZ * 2.0 ** (np.arange(count) / BANDS_PER_OCTAVE)
+
+
+def _bin_freqs_hz() -> np.ndarray:
+    return np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE_HZ)
+
+
+def band_weights() -> np.ndarray:
+    """Triangular band filters over the STFT bins, float64 ``(bands, bins)``: each band
+    spans one band spacing either side of its centre in log frequency."""
+    centres = np.log2(band_centres_hz())
+    bins = np.log2(np.maximum(_bin_freqs_hz(), 1.0))
+    return np.maximum(0.0, 1.0 - np.abs(bins[None, :] - centres[:, None]) * BANDS_PER_OCTAVE)
+
+
+def _interpolation() -> np.ndarray:
+    """Band gains (dB) -> bin gains (dB): linear in log frequency, constant beyond the
+    outermost centres. float64 ``(bins, bands)``."""
+    centres = np.log2(band_centres_hz())
+    bins = np.clip(np.log2(np.maximum(_bin_freqs_hz(), 1.0)), centres[0], centres[-1])
+    pos = np.interp(bins, centres, np.arange(centres.size))
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, centres.size - 1)
+    frac = pos - lo
+    out = np.zeros((bins.size, centres.size))
+    rows = np.arange(bins.size)
+    out[rows, lo] += 1.0 - frac
+    out[rows, hi] += frac
+    return out
+
+
+def _window() -> np.ndarray:
+    return np.hanning(N_FFT + 1)[:-1]  # periodic Hann
+
+
+def num_stft_frames(num_samples: int) -> int:
+    """Frames of the equaliser's centred STFT: one per 441 samples, as the mel grid."""
+    return num_samples // HOP_SAMPLES + 1
+
+
+def _frames(padded: np.ndarray, first: int, count: int) -> np.ndarray:
+    idx = (first + np.arange(count))[:, None] * HOP_SAMPLES + np.arange(N_FFT)[None, :]
+    return padded[..., idx]
+
+
+def _padded(audio: np.ndarray) -> np.ndarray:
+    half = N_FFT // 2
+    mode = "reflect" if audio.shape[-1] > half else "constant"
+    return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(half, half)], mode=mode)
+
+
+def band_powers(mono: np.ndarray) -> np.ndarray:
+    """Power per equaliser band per frame of mono audio, float64 ``(bands, frames)``."""
+    x = np.asarray(mono, dtype=np.float64)
+    if x.ndim != 1:
+        raise ParameterError(f"band_powers takes mono audio (samples,), got shape {x.shape}")
+    frames = num_stft_frames(x.size)
+    padded = _padded(x)
+    weights = band_weights()
+    window = _window()
+    out = np.empty((weights.shape[0], frames))
+    for first in range(0, frames, BLOCK_FRAMES):
+        count = min(BLOCK_FRAMES, frames - first)
+        spectrum = np.fft.rfft(_frames(padded, first, count) * window, axis=-1)
+        out[:, first : first + count] = weights @ (np.abs(spectrum) ** 2).T
+    return out
+
+
+def _smooth(x: np.ndarray, span_s: float) -> np.ndarray:
+    from scipy.ndimage import uniform_filter1d
+
+    size = max(1, int(round(span_s / FRAME_PERIOD_S)))
+    return uniform_filter1d(x, size=size, axis=-1, mode="nearest")
+
+
+def _db(power: np.ndarray) -> np.ndarray:
+    # A running-sum smoother can leave tiny negative powers after loud passages.
+    return 10.0 * np.log10(np.maximum(power, 0.0) + FLOOR_POWER)
+
+
+def band_gains_db(
+    music_power: np.ndarray, noise_power: np.ndarray, settings: AlignSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """The equaliser's gain per band per frame, dB, and the event lift inside it.
+
+    Args:
+        music_power: float ``(bands, frames)`` band powers of the music (mono mix).
+        noise_power: the same for the noise, same shape.
+        settings: strength and bound.
+
+    Returns:
+        ``(gain_db, event_db)``: float64 ``(bands, frames)`` each; ``gain_db`` is the
+        total (within ``+-max_db``), ``event_db`` the part the noise's events added.
+    """
+    if music_power.shape != noise_power.shape:
+        raise ParameterError(
+            f"music and noise band powers differ in shape: {music_power.shape} vs {noise_power.shape}"
+        )
+    # 1. Envelopes on the slow (shape) scale, and the noise's fast one for events.
+    music_db = _db(_smooth(music_power, SHAPE_SMOOTHING_S))
+    noise_db = _db(_smooth(noise_power, SHAPE_SMOOTHING_S))
+    noise_fast_db = _db(_smooth(noise_power, EVENT_SMOOTHING_S))
+
+    # 2. Shape: the distance between the envelopes, its level (noise-weighted mean over
+    #    the bands, then over a lane window) removed.
+    distance = noise_db - music_db
+    weight = np.maximum(_smooth(noise_power, SHAPE_SMOOTHING_S), 0.0)
+    level = (distance * weight).sum(axis=0) / np.maximum(weight.sum(axis=0), FLOOR_POWER)
+    level = _smooth(level, LEVEL_SPAN_S)
+    shape_db = settings.strength * (distance - level[None, :])
+
+    # 3. Events: where the noise rises above its slow envelope.
+    event_db = settings.strength * np.maximum(noise_fast_db - noise_db, 0.0)
+
+    # 4. Bounds: +-max_db, and no lift for bands the music hardly uses.
+    gain = np.clip(shape_db + event_db, -settings.max_db, settings.max_db)
+    music_now_db = _db(_smooth(music_power, EVENT_SMOOTHING_S))
+    quiet = music_now_db < music_now_db.max(axis=0, keepdims=True) - MUSIC_GATE_DB
+    gain = np.where(quiet, np.minimum(gain, 0.0), gain)
+    return gain, np.minimum(event_db, np.maximum(gain, 0.0))
+
+
+def apply_band_gains(audio: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
+    """Filter ``audio`` with a time-varying equaliser (STFT, weighted overlap-add).
+
+    Args:
+        audio: float ``(channels, samples)`` at 44.1 kHz.
+        gain_db: float ``(bands, frames)``, one gain per equaliser band and 10 ms frame
+            (``frames == num_stft_frames(samples)``).
+
+    Returns:
+        float32 ``(channels, samples)``: with all gains 0 dB, the input (to rounding).
+    """
+    x = np.asarray(audio, dtype=np.float64)
+    if x.ndim != 2:
+        raise ParameterError(f"audio must be (channels, samples), got shape {x.shape}")
+    channels, n = x.shape
+    frames = num_stft_frames(n)
+    if gain_db.shape[1] != frames:
+        raise ParameterError(f"gain_db has {gain_db.shape[1]} frames; the audio has {frames}")
+    interp = _interpolation()
+    window = _window()
+    padded = _padded(x)
+    out = np.zeros_like(padded)
+    norm = np.zeros(padded.shape[-1])
+    for first in range(0, frames, BLOCK_FRAMES):
+        count = min(BLOCK_FRAMES, frames - first)
+        spectrum = np.fft.rfft(_frames(padded, first, count) * window, axis=-1)
+        bin_gain = 10.0 ** ((interp @ gain_db[:, first : first + count]).T / 20.0)
+        frames_out = np.fft.irfft(spectrum * bin_gain[None], n=N_FFT, axis=-1) * window
+        for i in range(count):
+            start = (first + i) * HOP_SAMPLES
+            out[:, start : start + N_FFT] += frames_out[:, i]
+            norm[start : start + N_FFT] += window**2
+    half = N_FFT // 2
+    body = out[:, half : half + n] / np.maximum(norm[half : half + n], 1e-12)
+    return body.astype(np.float32)
+
+
+def align_music(
+    music: np.ndarray, noise: np.ndarray, settings: AlignSettings
+) -> tuple[np.ndarray, AlignmentSummary]:
+    """Move the music's band energy toward the noise's (see the module docstring).
+
+    Args:
+        music: float ``(channels, samples)`` at 44.1 kHz, any level.
+        noise: mono float ``(samples,)`` at 44.1 kHz, the same length.
+        settings: strength and bound.
+
+    Returns:
+        ``(aligned, alignment)``: float32 ``(channels, samples)`` and what was done.
+    """
+    music = np.asarray(music, dtype=np.float32)
+    noise = np.asarray(noise, dtype=np.float64)
+    if music.ndim != 2 or noise.ndim != 1 or music.shape[1] != noise.size:
+        raise ParameterError(
+            f"align_music: music (channels, samples) and mono noise of the same length, got "
+            f"{music.shape} and {noise.shape}"
+        )
+    if not settings.enabled or not np.any(music):
+        return music, AlignmentSummary(settings.strength, settings.max_db, 0.0, 0.0, 0.0)
+    gain_db, event_db = band_gains_db(band_powers(music.mean(axis=0)), band_powers(noise), settings)
+    aligned = apply_band_gains(music, gain_db)
+    return aligned, AlignmentSummary(
+        strength=settings.strength,
+        max_db=settings.max_db,
+        mean_abs_gain_db=float(np.mean(np.abs(gain_db))),
+        share_at_bound=float(np.mean(np.abs(gain_db) >= settings.max_db - 1e-9)),
+        event_lift_db=float(np.mean(event_db)),
+    )
