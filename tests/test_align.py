@@ -66,7 +66,7 @@ def test_music_moves_toward_the_noise_spectrum_within_the_bound() -> None:
     edges = 150.0 * 2.0 ** (np.arange(13) / 6)  # sixth octaves, 150-600 Hz
 
     def distance_spread(x: np.ndarray) -> float:
-        d = [_band_db(noise, a, b) - _band_db(x, a, b) for a, b in zip(edges[:-1], edges[1:])]
+        d = [_band_db(noise, a, b) - _band_db(x, a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
         return float(np.std(d))
 
     # (a broadband music for this part: a harmonic one has gaps no equaliser fills)
