@@ -359,6 +359,8 @@ def test_missing_unreadable_and_too_short_tracks_are_refused_naming_the_file(tmp
     analysis = analyse(pulse_noise)
     with pytest.raises(AudioInputError, match=r"short.wav: 2.00 s long; at least 4 s"):
         fit_track(load_track(short), analysis, pulse_noise.size, parse_track_options({}), str(short))
+    with pytest.raises(AudioInputError, match=r"quiet.wav: the track is silent"):
+        fit_track(np.zeros((2, 5 * SR), np.float32), analysis, pulse_noise.size, parse_track_options({}), "quiet.wav")
     settings = GenerationSettings("", "", 0, 64, {}, music=str(missing))
     with pytest.raises(AudioInputError, match="nope.wav"):
         TrackGenerator().generate(windows_for(pulse_noise), analysis, settings)
@@ -431,3 +433,9 @@ def test_real_music_fits_a_real_periodic_noise(shared_data):
         # The fitted music's own tempo is the noise's (or twice, or half).
         ratio = tempo_bpm(fitted.audio.mean(axis=0)) / analysis.tempo_bpm
         assert min(abs(ratio - r) for r in (0.5, 1.0, 2.0)) <= 0.02, (path.name, ratio, d)
+
+
+def test_a_track_shorter_than_one_bar_after_its_downbeat_cannot_loop(pulse_noise):
+    # 50 BPM: a bar is 4.8 s, longer than the 4.5 s track can give after its first beat.
+    with pytest.raises(AudioInputError, match=r"t.wav: too short to loop.*less than one bar \(4.80 s"):
+        fit(click_track(50.0, 4.5, phase_s=0.4), pulse_noise, track_bpm=50, max_stretch=1.0)

@@ -68,6 +68,8 @@ EDGE_FADE_S = 0.01
 DOWNBEAT_LOWPASS_HZ = 150.0
 """Downbeats are found on the onsets of the track's content below this frequency (kick
 drum, bass), which mark the first beat of a bar in most styles."""
+SILENT_PEAK = 1e-5
+"""A track whose sample peak is under this (-100 dBFS) is refused as silent."""
 PHRASE_BARS = 4
 """Loops are a multiple of this many bars when the track has that many to give."""
 
@@ -334,7 +336,7 @@ def fit_track(
         A :class:`FittedTrack` (see the module doc for the steps).
 
     Raises:
-        AudioInputError: the track (after ``start_s``) is shorter than
+        AudioInputError: the track (after ``start_s``) is silent, shorter than
             :data:`MIN_TRACK_S`, or shorter than one bar after its first usable downbeat.
     """
     sr = SAMPLE_RATE_HZ
@@ -346,6 +348,8 @@ def fit_track(
         raise AudioInputError(
             f"music track {where}: {seconds:.2f} s long{after}; at least {MIN_TRACK_S:g} s is needed"
         )
+    if float(np.max(np.abs(audio))) < SILENT_PEAK:
+        raise AudioInputError(f"music track {where}: the track is silent (peak below -100 dBFS)")
     xfade = max(1, int(round(options.crossfade_s * sr)))
     diag: dict[str, Any] = {
         "generator": GENERATOR_NAME,
@@ -611,7 +615,7 @@ class TrackGenerator:
         progress: ProgressFn | None = None,
     ) -> list[WindowMusic]:
         options = parse_track_options(settings.params)
-        music = getattr(settings, "music", None) or self.music
+        music = settings.music or self.music
         if not music:
             raise ParameterError(
                 "generator 'track' needs the producer's track: --music FILE on the command "
