@@ -12,7 +12,7 @@ back, so load -> save -> load gives an identical preset. The schema is documente
     negative_prompt = ""
     seed = 0
 
-    [generator]                      # name, model, device, dtype, scheduler,
+    [generator]                      # name, music, model, device, dtype, scheduler,
     name = "procedural"              # local_files_only, overlap_frames
     [generator.params]               # the generator's own parameters
     [mask]                           # mask_area
@@ -368,6 +368,11 @@ def preset_from_dict(
             params = table["params"]
             _expect(isinstance(params, Mapping), where, section, "params", params, "a table")
             changes["generator_params"] = freeze(params)
+    music = changes.get("music")
+    if isinstance(music, str) and music and base_dir is not None:
+        # A relative track path is the preset folder's, like plugin paths.
+        mp = Path(music).expanduser()
+        changes["music"] = str(mp if mp.is_absolute() else (base_dir / mp).resolve())
     effects_raw = data.get("effects", [])
     _expect(isinstance(effects_raw, list), where, "", "effects", effects_raw, "[[effects]] tables")
     effects = [_resolve_effect_paths(e, base_dir) for e in effects_raw]
@@ -429,6 +434,10 @@ def _param_checker(generator: str) -> Callable[[dict[str, Any]], Any] | None:
         from .generators.riffusion import riffusion_plan
 
         return lambda params: riffusion_plan(params, generator)
+    if generator == "track":
+        from .generators.track import parse_track_options
+
+        return parse_track_options
     if generator in ("outpaint-only", "riffusion-a2a"):
         from .generators.baselines import a2a_plan, outpaint_only_plan
 

@@ -25,6 +25,8 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 SCHEDULERS = ("dpmsolver++", "ddim", "pndm", "euler", "lms")
 """Diffusion schedulers of the riffusion generators (each mapped to a diffusers class in
 :mod:`bnmusic_bridge.generators.riffusion`)."""
+TRACK_GENERATOR = "track"
+"""The generator that plays the request's ``music`` file (the producer's own track)."""
 DEFAULT_MODEL_ID = "riffusion/riffusion-model-v1"
 """The Riffusion weights on the Hugging Face Hub (a local folder works too)."""
 
@@ -114,6 +116,16 @@ class RenderRequest:
     generator: str = _field(
         "procedural",
         FieldSpec("generator name (see `bnmusic generators`)", section="generator", toml_key="name"),
+    )
+    music: str | None = _field(
+        None,
+        FieldSpec(
+            "the producer's own track (an audio file) for generator track, fitted to the noise's "
+            "tempo and beat; --music alone also selects generator track",
+            section="generator",
+            nullable=True,
+            allowed="an audio file path, or None for none",
+        ),
     )
     generator_params: Mapping[str, Any] = _field(
         None,
@@ -331,3 +343,16 @@ def check_request(req: RenderRequest) -> None:
         )
     if not isinstance(req.prompt, str) or len(req.prompt) > MAX_PROMPT_CHARS:
         raise bad("prompt")
+    if req.music is not None and (not isinstance(req.music, str) or not req.music.strip()):
+        raise bad("music")
+    if req.generator == TRACK_GENERATOR and req.music is None:
+        raise ParameterError(
+            f"generator {TRACK_GENERATOR!r} needs music: the producer's track (--music FILE, "
+            'music = "FILE" in the preset\'s [generator] table)'
+        )
+    if req.music is not None and req.generator != TRACK_GENERATOR:
+        raise ParameterError(
+            f"music={req.music!r} is played by generator {TRACK_GENERATOR!r}, but generator is "
+            f"{req.generator!r}; set generator = {TRACK_GENERATOR!r} (--music does it on the "
+            "command line unless --generator is given) or leave music unset"
+        )

@@ -75,6 +75,8 @@ def numbers(text: str) -> list[float]:
 def parse_value(cell: str) -> Any:
     """A default as the docs write it: "text", true/false, [list], {table}, +6, 0.15."""
     text = cell.strip().strip("`")
+    if text == "none":  # a nullable field left unset (TOML has no null)
+        return None
     if len(text) >= 2 and text[0] == text[-1] == '"':
         return text[1:-1]
     if text in ("true", "false"):

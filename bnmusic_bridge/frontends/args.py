@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from typing import Any
 from bnmusic_bridge.audio import BIT_DEPTHS, FILE_TYPES
 from bnmusic_bridge.errors import BNMusicError
 from bnmusic_bridge.export import ExportOptions
-from bnmusic_bridge.request import FIELD_SPECS, FieldSpec, RenderRequest
+from bnmusic_bridge.request import (
+    FIELD_SPECS,
+    TRACK_GENERATOR,
+    FieldSpec,
+    RenderRequest,
+    field_default,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -53,6 +60,11 @@ def float_or_none(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from e
 
 
+def str_or_none(text: str) -> Any:
+    """Text, or ``none`` for no value (:data:`NO_VALUE`)."""
+    return NO_VALUE if text.strip().lower() == "none" else text
+
+
 def _flag_help(name: str, spec: FieldSpec, default: Any) -> str:
     text = spec.help
     if spec.low is not None and not spec.choices:
@@ -85,6 +97,9 @@ def add_render_args(parser: argparse.ArgumentParser) -> None:
             g.add_argument(flag, action="store_true", default=None, help=help_text)
         elif spec.choices:
             g.add_argument(flag, choices=list(spec.choices), help=help_text)
+        elif spec.nullable and kind is str:
+            g.add_argument(flag, type=str_or_none, metavar="FILE|none" if name == "music" else "TEXT|none",
+                           help=help_text)
         elif spec.nullable:
             g.add_argument(flag, type=float_or_none, metavar=f"{spec.unit or 'VALUE'}|none", help=help_text)
         else:
@@ -149,6 +164,15 @@ def build_request(args: argparse.Namespace) -> RenderRequest:
         base = load_preset(args.preset, presets_dir=args.presets_dir).request
     overrides = {k: getattr(args, k) for k in RENDER_FLAG_FIELDS if getattr(args, k, None) is not None}
     overrides = {k: (None if v is NO_VALUE else v) for k, v in overrides.items()}
+    if overrides.get("music") is not None:
+        # A path from the command line is the shell's working folder's; batch workers
+        # (and Ray) may run elsewhere.
+        overrides["music"] = os.path.abspath(os.path.expanduser(overrides["music"]))
+        # --music FILE is a music source of its own: it picks the track generator
+        # unless --generator says otherwise.
+        overrides.setdefault("generator", TRACK_GENERATOR)
+    elif "music" in overrides and base.generator == TRACK_GENERATOR and "generator" not in overrides:
+        overrides["generator"] = field_default("generator")  # --music none: back to the default
     # A preset's generator parameters belong to its generator; choosing another one on
     # the command line starts from that generator's defaults.
     switched = "generator" in overrides and overrides["generator"] != base.generator

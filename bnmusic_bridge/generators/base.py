@@ -65,6 +65,7 @@ class GenerationSettings:
             overlap window ``k - 1``'s last ``overlap_frames`` columns; a generator that
             continues windows keeps the previous window's tail there.
         params: generator-specific parameters (steps, guidance, strengths, ...).
+        music: path of the producer's own track (the ``track`` generator), or None.
     """
 
     prompt: str
@@ -72,6 +73,7 @@ class GenerationSettings:
     seed: int
     overlap_frames: int
     params: Mapping[str, Any]
+    music: str | None = None
 
     @classmethod
     def from_request(cls, req: RenderRequest) -> GenerationSettings:
@@ -82,6 +84,7 @@ class GenerationSettings:
             seed=req.seed,
             overlap_frames=req.overlap_frames,
             params=dict(req.generator_params),
+            music=req.music,
         )
 
 

@@ -49,10 +49,21 @@ def _random_music(**options: Any) -> Generator:
     return RandomMusicGenerator(**options)
 
 
+def _track(**options: Any) -> Generator:
+    from .track import TrackGenerator
+
+    return TrackGenerator(**options)
+
+
 BUILTIN_GENERATORS: dict[str, tuple[GeneratorFactory, str]] = {
     "procedural": (
         _procedural,
         "embedded default: composes music aligned to the noise's rhythm and bands; no weights, CPU",
+    ),
+    "track": (
+        _track,
+        "the producer's own music (--music FILE): time-stretched to the noise's tempo, "
+        "downbeats on its events, looped at bar boundaries",
     ),
     "riffusion": (
         _riffusion,
