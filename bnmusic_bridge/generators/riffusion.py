@@ -537,12 +537,17 @@ def _resize_any(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 def _reexpress(image: np.ndarray, level: float, new_level: float) -> np.ndarray:
     """A uint8 Riffusion image encoded against ``level`` (the magnitude of pixel 0),
     encoded against ``new_level`` instead: the same mel magnitudes, other pixel values
-    (louder than ``new_level`` clips to 0)."""
+    (louder than ``new_level`` clips to 0). Rounded to the nearest pixel value, not
+    truncated as a fresh encoding is: truncation would bias the re-expressed columns
+    loud (measured on a 64 x 8 overlap of the test model's output moved up 9 dB:
+    +0.14 dB truncated, -0.02 dB rounded)."""
     if new_level == level:
         return image
-    from ..spectrogram import image_to_mel, mel_to_image
+    from ..spectrogram import RIFFUSION_POWER_FOR_IMAGE, image_to_mel
 
-    return mel_to_image(image_to_mel(image, level), new_level)[0]
+    mel = image_to_mel(image, level)[::-1]  # back to picture orientation
+    x = np.clip(mel / np.float32(new_level), 0.0, 1.0) ** RIFFUSION_POWER_FOR_IMAGE * 255.0
+    return np.clip(np.rint(255.0 - x), 0, 255).astype(np.uint8)
 
 
 def _peak_level(image: np.ndarray, level: float) -> float:
