@@ -24,10 +24,11 @@ MIN_COMPONENT_PX = 4
 """Connected high-energy regions smaller than this many pixels are isolated specks."""
 ENLARGE_PX = 1
 """Pixels a small core region grows by for the inpainting step: the paper enlarges the
-mask "slightly". Measured on the ten recordings in ``../shared/data/noise`` (mask_area
-0.15, every window): the enlarged core covers a median 19.4 % of the image (3.5 to 24.9 %)
-where the core covers 14.4 %; the old rule (every region 2 pixels, more under 8 %) gave
-23.5 to 43.9 % (``benchmarks/bench_riffusion_masks.py``)."""
+mask "slightly". Measured on every window of the ten recordings in
+``../shared/data/noise`` (mask_area 0.15; ``benchmarks/bench_riffusion_masks.py``): the
+enlarged core covers a median 19.5 % of the image (3.5 to 24.9 %) where the core covers
+14.4 %; the rule before (2 pixels everywhere, more while under 8 %) gave 32.6 % (8.2 to
+43.9 %)."""
 SMALL_REGION_PX = 64
 """A connected core region (8-connected) of fewer pixels than this is "too small to
 condition on" and is the only kind that grows: 64 pixels is one latent block of Stable
