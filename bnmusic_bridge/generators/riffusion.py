@@ -119,9 +119,10 @@ _check_scheduler_classes()
 MODEL_HOWTO = (
     "Get the Riffusion weights (Stable Diffusion 1.5 fine-tuned on spectrograms) with\n"
     f"    huggingface-cli download {DEFAULT_MODEL_ID}\n"
-    f"(or `hf download {DEFAULT_MODEL_ID}`; add --exclude '*.ckpt' to skip the\n"
-    "single-file checkpoint), or point at a local diffusers folder (model_index.json,\n"
-    "unet/, vae/, text_encoder/, tokenizer/, scheduler/) with --model /path/to/folder,\n"
+    f"(or `hf download {DEFAULT_MODEL_ID} --local-dir DIR`; add --exclude '*.ckpt'\n"
+    "'unet_traced/*' 'safety_checker/*' to skip what is not used), or point at a local\n"
+    "diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,\n"
+    "scheduler/) with --model /path/to/folder (copy it to a machine without network),\n"
     "or render without weights with --generator procedural."
 )
 """How to get the weights; part of every :class:`ModelNotFoundError` message."""
