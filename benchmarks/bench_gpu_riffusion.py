@@ -1,24 +1,38 @@
 """GPU benchmark of the ``riffusion`` generator (BNMusic Stage 1) at full size.
 
-Run: ``python benchmarks/bench_gpu_riffusion.py`` on a machine with CUDA (writes
-benchmarks/results/gpu_riffusion.json). Never run in CI. Without CUDA it exits with a
-message; ``--smoke`` runs the same code on the CPU with a tiny model, 64 x 64 images and
-2 steps (writes benchmarks/results/gpu_riffusion_smoke.json; its timings mean nothing).
+Run on a machine with CUDA: ``python benchmarks/bench_gpu_riffusion.py`` (writes
+benchmarks/results/gpu_riffusion.json after every variant, so a run stopped early keeps
+what it measured; about 6 to 8 minutes on a recent data-centre GPU, most of it the
+compiled variants). Never run in CI. Without CUDA it exits with a message. ``--smoke``
+runs the same code on the CPU with the tests' tiny model, 64 x 64 images, 1 step per call
+and 2 windows, in seconds (writes benchmarks/results/gpu_riffusion_smoke.json; its
+timings mean nothing).
 
-What is timed: :class:`RiffusionGenerator.render` with the ``riffusion`` plan at its
-default parameters (outpaint 25 steps at strength 1.0 + inpaint 25 steps at strength
-0.75 = 43 denoising steps, guidance 7, DPM-Solver++), 512 x 512 windows, 12 windows
-(5.12 s each, about a 60 s stem). No weights are downloaded: Stable Diffusion 1.5's
-published configurations (UNet 320/640/1280/1280 with cross-attention 768, CLIP ViT-L/14
-text encoder with 12 layers of 768, VAE 128/256/512/512) are built in-process with random
-weights, which run at the same speed as the trained ones.
+What is timed: :meth:`RiffusionGenerator.render` on 512 x 512 windows with the masks
+handed to diffusers at the latent scale, as a render runs it. No weights are downloaded:
+Stable Diffusion 1.5's published configurations (UNet 320/640/1280/1280 with
+cross-attention 768, CLIP ViT-L/14 text encoder with 12 layers of 768, VAE
+128/256/512/512) are built on the GPU with random weights, which run at the speed of the
+trained ones (Riffusion is SD 1.5 fine-tuned, same shapes).
 
-Variants, each against the float32 baseline measured in the same run:
-fp32 (baseline), fp16, bf16, fp16 without SDPA (classic attention), fp16 +
-channels_last, fp16 + torch.compile of the UNet, fp16 with continuation off and windows
-batched, fp16 with fewer steps (12 + 12). Per variant: seconds per window, real-time
-factor for the 60 s stem (processing seconds / 60; below 1 is faster than real time),
-peak GPU memory. One window is generated first as a warm-up (and compile) and not timed.
+Per variant: seconds per 5.12 s window (the generation only: decoding to audio is the
+CPU's, ``benchmarks/bench_decode.py``), the real-time factor for a 60 s stem (seconds
+per window x the 14 windows a 60 s stem is cut into / 60 s; below 1 is faster than
+real time), peak GPU memory (allocated and reserved). One batch of windows is generated
+first as a warm-up (and compile) and not timed.
+
+Each speed knob is measured on and off against the same reference, ``fp16`` (the
+default plan: outpaint 25 steps at strength 1 + inpaint 25 at 0.75 = 43 denoising steps,
+guidance 7, DPM-Solver++, continuation on):
+
+* half precision: ``fp32`` and ``bf16`` against ``fp16``;
+* SDPA: ``fp16 classic attention`` (diffusers' ``AttnProcessor``) against ``fp16``;
+* channels_last, compiled UNet: each alone on top of ``fp16``;
+* batching of windows: continuation off, batch 1 against batch 4;
+* few-step schedules: DPM-Solver++ 10 + 10 steps; 4 + 4 steps without guidance (the
+  cost of an LCM-style schedule, which needs LCM-distilled weights to sound right);
+* all on together, and the ``paper-riffusion`` preset's plan (PNDM, 50 + 50 steps at
+  strength 0.75 = 74 denoising steps, windows independent and batched).
 """
 
 from __future__ import annotations
@@ -47,7 +61,9 @@ from bnmusic_bridge.generators.riffusion import (  # noqa: E402
     RiffusionGenerator,
     riffusion_plan,
 )
+from bnmusic_bridge.grid import SAMPLE_RATE_HZ  # noqa: E402
 from bnmusic_bridge.request import field_default  # noqa: E402
+from bnmusic_bridge.windows import plan_windows  # noqa: E402
 
 STEM_SECONDS = 60.0
 WINDOW_SECONDS = 5.12
@@ -64,7 +80,7 @@ PUBLISHED_SD15_50_STEPS_S = {
 
 @dataclass(frozen=True)
 class Variant:
-    """One benchmark configuration."""
+    """One benchmark configuration (defaults: the ``fp16`` reference)."""
 
     name: str
     dtype: str = "fp16"
@@ -72,20 +88,51 @@ class Variant:
     channels_last: bool = False
     compile_unet: bool = False
     continuation: bool = True
-    batch_size: int | None = None
+    batch_size: int | None = 1
+    scheduler: str = "dpmsolver++"
     outpaint_steps: int = 25
+    outpaint_strength: float = 1.0
     inpaint_steps: int = 25
+    inpaint_strength: float = 0.75
+    guidance: float = 7.0
 
 
 VARIANTS = (
-    Variant("fp32 (baseline)", dtype="fp32"),
-    Variant("fp16", dtype="fp16"),
+    Variant("fp16"),
+    Variant("fp32", dtype="fp32"),
     Variant("bf16", dtype="bf16"),
-    Variant("fp16 classic attention (no SDPA)", sdpa=False),
+    Variant("fp16 classic attention (SDPA off)", sdpa=False),
     Variant("fp16 + channels_last", channels_last=True),
-    Variant("fp16 + torch.compile unet", channels_last=True, compile_unet=True),
-    Variant("fp16 batched, continuation off", continuation=False, batch_size=4),
-    Variant("fp16 12+12 steps", outpaint_steps=12, inpaint_steps=12),
+    Variant("fp16 + compiled UNet", compile_unet=True),
+    Variant("fp16 continuation off, batch 1", continuation=False, batch_size=1),
+    Variant("fp16 continuation off, batch 4", continuation=False, batch_size=4),
+    Variant("fp16 DPM-Solver++ 10+10 steps", outpaint_steps=10, inpaint_steps=10),
+    Variant(
+        "fp16 4+4 steps, no guidance (LCM-style cost)",
+        outpaint_steps=4,
+        inpaint_steps=4,
+        inpaint_strength=1.0,
+        guidance=0.0,
+    ),
+    Variant(
+        "fp16 all on: channels_last, compiled, batch 4, 10+10 steps",
+        channels_last=True,
+        compile_unet=True,
+        continuation=False,
+        batch_size=4,
+        outpaint_steps=10,
+        inpaint_steps=10,
+    ),
+    Variant(
+        "paper-riffusion preset (fp16, PNDM 50+50 at 0.75, batched)",
+        continuation=False,
+        batch_size=None,
+        scheduler="pndm",
+        outpaint_steps=50,
+        outpaint_strength=0.75,
+        inpaint_steps=50,
+        inpaint_strength=0.75,
+    ),
 )
 
 
@@ -196,18 +243,19 @@ def build_components(full_size: bool, work_dir: Path, device: str) -> dict[str, 
 
 
 def make_windows(count: int, side: int, seed: int = 0) -> list[NoiseWindow]:
-    """Synthetic noise windows: random grey images, a band-shaped core covering ~15 %."""
+    """Synthetic noise windows: random grey images with a scattered core covering about
+    15 % (specks and short strokes, as real noise gives), enlarged by the pipeline's rule."""
+    from scipy import ndimage
+
+    from bnmusic_bridge.mask import enlarge_mask, remove_specks
+
     rng = np.random.default_rng(seed)
     n = 511 * 441
     out = []
     for k in range(count):
         image = rng.integers(0, 256, (side, side)).astype(np.uint8)
-        mask = np.zeros((side, side), dtype=bool)
-        r0 = int(side * 0.6)
-        mask[r0 : r0 + int(side * 0.15), :] = True  # a low-frequency band, all frames
-        enlarged = np.zeros_like(mask)
-        pad = max(1, side // 32)
-        enlarged[r0 - pad : r0 + int(side * 0.15) + pad, :] = True
+        field = ndimage.gaussian_filter(rng.random((side, side)), 1.5)
+        mask = remove_specks(field >= np.quantile(field, 0.85))
         out.append(
             NoiseWindow(
                 index=k,
@@ -218,7 +266,7 @@ def make_windows(count: int, side: int, seed: int = 0) -> list[NoiseWindow]:
                 image=image,
                 max_value=1.0,
                 mask=mask,
-                mask_enlarged=enlarged,
+                mask_enlarged=enlarge_mask(mask),
             )
         )
     return out
@@ -252,6 +300,11 @@ def machine_description() -> dict[str, Any]:
     return info
 
 
+def windows_for_stem(seconds: float) -> int:
+    """How many generation windows a stem of ``seconds`` is cut into (the pipeline's plan)."""
+    return plan_windows(round(seconds * SAMPLE_RATE_HZ), field_default("overlap_frames")).count
+
+
 def run_variant(
     variant: Variant,
     *,
@@ -260,6 +313,7 @@ def run_variant(
     windows: list[NoiseWindow],
     resolution: int,
     work_dir: Path,
+    overlap_frames: int,
 ) -> dict[str, Any]:
     import torch
     from diffusers.models.attention_processor import AttnProcessor
@@ -275,13 +329,17 @@ def run_variant(
         batch_size=variant.batch_size,
         channels_last=variant.channels_last,
         compile_unet=variant.compile_unet,
-        scheduler=field_default("scheduler"),
+        scheduler=variant.scheduler,
         label="sd15-random" if full_size else "tiny-random",
     )
     params = {
         "resolution": resolution,
         "outpaint_steps": variant.outpaint_steps,
+        "outpaint_strength": variant.outpaint_strength,
+        "outpaint_guidance": variant.guidance,
         "inpaint_steps": variant.inpaint_steps,
+        "inpaint_strength": variant.inpaint_strength,
+        "inpaint_guidance": variant.guidance,
         "continuation": variant.continuation,
     }
     plan = riffusion_plan(params)
@@ -289,53 +347,88 @@ def run_variant(
         prompt=PROMPT,
         negative_prompt="",
         seed=42,
-        overlap_frames=field_default("overlap_frames"),
+        overlap_frames=overlap_frames,
         params=params,
     )
     cuda = device.startswith("cuda")
 
-    # Warm-up (and compile): as many windows as one batch holds, not timed.
+    # Warm-up (and compile): one batch of windows, not timed.
     warm = windows[: max(1, variant.batch_size or 1)]
     start = time.perf_counter()
     gen.render([replace(w, index=w.index + 1000) for w in warm], settings, plan)
-    warmup_s = time.perf_counter() - start
     if cuda:
         torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - start
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     out = gen.render(windows, settings, plan)
     if cuda:
         torch.cuda.synchronize()
     total_s = time.perf_counter() - start
-    peak_gib = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    peak = (
+        (torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30)
+        if cuda
+        else (None, None)
+    )
     del gen, components
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
+    per_window = total_s / len(windows)
+    stem_windows = windows_for_stem(STEM_SECONDS)
     return {
         "variant": variant.__dict__,
         "denoising_steps_per_window": sum(s.effective_steps for s in plan.steps),
-        "windows": len(windows),
+        "windows_timed": len(windows),
         "warmup_s": round(warmup_s, 3),
         "total_s": round(total_s, 3),
-        "seconds_per_window": round(total_s / len(windows), 4),
-        "real_time_factor_60s_stem": round(total_s / STEM_SECONDS, 4),
-        "peak_gpu_memory_gib": None if peak_gib is None else round(peak_gib, 2),
+        "seconds_per_window": round(per_window, 4),
+        "windows_in_60s_stem": stem_windows,
+        "real_time_factor_60s_stem": round(per_window * stem_windows / STEM_SECONDS, 4),
+        "peak_gpu_memory_allocated_gib": None if peak[0] is None else round(peak[0], 2),
+        "peak_gpu_memory_reserved_gib": None if peak[1] is None else round(peak[1], 2),
         "batch_sizes_used": sorted({m.diagnostics["batch_size"] for m in out}),
         "device": out[0].diagnostics["device"],
         "dtype": out[0].diagnostics["dtype"],
     }
 
 
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write the report atomically (after every variant: a stopped run keeps its results)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def compare(results: list[dict[str, Any]]) -> None:
+    """Add each variant's speed-up over the ``fp16`` reference and over ``fp32``."""
+    by_name = {r["variant"]["name"].split(" [smoke")[0]: r for r in results if "total_s" in r}
+    for ref_name in ("fp16", "fp32"):
+        ref = by_name.get(ref_name)
+        for r in results:
+            if ref is not None and "total_s" in r:
+                r[f"speedup_vs_{ref_name}"] = round(
+                    ref["seconds_per_window"] / r["seconds_per_window"], 3
+                )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny model on CPU, 2 steps")
-    parser.add_argument("--windows", type=int, default=None, help="windows to time (12)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny model on the CPU, 1 step per call, in seconds"
+    )
+    parser.add_argument("--windows", type=int, default=None, help="windows to time (8; smoke 2)")
     parser.add_argument(
         "--variants", default="", help="comma-separated variant names to run (default all)"
     )
+    parser.add_argument("--list", action="store_true", help="print the variant names and exit")
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(v.name for v in VARIANTS))
+        return 0
 
     import torch
 
@@ -351,23 +444,30 @@ def main(argv: list[str] | None = None) -> int:
     full_size = not args.smoke
     device = "cuda" if full_size else "cpu"
     resolution = 512 if full_size else 64
-    count = args.windows or (12 if full_size else 3)
+    count = args.windows or (8 if full_size else 2)
     variants = list(VARIANTS)
     if args.variants:
         wanted = {v.strip() for v in args.variants.split(",")}
+        unknown = wanted - {v.name for v in VARIANTS}
+        if unknown:
+            parser.error(f"unknown variant(s) {sorted(unknown)}; see --list")
         variants = [v for v in variants if v.name in wanted]
     if args.smoke:
         torch.set_num_threads(1)  # the CPU is shared; timings here mean nothing anyway
-        # CPU: half precision and compilation are GPU knobs; keep their code paths
-        # (attention swap, channels_last, batching, fewer steps) at float32, 2 steps.
+        # CPU: half precision and compilation are GPU knobs; every other code path
+        # (attention swap, channels_last, batching, schedulers, guidance) runs at
+        # float32, one denoising step per call.
         variants = [
             replace(
                 v,
                 name=f"{v.name} [smoke: fp32, tiny]",
                 dtype="fp32",
                 compile_unet=False,
-                outpaint_steps=2 if v.outpaint_steps == 25 else 1,
-                inpaint_steps=2,
+                outpaint_steps=1,
+                outpaint_strength=1.0,
+                inpaint_steps=1,
+                inpaint_strength=1.0,
+                batch_size=None if v.batch_size is None else min(v.batch_size, count),
             )
             for v in variants
             if v.dtype != "bf16"
@@ -380,9 +480,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     work = tempfile.TemporaryDirectory(prefix="bench_gpu_riffusion_")
     work_dir = Path(work.name)
-    windows = make_windows(count, 512)
+    # Smoke: windows at the tiny model's size, so no time goes to resizing them.
+    windows = make_windows(count, 512 if full_size else resolution)
 
-    results = []
+    report: dict[str, Any] = {
+        "benchmark": "riffusion generator, outpaint + inpaint, full SD 1.5 size, random weights"
+        if full_size
+        else "SMOKE: tiny random model on CPU, 64 x 64, 1 step per call (timings not meaningful)",
+        "machine": machine_description(),
+        "stem_seconds": STEM_SECONDS,
+        "window_seconds": WINDOW_SECONDS,
+        "resolution": resolution,
+        "prompt": PROMPT,
+        "results": [],
+        "published_reference_not_measured_here": PUBLISHED_SD15_50_STEPS_S,
+    }
+    results: list[dict[str, Any]] = report["results"]
     for variant in variants:
         print(f"-- {variant.name}", flush=True)
         try:
@@ -393,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                 windows=windows,
                 resolution=resolution,
                 work_dir=work_dir,
+                # A render's overlap; the smoke's 64-column windows carry 8 columns.
+                overlap_frames=field_default("overlap_frames") if full_size else 8,
             )
         except Exception as exc:  # noqa: BLE001 - record and go on to the next variant
             traceback.print_exc()
@@ -402,28 +517,8 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
         print(json.dumps(res), flush=True)
         results.append(res)
-
-    baseline = next(
-        (r for r in results if "total_s" in r and r["variant"]["dtype"] == "fp32"), None
-    )
-    for r in results:
-        if baseline is not None and "total_s" in r:
-            r["speedup_vs_fp32_baseline"] = round(baseline["total_s"] / r["total_s"], 3)
-
-    report = {
-        "benchmark": "riffusion generator, outpaint + inpaint, full SD 1.5 size, random weights"
-        if full_size
-        else "SMOKE: tiny random model on CPU, 64 x 64, 2 steps (timings not meaningful)",
-        "machine": machine_description(),
-        "stem_seconds": STEM_SECONDS,
-        "window_seconds": WINDOW_SECONDS,
-        "resolution": resolution,
-        "prompt": PROMPT,
-        "results": results,
-        "published_reference_not_measured_here": PUBLISHED_SD15_50_STEPS_S,
-    }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2) + "\n")
+        compare(results)
+        write_report(out_path, report)
     work.cleanup()
     print(f"wrote {out_path}")
     return 0 if all("error" not in r for r in results) else 1

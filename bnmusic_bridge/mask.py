@@ -22,12 +22,20 @@ FLOOR_DB = -80.0
 """Bins more than this far below the stem's loudest bin never enter M (silence)."""
 MIN_COMPONENT_PX = 4
 """Connected high-energy regions smaller than this many pixels are isolated specks."""
-ENLARGE_PX = 2
-"""Pixels the core grows by for the inpainting step."""
-MIN_CORE_SHARE = 0.08
-"""When the cleaned core covers less than this share of a window, keep growing it (the
-paper enlarges small cores) up to ``MAX_ENLARGE_PX``."""
+ENLARGE_PX = 1
+"""Pixels a small core region grows by for the inpainting step: the paper enlarges the
+mask "slightly". Measured on every window of the ten recordings in
+``../shared/data/noise`` (mask_area 0.15; ``benchmarks/bench_riffusion_masks.py``): the
+enlarged core covers a median 19.5 % of the image (3.5 to 24.9 %) where the core covers
+14.4 %; the rule before (2 pixels everywhere, more while under 8 %) gave 32.6 % (8.2 to
+43.9 %)."""
+SMALL_REGION_PX = 64
+"""A connected core region (8-connected) of fewer pixels than this is "too small to
+condition on" and is the only kind that grows: 64 pixels is one latent block of Stable
+Diffusion's VAE (8 x 8 pixels), the smallest area the model paints as a unit. Larger
+regions are repainted exactly as M marks them."""
 MAX_ENLARGE_PX = 8
+"""Upper bound of the optional whole-mask growth of :func:`enlarge_mask` (``min_share``)."""
 
 
 def _to_db(mel: np.ndarray) -> np.ndarray:
@@ -103,20 +111,40 @@ def enlarge_mask(
     mask: np.ndarray,
     enlarge_px: int = ENLARGE_PX,
     *,
-    min_share: float = MIN_CORE_SHARE,
+    small_region_px: int = SMALL_REGION_PX,
+    min_share: float = 0.0,
     max_enlarge_px: int = MAX_ENLARGE_PX,
 ) -> np.ndarray:
-    """Grow the core for the inpainting step.
+    """Grow the core for the inpainting step, as the paper does: slightly, and only where
+    the core is small.
 
-    Grows by ``enlarge_px`` pixels (3 x 3 dilation steps); a core covering less than
-    ``min_share`` of the image keeps growing one pixel at a time, up to
-    ``max_enlarge_px``, so a small core still gets a region large enough to repaint.
-    An empty mask stays empty.
+    Every 8-connected region of ``mask`` with fewer than ``small_region_px`` pixels grows
+    by ``enlarge_px`` pixels (3 x 3 dilation steps); larger regions stay as they are.
+    ``min_share`` > 0 (off by default) then keeps growing the whole mask one pixel at a
+    time while it covers less than that share of the image, up to ``max_enlarge_px``
+    pixels in all. An empty mask stays empty.
+
+    Args:
+        mask: bool ``(rows, columns)``, True on the core (either orientation).
+        enlarge_px: pixels a small region grows by.
+        small_region_px: regions with fewer pixels than this grow.
+        min_share: share of the image (0..1) the result should at least cover.
+        max_enlarge_px: most pixels the ``min_share`` growth may add.
+
+    Returns:
+        bool, the shape of ``mask``; always a superset of it.
     """
     if not mask.any():
         return mask.copy()
     square = np.ones((3, 3), dtype=bool)
-    grown = ndimage.binary_dilation(mask, square, iterations=enlarge_px) if enlarge_px > 0 else mask
+    grown = mask.copy()
+    if enlarge_px > 0:
+        labels, count = ndimage.label(mask, structure=square)
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        small = sizes < small_region_px
+        small[0] = False
+        if small.any():
+            grown |= ndimage.binary_dilation(small[labels], square, iterations=enlarge_px)
     steps = enlarge_px
     while grown.mean() < min_share and steps < max_enlarge_px:
         grown = ndimage.binary_dilation(grown, square)

@@ -347,8 +347,10 @@ def _window_audio(
                 )
         elif m.image is not None:
             # The noise window's max_value keeps the music's level in step with the
-            # noise from window to window (the image alone has no absolute scale).
-            a = image_to_audio(m.image, w.max_value, num_samples=w.num_samples, seed=seed + k)[None, :]
+            # noise from window to window (the image alone has no absolute scale); a
+            # generator that re-expressed the window at another level gives its own.
+            level = w.max_value if m.max_value is None else m.max_value
+            a = image_to_audio(m.image, level, num_samples=w.num_samples, seed=seed + k)[None, :]
         else:
             raise GeneratorError(f"window {k}: the generator returned neither audio nor image")
         if not np.all(np.isfinite(a)):

@@ -26,8 +26,11 @@ from bnmusic_bridge.generators import get_generator
 from bnmusic_bridge.generators.base import GenerationSettings, NoiseWindow, WindowMusic
 from bnmusic_bridge.generators.baselines import OutpaintOnlyGenerator
 from bnmusic_bridge.generators.riffusion import (
+    OUTPAINT_KEEP_SHARE,
     SCHEDULERS,
     RiffusionGenerator,
+    latent_keep_mask,
+    latent_repaint_mask,
     riffusion_plan,
     window_seed,
 )
@@ -113,15 +116,19 @@ def img(music: WindowMusic) -> np.ndarray:
 
 
 class PipeSpy:
-    """Stands in for a diffusers pipeline: records each call's kwargs, then delegates."""
+    """Stands in for a diffusers pipeline: records each call's kwargs and output images,
+    then delegates."""
 
     def __init__(self, pipe: Any) -> None:
         self._pipe = pipe
         self.calls: list[dict[str, Any]] = []
+        self.outputs: list[np.ndarray] = []
 
     def __call__(self, **kwargs: Any) -> Any:
         self.calls.append(kwargs)
-        return self._pipe(**kwargs)
+        out = self._pipe(**kwargs)
+        self.outputs.append(np.asarray(out.images))
+        return out
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pipe, name)
@@ -414,3 +421,175 @@ def test_importing_the_generators_loads_no_torch() -> None:
         cwd=Path(__file__).resolve().parents[1],
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+# --- Stable Diffusion's latent scale: a VAE with scale factor 8 ------------------------
+
+
+def test_latent_masks_are_block_constant() -> None:
+    repaint = np.zeros((16, 16), dtype=bool)
+    repaint[3, 9] = True  # one pixel, not on a block's top-left corner
+    blocks = latent_repaint_mask(repaint, 8)
+    assert blocks[:8, 8:].all() and blocks.sum() == 64
+    keep = np.zeros((16, 16), dtype=bool)
+    keep[:8, :5] = True  # 40 of the block's 64 pixels
+    keep[8:, 8:10] = True  # 16 of 64
+    kept = latent_keep_mask(keep, 8, OUTPAINT_KEEP_SHARE)
+    assert kept[:8, :8].all() and kept.sum() == 64
+    assert latent_keep_mask(keep, 8, 1.0).sum() == 0
+    with pytest.raises(ParameterError, match="latent blocks"):
+        latent_repaint_mask(np.zeros((12, 16), dtype=bool), 8)
+
+
+@pytest.fixture(scope="module")
+def gen8(tmp_path_factory: pytest.TempPathFactory) -> RiffusionGenerator:
+    folder = tiny_sd_folder_for(tmp_path_factory.getbasetemp(), vae_levels=4)
+    g = RiffusionGenerator(**options(str(folder)))
+    g.load()
+    assert g._pipes["inpaint"].vae_scale_factor == 8  # type: ignore[index]
+    return g
+
+
+def scattered_window(side: int = 64, seed: int = 5) -> NoiseWindow:
+    """A window whose core is scattered specks and short strokes off the 8 x 8 grid,
+    enlarged by the pipeline's own rule; the core is at pixel 0 (the loudest)."""
+    from bnmusic_bridge.mask import enlarge_mask
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(40, 256, (side, side)).astype(np.uint8)
+    core = rng.random((side, side)) < 0.06
+    core[9:12, 13:30] = True  # a stroke across block borders
+    core[41, 3:60] = True  # a one-pixel line
+    image[core] = 0
+    n = 511 * 441
+    return NoiseWindow(
+        index=0,
+        start_sample=0,
+        num_samples=n,
+        valid_samples=n,
+        audio=np.zeros(n, dtype=np.float32),
+        image=image,
+        max_value=1.0,
+        mask=core,
+        mask_enlarged=enlarge_mask(core),
+    )
+
+
+def test_scale_8_every_core_pixel_repainted_every_kept_pixel_restored(
+    gen8: RiffusionGenerator,
+) -> None:
+    window = scattered_window()
+    core, enlarged = window.mask, window.mask_enlarged
+    blocks = lambda m: m.reshape(8, 8, 8, 8).any(axis=(1, 3))  # noqa: E731
+    top_left = lambda m: m[::8, ::8]  # noqa: E731 - what diffusers' nearest resize samples
+    # The masks are scattered enough that sampling one pixel per block misses core pixels.
+    assert (blocks(core) & ~top_left(enlarged)).any()
+
+    pipe = gen8._pipes["inpaint"]  # type: ignore[index]
+    spy = PipeSpy(pipe)
+    latent_masks: list[np.ndarray] = []
+    real_prepare = pipe.prepare_mask_latents
+
+    def record(mask: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real_prepare(mask, *args, **kwargs)
+        latent_masks.append(out[0][0, 0].numpy().copy())  # the mask the latents are blended with
+        return out
+
+    pipe.prepare_mask_latents = record
+    gen8._pipes["inpaint"] = spy  # type: ignore[index]
+    try:
+        music = gen8.generate([window], NO_ANALYSIS, settings(continuation=False, **GUIDED))[0]
+    finally:
+        gen8._pipes["inpaint"] = pipe  # type: ignore[index]
+        del pipe.prepare_mask_latents
+    final = img(music)
+    assert len(latent_masks) == 2
+    outpaint_latent, inpaint_latent = (m > 0.5 for m in latent_masks)
+
+    # Outpainting keeps (latent 0) exactly the blocks at least half core ...
+    share = core.reshape(8, 8, 8, 8).mean(axis=(1, 3))
+    np.testing.assert_array_equal(~outpaint_latent, share >= OUTPAINT_KEEP_SHARE)
+    outpainted = np.rint(spy.outputs[0][0, ..., 0] * 255).astype(np.uint8)
+    outpainted[core] = window.image[core]  # the generator's copy-back of the kept core
+    not_generated = np.repeat(np.repeat(~outpaint_latent, 8, 0), 8, 1) & ~core
+    # ... and inpainting repaints every block holding a pixel of the enlarged core or a
+    # pixel the outpainting kept without generating it: no core pixel is a kept block.
+    repaint = enlarged | not_generated
+    np.testing.assert_array_equal(inpaint_latent, blocks(repaint))
+    assert inpaint_latent[blocks(core)].all()
+
+    # Every core pixel is the inpainting's output (its block was repainted) and differs
+    # from the noise; every pixel outside the repainted region is restored exactly.
+    inpainted = np.rint(spy.outputs[1][0, ..., 0] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(final[repaint], inpainted[repaint])
+    assert np.mean(final[core] != window.image[core]) > 0.99
+    np.testing.assert_array_equal(final[~repaint], outpainted[~repaint])
+    assert music.diagnostics["not_generated_share"] == 0.0
+    assert music.diagnostics["inpaint_pixel_share"] == pytest.approx(repaint.mean(), abs=1e-4)
+
+
+def test_grey_is_read_from_the_red_channel(gen: RiffusionGenerator) -> None:
+    # Riffusion's spectrogram_from_image reads channel 0 of the RGB image for mono.
+    window = make_window(0)
+    spy = PipeSpy(gen._pipes["inpaint"])  # type: ignore[index]
+    original = gen._pipes["inpaint"]  # type: ignore[index]
+    gen._pipes["inpaint"] = spy  # type: ignore[index]
+    try:
+        out = gen.generate([window], NO_ANALYSIS, settings(continuation=False))[0]
+    finally:
+        gen._pipes["inpaint"] = original  # type: ignore[index]
+    rgb = spy.outputs[1][0]
+    assert np.abs(rgb[..., 0] - rgb.mean(axis=-1)).max() > 2 / 255  # the channels differ
+    red = np.rint(rgb[..., 0] * 255).astype(np.uint8)
+    repaint = window.mask_enlarged
+    np.testing.assert_array_equal(img(out)[repaint], red[repaint])
+
+
+def level_db(image: np.ndarray, max_value: float) -> float:
+    from bnmusic_bridge.spectrogram import image_to_mel
+
+    return 10 * float(np.log10(np.sum(image_to_mel(image, max_value).astype(np.float64) ** 2)))
+
+
+def test_continuation_overlap_decodes_at_one_level(gen: RiffusionGenerator) -> None:
+    from dataclasses import replace
+
+    overlap = 8
+    # The noise's peak moves up 9 dB, then down 12 dB between windows.
+    levels = [1.0, 10 ** (9 / 20), 10 ** (-3 / 20)]
+    windows = [replace(make_window(k), max_value=v) for k, v in enumerate(levels)]
+    out = gen.generate(windows, NO_ANALYSIS, settings(overlap=overlap))
+    for k in (1, 2):
+        prev, cur = out[k - 1], out[k]
+        assert prev.max_value is not None and cur.max_value is not None
+        assert cur.max_value >= windows[k].max_value
+        tail_db = level_db(img(prev)[:, -overlap:], prev.max_value)
+        head_db = level_db(img(cur)[:, :overlap], cur.max_value)
+        assert head_db == pytest.approx(tail_db, abs=0.05)
+        # Copied verbatim and decoded at the noise window's level, as before, the
+        # overlap would jump by the peak's move.
+        verbatim_db = level_db(img(prev)[:, -overlap:], windows[k].max_value)
+        move_db = 20 * np.log10(windows[k].max_value / prev.max_value)
+        assert verbatim_db - tail_db == pytest.approx(move_db, abs=0.01)
+        assert abs(move_db) > 6
+    # Up: the window keeps its own level; down: it is raised to the carried peak.
+    assert out[1].max_value == pytest.approx(levels[1])
+    assert out[2].max_value > levels[2] and out[2].diagnostics["level_change_db"] > 0
+
+
+def test_pipeline_decodes_with_the_generators_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bnmusic_bridge.spectrogram as spec
+    from bnmusic_bridge.pipeline import _window_audio
+
+    seen: list[float] = []
+
+    def fake_image_to_audio(image: Any, max_value: float, num_samples: int, **kw: Any) -> Any:
+        seen.append(max_value)
+        return np.zeros(num_samples, dtype=np.float32)
+
+    monkeypatch.setattr(spec, "image_to_audio", fake_image_to_audio)
+    windows = [make_window(0), make_window(1)]
+    image = np.zeros((SIDE, SIDE), dtype=np.uint8)
+    music = [WindowMusic(image=image, max_value=3.5), WindowMusic(image=image)]
+    _window_audio(music, windows, 0, lambda stage, fraction: None)
+    assert seen == [3.5, windows[1].max_value]

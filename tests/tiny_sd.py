@@ -2,7 +2,9 @@
 
 The configuration follows diffusers' own fast tests (see method.md, "diffusers facts"):
 a UNet with block_out_channels (32, 64), a two-level VAE (vae_scale_factor 2) and a
-five-layer CLIP text encoder with hidden size 32. Nothing is downloaded: the tokenizer is
+five-layer CLIP text encoder with hidden size 32. ``vae_levels=4`` builds a four-level
+VAE instead (vae_scale_factor 8, Stable Diffusion's real latent scale), with 16 channels
+per level so that it stays fast. Nothing is downloaded: the tokenizer is
 written from a small byte-level vocabulary at build time. Weights are random (seeded), so
 images are meaningless; tests check shapes, masks, determinism and plumbing only.
 """
@@ -56,12 +58,16 @@ def write_tiny_tokenizer_files(folder: Path) -> tuple[Path, Path]:
     return vocab_path, merges_path
 
 
-def build_tiny_sd_pipeline(work_dir: Path, seed: int = 0):  # -> StableDiffusionInpaintPipeline
+def build_tiny_sd_pipeline(
+    work_dir: Path, seed: int = 0, vae_levels: int = 2
+):  # -> StableDiffusionInpaintPipeline
     """Build the tiny random SD 1.x inpainting pipeline (CPU, float32), seeded.
 
     Args:
         work_dir: scratch folder for the tokenizer files.
         seed: ``torch.manual_seed`` value for the random weights.
+        vae_levels: 2 (vae_scale_factor 2, diffusers' test VAE) or 4 (scale factor 8,
+            as Stable Diffusion's).
     """
     import torch
     from diffusers import (
@@ -84,14 +90,28 @@ def build_tiny_sd_pipeline(work_dir: Path, seed: int = 0):  # -> StableDiffusion
         cross_attention_dim=32,
     )
     torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-    )
+    if vae_levels == 2:
+        vae = AutoencoderKL(
+            block_out_channels=[32, 64],
+            in_channels=3,
+            out_channels=3,
+            down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+            up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+            latent_channels=4,
+        )
+    elif vae_levels == 4:
+        vae = AutoencoderKL(
+            block_out_channels=[16, 16, 16, 16],
+            in_channels=3,
+            out_channels=3,
+            down_block_types=["DownEncoderBlock2D"] * 4,
+            up_block_types=["UpDecoderBlock2D"] * 4,
+            layers_per_block=1,
+            norm_num_groups=8,
+            latent_channels=4,
+        )
+    else:
+        raise ValueError(f"vae_levels must be 2 or 4, got {vae_levels}")
     torch.manual_seed(seed)
     text_config = CLIPTextConfig(
         bos_token_id=0,
@@ -125,20 +145,24 @@ def build_tiny_sd_pipeline(work_dir: Path, seed: int = 0):  # -> StableDiffusion
     )
 
 
-def save_tiny_sd_pipeline(folder: Path, seed: int = 0) -> Path:
+def save_tiny_sd_pipeline(folder: Path, seed: int = 0, vae_levels: int = 2) -> Path:
     """Build the tiny pipeline and ``save_pretrained`` it into ``folder``; return ``folder``."""
     folder = Path(folder)
-    pipe = build_tiny_sd_pipeline(folder.parent / (folder.name + "_work"), seed=seed)
+    pipe = build_tiny_sd_pipeline(
+        folder.parent / (folder.name + "_work"), seed=seed, vae_levels=vae_levels
+    )
     pipe.save_pretrained(str(folder))
     return folder
 
 
-def tiny_sd_folder_for(base_temp: Path) -> Path:
+def tiny_sd_folder_for(base_temp: Path, vae_levels: int = 2) -> Path:
     """The tiny pipeline saved once under ``base_temp`` (pytest's session base temp);
-    later calls, from any test module, reuse the folder."""
-    folder = Path(base_temp) / "tiny_sd_pipeline"
+    later calls, from any test module, reuse the folder. ``vae_levels=4``: the variant
+    with Stable Diffusion's latent scale (vae_scale_factor 8), in its own folder."""
+    name = "tiny_sd_pipeline" if vae_levels == 2 else f"tiny_sd_pipeline_vae{2 ** (vae_levels - 1)}"
+    folder = Path(base_temp) / name
     if not (folder / "model_index.json").is_file():
-        save_tiny_sd_pipeline(folder)
+        save_tiny_sd_pipeline(folder, vae_levels=vae_levels)
     return folder
 
 

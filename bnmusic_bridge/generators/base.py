@@ -100,11 +100,17 @@ class WindowMusic:
         image: uint8 ``(512, 512)`` Riffusion image of the music, or None.
         diagnostics: anything worth reporting (timings, chosen tempo, key, ...),
             JSON-serialisable.
+        max_value: linear mel magnitude that pixel 0 of ``image`` stands for, or None
+            for the noise window's ``max_value``. A generator that re-expresses a window
+            at another level (the riffusion generator does, so that columns carried over
+            from the previous window decode at the level they were made at) says so
+            here, and the pipeline decodes ``image`` with it.
     """
 
     audio: np.ndarray | None = None
     image: np.ndarray | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    max_value: float | None = None
 
 
 @runtime_checkable

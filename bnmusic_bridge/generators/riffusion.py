@@ -11,10 +11,37 @@ For every noise window (a 512 x 512 Riffusion image, picture orientation, loud =
 Kept pixels are copied back exactly after each step (diffusers' 4-channel inpainting
 still sends them through the VAE, which changes them slightly).
 
+Masks at the model's latent scale. diffusers shrinks the pixel mask to the latent grid
+(one latent per ``vae_scale_factor`` x ``vae_scale_factor`` block, 8 x 8 pixels for
+Stable Diffusion) by nearest-neighbour sampling, i.e. by the block's top-left pixel
+(``torch.nn.functional.interpolate`` in ``prepare_mask_latents``, after
+``VaeImageProcessor.binarize`` cuts at 0.5). A block whose sampled pixel is outside the
+mask keeps the latents of the input image, so masked pixels elsewhere in it come out as
+the VAE's reconstruction of the input, not as new content. The masks handed to diffusers
+are therefore made constant on each block first (any sampling then agrees):
+
+- inpainting repaints every block holding any pixel to repaint
+  (:func:`latent_repaint_mask`), so no pixel of the core is left as a kept block;
+- outpainting keeps the blocks at least :data:`OUTPAINT_KEEP_SHARE` of whose pixels are
+  kept (:func:`latent_keep_mask`): the model conditions on the densest part of the core
+  (on the ten recordings, keeping every block that touches the core would keep a median
+  39 % of the image as noise; keeping only blocks made entirely of core pixels keeps
+  almost nothing of a scattered core). The non-core pixels of the kept blocks, which the outpainting did not
+  generate, join the inpainting step's repaint mask, so every pixel of the result is
+  either model output or an exactly restored kept pixel.
+
+The grey image diffusers returns as RGB is read from its red channel, as Riffusion's
+``spectrogram_from_image`` does for mono (``data[0:1]``).
+
 Continuation (``continuation=True``, the default): for window ``k > 0`` the first
 ``settings.overlap_frames`` columns are replaced by the last columns of window
 ``k - 1``'s final music image and kept in both steps, so rhythm and harmony carry across
-windows. The price: windows depend on each other and run one at a time. With
+windows. Those columns were encoded against window ``k - 1``'s level (the ``max_value``
+pixel 0 stands for); they are re-expressed at window ``k``'s level, which is raised to
+the carried columns' peak when they are louder (the window's noise image is then
+re-expressed too), and :attr:`WindowMusic.max_value` tells the pipeline the level to
+decode with: the overlap decodes at one level on both sides of a join. The price of
+continuation: windows depend on each other and run one at a time. With
 ``continuation=False`` windows are independent and go through the UNet in batches
 (``batch_size``; on CUDA chosen from free memory by default), which is faster on a GPU.
 
@@ -92,9 +119,10 @@ _check_scheduler_classes()
 MODEL_HOWTO = (
     "Get the Riffusion weights (Stable Diffusion 1.5 fine-tuned on spectrograms) with\n"
     f"    huggingface-cli download {DEFAULT_MODEL_ID}\n"
-    f"(or `hf download {DEFAULT_MODEL_ID}`; add --exclude '*.ckpt' to skip the\n"
-    "single-file checkpoint), or point at a local diffusers folder (model_index.json,\n"
-    "unet/, vae/, text_encoder/, tokenizer/, scheduler/) with --model /path/to/folder,\n"
+    f"(or `hf download {DEFAULT_MODEL_ID} --local-dir DIR`; add --exclude '*.ckpt'\n"
+    "'unet_traced/*' 'safety_checker/*' to skip what is not used), or point at a local\n"
+    "diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,\n"
+    "scheduler/) with --model /path/to/folder (copy it to a machine without network),\n"
     "or render without weights with --generator procedural."
 )
 """How to get the weights; part of every :class:`ModelNotFoundError` message."""
@@ -104,6 +132,16 @@ MODEL_HOWTO = (
 # heuristic: out-of-memory halves the batch and retries anyway.
 _CUDA_BYTES_PER_WINDOW_512_FP16 = 3.0 * 2**30
 _MAX_AUTO_BATCH = 8
+
+OUTPAINT_KEEP_SHARE = 0.5
+"""Outpainting keeps (conditions on) a latent block when at least this share of its
+pixels is kept. Measured on every window of the ten recordings in
+``../shared/data/noise`` at Stable Diffusion's 8 x 8 blocks
+(``benchmarks/bench_riffusion_masks.py``): the kept blocks hold a median 56 % of the
+core's pixels (31 to 83 %) and cover 8.9 % of the image (1.9 to 14.7 %), less than the
+core's 14.4 %; the pixels they hold outside the core (2.9 %, 0.7 to 4.1 %) are repainted
+by the inpainting step. Keeping every block that touches the core would keep a median
+39 % of the image as noise; keeping only blocks made entirely of core, 0.8 % of the core."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -470,14 +508,113 @@ def _resize_u8(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
 
 
-def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Area-average a bool (H, W) mask to float (height, width) in 0..1 (diffusers cuts at 0.5)."""
+def _resize_share(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area-average a bool (H, W) mask to float (height, width) in 0..1 (the share of each
+    new pixel the mask covers)."""
     if mask.shape == (height, width):
         return mask.astype(np.float32)
     from PIL import Image
 
     img = Image.fromarray(mask.astype(np.float32))
     return np.asarray(img.resize((width, height), Image.Resampling.BOX), dtype=np.float32)
+
+
+# Images go between the window's size and the model's with bicubic filtering, whose
+# kernel reaches 2 pixels of the coarser grid: a mask resized "any" grows by that reach.
+_BICUBIC_REACH = 2
+
+
+def _resize_any(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bool (H, W) mask to (height, width): set wherever a set source pixel could reach
+    through the bicubic resizing of the images (identity when the size matches)."""
+    if mask.shape == (height, width):
+        return mask.copy()
+    from scipy import ndimage
+
+    scale = max(1.0, height / mask.shape[0], width / mask.shape[1])
+    touched = _resize_share(mask, height, width) > 0.0
+    reach = int(math.ceil(_BICUBIC_REACH * scale))
+    return ndimage.binary_dilation(touched, np.ones((3, 3), dtype=bool), iterations=reach)
+
+
+def _reexpress(image: np.ndarray, level: float, new_level: float) -> np.ndarray:
+    """A uint8 Riffusion image encoded against ``level`` (the magnitude of pixel 0),
+    encoded against ``new_level`` instead: the same mel magnitudes, other pixel values
+    (louder than ``new_level`` clips to 0). Rounded to the nearest pixel value, not
+    truncated as a fresh encoding is: truncation would bias the re-expressed columns
+    loud (measured on a 64 x 8 overlap of the test model's output moved up 9 dB:
+    +0.14 dB truncated, -0.02 dB rounded)."""
+    if new_level == level:
+        return image
+    from ..spectrogram import RIFFUSION_POWER_FOR_IMAGE, image_to_mel
+
+    mel = image_to_mel(image, level)[::-1]  # back to picture orientation
+    x = np.clip(mel / np.float32(new_level), 0.0, 1.0) ** RIFFUSION_POWER_FOR_IMAGE * 255.0
+    return np.clip(np.rint(255.0 - x), 0, 255).astype(np.uint8)
+
+
+def _peak_level(image: np.ndarray, level: float) -> float:
+    """The largest mel magnitude in a uint8 Riffusion image encoded against ``level``."""
+    from ..spectrogram import image_to_mel
+
+    return float(image_to_mel(image, level).max()) if image.size else 0.0
+
+
+def _block_shares(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Share of each ``factor`` x ``factor`` block's pixels that are set (float, blocks)."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2 or factor < 1 or m.shape[0] % factor or m.shape[1] % factor:
+        raise ParameterError(
+            f"a mask of shape {m.shape} cannot be cut into {factor} x {factor} latent blocks; "
+            "the model resolution must be a multiple of the VAE's scale factor"
+        )
+    rows, cols = m.shape[0] // factor, m.shape[1] // factor
+    return m.reshape(rows, factor, cols, factor).mean(axis=(1, 3))
+
+
+def _blocks_to_pixels(blocks: np.ndarray, factor: int) -> np.ndarray:
+    return np.repeat(np.repeat(blocks, factor, axis=0), factor, axis=1)
+
+
+def latent_repaint_mask(repaint: np.ndarray, factor: int) -> np.ndarray:
+    """The repaint mask as diffusers must see it: every ``factor`` x ``factor`` block that
+    holds any pixel of ``repaint`` is repainted as a whole.
+
+    Args:
+        repaint: bool ``(H, W)`` at the model's resolution, True = repaint; ``H`` and
+            ``W`` multiples of ``factor``.
+        factor: the VAE's scale factor (pixels per latent along each side; 8 for SD 1.x).
+
+    Returns:
+        bool ``(H, W)``, constant on each block, a superset of ``repaint``.
+
+    Raises:
+        ParameterError: the shape is not a whole number of blocks.
+    """
+    return _blocks_to_pixels(_block_shares(repaint, factor) > 0.0, factor)
+
+
+def latent_keep_mask(
+    keep: np.ndarray, factor: int, share: float = OUTPAINT_KEEP_SHARE
+) -> np.ndarray:
+    """The blocks a masked diffusers call keeps: those at least ``share`` of whose pixels
+    are in ``keep`` (``share`` in (0, 1]; 1 = only blocks made entirely of kept pixels).
+
+    Args:
+        keep: bool ``(H, W)`` at the model's resolution, True = keep.
+        factor: the VAE's scale factor.
+        share: least share of a block's pixels that must be kept for the block to be.
+
+    Returns:
+        bool ``(H, W)``, constant on each block.
+
+    Raises:
+        ParameterError: the shape is not a whole number of blocks, or ``share`` is
+            outside (0, 1].
+    """
+    if not 0.0 < share <= 1.0:
+        raise ParameterError(f"keep share must be in (0, 1], got {share}")
+    return _blocks_to_pixels(_block_shares(keep, factor) >= share, factor)
 
 
 @dataclass
@@ -490,6 +627,17 @@ class _Job:
     repaint_inpaint: np.ndarray  # bool (H, W): repainted while inpainting
     seed: int
     continued: bool
+    level: float  # linear mel magnitude pixel 0 of ``image`` stands for (its max_value)
+
+
+@dataclass
+class _Done:
+    """One window's result: the music image, the level it is encoded at, diagnostics."""
+
+    index: int
+    image: np.ndarray  # uint8 (H, W), picture orientation
+    level: float  # linear mel magnitude pixel 0 of ``image`` stands for
+    info: dict[str, Any]
 
 
 class _Progress:
@@ -747,9 +895,9 @@ class RiffusionGenerator:
 
         with loaded.lock:
             if carry:
-                images, info = self._run_continued(windows, settings, plan, tracker)
+                done = self._run_continued(windows, settings, plan, tracker)
             else:
-                images, info = self._run_batched(windows, settings, plan, tracker)
+                done = self._run_batched(windows, settings, plan, tracker)
 
         common = {
             "generator": self.name,
@@ -765,8 +913,13 @@ class RiffusionGenerator:
             "compile_unet": self.compile_unet,
         }
         return [
-            WindowMusic(audio=None, image=img, diagnostics={**common, **extra})
-            for img, extra in zip(images, info, strict=True)
+            WindowMusic(
+                audio=None,
+                image=w.image,
+                diagnostics={**common, **w.info},
+                max_value=w.level,
+            )
+            for w in done
         ]
 
     def _jobs(self, windows: Sequence[NoiseWindow], settings: GenerationSettings) -> list[_Job]:
@@ -778,6 +931,7 @@ class RiffusionGenerator:
                 repaint_inpaint=np.asarray(w.mask_enlarged, dtype=bool),
                 seed=window_seed(settings.seed, w.index),
                 continued=False,
+                level=float(w.max_value),
             )
             for w in windows
         ]
@@ -788,17 +942,22 @@ class RiffusionGenerator:
         settings: GenerationSettings,
         plan: DiffusionPlan,
         tracker: _Progress,
-    ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+    ) -> list[_Done]:
         overlap = settings.overlap_frames
-        images: list[np.ndarray] = []
-        info: list[dict[str, Any]] = []
-        previous: tuple[int, np.ndarray] | None = None
+        done: list[_Done] = []
         for job in self._jobs(windows, settings):
-            if previous is not None and previous[0] == job.window.index - 1:
-                tail = previous[1][:, -overlap:]
+            previous = done[-1] if done else None
+            if previous is not None and previous.index == job.window.index - 1:
+                tail = previous.image[:, -overlap:]
                 if tail.shape[0] == job.image.shape[0]:
-                    job.image = job.image.copy()
-                    job.image[:, :overlap] = tail
+                    # One level for the overlap on both sides of the join: the carried
+                    # columns are re-expressed at this window's level, raised to their
+                    # peak when they are louder (nothing clips), and the window's noise
+                    # image moves to that level with them.
+                    level = max(job.level, _peak_level(tail, previous.level))
+                    job.image = _reexpress(job.image, job.level, level).copy()
+                    job.image[:, :overlap] = _reexpress(tail, previous.level, level)
+                    job.level = level
                     job.keep_outpaint = job.keep_outpaint.copy()
                     job.keep_outpaint[:, :overlap] = True
                     job.repaint_inpaint = job.repaint_inpaint.copy()
@@ -806,23 +965,29 @@ class RiffusionGenerator:
                     job.continued = True
             start = time.perf_counter()
             try:
-                (image,) = self._run_group([job], settings, plan, tracker)
+                (out,) = self._run_group([job], settings, plan, tracker)
             except BNMusicError:
                 raise
             except Exception as exc:  # noqa: BLE001 - never a raw traceback to the host
                 raise self._failure(exc, [job], plan) from exc
-            images.append(image)
-            info.append(
-                {
-                    "seed": job.seed,
-                    "continued_from_previous": job.continued,
-                    "overlap_frames": overlap if job.continued else 0,
-                    "batch_size": 1,
-                    "seconds": round(time.perf_counter() - start, 4),
-                }
+            image, stats = out
+            done.append(
+                _Done(
+                    index=job.window.index,
+                    image=image,
+                    level=job.level,
+                    info={
+                        "seed": job.seed,
+                        "continued_from_previous": job.continued,
+                        "overlap_frames": overlap if job.continued else 0,
+                        "level_change_db": _level_change_db(job),
+                        "batch_size": 1,
+                        "seconds": round(time.perf_counter() - start, 4),
+                        **stats,
+                    },
+                )
             )
-            previous = (job.window.index, image)
-        return images, info
+        return done
 
     def _auto_batch_size(self, resolution: int) -> int:
         assert self._loaded is not None
@@ -842,11 +1007,10 @@ class RiffusionGenerator:
         settings: GenerationSettings,
         plan: DiffusionPlan,
         tracker: _Progress,
-    ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+    ) -> list[_Done]:
         jobs = self._jobs(windows, settings)
         batch = self.batch_size or self._auto_batch_size(plan.resolution)
-        images: list[np.ndarray] = []
-        info: list[dict[str, Any]] = []
+        done: list[_Done] = []
         retries = 0
         i = 0
         while i < len(jobs):
@@ -866,20 +1030,26 @@ class RiffusionGenerator:
                     continue
                 raise self._failure(exc, chunk, plan) from exc
             seconds = (time.perf_counter() - start) / len(chunk)
-            for job, image in zip(chunk, out, strict=True):
-                images.append(image)
-                info.append(
-                    {
-                        "seed": job.seed,
-                        "continued_from_previous": False,
-                        "overlap_frames": 0,
-                        "batch_size": len(chunk),
-                        "oom_retries": retries,
-                        "seconds": round(seconds, 4),
-                    }
+            for job, (image, stats) in zip(chunk, out, strict=True):
+                done.append(
+                    _Done(
+                        index=job.window.index,
+                        image=image,
+                        level=job.level,
+                        info={
+                            "seed": job.seed,
+                            "continued_from_previous": False,
+                            "overlap_frames": 0,
+                            "level_change_db": 0.0,
+                            "batch_size": len(chunk),
+                            "oom_retries": retries,
+                            "seconds": round(seconds, 4),
+                            **stats,
+                        },
+                    )
                 )
             i += len(chunk)
-        return images, info
+        return done
 
     def _failure(self, exc: Exception, jobs: Sequence[_Job], plan: DiffusionPlan) -> GeneratorError:
         assert self._loaded is not None
@@ -903,24 +1073,62 @@ class RiffusionGenerator:
         settings: GenerationSettings,
         plan: DiffusionPlan,
         tracker: _Progress,
-    ) -> list[np.ndarray]:
-        """Run every step of ``plan`` on ``jobs`` as one batch; return uint8 images."""
+    ) -> list[tuple[np.ndarray, dict[str, float]]]:
+        """Run every step of ``plan`` on ``jobs`` as one batch.
+
+        Returns per job the uint8 image and mask statistics (shares of the image, 0..1):
+        ``outpaint_kept_share`` (latent blocks the outpainting kept),
+        ``core_conditioned_share`` (share of the kept pixels inside those blocks),
+        ``inpaint_pixel_share`` / ``inpaint_latent_share`` (pixels the inpainting took
+        from the model / latent blocks it repainted), ``not_generated_share`` (pixels
+        meant to be new that the last masked call left as the VAE's reconstruction of
+        its input: 0 after outpaint + inpaint).
+        """
         import torch
 
         assert self._pipes is not None and self._loaded is not None
         res = plan.resolution
         n = len(jobs)
+        factor = int(self._pipes["inpaint"].vae_scale_factor)
+        if res % factor:
+            raise ParameterError(
+                f"generator {self.name!r}: resolution {res} is not a multiple of the VAE's "
+                f"scale factor {factor}"
+            )
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
         current = [job.image for job in jobs]
+        stats: list[dict[str, float]] = [{} for _ in jobs]
+        # Pixels the previous masked call should have generated but left as the VAE's
+        # reconstruction of its input (their latent block was kept).
+        not_generated = [np.zeros(job.image.shape, dtype=bool) for job in jobs]
         prompts = [settings.prompt] * n
         negatives = [settings.negative_prompt] * n if settings.negative_prompt else None
         for step in plan.steps:
+            # keep: pixels restored exactly afterwards (window size); model_repaint: the
+            # block-constant mask diffusers gets (model size).
+            keep: list[np.ndarray] | None
+            model_repaint: list[np.ndarray] | None
             if step.kind == "outpaint":
-                repaint: list[np.ndarray] | None = [~job.keep_outpaint for job in jobs]
+                keep = [job.keep_outpaint for job in jobs]
+                model_keep = [latent_keep_mask(_resize_share(k, res, res), factor) for k in keep]
+                model_repaint = [~m for m in model_keep]
+                for k, (kp, mk) in enumerate(zip(keep, model_keep, strict=True)):
+                    inside = _resize_share(mk, *kp.shape) >= 1.0
+                    stats[k]["outpaint_kept_share"] = float(mk.mean())
+                    stats[k]["core_conditioned_share"] = (
+                        float((kp & inside).sum() / kp.sum()) if kp.any() else 0.0
+                    )
             elif step.kind == "inpaint":
-                repaint = [job.repaint_inpaint for job in jobs]
+                repaint = [
+                    job.repaint_inpaint | ng for job, ng in zip(jobs, not_generated, strict=True)
+                ]
+                keep = [~r for r in repaint]
+                model_repaint = [latent_repaint_mask(_resize_any(r, res, res), factor) for r in repaint]
+                for k, (r, mr) in enumerate(zip(repaint, model_repaint, strict=True)):
+                    stats[k]["inpaint_pixel_share"] = float(r.mean())
+                    stats[k]["inpaint_latent_share"] = float(mr.mean())
             elif step.kind == "img2img":
-                repaint = None
+                keep = model_repaint = None
             else:  # pragma: no cover - plans are built in this package
                 raise ParameterError(f"unknown diffusion step kind {step.kind!r}")
 
@@ -939,11 +1147,11 @@ class RiffusionGenerator:
                 "output_type": "np",
                 "callback_on_step_end": tracker.callback(call_units),
             }
-            if repaint is None:
+            if model_repaint is None:
                 pipe = self._pipes["img2img"]
             else:
                 pipe = self._pipes["inpaint"]
-                mask_t = torch.from_numpy(np.stack([_resize_mask(m, res, res) for m in repaint]))
+                mask_t = torch.from_numpy(np.stack(model_repaint).astype(np.float32))
                 kwargs["mask_image"] = mask_t[:, None]
                 kwargs["height"] = res
                 kwargs["width"] = res
@@ -966,17 +1174,31 @@ class RiffusionGenerator:
                     f"{choice.device} ({choice.dtype}), usually a half-precision overflow; "
                     "try --dtype float32 or --dtype bfloat16"
                 )
-            grey = np.clip(np.rint(pixels.mean(axis=-1) * 255.0), 0, 255)
-            grey_u8 = grey.astype(np.uint8)
+            # Riffusion reads a mono spectrogram from the red channel of the RGB image
+            # (spectrogram_from_image: data[0:1]), not from an average of the three.
+            grey_u8 = np.clip(np.rint(pixels[..., 0] * 255.0), 0, 255).astype(np.uint8)
             new: list[np.ndarray] = []
             for k, img in enumerate(current):
                 full = _resize_u8(grey_u8[k], img.shape[0], img.shape[1]).copy()
-                if repaint is not None:
-                    kept = ~repaint[k]
-                    full[kept] = img[kept]  # kept pixels exactly as they came in
+                if keep is not None and model_repaint is not None:
+                    full[keep[k]] = img[keep[k]]  # kept pixels exactly as they came in
+                    kept_blocks = _resize_any(~model_repaint[k], *img.shape)
+                    not_generated[k] = kept_blocks & ~keep[k]
+                else:
+                    not_generated[k] = np.zeros(img.shape, dtype=bool)
                 new.append(full)
             current = new
-        return current
+        for k, ng in enumerate(not_generated):
+            stats[k]["not_generated_share"] = float(ng.mean())
+        return [
+            (img, {key: round(v, 4) for key, v in st.items()})
+            for img, st in zip(current, stats, strict=True)
+        ]
+
+
+def _level_change_db(job: _Job) -> float:
+    """How far a job's level was raised over its noise window's, in dB (0 when not)."""
+    return round(20.0 * math.log10(job.level / float(job.window.max_value)), 3)
 
 
 def _free_cuda_cache() -> None:
