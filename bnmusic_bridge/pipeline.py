@@ -418,6 +418,15 @@ def _plan_stage2(
     )
 
 
+def _generator_warnings(music_windows: Sequence[WindowMusic]) -> tuple[str, ...]:
+    """Warnings the generator put in its windows' diagnostics, each once, in order."""
+    seen: dict[str, None] = {}
+    for m in music_windows:
+        for w in m.diagnostics.get("warnings", ()) or ():
+            seen.setdefault(str(w), None)
+    return tuple(seen)
+
+
 def _collect_result(
     stem: audio_io.Stem,
     req: RenderRequest,
@@ -456,7 +465,7 @@ def _collect_result(
         timings_s=timings_s,
         request=req,
         generator_diagnostics=[dict(m.diagnostics) for m in music_windows],
-        warnings=noise.warnings + blend.warnings,
+        warnings=noise.warnings + _generator_warnings(music_windows) + blend.warnings,
         analysis=AnalysisArrays(noise_mel=analysed.mel, music_mel=music_mel, mask=analysed.mask),
         source=stem.path,
         details=RenderDetails(

@@ -231,6 +231,14 @@ def test_a_track_without_a_beat_is_not_stretched_and_the_diagnostics_warn(pulse_
     assert fitted.audio.shape == (1, pulse_noise.size)
 
 
+def test_the_generators_warnings_reach_the_render_result(tmp_path, pulse_noise):
+    track = tmp_path / "pad.wav"
+    sf.write(track, tone(220.0, 6.0, 100.0).astype(np.float32) * 0.3, SR)
+    result = render(pulse_noise[None, :], SR, RenderRequest(generator="track", music=str(track)))
+    hits = [w for w in result.warnings if "pad.wav" in w and "no tempo" in w]
+    assert len(hits) == 1, result.warnings  # once, though every window carries it
+
+
 def test_track_bpm_skips_the_estimate(pulse_noise):
     d = fit(click_track(100.0, 8.0), pulse_noise, track_bpm=100).diagnostics
     assert d["track_tempo_source"] == "track_bpm" and d["stretch_ratio"] == pytest.approx(1.2, abs=0.003)
