@@ -10,10 +10,11 @@ For each of the ten real noise recordings (44.1 kHz mono) and each source of mus
 * ``default``: the default render (embedded generator + the alignment step);
 * ``generator_unaligned``: the same with ``align_strength = 0``;
 * ``unrelated``: each of the three real music excerpts, looped or cut to the noise's
-  length (no alignment): the baseline the method must beat;
-* ``track_raw`` / ``track_aligned``: each excerpt as the producer's own track, raw (looped
-  or cut, as ``unrelated``) and through the alignment step (and, where the ``track``
-  source exists, fitted to the noise's tempo and beat first);
+  length (no alignment): the baseline the method must beat, and the producer's track
+  "raw";
+* ``track_fitted`` / ``track_aligned``: each excerpt as the producer's own track through
+  the ``track`` source (``--music FILE``: tempo, beat phase, bar loops), without and with
+  the alignment step;
 * ``noise_shaped``: the noise itself as "music": the limit (+21 LU under the smr model
   whatever the coverage).
 
@@ -51,7 +52,6 @@ sys.path.insert(0, str(HERE))
 from _common import write_result  # noqa: E402
 
 from bnmusic_bridge import RenderRequest, render  # noqa: E402
-from bnmusic_bridge.align import AlignSettings, align_music  # noqa: E402
 from bnmusic_bridge.alignment import floored_db, pearson  # noqa: E402
 from bnmusic_bridge.amplify import solve_gain_for_coverage  # noqa: E402
 from bnmusic_bridge.grid import SAMPLE_RATE_HZ  # noqa: E402
@@ -128,19 +128,19 @@ def _median(rows: list[dict[str, float]], key: str) -> float:
     return float(statistics.median(r[key] for r in rows))
 
 
+ROWS = ("default", "generator_unaligned", "unrelated", "track_fitted", "track_aligned", "noise_shaped")
 METRICS = tuple(f"{m}_{round(c * 100)}_lu" for m in THRESHOLD_MODELS for c in COVERAGES)
 
 
 def run(quick: bool) -> dict[str, Any]:
     noises = sorted((DATA / "noise").glob("*.wav"))
-    musics = {p.stem: _read(p) for p in sorted((DATA / "music").glob("*.wav"))}
+    music_files = sorted((DATA / "music").glob("*.wav"))
+    musics = {p.stem: _read(p) for p in music_files}
     if not noises or not musics:
         raise SystemExit(f"no shared recordings under {DATA}")
     if quick:
         noises = noises[:3]
-    align = AlignSettings.from_request(RenderRequest())
-    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in (
-        "default", "generator_unaligned", "unrelated", "track_raw", "track_aligned", "noise_shaped")}
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in ROWS}
     descriptors: dict[str, list[dict[str, Any]]] = {"default": [], "generator_unaligned": [], "real_music": []}
     t0 = time.perf_counter()
     for path in noises:
@@ -155,14 +155,16 @@ def run(quick: bool) -> dict[str, Any]:
             if d is not None:
                 descriptors[name].append({"noise": path.stem, **d})
         rows["noise_shaped"].append({"noise": path.stem, **measure_pair(noise, noise, noise_mel, mask)})
-        for music_name, music in musics.items():
-            raw = _fit(music, noise.size)
+        for music_path in music_files:
+            music_name = music_path.stem
+            raw = _fit(musics[music_name], noise.size)
             rows["unrelated"].append({"noise": path.stem, "music": music_name, **measure_pair(noise, raw, noise_mel, mask)})
-            rows["track_raw"].append({"noise": path.stem, "music": music_name, **measure_pair(noise, raw, noise_mel, mask)})
-            aligned, _ = align_music(raw[None], noise, align)
-            rows["track_aligned"].append(
-                {"noise": path.stem, "music": music_name, **measure_pair(noise, aligned[0], noise_mel, mask)}
-            )
+            for name, strength in (("track_fitted", 0.0), ("track_aligned", field_default("align_strength"))):
+                track = render(noise[None], SAMPLE_RATE_HZ, RenderRequest(
+                    generator="track", music=str(music_path), align_strength=strength))
+                rows[name].append(
+                    {"noise": path.stem, "music": music_name, **measure_pair(noise, track.music.mean(axis=0), noise_mel, mask)}
+                )
         print(f"{path.stem}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     for music_name, music in musics.items():
         n = SAMPLE_RATE_HZ * 5
@@ -177,7 +179,7 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
     rows = data["rows"]
     medians = {name: {k: _median(r, k) for k in (*METRICS, "logmel_correlation")} for name, r in rows.items()}
     gaps = {k: medians["unrelated"][k] - medians["default"][k] for k in METRICS}
-    track_gaps = {k: medians["track_raw"][k] - medians["track_aligned"][k] for k in METRICS}
+    track_gaps = {k: medians["unrelated"][k] - medians["track_aligned"][k] for k in METRICS}
     summary: dict[str, Any] = {
         "medians": medians,
         "default_vs_unrelated_lu": gaps,
@@ -221,7 +223,7 @@ def main() -> int:
     data = run(args.quick)
     summary = summarise(data)
     med = summary["medians"]
-    for name in ("default", "generator_unaligned", "unrelated", "track_raw", "track_aligned", "noise_shaped"):
+    for name in ROWS:
         cells = "  ".join(f"{k.replace('_lu', '')} {med[name][k]:+6.1f}" for k in METRICS)
         print(f"{name:20s} {cells}  corr {med[name]['logmel_correlation']:.2f}")
     print("targets:", summary["targets"])

@@ -151,7 +151,7 @@ def test_eval_writes_every_report_file_and_they_parse(eval_run: tuple[int, Path,
     table = _csv(out / "table1.csv")
     assert len(table) == 3 * 2 * 3  # categories (all, hum, train) x scenarios x methods
     ablation = _csv(out / "ablation.csv")
-    assert len(ablation) == 3 * 5
+    assert len(ablation) == 3 * 6
     missing = [r for r in ablation if r["row"] == "outpainting only"]
     assert all(r["clips"] == "0" and "not in --methods" in r["note"] for r in missing)
 
@@ -173,7 +173,7 @@ def test_report_markdown_lists_skips_fad_note_and_table_rows(
     assert table[2].startswith("| BNMusic (full) | 2 |")
     noise_row = next(line for line in table if line.startswith("| noise only"))
     assert "unreachable" in noise_row and "silent" in noise_row
-    assert len(_table_after(md, "### Ablation")) == 2 + 5
+    assert len(_table_after(md, "### Ablation")) == 2 + 6
     assert "## Category `train` (1 clip)" in md
 
 
@@ -234,6 +234,36 @@ def test_real_train_full_method_beats_real_music(shared_data: Path, tmp_path: Pa
         assert full[1] < other[1], (
             f"spreading: full {full[1]:.1f} LU vs {path.name} {other[1]:.1f} LU"
         )
+
+
+def test_eval_rows_show_what_alignment_does(tmp_path: Path) -> None:
+    """The producer's track raw vs fitted + aligned, and the full method with and
+    without the alignment step, as rows of Table 1 and the ablation."""
+    write_audio(tmp_path / "noise" / "clacks.wav", clacks(4.0)[None, :], RATE)
+    write_audio(tmp_path / "mine.wav", song(8.0), RATE)
+    methods = "bnmusic,bnmusic-unaligned,track-raw,track-aligned"
+    out = tmp_path / "report"
+    rc = cli.main(["eval", str(tmp_path / "noise"), "--methods", methods,
+                   "--track", str(tmp_path / "mine.wav"), "--out", str(out), "-q"])  # fmt: skip
+    assert rc == 0
+    rows = {(r["method"], r["scenario"]): r for r in _csv(out / "table1.csv")}
+    for method in methods.split(","):
+        assert int(rows[(method, "normalised")]["clips"]) == 1, method
+    ablation = {r["row"]: r for r in _csv(out / "ablation.csv")}
+    assert int(ablation["full without the alignment step"]["clips"]) == 1
+    results = {(r["method"], r["scenario"]): r for r in _csv(out / "results.csv")}
+    # The alignment step moves the music toward the noise: more spectral alignment.
+    for a, b in (("bnmusic", "bnmusic-unaligned"), ("track-aligned", "track-raw")):
+        assert float(results[(a, "normalised")]["spectral_freq_r"]) > float(
+            results[(b, "normalised")]["spectral_freq_r"]
+        ), (a, b)
+    # Without --track the track rows are skipped, with the reason.
+    out2 = tmp_path / "report2"
+    rc = cli.main(["eval", str(tmp_path / "noise"), "--methods", "bnmusic,track-raw",
+                   "--out", str(out2), "-q"])  # fmt: skip
+    skipped = json.loads((out2 / "results.json").read_text())["skipped"]
+    assert rc == 0 and [s["method"] for s in skipped] == ["track-raw"]
+    assert "--track" in skipped[0]["reason"]
 
 
 def test_discover_noises_categories(tmp_path: Path) -> None:
@@ -300,6 +330,17 @@ def test_method_request_per_method(tmp_path: Path) -> None:
     assert method_request(config, "riffusion-a2a", 0).local_files_only is True
     with pytest.raises(ParameterError, match="music-dir"):
         method_request(EvalConfig(request=base), "random-music", 0)
+    unaligned = method_request(config, "bnmusic-unaligned", 3)
+    assert unaligned == full.replace(align_strength=0.0)
+    with pytest.raises(ParameterError, match="--track"):
+        method_request(config, "track-aligned", 0)
+    with_track = EvalConfig(request=base, track=tmp_path / "mine.wav")
+    raw = method_request(with_track, "track-raw", 0)
+    fitted = method_request(with_track, "track-aligned", 0)
+    assert raw.generator == fitted.generator == "track"
+    assert raw.music == fitted.music == str(tmp_path / "mine.wav")
+    assert dict(raw.generator_params) == {"fit": False} and raw.align_strength == 0.0
+    assert dict(fitted.generator_params) == {} and fitted.align_strength == base.align_strength
     with pytest.raises(ParameterError, match="unknown method"):
         method_request(config, "musicgen", 0)
 

@@ -4,7 +4,8 @@ renders a clip with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from ..alignment import DEFAULT_TOLERANCE_MS
 from ..errors import BNMusicError, ModelNotFoundError, ParameterError
 from ..generators import available_generators
 from ..pipeline import MODEL_GENERATORS, generator_for
-from ..request import SEED_LIMIT, RenderRequest
+from ..request import SEED_LIMIT, TRACK_GENERATOR, RenderRequest
 from .data import TARGET_LUFS
 from .metrics import NEEDED_LOUDNESS_COVERAGE
 
@@ -26,15 +27,30 @@ class MethodSpec:
         label: its name in the report.
         generator: the registered generator it renders with; None = the request's own
             (the preset's or ``--generator``), which is the full method.
+        params: generator parameters it sets (on top of the generator's defaults).
+        overrides: request fields it sets (e.g. the alignment step off).
     """
 
     name: str
     label: str
     generator: str | None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 METHODS: dict[str, MethodSpec] = {
     "bnmusic": MethodSpec("bnmusic", "BNMusic (full)", None),
+    "bnmusic-unaligned": MethodSpec(
+        "bnmusic-unaligned", "BNMusic without the alignment step", None,
+        overrides={"align_strength": 0.0},
+    ),
+    "track-raw": MethodSpec(
+        "track-raw", "your track, raw (looped)", TRACK_GENERATOR,
+        params={"fit": False}, overrides={"align_strength": 0.0},
+    ),
+    "track-aligned": MethodSpec(
+        "track-aligned", "your track, fitted and aligned", TRACK_GENERATOR
+    ),
     "noise-only": MethodSpec("noise-only", "noise only", "noise-only"),
     "random-music": MethodSpec("random-music", "random music", "random-music"),
     "riffusion-a2a": MethodSpec("riffusion-a2a", "Riffusion audio-to-audio", "riffusion-a2a"),
@@ -72,6 +88,8 @@ class EvalConfig:
         prompts: prompts cycled over the clips (clip ``k`` gets ``prompts[k % n]``);
             empty: the request's prompt.
         music_dir: folder of music files for ``random-music`` (None: that method is skipped).
+        track: the producer's own music file for ``track-raw`` and ``track-aligned``
+            (None: those methods are skipped).
         reference_dir: folder of reference music for FAD/KL (None: not computed).
         embedding_model: local folder or cached Hugging Face id of an audio classifier
             for FAD/KL (None: look in
@@ -88,6 +106,7 @@ class EvalConfig:
     request: RenderRequest | None = None
     prompts: tuple[str, ...] = ()
     music_dir: Path | None = None
+    track: Path | None = None
     reference_dir: Path | None = None
     embedding_model: str | None = None
     target_lufs: float = TARGET_LUFS
@@ -103,7 +122,9 @@ def method_request(config: EvalConfig, method: str, clip_index: int) -> RenderRe
 
     The base request's analysis, threshold and lambda settings are kept; the generator is
     the method's (the full method keeps the base generator and its parameters, the
-    others get their defaults; ``random-music`` gets ``music_dir``). The seed is the
+    others get their defaults; ``random-music`` gets ``music_dir``, the ``track-*``
+    methods the producer's ``track``). A method's own request overrides (the alignment
+    step off, for the unaligned rows) are applied last. The seed is the
     base seed + ``clip_index`` (so ``random-music`` picks varied files); the prompt
     cycles over ``config.prompts``. Model-based generators never download weights here
     (``local_files_only``).
@@ -115,6 +136,12 @@ def method_request(config: EvalConfig, method: str, clip_index: int) -> RenderRe
     spec = method_spec(method)
     generator = spec.generator or base.generator
     params: dict[str, Any] = dict(base.generator_params) if spec.generator is None else {}
+    params.update(spec.params)
+    music = base.music if spec.generator is None else None
+    if spec.generator == TRACK_GENERATOR:
+        if config.track is None:
+            raise ParameterError(f"{method} needs --track FILE (the producer's own music)")
+        music = str(config.track)
     if generator == "random-music":
         if config.music_dir is None and "music_dir" not in params:
             raise ParameterError("random-music needs --music-dir (a folder of music files)")
@@ -123,7 +150,9 @@ def method_request(config: EvalConfig, method: str, clip_index: int) -> RenderRe
     changes: dict[str, Any] = {
         "generator": generator,
         "generator_params": params,
+        "music": music,
         "seed": int((base.seed + clip_index) % SEED_LIMIT),
+        **spec.overrides,
     }
     if config.prompts:
         changes["prompt"] = config.prompts[clip_index % len(config.prompts)]

@@ -139,7 +139,8 @@ def ablation_table(result: EvalResult, category: str = "all") -> list[TableRow]:
     noise only; outpainting only (``outpaint-only``, normalised); outpainting +
     amplification (``outpaint-only``, direct); outpainting + inpainting (the full
     method's Stage 1 without amplification: ``bnmusic``, normalised; labelled with the
-    generator when that is not ``riffusion``); full (``bnmusic``, direct). Rows whose
+    generator when that is not ``riffusion``); full (``bnmusic``, direct); full without
+    the alignment step (``bnmusic-unaligned``, direct). Rows whose
     method did not run carry a note instead of numbers.
     """
     base_gen = result.config.base_request().generator
@@ -154,6 +155,7 @@ def ablation_table(result: EvalResult, category: str = "all") -> list[TableRow]:
         ("outpainting + amplification", "outpaint-only", "direct"),
         (stage1, "bnmusic", "normalised"),
         (f"full: Stage 1 ({base_gen}) + amplification", "bnmusic", "direct"),
+        ("full without the alignment step", "bnmusic-unaligned", "direct"),
     ]
     out = []
     for label, method, scenario in plan:

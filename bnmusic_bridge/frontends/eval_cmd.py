@@ -54,6 +54,12 @@ def register(subparsers: Any) -> None:
         "--prompts", type=Path, help="text file, one prompt per line, cycled over the clips"
     )
     p.add_argument("--music-dir", type=Path, help="folder of music files for random-music")
+    p.add_argument(
+        "--track",
+        type=Path,
+        help="your own music file: adds the rows track-raw (looped as it is) and track-aligned "
+        "(fitted to the noise's tempo and beat, then the alignment step)",
+    )
     p.add_argument("--reference-dir", type=Path, help="folder of reference music for FAD/KL")
     p.add_argument(
         "--embedding-model", help="local folder (or cached id) of an audio classifier for FAD/KL"
@@ -96,6 +102,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
         request=request,
         prompts=read_prompts(args.prompts) if args.prompts else (),
         music_dir=args.music_dir,
+        track=args.track,
         reference_dir=args.reference_dir,
         embedding_model=args.embedding_model,
         target_lufs=args.target_lufs,
