@@ -30,10 +30,12 @@ MAX_SAMPLE_LEVEL = 1000.0
 """Samples beyond this absolute value (+60 dBFS) are refused: a float bounce may go over
 0 dBFS, but not by 60 dB; such a file is corrupt or was scaled by mistake, and would
 render a stem hundreds of dB over full scale."""
-COMPRESSED_SUFFIXES = (".mp3", ".flac", ".ogg")
+COMPRESSED_SUFFIXES = (".mp3", ".flac")
 """Formats whose header's length claim is checked by decoding the file once (bounded
 memory) before the samples are read: a cut-off MP3 or FLAC would otherwise be padded with
-silence."""
+silence (an Ogg file's length comes from its last page, so a cut one is read as the
+shorter file it is). Measured on a 3-minute stereo stem: 0.45 s for MP3, 0.24 s for
+FLAC."""
 PCM_SUFFIXES = (".wav", ".wave", ".bwf", ".aif", ".aiff")
 TRUNCATION_TOLERANCE_FRAMES = 4608
 """Decoders disagree about MP3 priming and padding by up to about two MPEG frames
