@@ -127,6 +127,7 @@ class OscServer:
         # request ever waits on an import.
         self.presets.refresh()
         check_job_request(cfg.request, "the server's base request")
+        import bnmusic_bridge.fx  # noqa: F401 - the path confinement lists effect files
         from bnmusic_bridge.pipeline import MODEL_GENERATORS
 
         # 2. The sockets.
