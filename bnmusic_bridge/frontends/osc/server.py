@@ -83,6 +83,14 @@ class OscServer:
                 "required (bnmusic serve --secret-file FILE, or $BNMUSIC_OSC_SECRET)",
             )
         self.gate = Gatekeeper(config.secret)
+        if not (
+            config.tcp_idle_timeout_s > 0 and config.max_stem_s > 0 and config.folder_quota >= 0
+        ):
+            raise P.OscError(
+                "bad_arguments",
+                f"tcp_idle_timeout_s={config.tcp_idle_timeout_s}, max_stem_s={config.max_stem_s} "
+                f"must be > 0 and folder_quota={config.folder_quota} >= 0",
+            )
         if config.lane_timetags not in LANE_TIMETAGS:
             raise P.OscError(
                 "bad_arguments",
@@ -130,6 +138,13 @@ class OscServer:
         import bnmusic_bridge.fx  # noqa: F401 - the path confinement lists effect files
         from bnmusic_bridge.pipeline import MODEL_GENERATORS
 
+        unknown = sorted(set(cfg.model_generators) - set(MODEL_GENERATORS))
+        if unknown:
+            raise P.OscError(
+                "bad_arguments",
+                f"--allow-generator {', '.join(unknown)}: not a model generator; those are "
+                f"{', '.join(MODEL_GENERATORS)} (the others need no permission)",
+            )
         # 2. The sockets.
         self.transport.open()
         # 3. The job threads and the render worker.
