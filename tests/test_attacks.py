@@ -708,3 +708,16 @@ def test_a_deeply_nested_preset_breaks_neither_the_list_nor_the_server(
     assert "lofi-commute" in names and "deep" not in names
     values = refused(client, "deep1", "noise.wav", "", "preset", "deep")
     assert values[1] == "unknown_preset" and "nested deeper" in values[2]
+
+
+def test_the_guarantee_table_in_docs_names_tests_that_exist() -> None:
+    import re
+
+    doc = (REPO / "docs" / "osc.md").read_text(encoding="utf-8")
+    table = doc[doc.index("**What the server guarantees") : doc.index("## Python")]
+    names = re.findall(r"`((?:test_osc_\w+\.py::)?test_\w+)(?:\[\w+\])?`", table)
+    assert len(names) >= 20
+    for name in names:
+        module, _, test = name.rpartition("::")
+        source = (REPO / "tests" / (module or "test_attacks.py")).read_text(encoding="utf-8")
+        assert f"def {test}(" in source, name
