@@ -270,7 +270,13 @@ def test_cli_refuses_a_preset_pattern_that_escapes_out(place, tmp_path, capsys) 
 def test_every_text_field_is_known_to_be_a_path_or_not() -> None:
     """A new request field that names a file must say so (FieldSpec.path), so the server
     confines it; this fails for a text field that is neither marked nor listed."""
-    fields = {f.name for f in dataclasses.fields(RenderRequest) if str(f.type) == "str"}
+    texty = {"str", "Path", "str | Path", "Path | str"}
+    fields = {
+        f.name
+        for f in dataclasses.fields(RenderRequest)
+        if str(f.type).replace(" | None", "").replace("None | ", "") in texty
+    }
+    assert {"prompt", "model"} <= fields
     unknown = fields - set(TEXT_FIELDS_NOT_PATHS) - set(path_fields())
     assert not unknown, (
         f"mark these RenderRequest fields FieldSpec(path=...) or list them: {unknown}"
