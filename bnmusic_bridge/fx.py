@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ParameterError
+from .grid import AUDIO_EXTENSIONS
 
 PLUGIN_TYPE = "plugin"
 """``type`` of an external (VST3 / Audio Unit) plugin spec."""
@@ -249,9 +250,16 @@ def _check_value(
             raise _fail(where, f"{said} is not allowed; allowed: {rng.describe()}")
         return
     if rng.kind == "file":
-        if not isinstance(value, (str, os.PathLike)):
+        if not isinstance(value, (str, os.PathLike)) or "\x00" in str(value) or not str(value):
             raise _fail(where, f"{said} has the wrong type; allowed: {rng.describe()}")
-        if not Path(value).expanduser().is_file():
+        p = Path(value).expanduser()
+        if p.suffix.lower() not in AUDIO_EXTENSIONS:
+            raise _fail(
+                where,
+                f"{said} is not an audio file; allowed: {rng.describe()} "
+                f"({', '.join(AUDIO_EXTENSIONS)})",
+            )
+        if not p.is_file():
             raise _fail(where, f"{said}: file not found")
         return
     if not _is_number(value) or not math.isfinite(float(value)):
@@ -263,6 +271,29 @@ def _check_value(
             where,
             f"{said} is not below half the sample rate ({sample_rate_hz / 2:g} Hz)",
         )
+
+
+def effect_paths(effects: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, str, str]]:
+    """Every file an effects chain names, for whoever must confine them (the OSC server
+    keeps them inside its roots): ``(index, key, value, kind)`` with ``kind`` "file"
+    (an impulse response, a ``.vstpreset``) or "plugin" (a plugin file or bundle, which
+    may be a folder). Values that are not text are left out (the chain's check refuses
+    them)."""
+    found: list[tuple[int, str, str, str]] = []
+    for index, spec in enumerate(effects):
+        if not isinstance(spec, Mapping):
+            continue
+        kind = spec.get("type")
+        if kind == PLUGIN_TYPE:
+            keys = [("path", "plugin"), ("preset", "file")]
+        else:
+            ranges = BUILTIN_EFFECTS.get(str(kind), {})
+            keys = [(key, "file") for key, rng in ranges.items() if rng.kind == "file"]
+        for key, path_kind in keys:
+            value = spec.get(key)
+            if isinstance(value, (str, os.PathLike)) and str(value):
+                found.append((index, key, os.fspath(value), path_kind))
+    return found
 
 
 def _check_plugin_spec(spec: Mapping[str, Any], where: str, load_plugins: bool) -> None:

@@ -261,6 +261,9 @@ def list_presets(
                 description = read_preset(path).description
             except ParameterError as e:
                 error = str(e)
+            except (RecursionError, MemoryError, OSError, ValueError) as e:
+                # One broken preset must not break the list (and the server's listing).
+                error = f"{path}: cannot be read ({type(e).__name__}: {e})"
         entries.append(PresetEntry(name, path, origin, hidden.get(name), description, error))
     return entries
 
@@ -297,12 +300,110 @@ def read_preset(path: str | os.PathLike[str]) -> Preset:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ParameterError(f"{p}: no such preset file")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ParameterError(f"{p}: not valid TOML: {e}") from e
+    data = parse_preset_text(_read_bounded(p), str(p))
     preset = preset_from_dict(data, where=str(p), base_dir=p.parent, file_stem=p.stem)
     return dataclasses.replace(preset, path=p)
+
+
+MAX_PRESET_BYTES = 256 * 1024
+"""Largest preset file read (bytes): the shipped ones are about 2 kB."""
+MAX_PRESET_DEPTH = 8
+"""Deepest nesting of tables and arrays a preset may hold (the schema needs 4:
+``[output.lanes]`` values, ``[[effects]]`` ``parameters``)."""
+MAX_PRESET_ITEMS = 10_000
+"""Most values (keys and array items, all levels) in one preset."""
+
+
+def _read_bounded(p: Path) -> str:
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_PRESET_BYTES + 1)
+    except OSError as e:
+        raise ParameterError(f"{p}: cannot read the preset ({e.strerror or e})") from e
+    if len(raw) > MAX_PRESET_BYTES:
+        raise ParameterError(
+            f"{p}: the preset is larger than {MAX_PRESET_BYTES // 1024} KiB; presets are small"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParameterError(f"{p}: not valid TOML: not UTF-8 text ({e})") from e
+
+
+def parse_preset_text(text: str, where: str = "<preset>") -> dict[str, Any]:
+    """Parse preset TOML with bounds: at most :data:`MAX_PRESET_BYTES`, nesting at most
+    :data:`MAX_PRESET_DEPTH` deep, at most :data:`MAX_PRESET_ITEMS` values; a hostile
+    file gets an error naming it, never a RecursionError or a hang.
+
+    Raises:
+        ParameterError: too large, too deep, too many values, or not valid TOML.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_PRESET_BYTES:
+        raise ParameterError(f"{where}: the preset is larger than {MAX_PRESET_BYTES // 1024} KiB")
+    # The parser recurses once per nesting level: refuse deep nesting before it runs.
+    if _bracket_depth(text) > MAX_PRESET_DEPTH:
+        raise ParameterError(
+            f"{where}: arrays or inline tables nested deeper than {MAX_PRESET_DEPTH} levels"
+        )
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ParameterError(f"{where}: not valid TOML: {e}") from e
+    except RecursionError as e:
+        raise ParameterError(f"{where}: nested deeper than {MAX_PRESET_DEPTH} levels") from e
+    _check_shape(data, where)
+    return data
+
+
+def _bracket_depth(text: str) -> int:
+    """Deepest nesting of ``[`` / ``{`` outside strings and comments (an upper bound on
+    what the TOML parser will recurse into; table headers count 1 or 2)."""
+    depth = deepest = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if c in "\"'":
+            triple = text.startswith(c * 3, i)
+            quote = c * 3 if triple else c
+            j = i + len(quote)
+            while j < n:
+                if text.startswith(quote, j):
+                    break
+                if c == '"' and text[j] == "\\":
+                    j += 1
+                elif not triple and text[j] == "\n":
+                    break
+                j += 1
+            i = j + len(quote)
+            continue
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return deepest
+
+
+def _check_shape(data: Any, where: str) -> None:
+    """Depth and size of the parsed document (iteratively: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    items = 0
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_PRESET_DEPTH:
+            raise ParameterError(
+                f"{where}: tables or arrays nested deeper than {MAX_PRESET_DEPTH} levels"
+            )
+        children = list(value.values()) if isinstance(value, Mapping) else value if isinstance(value, list) else ()
+        items += len(children)
+        if items > MAX_PRESET_ITEMS:
+            raise ParameterError(f"{where}: more than {MAX_PRESET_ITEMS} values; presets are small")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (Mapping, list)))
 
 
 def preset_from_dict(

@@ -51,6 +51,9 @@ class FieldSpec:
         flag: the render commands have a ``--flag`` for it.
         allowed: wording of the allowed values in messages, where the range alone
             does not say it.
+        path: "file" or "dir" when the field names a file or folder to read ("" when
+            it is no path): the OSC server resolves and confines such fields to its
+            roots (bnmusic_bridge/frontends/osc/paths.py).
     """
 
     help: str
@@ -64,6 +67,7 @@ class FieldSpec:
     nullable: bool = False
     flag: bool = True
     allowed: str | None = None
+    path: str = ""
 
     def allowed_text(self) -> str:
         """The allowed values as an error message states them."""

@@ -36,10 +36,18 @@ DONE_FIELDS = ("music", "blended", "lambda_csv", "lambda_json", "report")
 
 
 class Client:
-    """Sends from one UDP socket and reads the server's replies on that same socket."""
+    """Sends from one UDP socket and reads the server's replies on that same socket.
 
-    def __init__(self, host: str, port: int) -> None:
+    ``local_port``: send from this port (a job answers only to the address and port
+    that queued it, so a later `status JOB` or `cancel JOB` must come from the same
+    one). ``secret``: sent with /bnmusic/auth first, for a server that needs it."""
+
+    def __init__(self, host: str, port: int, local_port: int = 0, secret: str = "") -> None:
         self.udp = udp_client.UDPClient(host, port)
+        if local_port:
+            self.udp._sock.bind(("", local_port))  # python-osc has no public way to bind
+        if secret:
+            self.request("/bnmusic/auth", secret, reply="/bnmusic/auth/reply")
 
     def send(self, address: str, *args: Any) -> None:
         builder = OscMessageBuilder(address=address)
@@ -243,6 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="client for bnmusic serve (OSC)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9750)
+    p.add_argument(
+        "--local-port",
+        type=int,
+        default=int(os.environ.get("BNMUSIC_OSC_LOCAL_PORT", "0")),
+        help="send from this UDP port, so status/cancel of a job work from a later run "
+        "(jobs answer only to their sender); default: any free port",
+    )
+    p.add_argument(
+        "--secret",
+        default=os.environ.get("BNMUSIC_OSC_SECRET", ""),
+        help="the server's shared secret (default: $BNMUSIC_OSC_SECRET), sent first",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("ping")
     s.add_argument("--count", type=int, default=3)
@@ -276,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--result-file", help="also write the result as key<TAB>value lines")
     s.set_defaults(func=cmd_render)
     args = p.parse_args(argv)
-    return int(args.func(Client(args.host, args.port), args))
+    return int(args.func(Client(args.host, args.port, args.local_port, args.secret), args))
 
 
 if __name__ == "__main__":

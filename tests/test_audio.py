@@ -185,3 +185,33 @@ def test_outputs_get_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+def test_length_cap_and_header_probe(tmp_path):
+    from bnmusic_bridge.audio import probe_stem
+
+    p = tmp_path / "one_second.wav"
+    sf.write(p, noise(1.0, 48000, channels=2).T, 48000, subtype="PCM_24")
+    info = probe_stem(p)
+    assert (info.sample_rate_hz, info.num_channels, info.num_frames) == (48000, 2, 48000)
+    with pytest.raises(AudioInputError, match="one_second.wav: the stem is 0.0 min long; at most"):
+        read_stem(p, max_duration_s=0.5)
+    assert read_stem(p, max_duration_s=1.0).num_samples == 48000
+
+
+def test_levels_over_60_dbfs_are_refused_but_float_overs_are_not():
+    x = noise(1.0, 44100)
+    x[0, 10] = 8.0  # +18 dBFS: a hot float bounce, rendered
+    assert check_audio(x, 44100).num_samples == 44100
+    x[0, 20] = 2000.0
+    with pytest.raises(AudioInputError, match=r"<audio array>: audio peaks at \+66 dBFS .*sample 20"):
+        check_audio(x, 44100)
+
+
+def test_temp_names_carry_the_writer_and_keep_the_suffix():
+    import os
+
+    from bnmusic_bridge.audio import temp_name
+
+    name = temp_name("x.music.flac")
+    assert name.startswith(f".x.music.{os.getpid()}-") and name.endswith(".tmp.flac")

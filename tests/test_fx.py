@@ -299,3 +299,24 @@ def test_pedalboard_example_script_runs(tmp_path, monkeypatch):
     music, rate = soundfile.read(out, always_2d=True)
     assert rate == 48_000 and music.shape == stereo.shape  # the noise's rate, length, channels
     assert np.all(np.isfinite(music)) and np.any(music)
+
+
+def test_impulse_responses_must_be_audio_files(tmp_path):
+    with pytest.raises(ParameterError, match=r"impulse_response_filename = '/etc/passwd' is not an audio file"):
+        check_effects([{"type": "Convolution", "impulse_response_filename": "/etc/passwd"}])
+    fake = tmp_path / "ir.wav"  # an audio name that is not there
+    with pytest.raises(ParameterError, match="file not found"):
+        check_effects([{"type": "Convolution", "impulse_response_filename": str(fake)}])
+
+
+def test_effect_paths_lists_every_file_a_chain_names():
+    chain = [
+        {"type": "Reverb", "room_size": 0.3},
+        {"type": "Convolution", "impulse_response_filename": "/irs/hall.wav", "mix": 0.2},
+        {"type": "plugin", "path": "/vst/Foo.vst3", "preset": "/vst/warm.vstpreset"},
+    ]
+    assert fx.effect_paths(chain) == [
+        (1, "impulse_response_filename", "/irs/hall.wav", "file"),
+        (2, "path", "/vst/Foo.vst3", "plugin"),
+        (2, "preset", "/vst/warm.vstpreset", "file"),
+    ]

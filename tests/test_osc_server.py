@@ -304,7 +304,21 @@ def test_a_crashing_worker_fails_its_job_and_is_replaced(
     assert Path(client.wait("/bnmusic/done", "after-crash", timeout_s=60).values[1]).is_file()
 
 
-def test_subscriptions_redirect_and_monitor(server: OscServer, root: Path) -> None:
+def test_subscriptions_redirect_and_monitor(root: Path) -> None:
+    server = make_server(root, allow_monitors=True)
+    try:
+        _redirect_and_monitor(server)
+    finally:
+        server.stop(timeout_s=10)
+
+
+def test_monitors_are_off_unless_the_operator_allows_them(client: OscClient) -> None:
+    client.send("/bnmusic/subscribe", "", client.address[1], "all")
+    err = client.wait("/bnmusic/error")
+    assert err.values[:2] == ["/bnmusic/subscribe", "forbidden"] and "--monitors" in err.values[2]
+
+
+def _redirect_and_monitor(server: OscServer) -> None:
     with (
         OscClient(server.udp_address) as sender,
         OscClient(server.udp_address) as listener,

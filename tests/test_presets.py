@@ -426,3 +426,37 @@ def test_none_sentinel_means_no_ceiling_and_round_trips(tmp_path):
     path.write_text(dumps_preset(paper))
     assert 'max_loudness_lu = "none"' in path.read_text()
     assert read_preset(path).request == paper.request
+
+
+@pytest.mark.parametrize(
+    ("pattern", "fragment"),
+    [
+        ("../../escaped_{stem}.{kind}", "stay in the output folder"),
+        ("{stem}\x00.{kind}", "NUL"),
+        ("{stem.__class__}.{kind}", "{stem.__class__} is not a plain"),
+        ("{stem[0]}.{kind}", "{stem[0]} is not a plain"),
+        ("{stem!r}.{kind}", "{stem!r} is not a plain"),
+    ],
+)
+def test_output_patterns_that_could_leave_the_folder_are_refused(pattern, fragment):
+    with pytest.raises(ParameterError) as info:
+        P.preset_from_dict({"output": {"pattern": pattern}}, where="p.toml", file_stem="p")
+    assert str(info.value).startswith("p.toml: [output]") and fragment in str(info.value)
+
+
+def test_preset_parsing_is_bounded(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text('description = "' + "x" * (P.MAX_PRESET_BYTES + 10) + '"\n')
+    with pytest.raises(ParameterError, match="big.toml: the preset is larger than 256 KiB"):
+        P.read_preset(big)
+    deep = tmp_path / "deep.toml"
+    deep.write_text("[generator.params]\nx = " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ParameterError, match="deep.toml: arrays or inline tables nested deeper"):
+        P.read_preset(deep)
+    dotted = tmp_path / "dotted.toml"
+    dotted.write_text("[generator.params]\n" + "a." * 20 + "b = 1\n")
+    with pytest.raises(ParameterError, match="dotted.toml: tables or arrays nested deeper"):
+        P.read_preset(dotted)
+    # Brackets inside strings and comments do not count.
+    text = 'description = "[[[[[[[[[[[[ {{{{{{{{{{"  # ]]]]]]]]]]]]]]\n'
+    assert P.parse_preset_text(text)["description"].startswith("[[[[")

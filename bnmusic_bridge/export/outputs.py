@@ -4,6 +4,7 @@ lane formats, name pattern), :class:`OutputPaths` and :func:`output_paths`."""
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +49,55 @@ class ExportOptions:
         unknown = [f for f in self.lane_formats if f not in LANE_FORMATS]
         if unknown:
             raise ParameterError(f"lane format(s) {unknown} unknown; use some of {list(LANE_FORMATS)}")
-        if "{stem}" not in self.pattern or "{kind}" not in self.pattern:
-            raise ParameterError(
-                f"pattern={self.pattern!r} must contain {{stem}} and {{kind}} so outputs stay apart"
-            )
+        check_pattern(self.pattern)
         self.lanes.check()
+
+
+MAX_PATTERN_CHARS = 200
+PATTERN_FIELDS = ("stem", "kind")
+
+
+def check_pattern(pattern: str) -> None:
+    """Refuse an output name pattern that could name anything but one file in the output
+    folder: it must be text with ``{stem}`` and ``{kind}`` (each as it is: no attribute,
+    index, conversion or format spec) and no other field, and hold no path separator,
+    NUL or control character; so ``../x_{stem}.{kind}`` and ``{stem.__class__}`` are
+    refused when the options are checked, before any work.
+
+    Raises:
+        ParameterError: naming the pattern and what is allowed.
+    """
+    allowed = (
+        "text with {stem} and {kind} and no other {field}, no '/', '\\', NUL or control "
+        f"characters, at most {MAX_PATTERN_CHARS} characters"
+    )
+
+    def bad(why: str) -> ParameterError:
+        return ParameterError(f"pattern={pattern!r} is not allowed: {why}; allowed: {allowed}")
+
+    if not isinstance(pattern, str):
+        raise ParameterError(f"pattern={pattern!r} must be text; allowed: {allowed}")
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise bad(f"{len(pattern)} characters")
+    if any(c in pattern for c in "/\\") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in pattern):
+        raise bad("outputs stay in the output folder (no path separator, NUL or control character)")
+    seen: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(pattern))
+    except ValueError as e:
+        raise bad(str(e)) from None
+    for _, field_name, format_spec, conversion in parsed:
+        if field_name is None:
+            continue
+        if field_name not in PATTERN_FIELDS or format_spec or conversion:
+            shown = "{" + field_name + (f"!{conversion}" if conversion else "") + (f":{format_spec}" if format_spec else "") + "}"
+            raise bad(f"{shown} is not a plain {{stem}} or {{kind}}")
+        seen.append(field_name)
+    missing = [f for f in PATTERN_FIELDS if f not in seen]
+    if missing:
+        raise bad(f"it must contain {{{missing[0]}}} so outputs stay apart")
+    if pattern.format(stem="x", kind="music") in (".", ".."):
+        raise bad("it names no file")
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,29 @@
-"""Writing a render's outputs: stems, lambda lanes, the report and the plot, atomically
-and all or nothing (see :mod:`bnmusic_bridge.export`)."""
+"""Writing a render's outputs: stems, lambda lanes, the report and the plot, as one set
+(all new or all old, see :mod:`bnmusic_bridge.export.fileset`)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from ..audio import FILE_TYPES, write_audio, write_bytes_atomic
-from ..errors import OutputExistsError, ParameterError
+from ..audio import FILE_TYPES, encode_audio
+from ..errors import BNMusicError, OutputExistsError, ParameterError
 from ..result import RenderResult
+from .fileset import (
+    KEPT_NONE,
+    KEPT_OLD,
+    OutputFolder,
+    check_name,
+    commit_set,
+    kept_message,
+    mark_kept,
+)
 from .lane_files import lane_outputs
 from .lanes import LANE_FORMATS
 from .outputs import ExportOptions, OutputPaths, output_paths
@@ -70,7 +81,7 @@ def _stale_outputs(stem_name: str, out_dir: str | os.PathLike[str], opts: Export
 
 def write_outputs(
     result: RenderResult,
-    out_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | OutputFolder,
     *,
     stem_name: str | None = None,
     options: ExportOptions | None = None,
@@ -78,30 +89,49 @@ def write_outputs(
 ) -> OutputPaths:
     """Write every output of ``result`` into ``out_dir``; returns the paths written.
 
+    All or nothing: every file is first written to a temporary name inside the output
+    folder, then the whole set is moved into place in one pass
+    (:func:`~bnmusic_bridge.export.fileset.commit_set`). Whatever fails or interrupts
+    (a full disk, an error, a signal, ``kill -9``), the folder keeps the earlier set or
+    gets the complete new one, never a mix; an exception carries ``outputs_kept``
+    (``"old"``, ``"new"`` or ``"none"``) and a :class:`BNMusicError` says it in its
+    message. The folder is opened once and written relative to, so swapping it for a
+    symlink during the write does not redirect files; the returned paths name where the
+    files really are. ``out_dir`` may be an
+    :class:`~bnmusic_bridge.export.fileset.OutputFolder` the caller opened (the OSC
+    server opens it beneath its root).
+
     Raises:
         OutputExistsError: some target exists and ``options.force`` is False (checked for
-            all targets before anything is written).
+            all targets before anything is written, and again when the set is moved).
+        OutputError: a file could not be written or moved.
     """
     opts = options or ExportOptions()
     if stem_name is None:
         stem_name = result.source.stem if result.source is not None else "render"
-    paths = output_paths(stem_name, out_dir, opts)
-    if not opts.force:
-        existing = [str(p) for p in paths.all() if p.exists()]
-        if existing:
+    opts.check()
+    owned = not isinstance(out_dir, OutputFolder)
+    folder = OutputFolder.open(out_dir) if owned else out_dir
+    staged: list[tuple[str, str]] = []
+    existed = False
+    try:
+        paths = output_paths(stem_name, folder.report_path(), opts)
+        for p in paths.all():
+            check_name(p.name)
+        existing = [str(p) for p in paths.all() if folder.exists(p.name)]
+        existed = bool(existing)
+        if existing and not opts.force:
             raise OutputExistsError(
                 f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite"
             )
-    music_depth, blended_depth, notes = _stem_bit_depths(result, opts, paths)
-    if opts.force:
-        notes.extend(_stale_outputs(stem_name, out_dir, opts, paths))
-    if notes:
-        extra_report = {**(extra_report or {}), "export_notes": notes}
-    written: list[Path] = []
-    try:
-        jobs: list[tuple[Path, Callable[[Path], object]]] = [
-            (paths.music, lambda p: write_audio(p, result.music, result.sample_rate_hz, bit_depth=music_depth, force=opts.force)),
-            (paths.blended, lambda p: write_audio(p, result.music_gained, result.sample_rate_hz, bit_depth=blended_depth, force=opts.force)),
+        music_depth, blended_depth, notes = _stem_bit_depths(result, opts, paths)
+        if opts.force:
+            notes.extend(_stale_outputs(stem_name, folder.report_path(), opts, paths))
+        if notes:
+            extra_report = {**(extra_report or {}), "export_notes": notes}
+        jobs: list[tuple[Path, Callable[[BinaryIO], object]]] = [
+            (paths.music, lambda f: encode_audio(f, result.music, result.sample_rate_hz, bit_depth=music_depth, file_type=opts.file_type)),
+            (paths.blended, lambda f: encode_audio(f, result.music_gained, result.sample_rate_hz, bit_depth=blended_depth, file_type=opts.file_type)),
         ]
         # Every lane file is encoded before the first write, so an encoding error
         # leaves nothing behind.
@@ -111,22 +141,32 @@ def write_outputs(
             extra_report = {**(extra_report or {}), "metering": summary.to_dict()}
         lane_data = lane_outputs(result, list(paths.lanes), paths=paths, options=opts.lanes, summary=summary)
 
-        def bytes_job(data: bytes) -> Callable[[Path], object]:
-            return lambda q: write_bytes_atomic(q, data, force=opts.force)
+        def bytes_job(data: bytes) -> Callable[[BinaryIO], object]:
+            return lambda f: f.write(data)
 
         for kind, p in paths.lanes.items():
             jobs.append((p, bytes_job(lane_data[kind])))
         if paths.plot is not None:
-            jobs.append((paths.plot, lambda q: write_bytes_atomic(q, render_plot_png(result), force=opts.force)))
+            jobs.append((paths.plot, lambda f: f.write(render_plot_png(result))))
         for p, job in jobs:
-            job(p)
-            written.append(p)
+            staged.append((p.name, folder.write_temp(p.name, job)))
         report = report_json(result, paths.as_dict(), extra=extra_report)
-        write_bytes_atomic(paths.report, report, force=opts.force)
-    except BaseException:
-        # A half-written set is worse than none: take back what this call wrote.
-        if not opts.force:
-            for p in written:
-                p.unlink(missing_ok=True)
+        staged.append((paths.report.name, folder.write_temp(paths.report.name, bytes_job(report))))
+        # Every file is on disk under a temporary name: now the set changes as one.
+        notes.extend(commit_set(folder, staged, replace=opts.force))
+        final_dir = folder.report_path()
+    except BaseException as exc:
+        for _, tmp in staged:
+            with contextlib.suppress(OSError):
+                folder.unlink(tmp)
+        kept = getattr(exc, "outputs_kept", None) or (KEPT_OLD if existed else KEPT_NONE)
+        mark_kept(exc, kept)
+        if isinstance(exc, BNMusicError) and not isinstance(exc, OutputExistsError):
+            exc.args = (f"{exc}; {kept_message(kept)}",)
         raise
+    finally:
+        if owned:
+            folder.close()
+    if final_dir != paths.music.parent:
+        paths = output_paths(stem_name, final_dir, opts)
     return dataclasses.replace(paths, notes=tuple(notes))

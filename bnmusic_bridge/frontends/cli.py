@@ -14,6 +14,7 @@ from typing import Any
 
 from bnmusic_bridge import __version__
 from bnmusic_bridge.errors import BNMusicError
+from bnmusic_bridge.export.fileset import kept_message
 from bnmusic_bridge.frontends import batch_cmd, eval_cmd, presets_cmd, render_cmd
 from bnmusic_bridge.frontends.args import EXIT_ERROR, EXIT_INTERRUPTED
 from bnmusic_bridge.frontends.osc import cli as serve_cmd
@@ -61,8 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BNMusicError as e:
         print(f"bnmusic: error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("bnmusic: interrupted; no partial outputs were left", file=sys.stderr)
+    except MemoryError:
+        print(
+            "bnmusic: error: out of memory while rendering; try a shorter stem (split it "
+            "in the DAW) or a machine with more memory",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    except KeyboardInterrupt as e:
+        # Outputs change as one set: say which one the folder holds now.
+        print(f"bnmusic: interrupted; {kept_message(getattr(e, 'outputs_kept', None))}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -26,6 +26,7 @@ or bounce the track first when the clip has effects or warping.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"noise: track {track}, scene {scene}: {path} (tempo {tempo_bpm:g} BPM)")
 
     bn = Udp()
-    job = f"live-{track}-{scene}-{int(time.time())}"
+    job = f"live-{track}-{scene}-{int(time.time())}-{os.urandom(3).hex()}"  # never reused
     overrides = ["preset", args.preset] if args.preset else []
     bn.send((args.host, args.port), "/bnmusic/render_ex", job, path, args.out, *overrides)
     try:

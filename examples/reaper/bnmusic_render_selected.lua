@@ -324,7 +324,9 @@ local function main()
   local stem, err, start_s = render_stem(track)
   if not stem then fail("bnmusic: " .. err) return end
   log("bnmusic: rendered " .. stem)
-  local job = string.format("reaper-%d-%d", os.time(), math.random(1000, 9999))
+  -- Job ids are unique for the server's lifetime: seconds, microseconds and a random part.
+  local job = string.format("reaper-%d-%06d-%04d", os.time(),
+    math.floor((reaper.time_precise() % 1) * 1e6), math.random(0, 9999))
   local function on_done(result, lane) import_result(track, start_s, result, lane) end
   local socket = load_socket()
   if socket then

@@ -26,6 +26,8 @@ from bnmusic_bridge.frontends.args import (
 if TYPE_CHECKING:
     from .server import OscServer, ServerConfig
 
+SECRET_ENV = "BNMUSIC_OSC_SECRET"
+"""Environment variable that may hold the shared secret (instead of --secret-file)."""
 DEFAULT_SWITCH_INTERVAL_S = 0.001
 """Python's GIL switch interval while serving (default 0.005 s): a render thread in
 pure-Python code would otherwise hold replies back by up to 5 ms."""
@@ -38,7 +40,9 @@ def config_default(name: str) -> Any:
 
     for f in dataclasses.fields(ServerConfig):
         if f.name == name:
-            return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            return (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
     raise KeyError(name)
 
 
@@ -74,7 +78,28 @@ def register(subparsers: Any) -> None:
     net.add_argument(
         "--allow-remote",
         action="store_true",
-        help="allow a non-loopback --host (anyone who reaches the port can render files inside the roots)",
+        help="allow a non-loopback --host (needs a shared secret: --secret-file or "
+        f"${SECRET_ENV}; OSC is not encrypted, see docs/osc.md)",
+    )
+    net.add_argument(
+        "--secret-file",
+        type=Path,
+        metavar="FILE",
+        help="file whose first line is the shared secret every client must send with "
+        f"/bnmusic/auth first (at least 16 characters; or set ${SECRET_ENV})",
+    )
+    idle = config_default("tcp_idle_timeout_s")
+    net.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=idle,
+        metavar="S",
+        help=f"close a TCP connection silent for S seconds that owns no queued or running job (default {idle:g})",
+    )
+    net.add_argument(
+        "--monitors",
+        action="store_true",
+        help="allow /bnmusic/subscribe ... all (a monitor sees every client's jobs; off by default)",
     )
     files = p.add_argument_group("files")
     files.add_argument(
@@ -85,10 +110,26 @@ def register(subparsers: Any) -> None:
         help="folder clients may read stems from and write outputs to (repeatable; default: the current folder)",
     )
     files.add_argument(
+        "--read-root",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="folder clients and presets may read from but not write to: plugins, impulse "
+        "responses, a music library (repeatable)",
+    )
+    files.add_argument(
         "--out",
         type=Path,
         metavar="DIR",
         help="default output folder inside a root (default: next to each input)",
+    )
+    quota = config_default("folder_quota")
+    files.add_argument(
+        "--folder-quota",
+        type=int,
+        default=quota,
+        metavar="N",
+        help=f"new output folders each client host may have created (default {quota})",
     )
     jobs = p.add_argument_group("jobs")
     queue_size = config_default("max_queued")
@@ -126,6 +167,22 @@ def register(subparsers: Any) -> None:
         help="lane bundles time-tagged 'immediately' (default: every message arrives before "
         "/bnmusic/done) or for real-time playback from the moment they are sent (receivers that "
         "honour time tags, like liblo, then dispatch lane points after done)",
+    )
+    max_min = config_default("max_stem_s") / 60
+    jobs.add_argument(
+        "--max-stem-minutes",
+        type=float,
+        default=max_min,
+        metavar="MIN",
+        help=f"longest stem a job may render, from its header (default {max_min:g} minutes)",
+    )
+    jobs.add_argument(
+        "--allow-generator",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a model generator (riffusion, ...) clients may choose besides --generator; "
+        "weights load from disk only, never from a hub (repeatable)",
     )
     jobs.add_argument(
         "--preload",
@@ -178,11 +235,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print_addresses()
         return EXIT_OK
     configure_logging(args.verbose)
-    # 2. Refuse (or warn about) a non-loopback address
-    if not check_host(args.host, args.allow_remote):
+    # 2. Refuse a non-loopback address without --allow-remote and a secret
+    secret = read_secret(args.secret_file)
+    if not check_host(args.host, args.allow_remote, secret is not None):
         return EXIT_USAGE
     # 3. Build the server's configuration from the flags and the preset
-    config = server_config(args)
+    config = dataclasses.replace(server_config(args), secret=secret)
     # 4. Open the sockets
     sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL_S)
     server = OscServer(config)
@@ -222,23 +280,46 @@ def configure_logging(verbose: int) -> None:
     )
 
 
-def check_host(host: str, allow_remote: bool) -> bool:
+def read_secret(path: Path | None) -> str | None:
+    """The shared secret: the first line of ``path``, else ``$BNMUSIC_OSC_SECRET``, else
+    None (an open server, loopback only).
+
+    Raises:
+        BNMusicError: the file cannot be read or the secret is too short.
+    """
+    from .auth import check_secret
+
+    text: str | None = None
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.readline()
+        except (OSError, UnicodeDecodeError) as e:
+            raise BNMusicError(f"--secret-file {path}: cannot read it ({e})") from e
+    elif os.environ.get(SECRET_ENV):
+        text = os.environ[SECRET_ENV]
+    return None if text is None else check_secret(text)
+
+
+def check_host(host: str, allow_remote: bool, has_secret: bool = False) -> bool:
     """False (with the error printed) for a non-loopback ``host`` without
-    ``--allow-remote``; a warning when it is allowed."""
+    ``--allow-remote`` and a shared secret; a warning when it is allowed."""
     from .server import is_loopback
 
     if is_loopback(host):
         return True
-    if not allow_remote:
+    if not allow_remote or not has_secret:
         print(
             f"bnmusic serve: error: --host {host} is not a loopback address; add --allow-remote "
-            "to accept requests from other machines",
+            "and a shared secret (--secret-file FILE or $" + SECRET_ENV + ") to accept requests "
+            "from other machines",
             file=sys.stderr,
         )
         return False
     print(
-        f"bnmusic serve: warning: listening on {host}: anyone who can reach this port can "
-        "read and write audio inside the roots; OSC has no authentication",
+        f"bnmusic serve: warning: listening on {host}: clients must send the shared secret "
+        "first, but OSC is not encrypted: anyone who can watch the network sees the secret, "
+        "the paths and the replies (docs/osc.md, Security)",
         file=sys.stderr,
     )
     return True
@@ -266,6 +347,12 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         lane_timetags=args.lane_timetags,
         isolation=args.isolation,
         worker_niceness=args.worker_nice,
+        read_roots=tuple(args.read_root or []),
+        allow_monitors=args.monitors,
+        model_generators=tuple(args.allow_generator),
+        max_stem_s=args.max_stem_minutes * 60.0,
+        tcp_idle_timeout_s=args.idle_timeout,
+        folder_quota=args.folder_quota,
     )
 
 
@@ -279,7 +366,8 @@ def install_stop_handlers() -> threading.Event:
         signals[0] += 1
         if signals[0] > 1:
             print(
-                "bnmusic serve: forced exit; temporary files named .*.tmp* may remain",
+                "bnmusic serve: forced exit; an output set being written is completed or "
+                "undone by the next render into its folder",
                 file=sys.stderr,
             )
             os._exit(EXIT_INTERRUPTED)
@@ -298,7 +386,9 @@ def print_listening(server: OscServer, config: ServerConfig) -> None:
         f"bnmusic serve: OSC on udp {udp[0]}:{udp[1]}"
         + (f", tcp {tcp[0]}:{tcp[1]} (SLIP or length-prefixed)" if tcp else "")
         + f"; roots: {', '.join(str(r) for r in server.roots.roots)}"
-        + f"; generator {request.generator}, device {request.device}; Ctrl-C stops",
+        + f"; generator {request.generator}, device {request.device}"
+        + ("; clients must send /bnmusic/auth first" if config.secret else "")
+        + "; Ctrl-C stops",
         flush=True,
     )
 

@@ -13,6 +13,9 @@ from bnmusic_bridge.export.lanes import DEFAULT_TOLERANCE_DB
 DEFAULT_UDP_PORT = 9750
 DEFAULT_TCP_PORT = 9751
 """Clear of Reaper's usual 8000/9000 and AbletonOSC's 11000/11001."""
+DEFAULT_MAX_STEM_S = 30 * 60.0
+"""Longest stem the server renders by default: 30 minutes (a 20-minute stem already
+needs several GB; bounded memory for long stems is separate work)."""
 LANE_TIMETAGS = ("playback", "immediate")
 ISOLATIONS = ("process", "thread")
 
@@ -52,6 +55,22 @@ class ServerConfig:
             first job, e.g. to register a generator.
         worker_niceness: how much the worker process lowers its CPU priority (Unix
             ``nice``, 0 to 19; renders are batch work, replies and the DAW come first).
+        read_roots: further folders clients and presets may read from but never write
+            to (plugin folders, impulse responses, a music library).
+        secret: the shared secret every sender must present with ``/bnmusic/auth``
+            before anything else (None: no authentication; required beyond loopback).
+        allow_monitors: allow ``/bnmusic/subscribe host port all`` (a copy of every
+            reply and push of every client); off by default, since jobs belong to
+            their clients.
+        model_generators: model generators (``riffusion``, ...) clients may choose
+            besides the base request's own; the model is always the server's, loaded
+            from disk only (``local_files_only`` is forced).
+        max_stem_s: longest stem a job may render, in seconds (from its header, before
+            it is read).
+        tcp_idle_timeout_s: a TCP connection that sends nothing for this long and owns
+            no queued or running job is closed (seconds).
+        folder_quota: new output folders each client host may have created, over the
+            server's lifetime.
     """
 
     host: str = "127.0.0.1"
@@ -73,3 +92,10 @@ class ServerConfig:
     isolation: str = "process"
     worker_setup: tuple[str, ...] = ()
     worker_niceness: int = 10
+    read_roots: tuple[Path, ...] = ()
+    secret: str | None = field(default=None, repr=False)
+    allow_monitors: bool = False
+    model_generators: tuple[str, ...] = ()
+    max_stem_s: float = DEFAULT_MAX_STEM_S
+    tcp_idle_timeout_s: float = 60.0
+    folder_quota: int = 64

@@ -25,6 +25,8 @@ PACKET_WHERE = "#packet"
 """The ``where`` of an error about a packet that could not be read."""
 LOGGED_ARGS = 6
 """Arguments of a request that ``-v`` logs."""
+AUTH_ADDRESS = P.PREFIX + "auth"
+"""The one address a sender may use before it has authenticated."""
 
 
 class Dispatcher:
@@ -64,7 +66,8 @@ class Dispatcher:
         spec = P.ADDRESSES.get(message.address)
         if log.isEnabledFor(logging.INFO) and message.address != P.PREFIX + "ping":
             # -v: every request but pings (a DAW may ping many times a second)
-            args = " ".join(repr(a.value) for a in message.args[:LOGGED_ARGS])
+            shown = message.args[:LOGGED_ARGS] if message.address != AUTH_ADDRESS else ()
+            args = " ".join(repr(a.value) for a in shown)  # never log the secret
             log.info("%s %s from %s", message.address, args, origin.kind)
         out = self.context.out
         try:
@@ -72,6 +75,11 @@ class Dispatcher:
                 known = ", ".join(sorted(P.ADDRESSES))
                 raise P.OscError(
                     "unknown_address", f"no address {message.address!r}; known: {known}"
+                )
+            if spec.address != AUTH_ADDRESS and not self.context.gate.allowed(origin):
+                raise P.OscError(
+                    "unauthorized",
+                    "this server needs /bnmusic/auth with its shared secret first",
                 )
             values, rest = P.check_args(spec, message)
             self.handlers[spec.address](self.context, Call(message, origin, values, rest))

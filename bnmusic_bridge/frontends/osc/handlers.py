@@ -24,9 +24,10 @@ from bnmusic_bridge.export import ExportOptions
 from bnmusic_bridge.request import RenderRequest, check_request
 
 from . import protocol as P
+from .auth import Gatekeeper
 from .config import ServerConfig
 from .jobs import Job, JobManager
-from .paths import RootSet
+from .paths import FolderQuota, RootSet, confine_request
 from .preset_cache import PresetCache
 from .routing import Outbox, Subscriptions
 from .transport import Endpoint
@@ -50,6 +51,10 @@ class Context:
         presets: the cached preset list.
         out: where replies go.
         closing: set once the server stops (no new jobs).
+        gate: the shared secret and who has presented it.
+        quota: new output folders per client host.
+        model_generators: every generator that loads model weights (the pipeline's
+            list); clients get one only when the operator allowed it.
     """
 
     config: ServerConfig
@@ -59,6 +64,9 @@ class Context:
     presets: PresetCache
     out: Outbox
     closing: threading.Event
+    gate: Gatekeeper = dataclasses.field(default_factory=lambda: Gatekeeper(None))
+    quota: FolderQuota = dataclasses.field(default_factory=lambda: FolderQuota(64))
+    model_generators: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,11 @@ def on_ping(ctx: Context, call: Call) -> None:
     ctx.out.reply(call.origin, P.echo_message(P.PREFIX + "pong", call.message))
 
 
+def on_auth(ctx: Context, call: Call) -> None:
+    ctx.gate.authenticate(call.origin, call.values["secret"])
+    ctx.out.reply(call.origin, P.encode_message(P.PREFIX + "auth/reply", "ok"))
+
+
 def on_version(ctx: Context, call: Call) -> None:
     ctx.out.reply(
         call.origin, P.encode_message(P.PREFIX + "version/reply", P.API_VERSION, __version__)
@@ -99,7 +112,7 @@ def on_version(ctx: Context, call: Call) -> None:
 def on_status(ctx: Context, call: Call) -> None:
     job_id = call.values.get("job_id")
     if job_id is not None:
-        s = ctx.jobs.status(P.job_key(job_id))
+        s = ctx.jobs.status(P.job_key(job_id), call.origin.sender)
         ctx.out.reply(
             call.origin,
             P.encode_message(
@@ -112,7 +125,7 @@ def on_status(ctx: Context, call: Call) -> None:
             ),
         )
         return
-    queued, running, finished, active = ctx.jobs.overview()
+    queued, running, finished, active = ctx.jobs.overview(call.origin.sender)
     args: list[Any] = [queued, running, finished, ctx.config.max_queued]
     for s in active[: P.MAX_LIST_ENTRIES]:
         args.extend([s.job_id, s.state])
@@ -141,7 +154,7 @@ def on_render_ex(ctx: Context, call: Call) -> None:
 
 def on_cancel(ctx: Context, call: Call) -> None:
     job_id = call.values["job_id"]
-    previous = ctx.jobs.cancel(P.job_key(job_id))
+    previous = ctx.jobs.cancel(P.job_key(job_id), call.origin.sender)
     ctx.out.reply(call.origin, P.encode_message(P.PREFIX + "cancel/reply", job_id, previous))
 
 
@@ -179,6 +192,10 @@ def build_job(ctx: Context, call: Call, *, extended: bool) -> Job:
     # 4. The request: arguments and overrides on top, checked before the ack.
     request = request.replace(**request_changes(request, values, overrides))
     check_job_request(request, call.message.address)
+    check_model_generator(ctx, request)
+    # Every path the request names (generator parameters, effect files, ...) is
+    # resolved and confined; the job reads the resolved forms.
+    request = confine_request(request, ctx.roots)
     # 5. The export options: overrides, never overwriting, CSV and JSON lanes always.
     export = dataclasses.replace(export, **overrides.export, force=False)
     export = dataclasses.replace(
@@ -187,6 +204,7 @@ def build_job(ctx: Context, call: Call, *, extended: bool) -> Job:
     export.check()
     # 6. The output folder: render_ex's, else the server's --out, else next to the input.
     out_dir = output_dir(ctx, values.get("out_dir") or "", noise)
+    ctx.quota.reserve(call.origin.host, ctx.roots.new_folders(out_dir))
     return Job(
         values["job_id"], P.job_key(values["job_id"]), noise, out_dir, request, export, call.origin
     )
@@ -217,6 +235,30 @@ def output_dir(ctx: Context, out_text: str, noise: Path) -> Path:
     if ctx.config.out_dir is not None:
         return ctx.roots.output_dir(str(ctx.config.out_dir))
     return ctx.roots.output_dir(str(noise.parent))
+
+
+def allowed_model_generators(config: ServerConfig) -> frozenset[str]:
+    """The model generators clients may choose: the base request's and ``--allow-generator``."""
+    return frozenset({config.request.generator, *config.model_generators})
+
+
+def check_model_generator(ctx: Context, request: RenderRequest) -> None:
+    """Refuse a generator that loads model weights unless the operator allowed it (the
+    weights then come from the server's own ``--model``, from disk only).
+
+    Raises:
+        OscError: ``forbidden``.
+    """
+    if (
+        request.generator in ctx.model_generators
+        and request.generator not in allowed_model_generators(ctx.config)
+    ):
+        raise P.OscError(
+            "forbidden",
+            f"generator {request.generator!r} loads model weights; this server allows it only "
+            f"when started with --generator {request.generator} or --allow-generator "
+            f"{request.generator}",
+        )
 
 
 def job_preset(config: ServerConfig, name: str | None) -> tuple[RenderRequest, ExportOptions]:
@@ -282,6 +324,7 @@ def on_unsubscribe(ctx: Context, call: Call) -> None:
 
 HANDLERS: dict[str, Handler] = {
     P.PREFIX + "ping": on_ping,
+    P.PREFIX + "auth": on_auth,
     P.PREFIX + "version": on_version,
     P.PREFIX + "render": on_render,
     P.PREFIX + "render_ex": on_render_ex,

@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bnmusic_bridge.export import ExportOptions
 from bnmusic_bridge.request import RenderRequest
 
 from .config import ISOLATIONS
+from .paths import RootSet
 from .protocol import OscArg, OscError
 from .transport import Endpoint
 from .worker import WRITE_STAGE, JobFailed, JobSpec, Outcome, ProcessExecutor, ThreadExecutor
@@ -33,6 +34,9 @@ log = logging.getLogger("bnmusic.osc")
 
 FINISHED_HISTORY = 256
 """Finished jobs remembered for /bnmusic/status (oldest forgotten first)."""
+ID_DIGEST_BYTES = 16
+"""Job ids are remembered for the server's lifetime as 16-byte digests (about 100 bytes
+each with the set's overhead), so an id is never taken twice."""
 
 QUEUED, RUNNING, WRITING, DONE, FAILED, CANCELLED = (
     "queued",
@@ -56,7 +60,8 @@ class Job:
         out_dir: resolved output folder (inside the roots).
         request: the full render request.
         export: a :class:`~bnmusic_bridge.export.ExportOptions` (``force`` is False).
-        origin: where the request came from.
+        origin: where the request came from; its sender (UDP address and port, or TCP
+            connection) owns the job: only it may cancel it or ask its status.
         state: one of queued, running, writing, done, failed, cancelled.
         stage: the pipeline stage last reported ("" before the first).
         fraction: progress of that stage, 0..1.
@@ -121,6 +126,9 @@ class JobManager:
         worker_setup: ``"module:function"`` names called where renders run, before the
             first job (e.g. to register a generator).
         worker_niceness: CPU priority drop of the worker process (Unix ``nice``).
+        roots: the server's roots, handed to the worker, which opens the output folder
+            beneath its root and checks the read paths again after the render.
+        max_stem_s: longest stem (seconds) a job may render; None: no limit.
     """
 
     def __init__(
@@ -136,6 +144,8 @@ class JobManager:
         isolation: str,
         worker_setup: tuple[str, ...],
         worker_niceness: int,
+        roots: RootSet | None = None,
+        max_stem_s: float | None = None,
     ) -> None:
         if max_queued < 1 or render_threads < 1:
             raise ValueError(
@@ -149,6 +159,9 @@ class JobManager:
         self.lane_tolerance_db = lane_tolerance_db
         self.progress_interval_s = progress_interval_s
         self.check_paths = check_paths
+        self.roots = roots
+        self.max_stem_s = max_stem_s
+        self._used_ids: set[bytes] = set()
         self.executor: ProcessExecutor | ThreadExecutor = (
             ProcessExecutor(render_threads, worker_setup, worker_niceness)
             if isolation == "process"
@@ -174,18 +187,26 @@ class JobManager:
         it once the ack is out, so ack always precedes progress).
 
         Raises:
-            OscError: ``shutting_down``, ``duplicate_job`` or ``busy``.
+            OscError: ``shutting_down``, ``duplicate_job`` (the id was used before, by
+                anyone: ids are unique for the server's lifetime) or ``busy``.
         """
+        digest = _id_digest(job.key)
         with self._lock:
             if self._closing:
                 raise OscError(
                     "shutting_down", "the server is shutting down; no new jobs", where=job.key
                 )
-            old = self._jobs.get(job.key)
-            if old is not None and old.state in ACTIVE_STATES:
+            if digest in self._used_ids:
+                old = self._jobs.get(job.key)
+                still = (
+                    f" and is still {old.state}"
+                    if old is not None and old.state in ACTIVE_STATES
+                    else ""
+                )
                 raise OscError(
                     "duplicate_job",
-                    f"job {job.key!r} is still {old.state}; pick another id",
+                    f"job id {job.key!r} was used before{still}; ids are unique for the "
+                    "server's lifetime, pick another",
                     where=job.key,
                 )
             if len(self._queue) >= self.max_queued:
@@ -194,29 +215,40 @@ class JobManager:
                     f"the queue is full ({self.max_queued} jobs waiting); retry when a job is done",
                     where=job.key,
                 )
-            if old is not None:
-                self._forget(job.key)
+            self._used_ids.add(digest)
             self._jobs[job.key] = job
             self._queue.append(job)
             self._wake.notify()
 
-    def cancel(self, key: str) -> str:
-        """Cancel a job; returns the state it was in.
+    def _owned(self, key: str, owner: Any) -> Job:
+        # Caller holds the lock.
+        job = self._jobs.get(key)
+        if job is None:
+            raise OscError(
+                "unknown_job",
+                f"no job {key!r} (finished jobs are forgotten after {FINISHED_HISTORY})",
+                where=key,
+            )
+        if owner is not None and job.origin.sender != owner:
+            raise OscError(
+                "not_owner",
+                f"job {key!r} belongs to another client; only the sender that queued it "
+                "(same UDP address and port, or same TCP connection) may cancel it or ask its status",
+                where=key,
+            )
+        return job
+
+    def cancel(self, key: str, owner: Any = None) -> str:
+        """Cancel a job of ``owner`` (a sender; None: any); returns the state it was in.
 
         A queued job leaves the queue at once and gets its ``cancelled`` error now; a
         running job stops at its next progress event. Finished jobs are left alone.
 
         Raises:
-            OscError: ``unknown_job``.
+            OscError: ``unknown_job``, ``not_owner``.
         """
         with self._lock:
-            job = self._jobs.get(key)
-            if job is None:
-                raise OscError(
-                    "unknown_job",
-                    f"no job {key!r} (finished jobs are forgotten after {FINISHED_HISTORY})",
-                    where=key,
-                )
+            job = self._owned(key, owner)
             previous = job.state
             if previous == QUEUED:
                 self._queue.remove(job)
@@ -227,20 +259,30 @@ class JobManager:
             self.events.failed(job, "cancelled", "cancelled while queued")
         return previous
 
-    def status(self, key: str) -> JobStatus:
-        """One job's state. Raises OscError ``unknown_job``."""
-        with self._lock:
-            job = self._jobs.get(key)
-            if job is None:
-                raise OscError("unknown_job", f"no job {key!r}", where=key)
-            return self._snapshot(job)
+    def status(self, key: str, owner: Any = None) -> JobStatus:
+        """One job's state, for its ``owner`` (None: anyone).
 
-    def overview(self) -> tuple[int, int, int, list[JobStatus]]:
-        """(queued, running, finished, snapshots of queued and running jobs)."""
+        Raises:
+            OscError: ``unknown_job``, ``not_owner``.
+        """
         with self._lock:
-            active = [self._snapshot(j) for j in self._jobs.values() if j.state in ACTIVE_STATES]
+            return self._snapshot(self._owned(key, owner))
+
+    def overview(self, owner: Any = None) -> tuple[int, int, int, list[JobStatus]]:
+        """(queued, running, finished: counts over every client; snapshots of the
+        queued and running jobs of ``owner``, or of all when None)."""
+        with self._lock:
+            active = [j for j in self._jobs.values() if j.state in ACTIVE_STATES]
             queued = len(self._queue)
-            return queued, len(active) - queued, len(self._finished), active
+            mine = [self._snapshot(j) for j in active if owner is None or j.origin.sender == owner]
+            return queued, len(active) - queued, len(self._finished), mine
+
+    def has_active(self, owner: Any) -> bool:
+        """Whether ``owner`` has a queued or running job (its connection is not idle)."""
+        with self._lock:
+            return any(
+                j.origin.sender == owner for j in self._jobs.values() if j.state in ACTIVE_STATES
+            )
 
     def _snapshot(self, job: Job) -> JobStatus:
         position = -1
@@ -315,6 +357,8 @@ class JobManager:
             meter_hz=self.meter_hz,
             lane_tolerance_db=self.lane_tolerance_db,
             progress_interval_s=self.progress_interval_s,
+            roots=self.roots,
+            max_stem_s=self.max_stem_s,
         )
         try:
             outcome = self.executor.run(spec, progress, job.cancel)
@@ -346,3 +390,11 @@ class JobManager:
         job = self._jobs.get(key)
         if job is not None and job.state not in ACTIVE_STATES:
             del self._jobs[key]
+
+
+def _id_digest(key: str) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(
+        key.encode("utf-8", "surrogatepass"), digest_size=ID_DIGEST_BYTES
+    ).digest()

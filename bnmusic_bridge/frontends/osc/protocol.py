@@ -28,7 +28,7 @@ from pythonosc.parsing import osc_types
 
 from bnmusic_bridge.errors import BNMusicError
 
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 """Version of the address space in docs/osc.md. Minor: additions; major: breaking."""
 PREFIX = "/bnmusic/"
 MAX_PACKET_BYTES = 8192
@@ -68,13 +68,19 @@ ERROR_CODES = {
     "path_outside_root": "the path leaves the server's --root folders",
     "path_not_found": "the input file does not exist or is not a regular file",
     "path_unreadable": "the input file or output folder cannot be read / written",
+    "unauthorized": "this server needs /bnmusic/auth with its shared secret first (or the secret was wrong)",
+    "not_owner": "the job belongs to another client (jobs answer only to the sender that queued them)",
+    "forbidden": "the server's operator did not allow this (a model generator, monitor subscriptions)",
+    "quota_exceeded": "too many new output folders (per client), or too many new levels at once",
+    "timeout": "the server closed a TCP connection that stayed idle (or did not authenticate in time)",
     "busy": "the job queue is full; retry later",
-    "duplicate_job": "a job with this id is still queued or running",
+    "duplicate_job": "a job with this id was queued before (ids are unique for the server's lifetime)",
     "unknown_job": "no job with this id is known",
     "unknown_preset": "no preset with this name",
     "shutting_down": "the server is stopping and takes no new jobs",
     "bad_audio": "the input is not readable audio, silent, too short, ...",
     "output_exists": "no fresh output name could be found",
+    "output_failed": "the outputs could not be written (a full disk, ...); the message says which set survived",
     "model_not_found": "the generator's weights are not on this machine",
     "generator_failed": "the generator failed (including out of memory)",
     "cancelled": "the job was cancelled (by /bnmusic/cancel or server shutdown)",
@@ -405,6 +411,13 @@ ADDRESSES: dict[str, AddressSpec] = {
             "any",
             "liveness check",
             "/bnmusic/pong with the same arguments, byte for byte",
+        ),
+        _spec(
+            "auth",
+            (Param("secret", "str"),),
+            None,
+            "authenticate this sender (its UDP address and port, or its TCP connection) with the server's shared secret",
+            "/bnmusic/auth/reply s:ok",
         ),
         _spec(
             "version",

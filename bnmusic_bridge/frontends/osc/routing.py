@@ -62,9 +62,15 @@ class Stats:
 class Subscriptions:
     """Redirects (scope ``sender``: one sender's replies go to another UDP port) and
     monitors (scope ``all``: a copy of everything), at most :data:`MAX_SUBSCRIPTIONS`
-    of each."""
+    of each.
 
-    def __init__(self) -> None:
+    Args:
+        allow_monitors: accept scope ``all`` (a monitor sees every client's jobs, so
+            the operator must allow it: ``bnmusic serve --monitors``).
+    """
+
+    def __init__(self, allow_monitors: bool = False) -> None:
+        self.allow_monitors = allow_monitors
         self._lock = threading.Lock()
         self._redirects: dict[Any, Endpoint] = {}
         self._monitors: dict[Endpoint, Any] = {}
@@ -74,10 +80,17 @@ class Subscriptions:
 
         Raises:
             OscError: ``bad_arguments`` (scope, port, or a host that is not the
-                subscriber's own), ``busy`` (too many subscriptions).
+                subscriber's own), ``forbidden`` (a monitor, when monitors are off),
+                ``busy`` (too many subscriptions).
         """
         if scope not in SCOPES:
             raise P.OscError("bad_arguments", f"scope {scope!r}: use 'sender' or 'all'")
+        if scope == "all" and not self.allow_monitors:
+            raise P.OscError(
+                "forbidden",
+                "monitor subscriptions (scope 'all') are off on this server: a monitor sees "
+                "every client's jobs (the operator turns them on with bnmusic serve --monitors)",
+            )
         if not 1 <= port <= 65535:
             raise P.OscError("bad_arguments", f"port {port} is not a port number (1 to 65535)")
         target = Endpoint("udp", own_host(host, origin), port)

@@ -25,6 +25,7 @@ from bnmusic_bridge.export import ExportOptions
 from bnmusic_bridge.request import RenderRequest
 
 from . import protocol as P
+from .auth import TCP_AUTH_GRACE_S, Gatekeeper
 from .config import (
     DEFAULT_TCP_PORT,
     DEFAULT_UDP_PORT,
@@ -35,11 +36,11 @@ from .config import (
 from .dispatch import Dispatcher
 from .handlers import HANDLERS, Context, check_job_request
 from .jobs import Job, JobManager
-from .paths import RootSet
+from .paths import FolderQuota, RootSet, confine_request
 from .preset_cache import PresetCache
 from .pushes import Pusher
 from .routing import Outbox, Stats, Subscriptions
-from .transport import Transport, is_loopback
+from .transport import Endpoint, Transport, is_loopback
 
 __all__ = [
     "DEFAULT_TCP_PORT",
@@ -75,25 +76,48 @@ class OscServer:
                 "bad_arguments",
                 f"--host {config.host} is not a loopback address; pass --allow-remote to listen there",
             )
+        if not is_loopback(config.host) and config.secret is None:
+            raise P.OscError(
+                "bad_arguments",
+                f"--host {config.host} is reachable from other machines: a shared secret is "
+                "required (bnmusic serve --secret-file FILE, or $BNMUSIC_OSC_SECRET)",
+            )
+        self.gate = Gatekeeper(config.secret)
+        if not (
+            config.tcp_idle_timeout_s > 0 and config.max_stem_s > 0 and config.folder_quota >= 0
+        ):
+            raise P.OscError(
+                "bad_arguments",
+                f"tcp_idle_timeout_s={config.tcp_idle_timeout_s}, max_stem_s={config.max_stem_s} "
+                f"must be > 0 and folder_quota={config.folder_quota} >= 0",
+            )
         if config.lane_timetags not in LANE_TIMETAGS:
             raise P.OscError(
                 "bad_arguments",
                 f"lane_timetags={config.lane_timetags!r}; use playback or immediate",
             )
+        # Model weights come from disk only, whatever the flags: a client's request must
+        # never start a download from a model hub.
+        request = (config.request or RenderRequest()).replace(local_files_only=True)
         self.config = dataclasses.replace(
-            config,
-            request=config.request or RenderRequest(),
-            export=config.export or ExportOptions(),
+            config, request=request, export=config.export or ExportOptions()
         )
-        self.roots = RootSet(config.roots)
+        self.roots = RootSet(config.roots, config.read_roots)
         if self.config.out_dir is not None:
             self.roots.output_dir(str(self.config.out_dir))
+        # The base request's own paths (from the server's preset) obey the roots too.
+        self.config = dataclasses.replace(
+            self.config, request=confine_request(self.config.request, self.roots)
+        )
+        self.quota = FolderQuota(self.config.folder_quota)
         self.stats = Stats()
         self.closing = threading.Event()
         """Set when :meth:`stop` begins: new renders are refused, streams hurry."""
         self._threads: list[threading.Thread] = []
-        self.transport = Transport(config.host, config.port, config.tcp_port)
-        self.subscriptions = Subscriptions()
+        self.transport = Transport(
+            config.host, config.port, config.tcp_port, check_every_s=config.tcp_idle_timeout_s / 4
+        )
+        self.subscriptions = Subscriptions(config.allow_monitors)
         self.out = Outbox(self.transport, self.subscriptions, self.stats)
         self.presets = PresetCache(self.config.presets_dir, self._spawn)
         self.pusher = Pusher(
@@ -111,6 +135,16 @@ class OscServer:
         # request ever waits on an import.
         self.presets.refresh()
         check_job_request(cfg.request, "the server's base request")
+        import bnmusic_bridge.fx  # noqa: F401 - the path confinement lists effect files
+        from bnmusic_bridge.pipeline import MODEL_GENERATORS
+
+        unknown = sorted(set(cfg.model_generators) - set(MODEL_GENERATORS))
+        if unknown:
+            raise P.OscError(
+                "bad_arguments",
+                f"--allow-generator {', '.join(unknown)}: not a model generator; those are "
+                f"{', '.join(MODEL_GENERATORS)} (the others need no permission)",
+            )
         # 2. The sockets.
         self.transport.open()
         # 3. The job threads and the render worker.
@@ -125,6 +159,8 @@ class OscServer:
             isolation=cfg.isolation,
             worker_setup=cfg.worker_setup,
             worker_niceness=cfg.worker_niceness,
+            roots=self.roots,
+            max_stem_s=cfg.max_stem_s,
         )
         # 4. Receive, dispatch, push.
         dispatcher = Dispatcher(
@@ -137,13 +173,17 @@ class OscServer:
                 presets=self.presets,
                 out=self.out,
                 closing=self.closing,
+                gate=self.gate,
+                quota=self.quota,
+                model_generators=frozenset(MODEL_GENERATORS),
             ),
         )
         self.transport.start(
             self._spawn,
             on_packet=dispatcher.handle_packet,
             on_bad_frame=dispatcher.refuse_packet,
-            on_disconnect=self.subscriptions.forget,
+            on_disconnect=self._disconnected,
+            close_check=self._close_reason,
         )
         self._spawn(self.pusher.run, PUSH_THREAD)
         log.info(
@@ -157,9 +197,29 @@ class OscServer:
         self._threads.append(t)
 
     def _recheck_paths(self, job: Job) -> None:
-        # The file may have been swapped for a symlink while the job waited.
+        # A file may have been swapped for a symlink while the job waited.
         self.roots.input_file(str(job.noise_path))
         self.roots.output_dir(str(job.out_dir))
+        confine_request(job.request, self.roots)
+
+    def _disconnected(self, endpoint: Endpoint) -> None:
+        self.subscriptions.forget(endpoint)
+        self.gate.forget(endpoint)
+
+    def _close_reason(self, endpoint: Endpoint, idle_s: float, age_s: float) -> str | None:
+        """Why a quiet TCP connection is closed, or None to keep it."""
+        if (
+            self.gate.required
+            and not self.gate.is_authenticated(endpoint)
+            and age_s > TCP_AUTH_GRACE_S
+        ):
+            return f"closed: not authenticated within {TCP_AUTH_GRACE_S:.0f} s"
+        limit = self.config.tcp_idle_timeout_s
+        if idle_s > limit and not (
+            self.manager is not None and self.manager.has_active(endpoint.sender)
+        ):
+            return f"closed: idle for {limit:g} s (send anything, e.g. /bnmusic/ping, to stay)"
+        return None
 
     def preload(self) -> None:
         """Create the base request's generator (loads the model) where renders run."""

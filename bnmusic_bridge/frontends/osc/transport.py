@@ -27,10 +27,16 @@ from .framing import StreamDecoder
 MAX_TCP_CLIENTS = 16
 TCP_SEND_TIMEOUT_S = 2.0
 """A TCP client that stops reading for this long is disconnected."""
+CLOSE_WHERE = "#connection"
+"""The ``where`` of an error about a TCP connection the server closes."""
 UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 RECEIVE_POLL_S = 0.2
 """How often the receiving threads look up from their sockets to see whether to stop."""
 MAX_RECEIVE_BYTES = 65536
+
+CloseCheck = Callable[["Endpoint", float, float], "str | None"]
+"""Asked while a TCP connection is quiet, with (endpoint, seconds since it last sent,
+seconds since it connected): a reason to close it, or None to keep it."""
 
 Spawn = Callable[[Callable[[], object], str], None]
 """Starts a daemon thread running a function under a name (the server joins them all
@@ -133,10 +139,20 @@ class Transport:
         host: bind address.
         udp_port: UDP port (0: any free port).
         tcp_port: TCP port (0: any free port; None: no TCP).
+        check_every_s: how often a quiet TCP connection is offered to the close check
+            (seconds; at most :data:`TCP_SEND_TIMEOUT_S`).
     """
 
-    def __init__(self, host: str, udp_port: int, tcp_port: int | None) -> None:
+    def __init__(
+        self,
+        host: str,
+        udp_port: int,
+        tcp_port: int | None,
+        check_every_s: float = TCP_SEND_TIMEOUT_S,
+    ) -> None:
         self.host = host
+        self.check_every_s = min(TCP_SEND_TIMEOUT_S, max(0.05, check_every_s))
+        self._close_check: CloseCheck | None = None
         self.udp_port = udp_port
         self.tcp_port = tcp_port
         self._udp: socket.socket | None = None
@@ -173,6 +189,7 @@ class Transport:
         on_packet: Callable[[bytes, Endpoint], None],
         on_bad_frame: Callable[[P.OscError, Endpoint], None],
         on_disconnect: Callable[[Endpoint], None],
+        close_check: CloseCheck | None = None,
     ) -> None:
         """Start receiving (after :meth:`open`).
 
@@ -181,7 +198,10 @@ class Transport:
             on_packet: called with every packet received and its sender; must not raise.
             on_bad_frame: called for a TCP frame the framing refused.
             on_disconnect: called when a TCP connection has closed.
+            close_check: decides when a quiet TCP connection is closed (idle, not
+                authenticated); None: never.
         """
+        self._close_check = close_check
         self._spawn = spawn
         self._on_packet = on_packet
         self._on_bad_frame = on_bad_frame
@@ -259,7 +279,7 @@ class Transport:
             if full:
                 _refuse_connection(connection)
                 continue
-            sock.settimeout(TCP_SEND_TIMEOUT_S)
+            sock.settimeout(self.check_every_s)
             self._spawn(
                 functools.partial(self._tcp_read_loop, connection),
                 f"bnmusic-osc-tcp-{endpoint.conn_id}",
@@ -267,16 +287,27 @@ class Transport:
 
     def _tcp_read_loop(self, connection: TcpConnection) -> None:
         sock = connection.sock
+        opened_s = last_s = time.monotonic()
         try:
             while not self._stop.is_set() and connection.alive:
                 try:
                     data = sock.recv(MAX_RECEIVE_BYTES)
                 except TimeoutError:
+                    now = time.monotonic()
+                    reason = (
+                        self._close_check(connection.endpoint, now - last_s, now - opened_s)
+                        if self._close_check is not None
+                        else None
+                    )
+                    if reason:
+                        connection.send(P.encode_error(CLOSE_WHERE, "timeout", reason))
+                        break
                     continue
                 except OSError:
                     break
                 if not data:
                     break
+                last_s = time.monotonic()
                 for item in connection.decoder.feed(data):
                     if isinstance(item, P.OscError):
                         self._on_bad_frame(item, connection.endpoint)

@@ -38,9 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from bnmusic_bridge.errors import BNMusicError, CancelledError, OutputExistsError
+from bnmusic_bridge.errors import AudioInputError, BNMusicError, CancelledError, OutputExistsError
 from bnmusic_bridge.export import ExportOptions, lanes
 from bnmusic_bridge.request import RenderRequest
+
+from .paths import RootSet
+from .protocol import OscError
 
 log = logging.getLogger("bnmusic.osc")
 
@@ -70,6 +73,10 @@ class JobSpec:
         meter_hz: meter blocks per second of audio (0: none).
         lane_tolerance_db: lane compaction tolerance in dB.
         progress_interval_s: least time between progress events within a stage.
+        roots: the server's roots (a :class:`~.paths.RootSet`): the output folder is
+            opened beneath its root without following symlinks, and every read path is
+            checked again after the render. None: no confinement (library use).
+        max_stem_s: longest stem in seconds, checked from the header before it is read.
     """
 
     key: str
@@ -81,6 +88,8 @@ class JobSpec:
     meter_hz: float
     lane_tolerance_db: float
     progress_interval_s: float
+    roots: RootSet | None = None
+    max_stem_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -233,36 +242,105 @@ def execute_job(
             progress(stage, fraction)
 
     t0 = time.perf_counter()
+    folder = None
     try:
-        from bnmusic_bridge.pipeline import render_file
+        try:
+            from bnmusic_bridge.pipeline import render_file
 
-        result = render_file(spec.noise_path, spec.request, progress=hook)
-        if cancel.is_set():
-            raise CancelledError(f"job {spec.key!r} was cancelled")
-    except CancelledError as e:
-        raise JobFailed("cancelled", str(e) or "cancelled") from e
-    except BNMusicError as e:
-        raise JobFailed(getattr(e, "code", "error"), str(e)) from e
-    except MemoryError as e:
-        raise JobFailed("generator_failed", "out of memory while rendering") from e
-    except Exception as e:  # noqa: BLE001 - any failure is reported, the worker goes on
-        log.exception("job %s: render failed", spec.key)
-        raise JobFailed("internal", f"{type(e).__name__}: {e}") from e
+            before = _check_input(spec)
+            # The output folder is opened (beneath its root, no symlink followed) before
+            # the render and written through that handle: swapping it for a symlink
+            # while the job runs cannot redirect the outputs.
+            folder = _open_out(spec)
+            result = render_file(spec.noise_path, spec.request, progress=hook)
+            if cancel.is_set():
+                raise CancelledError(f"job {spec.key!r} was cancelled")
+            _recheck_reads(spec, before)
+        except CancelledError as e:
+            raise JobFailed("cancelled", str(e) or "cancelled") from e
+        except BNMusicError as e:
+            raise JobFailed(getattr(e, "code", "error"), str(e)) from e
+        except MemoryError as e:
+            raise JobFailed(
+                "generator_failed", "out of memory while rendering (a shorter stem needs less)"
+            ) from e
+        except Exception as e:  # noqa: BLE001 - any failure is reported, the worker goes on
+            log.exception("job %s: render failed", spec.key)
+            raise JobFailed("internal", f"{type(e).__name__}: {e}") from e
+        finally:
+            if holding:
+                gate.release()
+        progress(WRITE_STAGE, 0.0)
+        try:
+            outputs = _write(spec, result, folder, export_lock)
+        except BNMusicError as e:
+            raise JobFailed(getattr(e, "code", "error"), str(e)) from e
+        except OSError as e:
+            raise JobFailed(
+                "path_unreadable", f"cannot write outputs in {spec.out_dir}: {e}"
+            ) from e
     finally:
-        if holding:
-            gate.release()
-    progress(WRITE_STAGE, 0.0)
-    try:
-        outputs = _write(spec, result, export_lock)
-    except BNMusicError as e:
-        raise JobFailed(getattr(e, "code", "error"), str(e)) from e
-    except OSError as e:
-        raise JobFailed("path_unreadable", f"cannot write outputs in {spec.out_dir}: {e}") from e
+        if folder is not None:
+            folder.close()
     progress(WRITE_STAGE, 1.0)
     return _outcome(spec, result, outputs, time.perf_counter() - t0)
 
 
-def _write(spec: JobSpec, result: Any, export_lock: threading.Lock) -> dict[str, str]:
+def _check_input(spec: JobSpec) -> os.stat_result | None:
+    """Before the render: the input is still inside the roots, no longer than the cap
+    (from its header, nothing read yet); returns its identity for :func:`_recheck_reads`."""
+    from bnmusic_bridge.audio import probe_stem
+
+    if spec.roots is not None:
+        spec.roots.input_file(str(spec.noise_path))
+    if spec.max_stem_s is not None:
+        info = probe_stem(spec.noise_path)
+        if info.duration_s > spec.max_stem_s:
+            raise AudioInputError(
+                f"{spec.noise_path.name}: the stem is {info.duration_s / 60:.1f} min long; this "
+                f"server renders at most {spec.max_stem_s / 60:g} min (bnmusic serve --max-stem-minutes)"
+            )
+    try:
+        return os.stat(spec.noise_path)
+    except OSError:
+        return None
+
+
+def _recheck_reads(spec: JobSpec, before: os.stat_result | None) -> None:
+    """After the render, before anything is written: every path the job read is still
+    the file it was and still inside the roots; otherwise nothing is written."""
+    if spec.roots is None:
+        return
+    from .paths import confine_path, named_paths
+
+    try:
+        spec.roots.input_file(str(spec.noise_path))
+        after = os.stat(spec.noise_path)
+        if before is not None and not os.path.samestat(before, after):
+            raise OscError("path_outside_root", "noise_path was replaced during the render")
+        for named in named_paths(spec.request):
+            confine_path(spec.roots, named)
+    except (OscError, OSError) as e:
+        raise OscError(
+            getattr(e, "code", "path_not_found"),
+            f"an input changed during the render ({e}); nothing was written",
+        ) from e
+
+
+def _open_out(spec: JobSpec) -> Any:
+    """The job's output folder, opened once: beneath its root, without following any
+    symlink, its place checked again just before the outputs are committed."""
+    from bnmusic_bridge.export.fileset import OutputFolder
+
+    if spec.roots is None:
+        return OutputFolder.open(spec.out_dir)
+    root = spec.roots.root_of(spec.out_dir)
+    return OutputFolder.open_beneath(
+        root, spec.out_dir.relative_to(root), guard=spec.roots.check_output_folder
+    )
+
+
+def _write(spec: JobSpec, result: Any, folder: Any, export_lock: threading.Lock) -> dict[str, str]:
     from bnmusic_bridge.export import output_paths, write_outputs
 
     options = dataclasses.replace(spec.export, force=False)
@@ -271,18 +349,23 @@ def _write(spec: JobSpec, result: Any, export_lock: threading.Lock) -> dict[str,
     with export_lock:
         for n in range(1, MAX_FRESH_NAMES + 1):
             name = stem if n == 1 else f"{stem}-{n}"
-            if any(p.exists() for p in output_paths(name, spec.out_dir, options).all()):
+            if any(folder.exists(p.name) for p in output_paths(name, spec.out_dir, options).all()):
                 continue
             try:
                 paths = write_outputs(
                     result,
-                    spec.out_dir,
+                    folder,
                     stem_name=name,
                     options=options,
                     extra_report={"osc": {"job_id": spec.key, "client": spec.client}},
                 )
             except OutputExistsError:
                 continue  # another program took the name meanwhile: try the next
+            if spec.roots is not None and not spec.roots.inside(folder.real_path(), write=True):
+                # Moved out between the commit's check and now: take the set back.
+                for p in paths.all():
+                    folder.unlink(p.name)
+                spec.roots.check_output_folder(folder.real_path())
             return paths.as_dict()
     raise OutputExistsError(
         f"outputs for {stem!r} exist under {MAX_FRESH_NAMES} names in {spec.out_dir}; clean up the folder"
