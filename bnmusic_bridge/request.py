@@ -129,6 +129,7 @@ class RenderRequest:
             section="generator",
             nullable=True,
             allowed="an audio file path, or None for none",
+            path="file",
         ),
     )
     generator_params: Mapping[str, Any] = _field(
