@@ -307,9 +307,11 @@ def test_window_bounds_cover_the_stem():
 def test_coverage_objective_reaches_target_in_every_window(smoothing_s):
     noise, music, mask = _two_level_case()
     field = smr_field(noise, music, SMR_DB)
+    # the need alternates every 1 s; a lane held 2 s between turns (the default) levels
+    # that (test_lane_turns_at_most_once_per_hold): here the lane follows it unheld
     lane = _lane(
         music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
-        hop_frames=50, smoothing_s=smoothing_s, max_gain_db=48.0,
+        hop_frames=50, smoothing_s=smoothing_s, max_gain_db=48.0, hold_frames=0,
     )  # fmt: skip
     assert lane.objective == "coverage"
     assert np.all(lane.window_coverage >= 0.9 - 1e-9)
@@ -331,16 +333,18 @@ def test_lane_respects_slew_limit_and_frame_caps():
     field = smr_field(noise, music, SMR_DB)
     caps = np.full(600, np.inf)
     caps[300:400] = 25.0
-    lane = _lane(
-        music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
-        hop_frames=50, smoothing_s=0.0, max_slew_db_per_s=6.0, max_gain_db=48.0,
-        frame_cap_db=caps,
-    )  # fmt: skip
-    assert np.abs(np.diff(lane.frame_gain_db)).max() <= 6.0 * 0.01 + 1e-9
-    assert np.all(lane.frame_gain_db[300:400] <= 25.0 + 1e-9)
+    for hold_frames in (0, PAPER.hold_frames):  # unheld, and held as by default
+        lane = _lane(
+            music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
+            hop_frames=50, smoothing_s=0.0, max_slew_db_per_s=6.0, max_gain_db=48.0,
+            frame_cap_db=caps, hold_frames=hold_frames,
+        )  # fmt: skip
+        assert np.abs(np.diff(lane.frame_gain_db)).max() <= 6.0 * 0.01 + 1e-9
+        assert np.all(lane.frame_gain_db[300:400] <= 25.0 + 1e-9)
     free = _lane(
         music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
         hop_frames=50, smoothing_s=0.0, max_slew_db_per_s=None, max_gain_db=48.0,
+        hold_frames=0,
     )  # fmt: skip
     assert np.abs(np.diff(free.frame_gain_db)).max() > 0.3  # the limit did something
 

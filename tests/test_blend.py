@@ -131,7 +131,8 @@ def test_coverage_objective_reaches_target_where_the_ceiling_allows():
 
 def test_peaks_are_limited_by_the_lane_never_clipped():
     noise = clacks(3.0, seed=4) * 1.9  # peaks near 0 dBFS: a loud recording
-    res = render(noise, SR, RenderRequest(seed=4, objective="paper", threshold_model="smr"))
+    req = RenderRequest(seed=4, objective="paper", threshold_model="smr", peak_mode="lane")
+    res = render(noise, SR, req)
     peak_dbfs = 20 * np.log10(np.abs(res.music_gained).max())
     assert peak_dbfs <= bl.PEAK_CEILING_DBFS + 0.05
     assert res.details.blend.rendered.peak_dbfs == pytest.approx(peak_dbfs, abs=1e-3)
@@ -152,10 +153,10 @@ def test_no_zipper_noise_on_the_rendered_audio():
     noise = np.concatenate([clacks(2.0, seed=5) * QUIET, clacks(2.0, seed=6)])
     req = RenderRequest(
         seed=5, objective="coverage", threshold_model="spreading", target_coverage=0.9,
-        smoothing_s=0.5, max_slew_db_per_s=12.0,
+        smoothing_s=0.5, max_slew_db_per_s=12.0, peak_mode="lane",
     )  # fmt: skip
     res = render(noise, SR, req)
-    assert np.ptp(res.lane_gain_db) > 10.0  # the lane really moves
+    assert np.ptp(res.lane_gain_db) > 10.0  # the lane really moves (the peak limit)
     lane = am.LambdaLane(
         frame_times_s=res.lane_times_s, frame_gain_db=res.lane_gain_db,
         window_times_s=res.window_times_s, window_gain_db=res.window_gain_db,
