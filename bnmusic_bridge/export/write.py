@@ -20,6 +20,10 @@ from .plot import render_plot_png
 from .report import report_json
 from .summary import metering_summary
 
+INTEGER_ONLY_FILE_TYPES = ("flac", "aiff")
+"""File types written as integers only: FLAC has no float samples, and pedalboard writes
+AIFF at 8 to 24 bits."""
+
 
 def fits_integer(audio: np.ndarray, bit_depth: int) -> bool:
     """Whether ``audio`` (float, full scale = 1.0) fits ``bit_depth``-bit integer PCM
@@ -37,8 +41,9 @@ def _stem_bit_depths(result: RenderResult, opts: ExportOptions, paths: OutputPat
     Integer formats must never clip. The unity music stem is loudness-matched to the
     noise, and with ``peak_mode="bus-trim"`` (the default) the blended stem keeps the
     level the blend needs, so under a loud noise either can pass full scale. Such a stem
-    is written as 32-bit float instead (WAV and AIFF), with a note, and a FLAC export is
-    refused before any file is written (FLAC has no float samples).
+    is written as 32-bit float WAV instead, with a note; a FLAC or AIFF export is refused
+    before any file is written (FLAC has no float samples; pedalboard writes AIFF as 8
+    to 24-bit integers only).
     """
     depths, notes = [], []
     for audio, path in ((result.music, paths.music), (result.music_gained, paths.blended)):
@@ -47,12 +52,13 @@ def _stem_bit_depths(result: RenderResult, opts: ExportOptions, paths: OutputPat
             continue
         peak = float(np.max(np.abs(audio)))
         peak_dbfs = 20 * np.log10(peak)
-        if opts.file_type == "flac":
+        if opts.file_type in INTEGER_ONLY_FILE_TYPES:
             raise ParameterError(
-                f"{path}: the stem peaks at {peak_dbfs:+.2f} dBFS and FLAC holds integers only, so "
-                "it would clip; use --format wav or aiff (such a stem is then written as 32-bit "
-                "float, and the report gives the bus trim for noise and music), or --peak-mode "
-                "lane (the lane keeps the blended music under -1 dBFS), or render a quieter noise stem"
+                f"{path}: the stem peaks at {peak_dbfs:+.2f} dBFS and {opts.file_type.upper()} "
+                "holds integers only here, so it would clip; use --format wav (such a stem is then "
+                "written as 32-bit float, and the report gives the bus trim for noise and music), "
+                "or --peak-mode lane (the lane keeps the blended music under -1 dBFS), or render "
+                "a quieter noise stem"
             )
         depths.append(32)
         trim = result.bus_trim_db
