@@ -296,7 +296,11 @@ class RenderResult:
         num_samples: the input's length in samples (every output stem has it).
         music: float32 ``(channels, num_samples)`` at unity gain (loudness-matched to the
             noise: the same integrated LUFS).
-        music_gained: ``music`` with the lambda lane applied (the blend-ready stem).
+        music_gained: ``music`` with the lambda lane applied (the blend-ready stem):
+            exactly ``music * lane_gain_at(lane)`` sample by sample, as a DAW plays the
+            exported lane. With ``peak_mode="bus-trim"`` it keeps the level the blend
+            needs and may pass full scale; :attr:`bus_trim_db` keeps noise + music in
+            range.
         lane_times_s: lambda lane point times in seconds (one per 10 ms analysis frame).
         lane_gain_db: lambda at each point in dB relative to ``music``.
         window_times_s: centre of each lambda window in seconds.
