@@ -160,6 +160,9 @@ def _measure_pair(
                             threshold_model=model,
                             target_coverage=target or field_default("target_coverage"),
                             max_loudness_lu=ceiling,
+                            # the peak limit in the lane (peak_mode="lane"); the
+                            # no-limit rows lift its ceiling out of reach
+                            peak_mode="lane",
                         ),
                         peak_ceiling_dbfs=peak_dbfs,
                     )

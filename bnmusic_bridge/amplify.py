@@ -21,8 +21,11 @@ paper's gradient descent, kept as the reference.
 A second objective (ours), ``coverage``: per window, the lowest gain that masks a target
 share of the window's mask bins (:func:`solve_gain_for_coverage`). :func:`lambda_lane`
 solves either per window, then smooths, slew-limits and caps the lane (frame caps come
-from :mod:`bnmusic_bridge.blend`: loudness ceiling and peak limit); :class:`LaneSettings`
-carries the request's Stage 2 fields it needs.
+from :mod:`bnmusic_bridge.blend`: loudness ceiling and, when asked, peak limit) and holds
+it steady: caps act like a look-ahead limiter (ramp down ahead of the event, hold, release;
+:func:`hold_envelope_db`) and no turn of the lane follows the previous one by less than
+the hold, :data:`LANE_HOLD_S` (:func:`steady_lane_db`). :class:`LaneSettings` carries the
+request's Stage 2 fields it needs.
 
 Policy (ours): the literal loss picks ``g = 0`` (silence) whenever raising the music
 costs more (alpha x its total magnitude) than it gains inside M, which happens for music
@@ -46,6 +49,12 @@ from .request import OBJECTIVES, RenderRequest
 LANE_SOLVERS = ("exact", "gd")
 """Solvers of the paper objective: :func:`solve_lambda_exact` (used) and
 :func:`solve_lambda_gd` (the paper's gradient descent, the reference)."""
+
+LANE_HOLD_S = 2.0
+"""Shortest time between two turns of the lane (a rise becoming a fall or back), s: about
+a bar at 120 BPM, as a mix engineer rides a fader. Caps are held at least this long
+(:func:`hold_envelope_db`) and shorter bumps and dips are levelled
+(:func:`steady_lane_db`)."""
 
 _GD_ZERO_GAIN = 1e-9
 """Gradient descent on log-gain cannot reach 0; a result under this counts as silence."""
@@ -390,8 +399,120 @@ def slew_envelope_db(
     with np.errstate(invalid="ignore"):
         fwd = np.maximum.accumulate(x + ramp) - ramp
         back = np.maximum.accumulate((fwd - ramp)[::-1])[::-1] + ramp
-    # the ramps cancel up to rounding; never let rounding put the envelope under x
-    return np.maximum(back, x)
+    # the ramps cancel up to rounding; never let rounding put the envelope under x, and
+    # where it touches x, give x itself: a flat stretch stays exactly flat (rounding
+    # ripples would read as tiny dips to the hold, :func:`hold_envelope_db`)
+    out = np.maximum(back, x)
+    with np.errstate(invalid="ignore"):
+        tol = 16.0 * np.finfo(np.float64).eps * (np.abs(x) + ramp[-1] + max_step_db)
+        touch = np.isfinite(x) & (np.abs(out - x) <= tol)
+    out[touch] = x[touch]
+    return out
+
+
+def _padded(x: np.ndarray, pad: int) -> np.ndarray:
+    """``x`` extended by ``pad`` copies of its first and last values: the lane is taken to
+    hold its level before the stem starts and after it ends, so a stretch that runs into
+    an end is as wide as it would be in a longer stem (a rise or fall from an end is no
+    turn)."""
+    return np.pad(x, pad, mode="edge")
+
+
+def _min_filter(x: np.ndarray, half: int) -> np.ndarray:
+    """Running minimum over ``[i - half, i + half]`` (edges: the nearest value)."""
+    from scipy.ndimage import minimum_filter1d
+
+    return minimum_filter1d(x, 2 * half + 1, mode="nearest")
+
+
+def _max_filter(x: np.ndarray, half: int) -> np.ndarray:
+    """Running maximum over ``[i - half, i + half]`` (edges: the nearest value)."""
+    from scipy.ndimage import maximum_filter1d
+
+    return maximum_filter1d(x, 2 * half + 1, mode="nearest")
+
+
+def hold_envelope_db(caps_db: np.ndarray, hold_frames: int, max_step_db: float) -> np.ndarray:
+    """The caps as a look-ahead limiter would follow them: under ``caps_db`` everywhere,
+    each dip narrower than the hold held at its floor for ``hold_frames + 1`` frames
+    around it, ramps down ahead of it and back up after it at most ``max_step_db`` per
+    frame, and no rise between two dips shorter than the hold either.
+
+    Steps, each O(n) on the frames:
+
+    1. the slew-limited envelope under the caps (:func:`slew_envelope_db`,
+       ``upper=False``);
+    2. dips narrower than the hold found by a morphological closing over
+       ``+-hold_frames // 2`` (it fills exactly those), and each one's floor spread
+       over ``+-hold_frames // 2`` (a running minimum of the dips alone, so the edges of
+       wide dips and steps stay where they are);
+    3. the slew limit again (the look-ahead attack and the release ramps);
+    4. a morphological opening over the same span: a rise between two holds that would
+       not last the hold is left out.
+
+    Every step only lowers, so the result never exceeds the caps; running minima and
+    maxima of a slew-limited curve are slew-limited, so its slope stays within
+    ``max_step_db``. Why: per-frame peak caps move with every transient; chasing them
+    turned the lane of a 134 s stem into a pump (at the slew limit 83 % of the time,
+    turning 4.5 times a second) and a one-frame gap between transients into a spike of
+    one slew step (0.12 to 0.18 dB) that became an envelope point.
+
+    Args:
+        caps_db: float ``(frames,)`` upper bounds in dB (finite).
+        hold_frames: how long a dip is held, frames (0: only the slew limit).
+        max_step_db: largest change between neighbouring frames, dB (inf: no limit).
+
+    Returns:
+        float64 ``(frames,)``, at most ``caps_db`` everywhere.
+    """
+    x = np.asarray(caps_db, dtype=np.float64)
+    finite_step = math.isfinite(max_step_db)
+    if finite_step:
+        x = slew_envelope_db(x, max_step_db, upper=False)
+    half = hold_frames // 2
+    if half < 1 or x.size < 2:
+        return x
+    pad = 4 * half
+    y = _padded(x, pad)
+    closed = _min_filter(_max_filter(y, half), half)
+    dips = np.where(closed > y, y, np.inf)
+    held = np.minimum(y, _min_filter(dips, half))
+    if finite_step:
+        held = slew_envelope_db(held, max_step_db, upper=False)
+    opened = _max_filter(_min_filter(held, half), half)[pad:-pad]
+    return np.minimum(opened, x)
+
+
+def steady_lane_db(lane_db: np.ndarray, upper_db: np.ndarray, hold_frames: int) -> np.ndarray:
+    """The lane without turns closer together than ``hold_frames`` frames.
+
+    Dips narrower than the hold are filled (a morphological closing over
+    ``+-hold_frames // 2``, kept under ``upper_db``: filling only ever adds masking and
+    never passes a cap), then bumps narrower than the hold are levelled (an opening over
+    the same span: it only ever lowers). Every local minimum and maximum of the result is
+    then a flat stretch of at least ``hold_frames + 1`` frames, so a rise and the fall
+    that follows it (or a fall and the next rise) start at least that far apart. Both
+    operations take values of shifted copies, so the slope limit of the inputs is kept.
+
+    Args:
+        lane_db: float ``(frames,)`` the lane, dB.
+        upper_db: float ``(frames,)`` what the lane may never exceed (the held caps,
+            :func:`hold_envelope_db`; their own turns are already ``hold_frames`` apart).
+        hold_frames: shortest time between turns, frames (0: the lane unchanged).
+
+    Returns:
+        float64 ``(frames,)``.
+    """
+    x = np.asarray(lane_db, dtype=np.float64)
+    half = hold_frames // 2
+    if half < 1 or x.size < 2:
+        return x.copy()
+    pad = 4 * half
+    filled = np.minimum(
+        _min_filter(_max_filter(_padded(x, pad), half), half),
+        _padded(np.asarray(upper_db, dtype=np.float64), pad),
+    )
+    return _max_filter(_min_filter(filled, half), half)[pad:-pad]
 
 
 def _describe(indices: list[int], bounds: list[tuple[int, int]]) -> str:
@@ -479,6 +600,9 @@ class LaneSettings:
         smoothing_s: one-pole time constant in seconds (0 = no smoothing).
         max_slew_db_per_s: largest rate of change in dB per second (None: no limit).
         solver: the paper objective's solver, one of :data:`LANE_SOLVERS`.
+        hold_frames: shortest time between two turns of the lane, and how long a cap
+            is held, in frames (:func:`hold_envelope_db`, :func:`steady_lane_db`; 0: no
+            hold). :meth:`from_request` gives :data:`LANE_HOLD_S`.
 
     Raises:
         ParameterError: a value out of range (checked on construction).
@@ -494,6 +618,7 @@ class LaneSettings:
     smoothing_s: float
     max_slew_db_per_s: float | None
     solver: str = LANE_SOLVERS[0]
+    hold_frames: int = 0
 
     @classmethod
     def from_request(cls, req: RenderRequest) -> LaneSettings:
@@ -508,6 +633,7 @@ class LaneSettings:
             max_gain_db=req.max_gain_db,
             smoothing_s=req.smoothing_s,
             max_slew_db_per_s=req.max_slew_db_per_s,
+            hold_frames=frames_in(LANE_HOLD_S),
         )
 
     def __post_init__(self) -> None:
@@ -532,6 +658,8 @@ class LaneSettings:
         slew = self.max_slew_db_per_s
         if slew is not None and not (math.isfinite(slew) and slew > 0.0):
             raise ParameterError(f"max_slew_db_per_s must be finite and > 0 (or None), got {slew}")
+        if self.hold_frames < 0:
+            raise ParameterError(f"hold_frames must be >= 0, got {self.hold_frames}")
 
     @property
     def step_db(self) -> float:
@@ -553,15 +681,20 @@ class _LaneGrid:
     window_cap: np.ndarray  # float64 (windows,), dB: the highest cap_env in each window
     step_db: float  # largest change between frames, dB (inf: no limit)
     smoothing_s: float
+    hold_frames: int  # shortest time between turns, frames (0: no hold)
 
     def shape(self, level_db: np.ndarray) -> np.ndarray:
         """Window levels (dB) to a lane on the frames: linear interpolation between the
         window centres (held flat at the ends), zero-phase smoothing, the slew limit
-        (only ever raising), then the caps."""
+        (only ever raising), the held caps, then no turns closer than the hold."""
         curve = _smooth_db(np.interp(self.frame_times, self.centres, level_db), self.smoothing_s)
         if math.isfinite(self.step_db):
             curve = slew_envelope_db(curve, self.step_db, upper=True)
-        return np.minimum(curve, self.cap_env)
+        return self.finish(curve)
+
+    def finish(self, curve_db: np.ndarray) -> np.ndarray:
+        """A slew-limited curve under the held caps, its turns at least the hold apart."""
+        return steady_lane_db(np.minimum(curve_db, self.cap_env), self.cap_env, self.hold_frames)
 
 
 def lambda_lane(
@@ -577,8 +710,9 @@ def lambda_lane(
 
     1. check the inputs and the frame caps;
     2. windows of ``window_frames`` frames every ``hop_frames`` (:func:`window_bounds`),
-       their mask bins, and the caps as a slew-limited envelope (capping then keeps the
-       slew limit);
+       their mask bins, and the caps as a look-ahead limiter holds them
+       (:func:`hold_envelope_db`: slew-limited, so capping keeps the slew limit, and each
+       dip held for ``hold_frames``);
     3. each window's gain: ``objective="paper"``: the paper's optimum
        (:func:`solve_lambda_exact` or :func:`solve_lambda_gd`); ``"coverage"``: the
        lowest scalar gain whose coverage of the window's mask bins reaches
@@ -589,7 +723,9 @@ def lambda_lane(
        the ends), zero-phase one-pole smoothing with time constant ``smoothing_s``, the
        slew limit (the lowest curve above that whose change is at most
        ``max_slew_db_per_s``, :func:`slew_envelope_db`, so the limit raises neighbours
-       rather than taking masking away), then the minimum with the cap envelope;
+       rather than taking masking away), the minimum with the cap envelope, then no
+       turn closer than ``hold_frames`` to the previous one (:func:`steady_lane_db`:
+       short dips filled up to the caps, short bumps levelled);
     6. ``coverage`` only: windows whose coverage under the lane is still short of the
        target (smoothing lowered their peak) get their level raised by the missing dB
        and the lane is shaped again, until every window reaches its target or sits at a
@@ -598,7 +734,9 @@ def lambda_lane(
        clamped window (which, and why).
 
     The lane's slope is at most ``max_slew_db_per_s`` everywhere and it is continuous,
-    so :func:`lane_gain_at` (linear in dB between frames) has no steps: no zipper noise.
+    so :func:`lane_gain_at` (linear in dB between frames) has no steps: no zipper noise;
+    every local minimum and maximum is a flat stretch of at least ``hold_frames + 1``
+    frames, so it turns at most once per hold.
 
     Args:
         music_mel: float ``(n_mels, frames)`` linear mel magnitude of the unity-gain music.
@@ -648,10 +786,12 @@ def _lane_grid(
 ) -> _LaneGrid:
     num_frames = caps.size
     step_db = settings.step_db
-    # the caps themselves must respect the slew limit, or capping would cut steps back in
-    cap_env = np.minimum(caps, settings.max_gain_db)
-    if math.isfinite(step_db):
-        cap_env = slew_envelope_db(cap_env, step_db, upper=False)
+    # the caps themselves must respect the slew limit, or capping would cut steps back
+    # in; and they are held like a look-ahead limiter's gain, or the lane would chase
+    # every transient of the music (a pump)
+    cap_env = hold_envelope_db(
+        np.minimum(caps, settings.max_gain_db), settings.hold_frames, step_db
+    )
     bounds = window_bounds(num_frames, settings.window_frames, settings.hop_frames)
     return _LaneGrid(
         frame_times=np.arange(num_frames) * FRAME_PERIOD_S,
@@ -662,6 +802,7 @@ def _lane_grid(
         window_cap=np.array([float(cap_env[a:b].max()) for a, b in bounds]),
         step_db=step_db,
         smoothing_s=settings.smoothing_s,
+        hold_frames=settings.hold_frames,
     )
 
 
@@ -777,7 +918,7 @@ def _reach_targets(
     raised = frame_db + bump
     if math.isfinite(grid.step_db):
         raised = slew_envelope_db(raised, grid.step_db, upper=True)
-    return np.minimum(raised, grid.cap_env)
+    return grid.finish(raised)
 
 
 def _lane_warnings(raw_db: np.ndarray, grid: _LaneGrid, settings: LaneSettings) -> list[str]:

@@ -10,11 +10,25 @@ lambda lane, how loud the music may get, and an honest report of where that cost
   layout). Because every window obeys it, the whole stem does too; the rendered stem is
   measured again at the end (:func:`finish_blend`) and trimmed if it still exceeds the
   ceiling (by more than :data:`OUTPUT_TOLERANCE_LU`), with a warning.
-* Peak limit (always on): the gained music's sample peak stays at or under
-  :data:`PEAK_CEILING_DBFS` (-1 dBFS: headroom for the resampler's overshoot), so any
-  export format, integer ones included, holds it without clipping. The lane itself is
-  lowered where the music's peaks would cross it; no limiter or clipper touches the
-  waveform. The rendered stem is checked again at 0 dBFS.
+* Peaks, by ``peak_mode`` (:data:`~bnmusic_bridge.request.PEAK_MODES`):
+
+  - ``"bus-trim"`` (the default): the blend is relative to the noise, so the peaks do
+    not decide it. The music keeps the level the objective and the loudness ceiling
+    give it, even where that passes full scale (the export writes such a stem as 32-bit
+    float), and :func:`finish_blend` measures the mix (noise stem + blended music, true
+    peak) and reports the :class:`~bnmusic_bridge.result.BusTrim` that brings it to
+    :data:`PEAK_CEILING_DBFS` when the producer applies it to both, as a mix engineer
+    pulls a bus or VCA down without touching the balance inside it.
+  - ``"lane"``: the gained music's sample peak stays at or under
+    :data:`PEAK_CEILING_DBFS` (-1 dBFS: headroom for the resampler's overshoot), so an
+    integer export holds it without clipping; the lane is lowered where the music's peaks
+    would cross it, held like a look-ahead limiter's gain (down ahead of the peaks, a
+    hold of :data:`~bnmusic_bridge.amplify.LANE_HOLD_S`, then a release) rather than
+    chasing every transient. The rendered stem is checked again at 0 dBFS.
+
+  No limiter or clipper touches the waveform in either mode: the blended stem is
+  exactly the unity stem times the lane (:func:`~bnmusic_bridge.amplify.lane_gain_at`),
+  as a DAW plays it back from the exported lane.
 * Absolute limits ``min_gain_db`` / ``max_gain_db`` as in the lane. The loudness ceiling
   and the peak limit win over ``min_gain_db`` (the floor only stops the paper's loss
   from muting the music), with a warning.
@@ -40,12 +54,13 @@ from .errors import AudioInputError, ParameterError
 from .grid import FRAME_PERIOD_S, HOP_SAMPLES, SAMPLE_RATE_HZ
 from .loudness import SILENCE_LUFS, integrated_lufs
 from .masking import MaskingField, masking_field
-from .metering import coverage, nmr_db
-from .request import RenderRequest
-from .result import LIMITS, BlendSummary, RenderedLevels, Shortfall
+from .metering import coverage, lane_motion, nmr_db, sample_peak_dbfs, true_peak_dbtp
+from .request import PEAK_MODES, RenderRequest
+from .result import LIMITS, BlendSummary, BusTrim, LaneMotion, RenderedLevels, Shortfall
 
 PEAK_CEILING_DBFS = -1.0
-"""Highest sample peak the gained music is planned to reach, dBFS."""
+"""Highest sample peak the gained music is planned to reach with ``peak_mode="lane"``,
+dBFS; with ``"bus-trim"``, the true peak (dBTP) the bus trim brings the mix to."""
 OUTPUT_TOLERANCE_LU = 0.05
 """The rendered stem is trimmed when its loudness exceeds the ceiling by more than this."""
 SHORTFALL_TOLERANCE = 0.005
@@ -61,8 +76,10 @@ class BlendSettings:
         threshold_model: ``"smr"`` or ``"spreading"``.
         smr_db: the smr model's signal-to-mask ratio, dB.
         max_loudness_lu: the music at most this many LU over the noise (None: no ceiling).
-        peak_ceiling_dbfs: highest planned sample peak of the gained music, dBFS.
+        peak_ceiling_dbfs: highest planned sample peak of the gained music (``lane``), or
+            the mix's true peak after the bus trim (``bus-trim``), dB.
         lane: the lane's objective, limits and shaping.
+        peak_mode: ``"bus-trim"`` or ``"lane"`` (see the module docstring).
     """
 
     threshold_model: str
@@ -70,6 +87,11 @@ class BlendSettings:
     max_loudness_lu: float | None
     peak_ceiling_dbfs: float
     lane: LaneSettings
+    peak_mode: str = "lane"
+
+    def __post_init__(self) -> None:
+        if self.peak_mode not in PEAK_MODES:
+            raise ParameterError(f"peak_mode must be one of {PEAK_MODES}, got {self.peak_mode!r}")
 
     @classmethod
     def from_request(
@@ -83,6 +105,7 @@ class BlendSettings:
             max_loudness_lu=req.max_loudness_lu,
             peak_ceiling_dbfs=peak_ceiling_dbfs,
             lane=LaneSettings.from_request(req),
+            peak_mode=req.peak_mode,
         )
 
 
@@ -92,7 +115,8 @@ class FrameCaps:
 
     Attributes:
         loudness_db: float64 ``(frames,)`` from the loudness ceiling (inf: none).
-        peak_db: float64 ``(frames,)`` from the peak limit (inf: silent music there).
+        peak_db: float64 ``(frames,)`` from the peak limit (inf: silent music there, or
+            ``peak_mode="bus-trim"``: no peak limit in the lane).
     """
 
     loudness_db: np.ndarray
@@ -124,6 +148,9 @@ class Blend:
         trim_db: the trim :func:`finish_blend` applied to the whole lane (0 or negative), dB.
         rendered: loudness and peak of the rendered gained stem (after
             :func:`finish_blend`; None before).
+        bus_trim: the trim for the noise + music mix (after :func:`finish_blend`; None
+            before).
+        motion: how the lane moves (:func:`~bnmusic_bridge.metering.lane_motion`).
     """
 
     lane: LambdaLane
@@ -141,6 +168,8 @@ class Blend:
     mask: np.ndarray
     trim_db: float
     rendered: RenderedLevels | None
+    bus_trim: BusTrim | None = None
+    motion: LaneMotion | None = None
 
     def summary(self) -> BlendSummary:
         """The controls and the outcome in brief (``RenderResult.details.blend``)."""
@@ -159,6 +188,9 @@ class Blend:
             windows=int(self.lane.window_times_s.size),
             windows_short=len(self.shortfalls),
             rendered=self.rendered,
+            peak_mode=s.peak_mode,
+            bus_trim=self.bus_trim,
+            motion=self.motion,
         )
 
 
@@ -272,7 +304,9 @@ def plan_blend(
         loudness_db=loudness_caps_db(
             music, noise_lufs, settings.max_loudness_lu, bounds, num_frames
         ),
-        peak_db=peak_caps_db(music, num_frames, settings.peak_ceiling_dbfs),
+        peak_db=peak_caps_db(music, num_frames, settings.peak_ceiling_dbfs)
+        if settings.peak_mode == "lane"
+        else np.full(num_frames, np.inf),
     )
     lane = lambda_lane(music_mel, field, mask, settings.lane, frame_cap_db=caps.combined_db)
     return _metered(
@@ -328,6 +362,9 @@ def _metered(
         mask=mask,
         trim_db=trim_db,
         rendered=rendered,
+        motion=lane_motion(
+            lane.frame_gain_db, FRAME_PERIOD_S, settings.lane.max_slew_db_per_s
+        ),
     )
 
 
@@ -383,7 +420,7 @@ def _shortfall_warnings(
         "peak limit": f"the peak limit ({settings.peak_ceiling_dbfs:g} dBFS, so nothing clips)",
         "max_gain_db": f"max_gain_db={settings.lane.max_gain_db:g} dB",
         "unmaskable": "noise the music cannot mask at any gain (no music energy near it)",
-        "smoothing": "the lane's smoothing and slew limit",
+        "smoothing": "the lane's smoothing, slew limit and hold",
     }
     out = []
     for name in LIMITS:
@@ -402,9 +439,11 @@ def _shortfall_warnings(
             ]
             more_db = f" (up to {max(room):.0f} dB)" if room else ""
             remedy = (
-                " The music's peaks, not its loudness, stop it here: render the noise stem "
-                f"quieter{more_db} (the blend is relative to its level), or put a limiter "
-                "in the effects chain to lower the music's crest factor."
+                " The music's peaks, not its loudness, stop it here (peak_mode=\"lane\"): "
+                'set peak_mode to "bus-trim" (the music at the level the blend needs, as '
+                "32-bit float where it passes full scale, with a bus trim for noise and music), "
+                f"render the noise stem quieter{more_db} (the blend is relative to its level), "
+                "or put a limiter in the effects chain to lower the music's crest factor."
             )
         out.append(
             f"{len(group)} lane window(s) fall short of "
@@ -422,32 +461,54 @@ def _shortfall_warnings(
 
 
 def finish_blend(
-    blend: Blend, music: np.ndarray, sample_rate_hz: int
+    blend: Blend,
+    music: np.ndarray,
+    sample_rate_hz: int,
+    noise: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Blend]:
-    """Apply the lane to the rendered music and check the promises on that very stem.
+    """Apply the lane to the rendered music, check the promises on that very stem, and
+    measure the bus trim for the mix.
 
     Measures the gained stem's integrated loudness against the noise's (``blend.noise_lufs``,
     measured by the caller on the noise stem in the same layout and rate) and its sample
-    peak; if the loudness exceeds the ceiling by more than
-    :data:`OUTPUT_TOLERANCE_LU`, or the peak exceeds 0 dBFS (the lane's planning is on
-    the 44.1 kHz music; resampling and loudness gating can move both a little), the
-    whole lane is trimmed by the excess, metering is redone, and a warning says so.
+    peak. If the loudness exceeds the ceiling by more than :data:`OUTPUT_TOLERANCE_LU`,
+    or (``peak_mode="lane"`` only) the peak exceeds 0 dBFS (the lane's planning is on the
+    44.1 kHz music; resampling and loudness gating can move both a little), the whole
+    lane is trimmed by the excess, metering is redone, and a warning says so. Then the
+    mix, ``noise + gained``, is metered (true peak) and the
+    :class:`~bnmusic_bridge.result.BusTrim` that brings it to
+    :data:`PEAK_CEILING_DBFS` dBTP is recorded (0 dB when it is already there).
+
+    The gained stem is exactly ``music * lane_gain_at(lane)`` (float32, sample by
+    sample) for the final lane, trimmed or not: what a DAW plays from the exported lane.
 
     Args:
         blend: the planned blend (:func:`plan_blend`).
         music: float ``(channels, samples)`` unity music at ``sample_rate_hz``, the
             output's layout and length.
         sample_rate_hz: their sample rate, Hz.
+        noise: float ``(channels, samples)`` the noise stem, same rate, layout and length
+            (the bus trim meters noise + music; None: the music alone, with a note).
 
     Returns:
         ``(music_gained, blend)``: float32 ``(channels, samples)`` and the blend with
-        ``rendered`` filled in (and the trim, if one was needed).
+        ``rendered`` and ``bus_trim`` filled in (and the trim, if one was needed).
     """
     audio = np.asarray(music, dtype=np.float32)
     if audio.ndim != 2:
         raise AudioInputError(f"music must be (channels, samples), got shape {audio.shape}")
-    gains = lane_gain_at(blend.lane, audio.shape[1], sample_rate_hz)
-    gained = (audio * gains[None, :]).astype(np.float32)
+    noise_arr = None
+    if noise is not None:
+        noise_arr = np.asarray(noise, dtype=np.float32)
+        if noise_arr.ndim == 1:
+            noise_arr = noise_arr[None, :]
+        if noise_arr.shape != audio.shape:
+            raise AudioInputError(
+                f"noise has shape {noise_arr.shape}, the music {audio.shape}: the bus trim "
+                "needs both in the output's layout and length"
+            )
+    lane = blend.lane
+    gained = _apply(audio, lane, sample_rate_hz)
     noise_lufs = blend.noise_lufs
     music_lufs = integrated_lufs(gained, sample_rate_hz) if np.any(gained) else SILENCE_LUFS
     peak = float(np.max(np.abs(gained))) if gained.size else 0.0
@@ -461,7 +522,8 @@ def finish_blend(
             f"over the ceiling max_loudness_lu={ceiling:g}: the whole lane was trimmed by "
             f"{trim:+.2f} dB."
         )
-    if peak > 0.0 and 20.0 * math.log10(peak) + trim > 0.0:
+    lane_limits_peaks = blend.settings.peak_mode == "lane"
+    if lane_limits_peaks and peak > 0.0 and 20.0 * math.log10(peak) + trim > 0.0:
         peak_trim = blend.settings.peak_ceiling_dbfs - 20.0 * math.log10(peak)
         notes.append(
             f"the rendered music would peak at {20.0 * math.log10(peak) + trim:+.2f} dBFS: the "
@@ -469,10 +531,11 @@ def finish_blend(
             f"{blend.settings.peak_ceiling_dbfs:g} dBFS instead of clipping."
         )
         trim = min(trim, peak_trim)
-    lane = blend.lane
     if trim < 0.0:
-        gained = (gained * np.float32(10.0 ** (trim / 20.0))).astype(np.float32)
         lane = lane.shifted(trim)
+        # the stem is the unity music times the final lane, not a trimmed copy of the
+        # first product (which would differ by rounding)
+        gained = _apply(audio, lane, sample_rate_hz)
         music_lufs = integrated_lufs(gained, sample_rate_hz) if np.any(gained) else SILENCE_LUFS
         peak = float(np.max(np.abs(gained))) if gained.size else 0.0
     rendered = RenderedLevels(
@@ -481,8 +544,27 @@ def finish_blend(
         music_minus_noise_lu=music_lufs - noise_lufs,
         peak_dbfs=20.0 * math.log10(peak) if peak > 0.0 else SILENCE_LUFS,
     )
+    bus = bus_trim(gained, noise_arr, sample_rate_hz, blend.settings)
+    if noise_arr is None:
+        notes.append("no noise stem was given: the bus trim meters the music alone.")
+    if bus.trim_db < 0.0:
+        notes.append(
+            f"noise + music would peak at {bus.mix_true_peak_dbtp:+.1f} dBTP: pull the bus "
+            f"carrying both (or both faders alike) down by {-bus.trim_db:.1f} dB "
+            f"(bus trim {bus.trim_db:+.1f} dB) to stay under {bus.ceiling_dbtp:g} dBTP without "
+            "changing the blend"
+            + (
+                "; the blended music stem itself peaks over full scale "
+                f"({bus.music_peak_dbfs:+.1f} dBFS): keep it in 32-bit float."
+                if bus.music_peak_dbfs > 0.0
+                else "."
+            )
+        )
     if trim == 0.0:
-        return gained, replace(blend, rendered=rendered)
+        done = replace(blend, rendered=rendered, bus_trim=bus)
+        if notes:
+            done = replace(done, warnings=blend.warnings + tuple(notes))
+        return gained, done
     done = _metered(
         field=blend.field,
         caps=blend.caps,
@@ -495,4 +577,43 @@ def finish_blend(
         rendered=rendered,
         notes=tuple(notes),
     )
-    return gained, done
+    return gained, replace(done, bus_trim=bus)
+
+
+def _apply(audio: np.ndarray, lane: LambdaLane, sample_rate_hz: int) -> np.ndarray:
+    """``audio * lane_gain_at(lane)`` in float32: the blended stem, sample-exact."""
+    gains = lane_gain_at(lane, audio.shape[1], sample_rate_hz)
+    return (audio * gains[None, :]).astype(np.float32, copy=False)
+
+
+def bus_trim(
+    music_gained: np.ndarray,
+    noise: np.ndarray | None,
+    sample_rate_hz: int,
+    settings: BlendSettings,
+) -> BusTrim:
+    """The trim that brings ``noise + music_gained`` to ``settings.peak_ceiling_dbfs``
+    dB true peak (0 dB when the mix is already there).
+
+    Applied to both stems alike (one bus, or both faders), it keeps their balance, so
+    the blend (the music's level relative to the noise) is unchanged; the true peak
+    covers the overshoot between samples that a DAW's resampling or a converter shows.
+
+    Args:
+        music_gained: float ``(channels, samples)`` the blended music.
+        noise: the noise stem in the same layout, rate and length (None: silence).
+        sample_rate_hz: their rate, Hz.
+        settings: the blend's settings (ceiling and peak mode).
+    """
+    mix = music_gained if noise is None else music_gained.astype(np.float64) + noise
+    mix_tp = true_peak_dbtp(mix, sample_rate_hz)
+    trim = min(0.0, settings.peak_ceiling_dbfs - mix_tp) if math.isfinite(mix_tp) else 0.0
+    return BusTrim(
+        trim_db=trim,
+        ceiling_dbtp=settings.peak_ceiling_dbfs,
+        mix_true_peak_dbtp=mix_tp,
+        mix_peak_dbfs=sample_peak_dbfs(mix),
+        music_peak_dbfs=sample_peak_dbfs(music_gained),
+        noise_peak_dbfs=sample_peak_dbfs(noise) if noise is not None else -math.inf,
+        peak_mode=settings.peak_mode,
+    )

@@ -1,4 +1,6 @@
-"""How well the music masks the noise: coverage of the high-energy mask, and NMR.
+"""How well the music masks the noise: coverage of the high-energy mask, and NMR; and how
+a mix engineer would meter the result: true peak (:func:`true_peak_dbtp`) and how the
+lane moves (:func:`lane_motion`).
 
 Arrays are on the analysis grid of the whole stem: float ``(n_mels=512, frames)`` linear
 mel magnitude, mel orientation (row 0 = lowest band), one frame per 10 ms. ``gain`` is a
@@ -8,10 +10,13 @@ lambda lane sampled at the frames, ``10 ** (frame_gain_db / 20)``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import ParameterError
 from .masking import MaskingField, ath_mel_magnitude, gain_per_frame
+from .result import LaneMotion
 
 DISTURBED_MARGIN_DB = 1.5
 """PEAQ: a frame is disturbed when some band's noise exceeds its mask by more than this, dB."""
@@ -120,3 +125,130 @@ def relative_disturbed_frames(
         return 0.0
     disturbed = (ratio > 10.0 ** (margin_db / 10.0)).any(axis=0)
     return float(disturbed.mean())
+
+
+_TRUE_PEAK_CHUNK = 1 << 18
+"""Samples per block of the true-peak meter (bounded memory on hour-long stems)."""
+_TRUE_PEAK_PAD = 64
+"""Samples of context each block borrows from its neighbours (the interpolation filter's
+half length is 40 at 4x)."""
+
+
+def sample_peak_dbfs(audio: np.ndarray) -> float:
+    """Largest ``|x|`` over all channels and samples in dBFS (-inf for silence)."""
+    arr = np.asarray(audio)
+    peak = float(np.max(np.abs(arr))) if arr.size else 0.0
+    return 20.0 * math.log10(peak) if peak > 0.0 else -math.inf
+
+
+def true_peak_dbtp(audio: np.ndarray, sample_rate_hz: int) -> float:
+    """True peak as ITU-R BS.1770-4 Annex 2 meters it: the sample peak of the signal
+    oversampled to at least 176.4 kHz (4x at 44.1 and 48 kHz, 2x at 88.2 and 96 kHz),
+    in dB true peak; never under the sample peak.
+
+    Args:
+        audio: float ``(channels, samples)`` or ``(samples,)``, linear.
+        sample_rate_hz: its rate, Hz.
+
+    Returns:
+        dBTP (-inf for silence).
+    """
+    arr = np.asarray(audio, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if sample_rate_hz <= 0:
+        raise ParameterError(f"sample_rate_hz must be > 0, got {sample_rate_hz}")
+    factor = max(1, math.ceil(176_400 / sample_rate_hz))
+    peak = float(np.max(np.abs(arr))) if arr.size else 0.0
+    if factor > 1 and arr.shape[1] > 1:
+        from scipy.signal import resample_poly
+
+        n = arr.shape[1]
+        for lo in range(0, n, _TRUE_PEAK_CHUNK):
+            hi = min(n, lo + _TRUE_PEAK_CHUNK)
+            a, b = max(0, lo - _TRUE_PEAK_PAD), min(n, hi + _TRUE_PEAK_PAD)
+            up = resample_poly(arr[:, a:b], factor, 1, axis=1)
+            # keep only the block's own span (its edges see the zero padding)
+            up = up[:, (lo - a) * factor : (hi - a) * factor]
+            peak = max(peak, float(np.max(np.abs(up))) if up.size else 0.0)
+    return 20.0 * math.log10(peak) if peak > 0.0 else -math.inf
+
+
+MOTION_SPIKE_DB = 0.05
+"""A lane spike stands more than this off its running median, dB."""
+MOTION_SPIKE_FRAMES = 5
+"""... for at most this many frames (50 ms)."""
+_MOTION_MEDIAN_FRAMES = 9
+_MOTION_STILL_DB = 1e-9
+"""Frame steps under this (dB) are flat: no direction."""
+
+
+def lane_motion(
+    gain_db: np.ndarray, frame_period_s: float, max_slew_db_per_s: float | None
+) -> LaneMotion:
+    """How a lane on a regular frame grid moves (:class:`~bnmusic_bridge.result.LaneMotion`):
+    the share of time at the slew limit, its turns (rise to fall and back) per second and
+    the shortest gap between two, the median range within 1 s, and short spikes.
+
+    A turn is counted where a step's direction differs from the last moving step's; it
+    happens at the first step of the new direction. Flat stretches (steps under 1e-9 dB)
+    have no direction, so a hold between a fall and a rise is one turn, after the hold.
+
+    Args:
+        gain_db: float ``(frames,)`` the lane, dB.
+        frame_period_s: time between frames, s (0.01 on the analysis grid).
+        max_slew_db_per_s: the lane's slew limit, dB/s (None: no limit; the slew share
+            is then 0).
+
+    Returns:
+        :class:`~bnmusic_bridge.result.LaneMotion`.
+    """
+    x = np.asarray(gain_db, dtype=np.float64)
+    if x.ndim != 1 or not np.all(np.isfinite(x)):
+        raise ParameterError(f"gain_db must be finite (frames,), got shape {x.shape}")
+    if not frame_period_s > 0.0:
+        raise ParameterError(f"frame_period_s must be > 0, got {frame_period_s}")
+    duration_s = x.size * frame_period_s
+    d = np.diff(x)
+    if d.size == 0:
+        return LaneMotion(duration_s, 0.0, 0.0, 0, 0.0, None, 0.0, 0)
+    step = math.inf if max_slew_db_per_s is None else max_slew_db_per_s * frame_period_s
+    slew_share = float(np.mean(np.abs(d) >= 0.95 * step)) if math.isfinite(step) else 0.0
+    moving_share = float(np.mean(np.abs(d) > 1e-3))
+    moving = np.nonzero(np.abs(d) > _MOTION_STILL_DB)[0]
+    signs = np.sign(d[moving])
+    turn_at = moving[1:][signs[1:] != signs[:-1]]
+    gaps = np.diff(turn_at) * frame_period_s
+    span = max(1, int(round(1.0 / frame_period_s)))
+    if x.size > span:
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        win = sliding_window_view(x, span + 1)
+        swing = float(np.median(win.max(axis=1) - win.min(axis=1)))
+    else:
+        swing = float(np.ptp(x))
+    return LaneMotion(
+        duration_s=duration_s,
+        slew_share=slew_share,
+        moving_share=moving_share,
+        turns=int(turn_at.size),
+        turns_per_s=float(turn_at.size / duration_s),
+        min_turn_gap_s=float(gaps.min()) if gaps.size else None,
+        median_swing_1s_db=swing,
+        spikes=_count_spikes(x),
+    )
+
+
+def _count_spikes(x: np.ndarray) -> int:
+    """Runs of at most :data:`MOTION_SPIKE_FRAMES` frames standing more than
+    :data:`MOTION_SPIKE_DB` off the lane's running median over 9 frames."""
+    if x.size < _MOTION_MEDIAN_FRAMES:
+        return 0
+    from scipy.ndimage import median_filter
+
+    off = np.abs(x - median_filter(x, _MOTION_MEDIAN_FRAMES, mode="nearest")) > MOTION_SPIKE_DB
+    if not off.any():
+        return 0
+    edges = np.diff(np.concatenate([[0], off.astype(np.int8), [0]]))
+    starts, stops = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    return int(np.sum(stops - starts <= MOTION_SPIKE_FRAMES))

@@ -208,16 +208,17 @@ def _render_stem(
     # 6. Bring the music to the stem's rate, length and channels, as loud as the noise.
     music_44k, music = _match_to_stem(music_44k, stem, noise.lufs)
 
-    # 7. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak limit),
+    # 7. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak mode),
     #    coverage, NMR.
     prog.start("amplify")
     music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
     planned = _plan_stage2(analysed, music_mel, music_44k, stem, noise.lufs, req)
 
-    # 8. Apply the lane to the music on the stem's rate, channels and length, and check
-    #    the loudness ceiling and the peak limit on that very stem (trimming if needed).
+    # 8. Apply the lane to the music on the stem's rate, channels and length, check
+    #    the loudness ceiling (and the peak limit, peak_mode="lane") on that very stem
+    #    (trimming if needed), and meter noise + music for the bus trim.
     prog.start("output")
-    music_gained, blend = finish_blend(planned, music, stem.sample_rate_hz)
+    music_gained, blend = finish_blend(planned, music, stem.sample_rate_hz, noise=stem.audio)
 
     # 9. Collect the result.
     return _collect_result(

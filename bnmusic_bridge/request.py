@@ -18,6 +18,11 @@ model 1 with spreading (:mod:`bnmusic_bridge.masking`)."""
 OBJECTIVES = ("paper", "coverage")
 """Stage 2 objectives: the paper's loss per window, or the lowest gain per window that
 masks ``target_coverage`` of its high-energy bins (:mod:`bnmusic_bridge.amplify`)."""
+PEAK_MODES = ("bus-trim", "lane")
+"""What keeps a loud blend from clipping (:mod:`bnmusic_bridge.blend`): ``bus-trim``: the
+music is delivered at the level the blend needs (32-bit float where it passes full
+scale) with the bus trim that keeps noise + music under -1 dBTP; ``lane``: the lane
+itself keeps the music's peaks under -1 dBFS (the blend gives way on loud stems)."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """Compute devices a request may name (``auto``: the GPU only when one is present)."""
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -97,9 +102,11 @@ class RenderRequest:
     section and help text are in its :class:`FieldSpec` (:data:`FIELD_SPECS`); the
     field list with defaults and ranges follows (generated from them).
 
-    Notes on the Stage 2 fields: the gained music's sample peak is always held at
-    -1 dBFS or under by the lane (no clipping); windows a cap keeps from their target
-    are listed in the result's shortfalls. The effects chain is applied before Stage 2
+    Notes on the Stage 2 fields: nothing clips: with ``peak_mode="bus-trim"`` the music
+    keeps the level the blend needs and the result carries the bus trim for noise and
+    music together (a stem over full scale is written as 32-bit float); with ``"lane"``
+    the lane holds the gained music's sample peak at -1 dBFS or under. Windows a cap
+    keeps from their target are listed in the result's shortfalls. The effects chain is applied before Stage 2
     so lambda accounts for it: each entry is ``{"type": "Reverb", ...parameters}`` for a
     pedalboard built-in or ``{"type": "plugin", "path": ..., ...}`` for a VST3/AU plugin
     (see :mod:`bnmusic_bridge.fx`).
@@ -233,6 +240,16 @@ class RenderRequest:
             unit="LU",
             nullable=True,
             allowed="-40 to 40 LU, or None for no ceiling",
+        ),
+    )
+    peak_mode: str = _field(
+        "bus-trim",
+        FieldSpec(
+            "what keeps a loud blend from clipping: bus-trim (music at the level the blend "
+            "needs, float where it passes full scale, plus a bus trim for noise and music) "
+            "or lane (the lane keeps the music under -1 dBFS)",
+            section="loudness",
+            choices=PEAK_MODES,
         ),
     )
     lane_window_s: float = _field(

@@ -1,6 +1,7 @@
 """What a render gives back (:class:`RenderResult`) and the typed records it carries:
 Stage 2's summary (:class:`BlendSummary`), the windows a cap kept from their target
-(:class:`Shortfall`), the analysis-grid arrays (:class:`AnalysisArrays`) and the render's
+(:class:`Shortfall`), the bus trim for the mix (:class:`BusTrim`), how the lane moves
+(:class:`LaneMotion`), the analysis-grid arrays (:class:`AnalysisArrays`) and the render's
 other measurements (:class:`RenderDetails`).
 
 Plain data only: Stage 2 (:mod:`bnmusic_bridge.blend`) and the pipeline fill these in,
@@ -92,6 +93,96 @@ class RenderedLevels:
         }
 
 
+def _r(x: float | None, digits: int) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), digits)
+
+
+@dataclass(frozen=True)
+class BusTrim:
+    """The trim that keeps the mix (the noise stem plus the blended music) under the
+    peak ceiling, for the producer to apply to both alike.
+
+    The blend is relative: the music's level is set against the noise stem as it was
+    bounced. On a loud bounce the music may need to peak over full scale; the stems are
+    then delivered as they are (32-bit float where needed) and this trim, put on a bus
+    (or a VCA) carrying both the noise and the blended music, brings the sum under the
+    ceiling without changing the blend. The unity music stem with the lane as automation
+    plays the same as the blended stem, so the same trim applies to it.
+
+    Attributes:
+        trim_db: gain for the noise + music bus, dB (0 or negative).
+        ceiling_dbtp: the ceiling the trimmed mix meets, dB true peak.
+        mix_true_peak_dbtp: true peak (4x oversampled, ITU-R BS.1770) of noise +
+            blended music before the trim, dBTP.
+        mix_peak_dbfs: sample peak of the same, dBFS.
+        music_peak_dbfs: sample peak of the blended music alone, dBFS.
+        noise_peak_dbfs: sample peak of the noise stem alone, dBFS.
+        peak_mode: the request's ``peak_mode`` ("bus-trim" or "lane").
+    """
+
+    trim_db: float
+    ceiling_dbtp: float
+    mix_true_peak_dbtp: float
+    mix_peak_dbfs: float
+    music_peak_dbfs: float
+    noise_peak_dbfs: float
+    peak_mode: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the report (rounded to 0.01 dB), with what the trim applies to."""
+        return {
+            "trim_db": _r(self.trim_db, 2),
+            "applies_to": "the noise stem and the blended music alike (a bus or VCA on both)",
+            "ceiling_dbtp": self.ceiling_dbtp,
+            "mix_true_peak_dbtp": _r(self.mix_true_peak_dbtp, 2),
+            "mix_peak_dbfs": _r(self.mix_peak_dbfs, 2),
+            "music_peak_dbfs": _r(self.music_peak_dbfs, 2),
+            "noise_peak_dbfs": _r(self.noise_peak_dbfs, 2),
+            "peak_mode": self.peak_mode,
+        }
+
+
+@dataclass(frozen=True)
+class LaneMotion:
+    """How a lane moves, as a mix engineer would judge a fader ride
+    (:func:`bnmusic_bridge.metering.lane_motion`).
+
+    Attributes:
+        duration_s: the lane's length, s.
+        slew_share: share (0..1) of frame steps at the slew limit (at least 95 % of it).
+        moving_share: share (0..1) of frame steps that move at all (over 0.001 dB).
+        turns: times the lane changes direction (a rise becoming a fall or back; flat
+            stretches do not count as a direction).
+        turns_per_s: the same per second.
+        min_turn_gap_s: shortest time between two turns, s (None: fewer than two).
+        median_swing_1s_db: median over every 1 s span of the lane's range in it, dB.
+        spikes: short excursions: runs of at most 50 ms where the lane stands more than
+            0.05 dB off its 90 ms running median.
+    """
+
+    duration_s: float
+    slew_share: float
+    moving_share: float
+    turns: int
+    turns_per_s: float
+    min_turn_gap_s: float | None
+    median_swing_1s_db: float
+    spikes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the report (rounded)."""
+        return {
+            "duration_s": round(self.duration_s, 3),
+            "slew_share": round(self.slew_share, 4),
+            "moving_share": round(self.moving_share, 4),
+            "turns": self.turns,
+            "turns_per_s": round(self.turns_per_s, 4),
+            "min_turn_gap_s": _r(self.min_turn_gap_s, 3),
+            "median_swing_1s_db": round(self.median_swing_1s_db, 3),
+            "spikes": self.spikes,
+        }
+
+
 @dataclass(frozen=True)
 class BlendSummary:
     """Stage 2's controls and outcome in brief (:meth:`bnmusic_bridge.blend.Blend.summary`).
@@ -109,6 +200,9 @@ class BlendSummary:
         windows: lane windows.
         windows_short: lane windows short of their target (:class:`Shortfall`).
         rendered: the rendered stem's levels (None before the lane was applied).
+        peak_mode: the request's ``peak_mode``.
+        bus_trim: the trim for the noise + music mix (None before the lane was applied).
+        motion: how the final lane moves.
     """
 
     objective: str
@@ -124,6 +218,9 @@ class BlendSummary:
     windows: int
     windows_short: int
     rendered: RenderedLevels | None
+    peak_mode: str = "lane"
+    bus_trim: BusTrim | None = None
+    motion: LaneMotion | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report: the fields in order (measurements rounded), the
@@ -144,6 +241,10 @@ class BlendSummary:
         }
         if self.rendered is not None:
             out.update(self.rendered.to_dict())
+        out["peak_mode"] = self.peak_mode
+        out["bus_trim_db"] = None if self.bus_trim is None else _r(self.bus_trim.trim_db, 2)
+        out["bus_trim"] = None if self.bus_trim is None else self.bus_trim.to_dict()
+        out["lane_motion"] = None if self.motion is None else self.motion.to_dict()
         return out
 
 
@@ -225,7 +326,11 @@ class RenderResult:
         num_samples: the input's length in samples (every output stem has it).
         music: float32 ``(channels, num_samples)`` at unity gain (loudness-matched to the
             noise: the same integrated LUFS).
-        music_gained: ``music`` with the lambda lane applied (the blend-ready stem).
+        music_gained: ``music`` with the lambda lane applied (the blend-ready stem):
+            exactly ``music * lane_gain_at(lane)`` sample by sample, as a DAW plays the
+            exported lane. With ``peak_mode="bus-trim"`` it keeps the level the blend
+            needs and may pass full scale; :attr:`bus_trim_db` keeps noise + music in
+            range.
         lane_times_s: lambda lane point times in seconds (one per 10 ms analysis frame).
         lane_gain_db: lambda at each point in dB relative to ``music``.
         window_times_s: centre of each lambda window in seconds.
@@ -278,3 +383,16 @@ class RenderResult:
     @property
     def num_channels(self) -> int:
         return int(self.music.shape[0])
+
+    @property
+    def bus_trim(self) -> BusTrim | None:
+        """The trim for a bus carrying the noise stem and the blended music (None in a
+        result built by hand without details)."""
+        return None if self.details is None else self.details.blend.bus_trim
+
+    @property
+    def bus_trim_db(self) -> float | None:
+        """:attr:`bus_trim`'s gain in dB (0 or negative): apply it to the noise and the
+        music alike and their sum stays at or under -1 dBTP."""
+        trim = self.bus_trim
+        return None if trim is None else trim.trim_db

@@ -30,7 +30,7 @@ request = load_preset("lofi-commute").request.replace(
 )
 result = render(noise, rate, request)  # music at the noise's rate, channels and length
 with AudioFile(out_path, "w", rate, result.music_gained.shape[0], bit_depth=32) as f:
-    f.write(result.music_gained)  # the lane keeps its peaks at or under -1 dBFS
+    f.write(result.music_gained)  # float: may pass 0 dBFS on a loud noise (see result.bus_trim_db)
 
 lane = result.lane_gain_db
 print(f"{out_path}: coverage {result.coverage:.0%}, lambda {lane.min():+.1f}..{lane.max():+.1f} dB")

@@ -307,9 +307,11 @@ def test_window_bounds_cover_the_stem():
 def test_coverage_objective_reaches_target_in_every_window(smoothing_s):
     noise, music, mask = _two_level_case()
     field = smr_field(noise, music, SMR_DB)
+    # the need alternates every 1 s; a lane held 2 s between turns (the default) levels
+    # that (test_lane_turns_at_most_once_per_hold): here the lane follows it unheld
     lane = _lane(
         music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
-        hop_frames=50, smoothing_s=smoothing_s, max_gain_db=48.0,
+        hop_frames=50, smoothing_s=smoothing_s, max_gain_db=48.0, hold_frames=0,
     )  # fmt: skip
     assert lane.objective == "coverage"
     assert np.all(lane.window_coverage >= 0.9 - 1e-9)
@@ -331,16 +333,18 @@ def test_lane_respects_slew_limit_and_frame_caps():
     field = smr_field(noise, music, SMR_DB)
     caps = np.full(600, np.inf)
     caps[300:400] = 25.0
-    lane = _lane(
-        music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
-        hop_frames=50, smoothing_s=0.0, max_slew_db_per_s=6.0, max_gain_db=48.0,
-        frame_cap_db=caps,
-    )  # fmt: skip
-    assert np.abs(np.diff(lane.frame_gain_db)).max() <= 6.0 * 0.01 + 1e-9
-    assert np.all(lane.frame_gain_db[300:400] <= 25.0 + 1e-9)
+    for hold_frames in (0, PAPER.hold_frames):  # unheld, and held as by default
+        lane = _lane(
+            music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
+            hop_frames=50, smoothing_s=0.0, max_slew_db_per_s=6.0, max_gain_db=48.0,
+            frame_cap_db=caps, hold_frames=hold_frames,
+        )  # fmt: skip
+        assert np.abs(np.diff(lane.frame_gain_db)).max() <= 6.0 * 0.01 + 1e-9
+        assert np.all(lane.frame_gain_db[300:400] <= 25.0 + 1e-9)
     free = _lane(
         music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
         hop_frames=50, smoothing_s=0.0, max_slew_db_per_s=None, max_gain_db=48.0,
+        hold_frames=0,
     )  # fmt: skip
     assert np.abs(np.diff(free.frame_gain_db)).max() > 0.3  # the limit did something
 
@@ -389,3 +393,73 @@ def test_coverage_objective_unmaskable_window_is_clamped_and_warned():
     assert lane.window_gain_db[2] == np.inf and lane.window_clamped[2]
     assert any("above max_gain_db=30 dB" in w for w in lane.warnings)
     assert np.all(lane.frame_gain_db <= 30.0 + 1e-9)
+
+
+# --- the hold: caps followed like a look-ahead limiter, turns at least a hold apart ------
+
+
+def _turn_gaps(lane_db: np.ndarray) -> np.ndarray:
+    """Frames between consecutive turns (a rise becoming a fall or back; flat steps
+    have no direction), each turn at the first step of the new direction."""
+    d = np.diff(lane_db)
+    moving = np.nonzero(np.abs(d) > 1e-9)[0]
+    signs = np.sign(d[moving])
+    return np.diff(moving[1:][signs[1:] != signs[:-1]])
+
+
+def test_hold_envelope_holds_dips_ramps_and_keeps_steps():
+    hold, step = 200, 0.12
+    caps = np.full(1400, 8.0)
+    caps[300] = 2.0  # one transient: the music's peak leaves 6 dB less room for 10 ms
+    caps[700:705] = 5.0  # a second one, shallower
+    caps[[500, 503, 900]] += 0.8  # one-frame gaps between transients: the old spikes
+    caps[1100:] = 4.0  # a step down that lasts: its edge must stay where it is
+    env = am.hold_envelope_db(caps, hold, step)
+    assert np.all(env <= caps + 1e-12)
+    assert np.abs(np.diff(env)).max() <= step + 1e-12
+    # each dip held at its floor for the hold (hold + 1 frames), ramps at the slew limit
+    assert np.sum(env == 2.0) >= hold + 1 and np.sum(env == 5.0) >= hold + 1
+    assert env[300 - 100 - 50] == pytest.approx(2.0 + 50 * step)  # look-ahead ramp
+    # no pops: the one-frame gaps do not lift the lane
+    assert env[500] <= 8.0 and env[503] <= 8.0 and env[900] <= 8.0
+    assert np.all(env[[500, 503, 900]] <= np.maximum(env[[499, 502, 899]], env[[501, 504, 901]]))
+    # a step that lasts keeps its edge (only the slew ramp runs ahead of it)
+    assert env[1100 - int(4.0 / step) - 2] == 8.0 and env[1100] == 4.0
+    assert np.all(_turn_gaps(env) >= hold + 1)
+    # without a hold: the slew-limited caps themselves (the old lane followed these)
+    np.testing.assert_array_equal(
+        am.hold_envelope_db(caps, 0, step), am.slew_envelope_db(caps, step, upper=False)
+    )
+
+
+def test_steady_lane_turns_at_most_once_per_hold_on_random_lanes():
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        n = int(rng.integers(300, 2500))
+        hold = int(rng.choice([50, 100, 200]))
+        step = float(rng.choice([0.06, 0.12, 0.24]))
+        caps = np.repeat(rng.normal(6, 3, n // 60 + 1), 60)[:n]
+        caps -= (rng.random(n) < 0.05) * rng.exponential(4, n)  # transients
+        upper = am.hold_envelope_db(caps, hold, step)
+        wish = am.slew_envelope_db(6 + np.cumsum(rng.normal(0, 0.3, n)), step, upper=True)
+        lane = am.steady_lane_db(np.minimum(wish, upper), upper, hold)
+        assert np.all(lane <= caps + 1e-9), trial
+        assert np.abs(np.diff(lane)).max() <= step + 1e-9, trial
+        for curve in (upper, lane):
+            assert np.all(_turn_gaps(curve) >= hold + 1), trial
+
+
+def test_lane_turns_at_most_once_per_hold():
+    """The request's lane (2 s hold) on a need that alternates every 1 s: the lane does
+    not follow the alternation (no turn within 2 s of the last) and still reaches the
+    target in every window, by holding the higher level."""
+    noise, music, mask = _two_level_case(frames=1200)
+    field = smr_field(noise, music, SMR_DB)
+    lane = _lane(
+        music, field, mask, objective="coverage", target_coverage=0.9, window_frames=100,
+        hop_frames=50, smoothing_s=0.5, max_gain_db=48.0,
+    )  # fmt: skip
+    assert PAPER.hold_frames == 200  # LANE_HOLD_S, in frames
+    assert np.all(_turn_gaps(lane.frame_gain_db) >= 201)
+    assert np.all(lane.window_coverage >= 0.9 - 1e-9)
+    assert np.abs(np.diff(lane.frame_gain_db)).max() <= PAPER.step_db + 1e-9

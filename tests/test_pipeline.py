@@ -153,8 +153,15 @@ def test_loud_noise_unity_stem_is_written_as_float_not_clipped(tmp_path):
     back, _ = sf.read(paths.music, dtype="float32", always_2d=True)
     assert np.max(np.abs(back)) > 1.0  # kept, not clipped
     assert any("32-bit float" in n for n in paths.notes)
-    assert np.max(np.abs(res.music_gained)) <= 10 ** (-1 / 20) + 1e-6  # the lane's peak limit
-    assert sf.info(paths.blended).subtype == "PCM_24"
+    # peak_mode="bus-trim" (the default): the blended music keeps the level the blend
+    # needs, as float where it passes full scale, and the bus trim is reported
+    assert np.max(np.abs(res.music_gained)) > 1.0 and res.bus_trim_db < 0.0
+    assert sf.info(paths.blended).subtype == "FLOAT"
+    # peak_mode="lane": the lane keeps the blended music under -1 dBFS, an integer file
+    held = render(loud, 44100, FAST.replace(peak_mode="lane"))
+    assert np.max(np.abs(held.music_gained)) <= 10 ** (-1 / 20) + 1e-6  # the lane's peak limit
+    held_paths = write_outputs(held, tmp_path / "lane", stem_name="loud")
+    assert sf.info(held_paths.blended).subtype == "PCM_24"
     with pytest.raises(ParameterError, match="FLAC holds integers only"):
         write_outputs(res, tmp_path / "f", stem_name="loud", options=ExportOptions(file_type="flac"))
     assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())

@@ -1,4 +1,5 @@
-"""The JSON report of a render: inputs, every parameter, lane, coverage, NMR, timings."""
+"""The JSON report of a render: inputs, every parameter, lane, coverage, NMR, loudness,
+the bus trim for the mix, timings."""
 
 from __future__ import annotations
 
@@ -65,6 +66,9 @@ def report_dict(result: RenderResult, outputs: dict[str, str], extra: dict | Non
             "music_blended": round(result.music_lufs, 3),
             "music_minus_noise_lu": round(result.music_lufs - result.noise_lufs, 3),
         },
+        # the trim for a bus carrying the noise stem and the blended music (the blend is
+        # relative: the music keeps the level it needs, the bus keeps the mix in range)
+        "bus_trim": None if result.bus_trim is None else result.bus_trim.to_dict(),
         "timings_s": {k: round(v, 4) for k, v in result.timings_s.items()},
         "warnings": list(result.warnings),
         "generator_diagnostics": result.generator_diagnostics,

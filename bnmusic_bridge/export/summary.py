@@ -53,6 +53,11 @@ class MeteringSummary:
     ``music_unity_lufs`` is the music stem before the lane (loudness-matched to the
     noise), ``music_lufs`` after it (the blend-ready stem); both and ``noise_lufs`` are
     integrated BS.1770 loudness through :func:`bnmusic_bridge.loudness.integrated_lufs`.
+    ``bus_trim_db`` is the gain for a bus carrying the noise and the blended music that
+    keeps their sum under the peak ceiling (:class:`~bnmusic_bridge.result.BusTrim`);
+    ``lane_turns_per_s`` and ``lane_min_turn_gap_s`` say how often the lane changes
+    direction (:class:`~bnmusic_bridge.result.LaneMotion`). All three are None for a
+    result without Stage 2 details.
     """
 
     duration_s: float
@@ -69,6 +74,9 @@ class MeteringSummary:
     lane_points_compacted: int
     tolerance_db: float
     windows: tuple[WindowRow, ...]
+    bus_trim_db: float | None = None
+    lane_turns_per_s: float | None = None
+    lane_min_turn_gap_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (NaN and infinities become None)."""
@@ -157,6 +165,7 @@ def metering_summary(
 
     compact_t, _ = compact_lane(times_s, gain_db, tolerance_db)
     music_unity_lufs = integrated_lufs(result.music, result.sample_rate_hz)
+    motion = result.details.blend.motion if result.details is not None else None
     return MeteringSummary(
         duration_s=duration_s,
         coverage=float(result.coverage),
@@ -175,6 +184,9 @@ def metering_summary(
         lane_points_compacted=int(compact_t.size),
         tolerance_db=float(tolerance_db),
         windows=tuple(rows),
+        bus_trim_db=result.bus_trim_db,
+        lane_turns_per_s=None if motion is None else motion.turns_per_s,
+        lane_min_turn_gap_s=None if motion is None else motion.min_turn_gap_s,
     )
 
 
@@ -203,6 +215,15 @@ def summary_markdown(
         f"| music loudness with the lane | {s.music_lufs:.2f} LUFS |",
         f"| music minus noise | {s.music_minus_noise_lu:+.2f} LU |",
         f"| lane points (10 ms) / compacted within {s.tolerance_db:g} dB | {s.lane_points} / {s.lane_points_compacted} |",
+    ]
+    if s.lane_turns_per_s is not None:
+        gap = _fmt(s.lane_min_turn_gap_s, ".2f", " s")
+        lines.append(f"| lane turns (rise to fall and back) | {s.lane_turns_per_s:.2f} per s, at least {gap} apart |")
+    if s.bus_trim_db is not None:
+        lines.append(
+            f"| bus trim for noise + music (the report's bus_trim) | {s.bus_trim_db:+.2f} dB, on both alike |"
+        )
+    lines += [
         "",
         "Lambda is the music's gain in dB relative to the unity (loudness-matched) music stem. "
         "Loudness is integrated ITU-R BS.1770 (pyloudnorm).",

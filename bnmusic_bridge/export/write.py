@@ -31,31 +31,57 @@ from .plot import render_plot_png
 from .report import report_json
 from .summary import metering_summary
 
+INTEGER_ONLY_FILE_TYPES = ("flac", "aiff")
+"""File types written as integers only: FLAC has no float samples, and pedalboard writes
+AIFF at 8 to 24 bits."""
+
+
+def fits_integer(audio: np.ndarray, bit_depth: int) -> bool:
+    """Whether ``audio`` (float, full scale = 1.0) fits ``bit_depth``-bit integer PCM
+    without clipping: every sample within ``[-1, 1 - 2 ** (1 - bit_depth)]`` (the
+    largest positive code is one step under full scale)."""
+    if audio.size == 0:
+        return True
+    top = 1.0 - 2.0 ** (1 - bit_depth)
+    return float(np.max(audio)) <= top and float(np.min(audio)) >= -1.0
+
 
 def _stem_bit_depths(result: RenderResult, opts: ExportOptions, paths: OutputPaths) -> tuple[int, int, list[str]]:
     """Bit depths for the music and blended stems, and what the user must be told.
 
-    The unity music stem is loudness-matched to the noise, so under a loud noise it can
-    peak over 0 dBFS. An integer file would clip it; such a stem is written as 32-bit
-    float instead (WAV and AIFF), with a note, and a FLAC export is refused before any
-    file is written (FLAC has no float samples).
+    Integer formats must never clip. The unity music stem is loudness-matched to the
+    noise, and with ``peak_mode="bus-trim"`` (the default) the blended stem keeps the
+    level the blend needs, so under a loud noise either can pass full scale. Such a stem
+    is written as 32-bit float WAV instead, with a note; a FLAC or AIFF export is refused
+    before any file is written (FLAC has no float samples; pedalboard writes AIFF as 8
+    to 24-bit integers only).
     """
     depths, notes = [], []
     for audio, path in ((result.music, paths.music), (result.music_gained, paths.blended)):
-        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-        if opts.bit_depth == 32 or peak <= 1.0:
+        if opts.bit_depth == 32 or fits_integer(audio, opts.bit_depth):
             depths.append(opts.bit_depth)
             continue
+        peak = float(np.max(np.abs(audio)))
         peak_dbfs = 20 * np.log10(peak)
-        if opts.file_type == "flac":
+        if opts.file_type in INTEGER_ONLY_FILE_TYPES:
             raise ParameterError(
-                f"{path}: the stem peaks at {peak_dbfs:+.1f} dBFS and FLAC holds integers only, so "
-                "it would clip; use --format wav --bit-depth 32, or render a quieter noise stem"
+                f"{path}: the stem peaks at {peak_dbfs:+.2f} dBFS and {opts.file_type.upper()} "
+                "holds integers only here, so it would clip; use --format wav (such a stem is then "
+                "written as 32-bit float, and the report gives the bus trim for noise and music), "
+                "or --peak-mode lane (the lane keeps the blended music under -1 dBFS), or render "
+                "a quieter noise stem"
             )
         depths.append(32)
+        trim = result.bus_trim_db
         notes.append(
-            f"{path.name} peaks at {peak_dbfs:+.1f} dBFS (loudness-matched to a loud noise): written "
-            f"as 32-bit float instead of {opts.bit_depth}-bit so nothing clips"
+            f"{path.name} peaks at {peak_dbfs:+.2f} dBFS (the level the blend needs against this "
+            f"noise stem): written as 32-bit float instead of {opts.bit_depth}-bit so nothing clips"
+            + (
+                f"; pull noise and music down together by {-trim:.1f} dB (the bus trim) to keep "
+                "the mix under full scale"
+                if trim is not None and trim < 0.0
+                else ""
+            )
         )
     return depths[0], depths[1], notes
 
@@ -129,6 +155,10 @@ def write_outputs(
             notes.extend(_stale_outputs(stem_name, folder.report_path(), opts, paths))
         if notes:
             extra_report = {**(extra_report or {}), "export_notes": notes}
+        extra_report = {
+            **(extra_report or {}),
+            "stem_bit_depths": {"music": music_depth, "blended": blended_depth},
+        }
         jobs: list[tuple[Path, Callable[[BinaryIO], object]]] = [
             (paths.music, lambda f: encode_audio(f, result.music, result.sample_rate_hz, bit_depth=music_depth, file_type=opts.file_type)),
             (paths.blended, lambda f: encode_audio(f, result.music_gained, result.sample_rate_hz, bit_depth=blended_depth, file_type=opts.file_type)),

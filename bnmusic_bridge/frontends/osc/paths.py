@@ -46,22 +46,11 @@ from .protocol import OscError
 MAX_PATH_CHARS = 4096
 PATH_PARAM_SUFFIXES = ("_dir", "_file", "_path", "_folder")
 """A generator parameter whose name ends so names a path (``music_dir``): confined."""
-TEXT_FIELDS_NOT_PATHS = frozenset(
-    {
-        "prompt",
-        "negative_prompt",
-        "generator",
-        "model",
-        "device",
-        "dtype",
-        "scheduler",
-        "threshold_model",
-        "objective",
-    }
-)
-"""RenderRequest text fields known not to be paths (``model`` is the server's own). A
-test fails when a text field is neither here nor marked ``path`` in its FieldSpec, so a
-new path field cannot slip past the confinement."""
+TEXT_FIELDS_NOT_PATHS = frozenset({"prompt", "negative_prompt", "generator", "model"})
+"""Free-text RenderRequest fields known not to be paths (``model`` is the server's own);
+fields with a fixed set of choices are not paths either. A test fails when a text field
+is neither, nor marked ``path`` in its FieldSpec, so a new path field cannot slip past
+the confinement."""
 MAX_NEW_FOLDER_LEVELS = 3
 """Most folder levels one output folder may add below what exists."""
 
