@@ -162,6 +162,36 @@ def _style_name(text: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class NoiseProfile:
+    """Where and how the noise is loud: what the composition puts its energy into.
+
+    Attributes:
+        band_lo_hz, band_centre_hz, band_hi_hz: 10th, 50th and 90th percentile of the
+            high-energy mask's frequencies (mask pixels counted per mel band), Hz; the
+            band the music's dense energy goes into.
+        envelope: the noise's mean spectral envelope (mel magnitude, smoothed over about
+            a sixth of an octave), linear, peak 1; held flat below 30 Hz, falling 24 dB
+            per octave above 10 kHz (the mel grid ends there).
+        stationarity: 0..1, 1 = a steady noise (its slow level barely moves and it has
+            no distinct hits): it gets sustained textures.
+        impulsiveness: 0..1, 1 = distinct hits far above the noise's bed (a clock, rail
+            joints): it gets hits on its events.
+        low_share: share of the mask below 250 Hz: low-band noise gets low, dense parts.
+        event_times_s: times of the noise's distinct hits, seconds from the stem's start
+            (empty unless ``impulsiveness`` > 0).
+    """
+
+    band_lo_hz: float
+    band_centre_hz: float
+    band_hi_hz: float
+    envelope: SpectralTilt
+    stationarity: float
+    impulsiveness: float
+    low_share: float
+    event_times_s: np.ndarray
+
+
+@dataclass(frozen=True)
 class MusicPlan:
     """Everything decided once per stem; the composition is a pure function of it.
 
@@ -184,6 +214,9 @@ class MusicPlan:
         seed: the settings' seed.
         gain_frames: linear music gain per 10 ms frame (dynamics following the noise).
         reverb_room: pedalboard room size; reverb_send_scale: multiplies each role's send.
+        profile: where and how the noise is loud (:class:`NoiseProfile`).
+        bed_tilt: the gain over frequency that gives the bed (the sustained texture in
+            the noise's loud band) the noise's spectral envelope.
     """
 
     style: Style
@@ -208,6 +241,9 @@ class MusicPlan:
     gain_frames: np.ndarray
     reverb_room: float
     reverb_send_scale: float
+    profile: NoiseProfile | None = None
+    bed_tilt: SpectralTilt | None = None
+    drum_envelope: SpectralTilt | None = None
 
     @property
     def key_name(self) -> str:
@@ -238,6 +274,8 @@ _ROLE_LEVEL = {
     "crash": 0.45,
 }
 """Base linear level of each role at velocity 1 (a balanced mix on a flat noise)."""
+_BED_LEVEL = 0.12
+"""Linear level of the bed (all its notes together) on a fully steady noise."""
 _DRUM_ROLES = frozenset({"kick", "snare", "clap", "hat", "open_hat", "ride", "shaker", "crash"})
 _ROLE_REGIONS = {
     "chords": ("lowmid", "mid"),
@@ -255,6 +293,7 @@ _ROLE_REGIONS = {
     "crash": ("high",),
 }
 _ROLE_SEND = {
+    "bed": 0.3,
     "chords": 0.3,
     "pad": 0.5,
     "bass": 0.0,
@@ -323,6 +362,14 @@ def make_plan(
         role_gains[role] = level * style.levels.get(role, 1.0) * float(np.clip(tilt, lo, hi))
     if "bass" in wanted:
         role_gains["bass"] *= 1.4
+    profile = noise_profile(analysis)
+    # The bed: loudest on a steady noise (a sustained texture is what masks it), softer
+    # under hits (there the hits on the noise's events do the work).
+    role_gains["bed"] = _BED_LEVEL * match * (0.4 + 0.6 * profile.stationarity)
+    if not match or ("pad" in unwanted and "strings" in unwanted):
+        roles["bed"] = None
+    else:
+        roles["bed"] = "ensemble"
 
     rng = np.random.default_rng([settings.seed & 0xFFFFFFFF, 0x51])
     texts = style.progressions if minor == style.minor else MODE_PROGRESSIONS[minor]
@@ -346,13 +393,16 @@ def make_plan(
         roles=roles,
         drums_on=drums_on,
         role_gains=role_gains,
-        tilt=_spectral_tilt(analysis, match),
+        tilt=_voice_tilt(profile, match),
         progressions=progressions,
         density=options.density,
         seed=int(settings.seed),
         gain_frames=_dynamics(analysis, options.dynamics_depth),
         reverb_room=style.reverb_room,
         reverb_send_scale=2.0 * options.reverb_mix * style.reverb_send / 0.25,
+        profile=profile,
+        bed_tilt=_bed_tilt(profile, match),
+        drum_envelope=_drum_envelope(profile, match),
     )
 
 
@@ -508,6 +558,110 @@ def _spectral_tilt(analysis: StemAnalysis, match: float) -> SpectralTilt:
     return SpectralTilt(hz, gains)
 
 
+_ENVELOPE_FLOOR_DB = -60.0
+"""The noise envelope is floored this far under its peak: quieter bands get no music."""
+_ENVELOPE_TOP_HZ = 10_000.0
+_IMPULSE_DB = (2.5, 7.5)
+"""Hit prominence (dB, see :func:`noise_profile`) mapped to impulsiveness 0 and 1."""
+_SLOW_MOVE_DB = (1.0, 5.0)
+"""Standard deviation of the noise's slow level (dB) mapped to stationarity 1 and 0."""
+
+
+def noise_profile(analysis: StemAnalysis) -> NoiseProfile:
+    """Where (band, envelope) and how (steady or hits) the noise is loud.
+
+    Impulsiveness comes from the hits' prominence: the 97th percentile of the frame
+    energy (dB) over its own 0.5 s moving mean, less the median of that; 2.5 dB or less
+    is a steady noise, 7.5 dB or more a train of distinct hits (rail joints, a clock).
+    Stationarity falls with the standard deviation of the 0.3 s smoothed level (1 dB or
+    less: steady; 5 dB: swells, waves, passing traffic) and with impulsiveness. Events
+    are the analysis' onsets whose onset strength reaches half its 99th percentile.
+    """
+    from scipy import ndimage
+
+    hz = np.asarray(analysis.band_center_hz, dtype=np.float64)
+    w = _band_weights(analysis)
+    cum = np.cumsum(w)
+    cum = cum / cum[-1] if cum[-1] > 0 else np.linspace(0.0, 1.0, cum.size)
+    lo, centre, hi = (float(hz[min(int(np.searchsorted(cum, q)), hz.size - 1)]) for q in (0.1, 0.5, 0.9))
+    lo, centre, hi = max(lo, 20.0), max(centre, 20.0), max(hi, 20.0)
+
+    db = np.maximum(np.asarray(analysis.band_energy_db, dtype=np.float64), _ENVELOPE_FLOOR_DB)
+    db = ndimage.gaussian_filter1d(db, sigma=4.0, mode="nearest")
+    db -= db.max()
+    db = np.maximum(db, _ENVELOPE_FLOOR_DB)
+    # Beyond the mel grid's 10 kHz the envelope falls 24 dB/octave: nothing up there to
+    # mask, and bright partials with nothing to mask would only make the music hiss.
+    top = float(db[-1])
+    ext_hz = _ENVELOPE_TOP_HZ * 2.0 ** np.arange(0.25, 2.01, 0.25)
+    ext_db = np.maximum(top - 24.0 * np.log2(ext_hz / _ENVELOPE_TOP_HZ), _ENVELOPE_FLOOR_DB - 20)
+    env_hz = np.concatenate([hz[hz < _ENVELOPE_TOP_HZ], ext_hz])
+    env_db = np.concatenate([db[hz < _ENVELOPE_TOP_HZ], ext_db])
+    envelope = SpectralTilt(env_hz, 10.0 ** (env_db / 20.0))
+
+    e = np.maximum(np.asarray(analysis.frame_energy_db, dtype=np.float64), -60.0)
+    if e.size >= 8:
+        detail = e - ndimage.uniform_filter1d(e, size=51, mode="nearest")
+        prominence = float(np.percentile(detail, 97) - np.median(detail))
+        slow_std = float(np.std(ndimage.uniform_filter1d(e, size=31, mode="nearest")))
+    else:
+        prominence, slow_std = 0.0, 0.0
+    lo_db, hi_db = _IMPULSE_DB
+    impulsiveness = float(np.clip((prominence - lo_db) / (hi_db - lo_db), 0.0, 1.0))
+    s_lo, s_hi = _SLOW_MOVE_DB
+    steady = float(np.clip((s_hi - slow_std) / (s_hi - s_lo), 0.0, 1.0))
+    stationarity = steady * (1.0 - impulsiveness)
+
+    events = np.zeros(0)
+    env = np.asarray(analysis.onset_envelope, dtype=np.float64)
+    onsets = np.asarray(analysis.onset_times_s, dtype=np.float64)
+    if impulsiveness > 0.0 and env.size and onsets.size:
+        frames = np.clip(np.round(onsets * 100.0).astype(int), 0, env.size - 1)
+        strong = env[frames] >= 0.5 * float(np.percentile(env, 99))
+        events = onsets[strong]
+    low_share = float(w[hz < 250.0].sum() / max(w.sum(), 1e-12))
+    return NoiseProfile(
+        band_lo_hz=lo,
+        band_centre_hz=centre,
+        band_hi_hz=hi,
+        envelope=envelope,
+        stationarity=stationarity,
+        impulsiveness=impulsiveness,
+        low_share=low_share,
+        event_times_s=events,
+    )
+
+
+BED_ENVELOPE_POWER = 3.0
+"""The bed's harmonics follow the noise envelope to this power (1 = its shape exactly)."""
+
+
+VOICE_ENVELOPE_POWER = 1.0
+TILT_RANGE_DB = 30.0
+DRUM_ENVELOPE_POWER = 1.0
+
+
+def _voice_tilt(profile: NoiseProfile, match: float) -> SpectralTilt:
+    """Every pitched voice's harmonics follow the noise's envelope (``match`` 0: flat),
+    over at most :data:`TILT_RANGE_DB` (each note keeps its power)."""
+    db = 20.0 * np.log10(profile.envelope.gains)
+    db = np.maximum(VOICE_ENVELOPE_POWER * match * db, -TILT_RANGE_DB)
+    return SpectralTilt(profile.envelope.freqs_hz, 10.0 ** (db / 20.0))
+
+
+def _drum_envelope(profile: NoiseProfile, match: float) -> SpectralTilt | None:
+    if match <= 0.0:
+        return None
+    gains = profile.envelope.gains ** (DRUM_ENVELOPE_POWER * match)
+    return SpectralTilt(profile.envelope.freqs_hz, gains)
+
+
+def _bed_tilt(profile: NoiseProfile, match: float) -> SpectralTilt:
+    """The bed's gain over frequency: the noise's envelope (``match`` 0: flat)."""
+    gains = profile.envelope.gains ** (BED_ENVELOPE_POWER * match)
+    return SpectralTilt(profile.envelope.freqs_hz, gains)
+
+
 def _dynamics(analysis: StemAnalysis, depth: float) -> np.ndarray:
     """Linear music gain per frame: ``depth`` dB of music per dB of (smoothed) noise
     energy relative to its 90th percentile, limited to -12..+3 dB."""
@@ -583,6 +737,51 @@ def _scale_notes(plan: MusicPlan, lo: int, hi: int) -> list[int]:
     return [m for m in range(lo, hi + 1) if m % 12 in pcs]
 
 
+BED_LOWEST_MIDI = 31
+"""G1 (49 Hz): the bed's lowest note."""
+BED_TOP_MIDI = (60, 84)
+"""The bed's lowest note is at most C5 and its highest at most E6; a noise louder
+higher up gets the bed's upper harmonics (the bed's tilt lifts them)."""
+BED_MAX_NOTES = 10
+BED_SUBHARMONIC = 4.0
+"""The bed's lowest note sits this far under the band's low edge, so that its
+harmonics (not its fundamentals, which the tilt turns down) fill the band densely."""
+_OPEN_BELOW_MIDI = 48
+"""Below C3 the bed plays only roots and fifths (thirds down there are mud)."""
+
+
+def bed_voicing(plan: MusicPlan, chord: Chord) -> list[int]:
+    """MIDI notes of the bed for a chord: the chord's tones in every octave from the
+    noise band's low edge up to half its high edge (roots and fifths only below C3), at
+    most :data:`BED_MAX_NOTES`, thinned evenly from the middle when there are more."""
+    profile = plan.profile
+    if profile is None:
+        return []
+    lo = _hz_to_midi(profile.band_lo_hz / BED_SUBHARMONIC)
+    hi = _hz_to_midi(profile.band_centre_hz / 2.0)
+    lo = int(np.clip(round(lo), BED_LOWEST_MIDI, BED_TOP_MIDI[0]))
+    hi = int(np.clip(round(hi), lo + 12, BED_TOP_MIDI[1]))
+    pcs = _pcs(plan, chord)
+    root = pcs[0]
+    fifth = (root + 7) % 12
+    notes = []
+    for m in range(lo, hi + 1):
+        pc = m % 12
+        if m < _OPEN_BELOW_MIDI:
+            if pc == root or (pc == fifth and fifth in pcs):
+                notes.append(m)
+        elif pc in pcs:
+            notes.append(m)
+    if len(notes) > BED_MAX_NOTES:
+        keep = np.round(np.linspace(0, len(notes) - 1, BED_MAX_NOTES)).astype(int)
+        notes = [notes[i] for i in sorted(set(keep.tolist()))]
+    return notes
+
+
+def _hz_to_midi(hz: float) -> float:
+    return 69.0 + 12.0 * math.log2(max(hz, 1.0) / 440.0)
+
+
 class Composer:
     """Turns a plan into events, bar by bar; ``bar_events(b)`` is a pure function of
     (plan, b), memoised."""
@@ -634,6 +833,8 @@ class Composer:
         events += self._chords(bar, kind, pos)
         if plan.roles["pad"]:
             events += self._pad(bar)
+        if plan.roles.get("bed"):
+            events += self._bed(bar)
         if plan.roles["bass"]:
             events += self._bass(bar)
         if plan.roles["arp"] and plan.style.arp_pattern:
@@ -732,6 +933,25 @@ class Composer:
                 pan = 0.35 if i % 2 else -0.35
                 events.append(
                     self._note("pad", self.step_sample(bar, step), length * 0.99, m, 1.0, pan)
+                )
+        return events
+
+    def _bed(self, bar: int) -> list[Event]:
+        """The sustained texture in the noise's loud band: every chord change, the chord
+        voiced densely across that band (see :func:`bed_voicing`)."""
+        plan = self.plan
+        events = []
+        for step, chord, length in self._chord_changes(bar):
+            notes = bed_voicing(plan, chord)
+            if not notes:
+                continue
+            # The bed's level does not grow with its number of notes.
+            vel = 1.0 / math.sqrt(len(notes))
+            for i, m in enumerate(notes):
+                # Low notes centred, the upper ones spread a little (mono-compatible).
+                pan = 0.0 if m < 52 else (0.25 if i % 2 else -0.25)
+                events.append(
+                    self._note("bed", self.step_sample(bar, step), length * 0.99, m, vel, pan)
                 )
         return events
 
@@ -927,8 +1147,8 @@ class TimelineRenderer:
 
         self.plan = plan
         self.composer = Composer(plan)
-        self.kit = drum_kit(plan.seed, plan.style.drum_tone)
-        self._notes: OrderedDict[tuple[str, float, int], np.ndarray] = OrderedDict()
+        self.kit = drum_kit(plan.seed, plan.style.drum_tone, plan.drum_envelope)
+        self._notes: OrderedDict[tuple[str, float, int, bool], np.ndarray] = OrderedDict()
         self._note_bytes = 0
         self._out: OrderedDict[int, np.ndarray] = OrderedDict()
         self._next_chunk = 0
@@ -1010,12 +1230,13 @@ class TimelineRenderer:
     def _event_audio(self, e: Event) -> np.ndarray:
         if e.voice.startswith("drum:"):
             return self.kit[e.voice[5:]]
-        key = (e.voice, e.midi, e.on_samples)
+        key = (e.voice, e.midi, e.on_samples, e.role == "bed")
         cached = self._notes.get(key)
         if cached is not None:
             self._notes.move_to_end(key)
             return cached
-        audio = render_note(e.voice, e.midi, e.on_samples, self.plan.tilt)
+        tilt = self.plan.bed_tilt if e.role == "bed" and self.plan.bed_tilt else self.plan.tilt
+        audio = render_note(e.voice, e.midi, e.on_samples, tilt)
         self._notes[key] = audio
         self._note_bytes += audio.nbytes
         while self._note_bytes > _NOTE_CACHE_BYTES and len(self._notes) > 1:

@@ -241,6 +241,21 @@ VOICES: dict[str, Voice] = {
         click=0.15,
         click_band_hz=(1_500.0, 7_000.0),
     ),
+    "ensemble": Voice(
+        # The bed: a bowed/organ-like ensemble whose colour is the noise's own spectral
+        # envelope (given as the tilt), so its harmonics start flat and unfiltered.
+        "ensemble",
+        bright_slope=0.5,
+        dark_slope=0.5,
+        bright_cutoff_hz=1e9,
+        dark_cutoff_hz=1e9,
+        attack_s=0.15,
+        release_s=0.5,
+        detune_cents=(-8.0, 0.0, 8.0),
+        vibrato_hz=4.7,
+        vibrato_cents=5.0,
+        vibrato_delay_s=0.4,
+    ),
     "bell": Voice(
         "bell",
         attack_s=0.002,
@@ -406,12 +421,24 @@ def _decay(n: int, tau_s: float, attack_s: float = 0.0005) -> np.ndarray:
     return np.minimum(1.0, t / attack_s) * np.exp(-t / tau_s)
 
 
-def drum_kit(seed: int, tone: float) -> dict[str, np.ndarray]:
-    """One-shot drum samples, float32 mono, peak 1 each.
+DRUM_MAX_CUT_DB = {"kick": 9.0, "snare": 30.0, "clap": 30.0}
+"""How far the noise's envelope may turn a drum down, dB (cymbals: :data:`_CYMBAL_MAX_CUT_DB`):
+the kick and the backbeat keep the beat audible on any noise."""
+_CYMBAL_MAX_CUT_DB = 40.0
+
+
+def drum_kit(
+    seed: int, tone: float, envelope: SpectralTilt | None = None
+) -> dict[str, np.ndarray]:
+    """One-shot drum samples, float32 mono, peak 1 each before the envelope.
 
     Args:
-        seed: noise seed (the kit is a pure function of it and ``tone``).
+        seed: noise seed (the kit is a pure function of it, ``tone`` and ``envelope``).
         tone: 0 = dark, muffled (low-passed at 4 kHz), 1 = bright (18 kHz).
+        envelope: a gain over frequency (peak 1) each drum is filtered with after
+            normalising (minimum phase, so attacks stay sharp), cut at most
+            :data:`DRUM_MAX_CUT_DB` (24 dB for cymbals): drums sit where the noise is
+            loud and fall quiet where it is not. None: unfiltered.
     """
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xD2])
     sr = SAMPLE_RATE_HZ
@@ -468,8 +495,32 @@ def drum_kit(seed: int, tone: float) -> dict[str, np.ndarray]:
     for name, sample in kit.items():
         shaped = _filtered(sample, "lowpass", lowpass_hz) if name != "kick" else sample
         peak = float(np.max(np.abs(shaped)))
-        out[name] = (shaped / peak).astype(np.float32) if peak > 0 else shaped.astype(np.float32)
+        if peak > 0:
+            shaped = shaped / peak
+        if envelope is not None:
+            floor = 10.0 ** (-DRUM_MAX_CUT_DB.get(name, _CYMBAL_MAX_CUT_DB) / 20.0)
+            shaped = min_phase_filter(shaped, envelope, floor)
+        out[name] = shaped.astype(np.float32)
     return out
+
+
+def min_phase_filter(x: np.ndarray, gain: SpectralTilt, floor: float = 0.0) -> np.ndarray:
+    """``x`` (mono, 44.1 kHz) through the minimum-phase filter whose magnitude response
+    is ``gain`` (linear, clipped to ``floor``..1), same length as ``x``.
+
+    The minimum-phase response (from the folded real cepstrum of the log magnitude)
+    puts all the filter's delay after the attack, so a drum hit gains no pre-echo.
+    """
+    n = 1 << int(np.ceil(np.log2(x.size + 16_384)))
+    freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ)
+    mag = np.clip(gain.at(freqs), max(floor, 1e-6), 1.0)
+    cep = np.fft.irfft(np.log(mag), n)
+    fold = np.zeros(n)
+    fold[0] = cep[0]
+    fold[1 : n // 2] = 2.0 * cep[1 : n // 2]
+    fold[n // 2] = cep[n // 2]
+    response = np.exp(np.fft.rfft(fold))
+    return np.fft.irfft(np.fft.rfft(x, n) * response, n)[: x.size]
 
 
 # ---------------------------------------------------------------- mix helpers
