@@ -276,6 +276,13 @@ _ROLE_LEVEL = {
 """Base linear level of each role at velocity 1 (a balanced mix on a flat noise)."""
 _BED_LEVEL = 0.12
 """Linear level of the bed (all its notes together) on a fully steady noise."""
+_HIT_LEVEL = 0.35
+"""Linear level of a hit on a noise event (all its notes together), fully impulsive noise."""
+HIT_TOLERANCE_STEPS = 0.35
+"""A noise event gets a hit only within this many 16th notes of the grid: the hit lands
+on the event itself, close enough to the grid to be heard on the beat."""
+HIT_MAX_NOTES = 4
+"""Linear level of the bed (all its notes together) on a fully steady noise."""
 _DRUM_ROLES = frozenset({"kick", "snare", "clap", "hat", "open_hat", "ride", "shaker", "crash"})
 _ROLE_REGIONS = {
     "chords": ("lowmid", "mid"),
@@ -294,6 +301,7 @@ _ROLE_REGIONS = {
 }
 _ROLE_SEND = {
     "bed": 0.3,
+    "hit": 0.1,
     "chords": 0.3,
     "pad": 0.5,
     "bass": 0.0,
@@ -370,6 +378,9 @@ def make_plan(
         roles["bed"] = None
     else:
         roles["bed"] = "ensemble"
+    # Hits on the noise's own events, as loud as the noise is impulsive.
+    role_gains["hit"] = _HIT_LEVEL * match * profile.impulsiveness
+    roles["hit"] = "mallet" if role_gains["hit"] > 0 and "pluck" not in unwanted else None
 
     rng = np.random.default_rng([settings.seed & 0xFFFFFFFF, 0x51])
     texts = style.progressions if minor == style.minor else MODE_PROGRESSIONS[minor]
@@ -835,6 +846,8 @@ class Composer:
             events += self._pad(bar)
         if plan.roles.get("bed"):
             events += self._bed(bar)
+        if plan.roles.get("hit"):
+            events += self._hits(bar)
         if plan.roles["bass"]:
             events += self._bass(bar)
         if plan.roles["arp"] and plan.style.arp_pattern:
@@ -953,6 +966,34 @@ class Composer:
                 events.append(
                     self._note("bed", self.step_sample(bar, step), length * 0.99, m, vel, pan)
                 )
+        return events
+
+    def _hits(self, bar: int) -> list[Event]:
+        """A short chord in the noise's band on each of the noise's events in this bar
+        that lies near the 16th-note grid, at the event's own time."""
+        plan = self.plan
+        profile = plan.profile
+        if profile is None or profile.event_times_s.size == 0:
+            return []
+        t0 = self.beat_time_s(4 * bar)
+        t1 = self.beat_time_s(4 * bar + 4)
+        times = profile.event_times_s[(profile.event_times_s >= t0) & (profile.event_times_s < t1)]
+        step_s = plan.beat_s / 4.0
+        events = []
+        for t in times:
+            step = (t - t0) / step_s
+            if abs(step - round(step)) > HIT_TOLERANCE_STEPS:
+                continue
+            chord = chord_at(plan, bar, min(round(step), 15) / 4.0)
+            notes = bed_voicing(plan, chord)
+            if len(notes) > HIT_MAX_NOTES:
+                # The upper notes: their harmonics reach into the band with less mud.
+                notes = notes[-HIT_MAX_NOTES:]
+            vel = 1.0 / math.sqrt(max(len(notes), 1))
+            start = int(round(t * SAMPLE_RATE_HZ))
+            for i, m in enumerate(notes):
+                pan = 0.0 if m < 52 else (0.2 if i % 2 else -0.2)
+                events.append(self._note("hit", start, 1.0, m, vel, pan))
         return events
 
     def _bass_note(self, pc: int) -> int:
@@ -1230,12 +1271,13 @@ class TimelineRenderer:
     def _event_audio(self, e: Event) -> np.ndarray:
         if e.voice.startswith("drum:"):
             return self.kit[e.voice[5:]]
-        key = (e.voice, e.midi, e.on_samples, e.role == "bed")
+        key = (e.voice, e.midi, e.on_samples, e.role in ("bed", "hit"))
         cached = self._notes.get(key)
         if cached is not None:
             self._notes.move_to_end(key)
             return cached
-        tilt = self.plan.bed_tilt if e.role == "bed" and self.plan.bed_tilt else self.plan.tilt
+        noise_coloured = e.role in ("bed", "hit") and self.plan.bed_tilt is not None
+        tilt = self.plan.bed_tilt if noise_coloured else self.plan.tilt
         audio = render_note(e.voice, e.midi, e.on_samples, tilt)
         self._notes[key] = audio
         self._note_bytes += audio.nbytes
