@@ -243,6 +243,7 @@ class MusicPlan:
     reverb_send_scale: float
     profile: NoiseProfile | None = None
     bed_tilt: SpectralTilt | None = None
+    bass_tilt: SpectralTilt | None = None
     drum_envelope: SpectralTilt | None = None
 
     @property
@@ -404,7 +405,7 @@ def make_plan(
         roles=roles,
         drums_on=drums_on,
         role_gains=role_gains,
-        tilt=_voice_tilt(profile, match),
+        tilt=_voice_tilt(profile, match, VOICE_ENVELOPE_POWER, TILT_RANGE_DB),
         progressions=progressions,
         density=options.density,
         seed=int(settings.seed),
@@ -413,6 +414,7 @@ def make_plan(
         reverb_send_scale=2.0 * options.reverb_mix * style.reverb_send / 0.25,
         profile=profile,
         bed_tilt=_bed_tilt(profile, match),
+        bass_tilt=_voice_tilt(profile, match, BASS_ENVELOPE_POWER, BASS_TILT_RANGE_DB),
         drum_envelope=_drum_envelope(profile, match),
     )
 
@@ -649,14 +651,18 @@ BED_ENVELOPE_POWER = 3.0
 
 VOICE_ENVELOPE_POWER = 1.0
 TILT_RANGE_DB = 30.0
+BASS_ENVELOPE_POWER = 0.5
+BASS_TILT_RANGE_DB = 12.0
 DRUM_ENVELOPE_POWER = 1.0
 
 
-def _voice_tilt(profile: NoiseProfile, match: float) -> SpectralTilt:
-    """Every pitched voice's harmonics follow the noise's envelope (``match`` 0: flat),
-    over at most :data:`TILT_RANGE_DB` (each note keeps its power)."""
+def _voice_tilt(
+    profile: NoiseProfile, match: float, power: float, range_db: float
+) -> SpectralTilt:
+    """A voice's harmonics follow the noise's envelope to ``power`` (``match`` 0: flat),
+    over at most ``range_db`` dB (each note keeps its power)."""
     db = 20.0 * np.log10(profile.envelope.gains)
-    db = np.maximum(VOICE_ENVELOPE_POWER * match * db, -TILT_RANGE_DB)
+    db = np.maximum(power * match * db, -range_db)
     return SpectralTilt(profile.envelope.freqs_hz, 10.0 ** (db / 20.0))
 
 
@@ -1174,6 +1180,14 @@ class Composer:
 # ------------------------------------------------------------------ rendering
 
 
+def _tilt_family(role: str) -> str:
+    """Which of the plan's tilts a role's notes take: the bed's (the noise's colour),
+    the bass's (a milder one: a bass stays a bass) or every other voice's."""
+    if role in ("bed", "hit"):
+        return "bed"
+    return "bass" if role == "bass" else "voice"
+
+
 class TimelineRenderer:
     """Renders the global timeline as a stream of fixed chunks; windows are slices.
 
@@ -1189,7 +1203,7 @@ class TimelineRenderer:
         self.plan = plan
         self.composer = Composer(plan)
         self.kit = drum_kit(plan.seed, plan.style.drum_tone, plan.drum_envelope)
-        self._notes: OrderedDict[tuple[str, float, int, bool], np.ndarray] = OrderedDict()
+        self._notes: OrderedDict[tuple[str, float, int, str], np.ndarray] = OrderedDict()
         self._note_bytes = 0
         self._out: OrderedDict[int, np.ndarray] = OrderedDict()
         self._next_chunk = 0
@@ -1271,20 +1285,27 @@ class TimelineRenderer:
     def _event_audio(self, e: Event) -> np.ndarray:
         if e.voice.startswith("drum:"):
             return self.kit[e.voice[5:]]
-        key = (e.voice, e.midi, e.on_samples, e.role in ("bed", "hit"))
+        key = (e.voice, e.midi, e.on_samples, _tilt_family(e.role))
         cached = self._notes.get(key)
         if cached is not None:
             self._notes.move_to_end(key)
             return cached
-        noise_coloured = e.role in ("bed", "hit") and self.plan.bed_tilt is not None
-        tilt = self.plan.bed_tilt if noise_coloured else self.plan.tilt
-        audio = render_note(e.voice, e.midi, e.on_samples, tilt)
+        audio = render_note(e.voice, e.midi, e.on_samples, self._tilt_of(e.role))
         self._notes[key] = audio
         self._note_bytes += audio.nbytes
         while self._note_bytes > _NOTE_CACHE_BYTES and len(self._notes) > 1:
             _, old = self._notes.popitem(last=False)
             self._note_bytes -= old.nbytes
         return audio
+
+    def _tilt_of(self, role: str) -> SpectralTilt:
+        plan = self.plan
+        family = _tilt_family(role)
+        if family == "bed" and plan.bed_tilt is not None:
+            return plan.bed_tilt
+        if family == "bass" and plan.bass_tilt is not None:
+            return plan.bass_tilt
+        return plan.tilt
 
     def _dynamics_gain(self, c0: int) -> np.ndarray:
         frames = (c0 + np.arange(CHUNK_SAMPLES)) / HOP_SAMPLES  # gain_frames: one per 10 ms frame
