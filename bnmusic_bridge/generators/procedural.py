@@ -217,6 +217,8 @@ class MusicPlan:
         profile: where and how the noise is loud (:class:`NoiseProfile`).
         bed_tilt: the gain over frequency that gives the bed (the sustained texture in
             the noise's loud band) the noise's spectral envelope.
+        bass_tilt: the bass's (milder) tilt; drum_envelope: the noise colour the drum
+            kit is filtered with (None: unfiltered).
     """
 
     style: Style
@@ -345,7 +347,10 @@ def make_plan(
     tempo, tempo_source, phase = _choose_tempo(analysis, style, options)
     beat_s = 60.0 / tempo
 
-    # 3. Key from the noise's tonal peaks, register from its high-energy bands.
+    # 3. Key from the noise's tonal peaks, register from its high-energy bands. (Retuning
+    # the music off A440 onto the peaks was tried: it moved the masking figures by under
+    # 1 LU and left the key unclear to an independent key finder; so the key is chosen,
+    # the tuning kept.)
     tonic_pc, minor, key_source = _choose_key(analysis, style, options, settings.seed)
     shares = _region_shares(analysis)
     centroid_hz = _mask_centroid_hz(analysis)
@@ -499,7 +504,7 @@ def _choose_key(
     if options.key is not None:
         pc, mode = parse_key(options.key)
         return pc, minor if mode is None else mode, "params"
-    profile = _tonal_profile(analysis)
+    profile = _peak_profile(analysis)
     if profile.sum() >= 6.0:
         scale = MINOR_SCALE if minor else MAJOR_SCALE
         third = 3 if minor else 4
@@ -511,6 +516,23 @@ def _choose_key(
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x4B])
     comfortable = (0, 2, 3, 5, 7, 9, 10)
     return int(comfortable[rng.integers(len(comfortable))]), minor, "seed"
+
+
+def _peak_profile(analysis: StemAnalysis) -> np.ndarray:
+    """Pitch-class weights of the noise's tonal peaks between 55 Hz and 2 kHz (dB of
+    prominence over 7 dB each, each peak on its nearest equal-tempered pitch); the mel-band profile
+    (:func:`_tonal_profile`) when the analysis carries no peaks."""
+    hz = np.asarray(analysis.tonal_peaks_hz, dtype=np.float64)
+    if hz.size == 0:
+        return _tonal_profile(analysis)
+    db = np.asarray(analysis.tonal_peaks_db, dtype=np.float64)
+    # Pitch lives in the fundamentals: a whine at 5 kHz is some motor's high harmonic.
+    keep = (hz >= 55.0) & (hz <= 2_000.0)
+    profile = np.zeros(12)
+    midi = 69.0 + 12.0 * np.log2(hz[keep] / 440.0)
+    for m, w in zip(midi, db[keep] - 7.0, strict=True):
+        profile[int(round(m)) % 12] += w
+    return profile
 
 
 def _tonal_profile(analysis: StemAnalysis) -> np.ndarray:
