@@ -510,8 +510,8 @@ def test_steady_noise_gets_a_sustained_bed():
     plan = ProceduralGenerator().plan(analyse(noise), settings_of("pop"))
     assert plan.roles["bed"] is not None and plan.roles["hit"] is None
     composer = Composer(plan)
-    bars = range(0, 4)
-    bed = [e for b in bars for e in composer.bar_events(b) if e.role == "bed"]
+    # Notes shared by neighbouring chords are held over: bars before also sound here.
+    bed = [e for b in range(-3, 4) for e in composer.bar_events(b) if e.role == "bed"]
     assert len({e.midi for e in bed}) >= 5  # a dense voicing
     start = int(plan.phase_s * SR)
     stop = int((plan.phase_s + 4 * plan.bar_s) * SR)
@@ -521,6 +521,22 @@ def test_steady_noise_gets_a_sustained_bed():
     assert sounding.mean() > 0.97  # held from chord to chord, no gaps
 
 
+def test_bed_holds_common_tones_over_chord_changes():
+    noise = steady_band(5.0, (200.0, 2_000.0), seed=3)
+    plan = ProceduralGenerator().plan(analyse(noise), settings_of("pop", seed=2))
+    composer = Composer(plan)
+    starts: dict[float, list[tuple[int, int]]] = {}
+    for b in range(-3, 12):
+        for e in composer.bar_events(b):
+            if e.role == "bed":
+                starts.setdefault(e.midi, []).append((e.start_sample, e.on_samples))
+    held = 0
+    for notes in starts.values():
+        notes.sort()
+        for (s0, n0), (s1, _) in zip(notes, notes[1:], strict=False):
+            assert s1 >= s0 + n0 - 1  # a pitch is never struck while it still sounds
+        held += sum(n > 1.5 * plan.bar_s * SR for _, n in notes)
+    assert held > 0  # some tones carry over a chord change
 def test_impulsive_noise_gets_hits_on_its_events():
     noise = band_bursts(8.0, 0.5, 0.13, (150.0, 2_500.0))
     plan = ProceduralGenerator().plan(analyse(noise), settings_of("pop"))

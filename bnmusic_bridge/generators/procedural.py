@@ -782,6 +782,8 @@ BED_TOP_MIDI = (60, 84)
 """The bed's lowest note is at most C5 and its highest at most E6; a noise louder
 higher up gets the bed's upper harmonics (the bed's tilt lifts them)."""
 BED_MAX_NOTES = 10
+BED_MAX_TIE = 2
+"""A bed note shared by consecutive chords is held over at most this many changes."""
 BED_SUBHARMONIC = 4.0
 """The bed's lowest note sits this far under the band's low edge, so that its
 harmonics (not its fundamentals, which the tilt turns down) fill the band densely."""
@@ -815,6 +817,12 @@ def bed_voicing(plan: MusicPlan, chord: Chord) -> list[int]:
         keep = np.round(np.linspace(0, len(notes) - 1, BED_MAX_NOTES)).astype(int)
         notes = [notes[i] for i in sorted(set(keep.tolist()))]
     return notes
+
+
+def _chord_at_beat(plan: MusicPlan, beat: float) -> Chord:
+    """The chord sounding at ``beat`` beats from the first downbeat (any sign)."""
+    bar = math.floor(beat / 4.0)
+    return chord_at(plan, bar, beat - 4.0 * bar)
 
 
 def _hz_to_midi(hz: float) -> float:
@@ -979,21 +987,32 @@ class Composer:
 
     def _bed(self, bar: int) -> list[Event]:
         """The sustained texture in the noise's loud band: every chord change, the chord
-        voiced densely across that band (see :func:`bed_voicing`)."""
+        voiced densely across that band (see :func:`bed_voicing`). Notes the chord shares
+        with the one before are held over, not struck again (up to
+        :data:`BED_MAX_TIE` chords on), so the texture never dips at a change."""
         plan = self.plan
+        beats = plan.style.chord_beats
         events = []
         for step, chord, length in self._chord_changes(bar):
             notes = bed_voicing(plan, chord)
             if not notes:
                 continue
+            at_beat = 4 * bar + step / 4
+            before = set(bed_voicing(plan, _chord_at_beat(plan, at_beat - beats)))
+            after = [
+                set(bed_voicing(plan, _chord_at_beat(plan, at_beat + k * beats)))
+                for k in range(1, BED_MAX_TIE + 1)
+            ]
             # The bed's level does not grow with its number of notes.
             vel = 1.0 / math.sqrt(len(notes))
             for i, m in enumerate(notes):
+                if m in before:
+                    continue
+                held = next((k for k, later in enumerate(after) if m not in later), len(after))
                 # Low notes centred, the upper ones spread a little (mono-compatible).
                 pan = 0.0 if m < 52 else (0.25 if i % 2 else -0.25)
-                events.append(
-                    self._note("bed", self.step_sample(bar, step), length * 0.99, m, vel, pan)
-                )
+                steps = length * (1 + held) - 0.01 * length
+                events.append(self._note("bed", self.step_sample(bar, step), steps, m, vel, pan))
         return events
 
     def _hits(self, bar: int) -> list[Event]:
@@ -1232,7 +1251,7 @@ class TimelineRenderer:
         self._reverb = pedalboard.Reverb(
             room_size=plan.reverb_room, damping=0.5, wet_level=1.0, dry_level=0.0, width=0.6
         )
-        longest_beats = max(8.0, 2.0 * plan.style.chord_beats)
+        longest_beats = max(8.0, (2.0 + BED_MAX_TIE) * plan.style.chord_beats)
         self._lookback = int((longest_beats * plan.beat_s + 2.5) * SAMPLE_RATE_HZ)
 
     def render(self, start_sample: int, num_samples: int) -> np.ndarray:
