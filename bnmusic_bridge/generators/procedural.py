@@ -7,13 +7,28 @@ spectrogram:
 1. *Beat grid* from the noise's onset periodicity (``analysis.tempo_bpm`` and
    ``beat_phase_s``), moved by octaves (x2, /2) into the style's tempo range so every
    music beat falls on a noise beat; a style tempo when the noise is not periodic.
-2. *Key and register* from the noise's spectrum: tonal peaks of ``band_energy_db``
-   choose the key (a hum at 110 Hz pulls towards keys with A in them), the centroid of
-   ``mask_band_share`` places the chord voicing, and every pitched voice tilts its
-   harmonics towards the noise's high-energy bands (up to +-9 dB, power-preserving), so
-   the music's energy sits where the noise is loud, which is what makes masking work.
-3. *Dynamics* follow the noise's frame energy (``frame_energy_db``, 0.3 s smoothing).
-4. *Style and palette* from prompt words; structure in 8-bar sections (A B A C) whose
+2. *Key and register* from the noise's spectrum: its tonal peaks between 55 Hz and 2 kHz
+   (``analysis.tonal_peaks_hz``) choose the key (a hum at 110 Hz pulls towards keys with
+   A in them), the centroid of ``mask_band_share`` places the chord voicing.
+3. *Composing for masking* (:class:`NoiseProfile`: the mask's band, the noise's spectral
+   envelope, how steady or impulsive it is). Masking needs music energy in the noise's
+   loud time-frequency bins, densely, so:
+
+   - a *bed*, a sustained ensemble voiced densely across the noise's loud band (its
+     lowest note two octaves under the band, so its harmonics fill the band; roots and
+     fifths only below C3), held from chord to chord, its harmonics shaped exactly like
+     the noise's envelope (cubed: the energy goes where the noise is loudest); low-band
+     noise gets a low drone, treble noise high chords; loudest on a steady noise;
+   - *hits on the noise's events*: on an impulsive noise, a short chord in its band at
+     each of its hits that lies near the 16th grid (at the event's own time);
+   - every other voice's harmonics follow the noise's envelope (up to 30 dB, the bass
+     up to 12 dB, each note keeping its power);
+   - the drums take the noise's colour (minimum-phase EQ, at most 6 dB quieter for the
+     kick and 9 dB for snare and clap); cymbals keep theirs (they keep time up where
+     nothing else plays) and get at most 6 dB quieter; hats and crash are a few
+     inharmonic partials with soft attacks, not hiss, so the music stays tonal.
+4. *Dynamics* follow the noise's frame energy (``frame_energy_db``, 0.3 s smoothing).
+5. *Style and palette* from prompt words; structure in 8-bar sections (A B A C) whose
    chord progressions and melodic motifs recur, over one global timeline.
 
 Determinism and seams: every note is a pure function of (plan, bar), the mix is built in
@@ -68,7 +83,6 @@ BARS_PER_SECTION = 8
 SECTION_CYCLE = ("A", "B", "A", "C")
 MASTER_GAIN = 0.3
 """Mix bus gain: a full mix peaks around -3 to -8 dBFS, below the limiter's knee."""
-MAX_TILT_DB = 9.0
 _NOTE_CACHE_BYTES = 96 * 2**20
 _FADE_IN_SAMPLES = 882
 _CHUNK_CACHE = 8
@@ -579,20 +593,6 @@ def _mask_centroid_hz(analysis: StemAnalysis) -> float:
     w = _band_weights(analysis)
     hz = np.maximum(np.asarray(analysis.band_center_hz, dtype=np.float64), 20.0)
     return float(np.exp(np.sum(w * np.log(hz))))
-
-
-def _spectral_tilt(analysis: StemAnalysis, match: float) -> SpectralTilt:
-    """Gain over frequency: up where the noise's mask is dense, down where it is empty,
-    at most +-:data:`MAX_TILT_DB`; ``match`` 0 gives a flat curve."""
-    from scipy import ndimage
-
-    w = ndimage.gaussian_filter1d(_band_weights(analysis), sigma=6.0, mode="nearest")
-    hz = np.asarray(analysis.band_center_hz, dtype=np.float64)
-    mean = float(w.mean())
-    ratio = (w + 0.1 * mean) / (1.1 * mean)
-    limit = 10.0 ** (MAX_TILT_DB / 20.0)
-    gains = np.clip(ratio ** (0.5 * match), 1.0 / limit, limit)
-    return SpectralTilt(hz, gains)
 
 
 _ENVELOPE_FLOOR_DB = -60.0
@@ -1387,13 +1387,17 @@ class ProceduralGenerator:
         drums (bool): force the drum kit on or off.
         dynamics_depth (0..1, default 0.5): dB of music level change per dB of noise
             level change (0 = constant level).
-        spectral_match (0..1, default 1): how strongly voices and levels tilt towards
-            the noise's high-energy bands (0 = the style's own balance).
+        spectral_match (0..1, default 1): how strongly the music is composed for the
+            noise: voices, drums and levels tilted towards its spectral envelope and
+            loud bands, the bed and the hits on its events (0 = the style's own balance,
+            no bed, no hits).
         reverb_mix (0..1, default 0.5): reverb amount (0 = dry).
 
     Diagnostics per window: tempo_bpm, tempo_source, beat_phase_s, key, key_source,
     style, style_source, instruments, chord_progression (chords in the window),
-    progressions (per section kind), sections, register_midi, render_s.
+    progressions (per section kind), sections, register_midi, noise_profile (band_hz:
+    the mask band's 10th, 50th, 90th percentile in Hz; stationarity; impulsiveness;
+    events), render_s.
     """
 
     name = "procedural"
@@ -1476,6 +1480,19 @@ def _plan_diagnostics(plan: MusicPlan) -> dict[str, Any]:
             for kind, prog in plan.progressions.items()
         },
         "register_midi": round(plan.chord_centre_midi, 1),
+        "noise_profile": _profile_diagnostics(plan.profile),
+    }
+
+
+def _profile_diagnostics(profile: NoiseProfile | None) -> dict[str, Any] | None:
+    if profile is None:
+        return None
+    return {
+        "band_hz": [round(profile.band_lo_hz), round(profile.band_centre_hz),
+                    round(profile.band_hi_hz)],  # fmt: skip
+        "stationarity": round(profile.stationarity, 3),
+        "impulsiveness": round(profile.impulsiveness, 3),
+        "events": int(profile.event_times_s.size),
     }
 
 
