@@ -181,6 +181,7 @@ def main() -> None:
 
     describe = not args.no_descriptors
     musics = {p.stem: _read(p) for p in sorted((DATA / "music").glob("*.wav"))}
+    real_descriptors = {name: _descriptors(m) for name, m in musics.items()} if describe else {}
     clips: list[dict[str, Any]] = []
     real: list[dict[str, Any]] = []
     for path in sorted((DATA / "noise").glob("*.wav")):
@@ -222,13 +223,36 @@ def main() -> None:
     }
     checks["aligned_logmel_corr_at_least_0.5"] = bool(aligned["logmel_corr"] >= TARGET_CORRELATION)
     checks["aligned_smr_50_within_7_LU_of_21"] = bool(aligned["smr_50"] <= TARGET_SMR_50_LU)
+    real_range: dict[str, list[float]] = {}
+    if real_descriptors and all(real_descriptors.values()):
+        # Music-ness inside what the real excerpts give: key strength and beat pulse at
+        # least their lowest, flatness at most their highest.
+        for k in ("key_strength", "beat_pulse", "flatness_median"):
+            values = [d[k] for d in real_descriptors.values()]
+            real_range[k] = [min(values), max(values)]
+        for which in ("generator", "aligned"):
+            inside = [
+                c[which]["key_strength"] >= real_range["key_strength"][0]
+                and c[which]["beat_pulse"] >= real_range["beat_pulse"][0]
+                and c[which]["flatness_median"] <= real_range["flatness_median"][1]
+                for c in clips
+            ]
+            checks[f"{which}_clips_inside_real_music_descriptor_range"] = int(sum(inside))
+            for k in ("key_strength", "beat_pulse"):
+                checks[f"{which}_median_{k}_at_least_real_min"] = bool(
+                    medians[which][k] >= real_range[k][0]
+                )
+            checks[f"{which}_median_flatness_at_most_real_max"] = bool(
+                medians[which]["flatness_median"] <= real_range["flatness_median"][1]
+            )
     measurement = {
         "tree": str(args.tree.resolve()),
         "medians": medians,
         "checks": checks,
         "clips": clips,
     }
-    print(json.dumps({"medians": medians, "real_music_median": real_median, "checks": checks},
+    print(json.dumps({"medians": medians, "real_music_median": real_median,
+                      "real_music_descriptor_range": real_range, "checks": checks},
                      indent=1))  # fmt: skip
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -246,7 +270,12 @@ def main() -> None:
             "command": "python benchmarks/bench_compose.py [--tree PATH --label NAME]",
             "alignment": "prototype of issue 12's alignment step: strength 1, +-12 dB, "
             "sixth-octave bands, 0.1 s smoothing (bench_compose._align_prototype)",
-            "real_music": {"median": real_median, "pairs": real},
+            "real_music": {
+                "median": real_median,
+                "descriptors": real_descriptors,
+                "descriptor_range": real_range,
+                "pairs": real,
+            },
             "measurements": previous,
         },
     )
