@@ -5,7 +5,7 @@ Everything here is on the analysis grid: mono, 44,100 Hz, Riffusion's 10 ms hop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,13 @@ class StemAnalysis:
         frame_energy_db: per-frame energy in dB relative to the loudest frame (0 dB).
         mask_band_share: share of high-energy-mask pixels in each mel band (length 512,
             sums to 1 when the mask is not empty).
+        tonal_peaks_hz: frequencies in Hz of the noise's tonal peaks (hums, whines,
+            engine orders) between 40 Hz and 5 kHz, found in the long-term spectrum
+            (2.7 Hz resolution) and refined to a fraction of a bin, strongest first; at
+            most :data:`MAX_TONAL_PEAKS`. Empty when none stands out (or when an older
+            caller built the analysis without them).
+        tonal_peaks_db: each peak's prominence in dB over the spectrum's running median
+            (at least :data:`MIN_PEAK_PROMINENCE_DB`), same order.
     """
 
     sample_rate_hz: int
@@ -48,6 +55,8 @@ class StemAnalysis:
     band_center_hz: np.ndarray
     frame_energy_db: np.ndarray
     mask_band_share: np.ndarray
+    tonal_peaks_hz: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tonal_peaks_db: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 MIN_TEMPO_BPM = 60.0
@@ -65,6 +74,14 @@ MIN_PERIODICITY = 0.4
 FLOOR_DB = -120.0
 """Floor of the relative dB arrays (silence instead of -inf)."""
 _ONSET_BANDS = 8
+PEAK_FFT_SAMPLES = 16_384
+"""FFT length of the long-term spectrum for tonal peaks (2.7 Hz bins at 44.1 kHz)."""
+MAX_PEAK_SEGMENTS = 256
+"""Segments averaged for the long-term spectrum, at most (evenly spread over the stem)."""
+MIN_PEAK_PROMINENCE_DB = 10.0
+"""A tonal peak stands this far over the spectrum's running median (about 270 Hz wide)."""
+MAX_TONAL_PEAKS = 8
+TONAL_RANGE_HZ = (40.0, 5_000.0)
 _MIN_ONSET_GAP_S = 0.05
 
 
@@ -132,6 +149,7 @@ def analyse_stem(audio: np.ndarray, mel: np.ndarray, mask: np.ndarray) -> StemAn
     frame_energy = np.sum(mel_arr * mel_arr, axis=0)
     total_mask = int(mask_arr.sum())
     share = mask_arr.sum(axis=1) / total_mask if total_mask > 0 else np.zeros(N_MELS, np.float64)
+    peaks_hz, peaks_db = tonal_peaks(samples.astype(np.float64))
     return StemAnalysis(
         sample_rate_hz=SAMPLE_RATE_HZ,
         num_samples=int(samples.shape[0]),
@@ -145,7 +163,48 @@ def analyse_stem(audio: np.ndarray, mel: np.ndarray, mask: np.ndarray) -> StemAn
         band_center_hz=mel_center_hz(),
         frame_energy_db=_relative_db(frame_energy, amplitude=False),
         mask_band_share=share.astype(np.float64),
+        tonal_peaks_hz=peaks_hz,
+        tonal_peaks_db=peaks_db,
     )
+
+
+def tonal_peaks(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tonal peaks of mono 44.1 kHz audio: (frequencies in Hz, prominences in dB).
+
+    The long-term power spectrum is the mean of Hann-windowed
+    :data:`PEAK_FFT_SAMPLES`-sample periodograms (half-overlapping, at most
+    :data:`MAX_PEAK_SEGMENTS` of them, evenly spread; a shorter stem is zero-padded to
+    one). A peak is a local maximum within :data:`TONAL_RANGE_HZ` standing at least
+    :data:`MIN_PEAK_PROMINENCE_DB` over the running median of the dB spectrum (101
+    bins); its frequency is refined by a parabola through the three dB values around it.
+    At most :data:`MAX_TONAL_PEAKS`, strongest first, at least 5 bins apart.
+    """
+    from scipy import ndimage, signal
+
+    n = PEAK_FFT_SAMPLES
+    x = np.asarray(audio, dtype=np.float64)
+    if x.size < n:
+        x = np.pad(x, (0, n - x.size))
+    starts = np.arange(0, x.size - n + 1, n // 2)
+    if starts.size > MAX_PEAK_SEGMENTS:
+        starts = starts[np.linspace(0, starts.size - 1, MAX_PEAK_SEGMENTS).round().astype(int)]
+    window = np.hanning(n + 1)[:-1]
+    power = np.zeros(n // 2 + 1)
+    for s0 in starts:
+        spec = np.fft.rfft(x[s0 : s0 + n] * window)
+        power += spec.real**2 + spec.imag**2
+    if power.max() <= 0.0:
+        return np.zeros(0), np.zeros(0)
+    db = 10.0 * np.log10(np.maximum(power / power.max(), 1e-15))
+    prominence = db - ndimage.median_filter(db, size=101, mode="nearest")
+    freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ)
+    found, _ = signal.find_peaks(prominence, height=MIN_PEAK_PROMINENCE_DB, distance=5)
+    lo, hi = TONAL_RANGE_HZ
+    found = found[(freqs[found] >= lo) & (freqs[found] <= hi)]
+    found = found[np.argsort(prominence[found])[::-1][:MAX_TONAL_PEAKS]]
+    bin_hz = SAMPLE_RATE_HZ / n
+    hz = np.array([_parabolic_peak(db, int(k)) * bin_hz for k in found])
+    return hz.reshape(-1).astype(np.float64), prominence[found].astype(np.float64)
 
 
 def _relative_db(values: np.ndarray, *, amplitude: bool) -> np.ndarray:

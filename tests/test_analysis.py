@@ -9,7 +9,13 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
-from bnmusic_bridge.analysis import MIN_PERIODICITY, StemAnalysis, analyse_stem
+from bnmusic_bridge.analysis import (
+    MIN_PEAK_PROMINENCE_DB,
+    MIN_PERIODICITY,
+    StemAnalysis,
+    analyse_stem,
+    tonal_peaks,
+)
 from bnmusic_bridge.errors import AudioInputError, ParameterError
 from bnmusic_bridge.mask import high_energy_mask
 from bnmusic_bridge.request import field_default
@@ -115,6 +121,36 @@ def test_band_energy_peaks_at_a_tone():
     near = (a.band_center_hz > 700.0) & (a.band_center_hz < 1_400.0)
     # Uniform shares would put 9 % there; the onset and end frames add broadband pixels.
     assert a.mask_band_share[near].sum() > 0.5
+
+
+def test_tonal_peaks_find_a_hum_and_its_harmonics():
+    t = np.arange(4 * SR) / SR
+    rng = np.random.default_rng(11)
+    # A 117.3 Hz hum (between A#2 and B2) with four harmonics over a noise floor.
+    hum = sum(0.2 / k * np.sin(2 * np.pi * 117.3 * k * t) for k in range(1, 5))
+    audio = (hum + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    a = analyse(audio)
+    assert a.tonal_peaks_hz.shape == a.tonal_peaks_db.shape
+    found = np.sort(a.tonal_peaks_hz[:4])
+    assert found == pytest.approx(117.3 * np.arange(1, 5), abs=0.3)
+    assert np.all(a.tonal_peaks_db >= MIN_PEAK_PROMINENCE_DB)
+    assert np.all(np.diff(a.tonal_peaks_db) <= 0)  # strongest first
+
+
+def test_noise_has_no_tonal_peaks():
+    rng = np.random.default_rng(12)
+    hz, db = tonal_peaks(0.1 * rng.standard_normal(3 * SR))
+    assert hz.size == 0 and db.size == 0
+    short_hz, _ = tonal_peaks(np.sin(2 * np.pi * 440.0 * np.arange(4_000) / SR))
+    assert short_hz.size <= 1  # shorter than one FFT: zero-padded, still analysed
+
+
+def test_an_analysis_built_without_peaks_still_works(clicks_120):
+    _, a = clicks_120
+    fields = {k: getattr(a, k) for k in StemAnalysis.__dataclass_fields__}
+    del fields["tonal_peaks_hz"], fields["tonal_peaks_db"]
+    older = StemAnalysis(**fields)
+    assert older.tonal_peaks_hz.size == 0 and older.tonal_peaks_db.size == 0
 
 
 def test_frame_energy_follows_loudness():

@@ -3,6 +3,7 @@ dynamics, styles, parameters."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,14 +19,18 @@ from bnmusic_bridge.generators.base import GenerationSettings, NoiseWindow
 from bnmusic_bridge.generators.procedural import (
     Composer,
     ProceduralGenerator,
+    TimelineRenderer,
+    bed_voicing,
     chord_at,
+    noise_profile,
     section_of,
 )
 from bnmusic_bridge.generators.styles import STYLES, instruments_in, style_from_prompt
+from bnmusic_bridge.generators.synth import DRUM_MAX_CUT_DB, drum_kit
 from bnmusic_bridge.grid import WINDOW_SAMPLES
 from bnmusic_bridge.mask import high_energy_mask
 from bnmusic_bridge.request import field_default
-from bnmusic_bridge.spectrogram import audio_to_mel
+from bnmusic_bridge.spectrogram import audio_to_mel, mel_center_hz
 from bnmusic_bridge.windows import plan_windows
 
 SR = 44_100
@@ -63,6 +68,14 @@ def band_bursts(
     sos = signal.butter(4, list(band_hz), "bandpass", fs=SR, output="sos")
     x = signal.sosfilt(sos, x)
     return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
+
+
+def steady_band(seconds: float, band_hz: tuple[float, float], seed: int = 0) -> np.ndarray:
+    """Steady noise in ``band_hz`` (4th-order band-pass): mono float32, peak 0.3."""
+    rng = np.random.default_rng(seed)
+    sos = signal.butter(4, list(band_hz), "bandpass", fs=SR, output="sos")
+    x = signal.sosfilt(sos, rng.standard_normal(int(seconds * SR)))
+    return (0.3 * x / np.max(np.abs(x))).astype(np.float32)
 
 
 def analyse(audio: np.ndarray) -> StemAnalysis:
@@ -442,3 +455,165 @@ def test_real_train_recording():
     bands = np.flatnonzero(a_noise.mask_band_share > np.quantile(a_noise.mask_band_share, 0.75))
     flat, _ = render(noise, "lo-fi piano", seed=0, spectral_match=0.0)
     assert band_share(mono, bands) > band_share(flat.mean(axis=0), bands) + 0.05
+
+
+# ------------------------------------------------------------ composing for masking
+
+
+def test_noise_profile_reads_band_and_character():
+    steady = noise_profile(analyse(steady_band(5.0, (60.0, 300.0), seed=1)))
+    assert 40.0 < steady.band_lo_hz < steady.band_centre_hz < steady.band_hi_hz < 450.0
+    assert steady.stationarity > 0.8 and steady.impulsiveness == 0.0
+    assert steady.event_times_s.size == 0
+    assert steady.low_share > 0.5
+    env_peak_hz = steady.envelope.freqs_hz[int(np.argmax(steady.envelope.gains))]
+    assert 60.0 < env_peak_hz < 300.0 and steady.envelope.gains.max() == pytest.approx(1.0)
+    # Above the mel grid's 10 kHz the envelope only falls.
+    top = steady.envelope.freqs_hz >= 10_000.0
+    assert np.all(np.diff(steady.envelope.gains[top]) <= 0)
+
+    hits = noise_profile(analyse(band_bursts(8.0, 0.5, 0.13, (150.0, 2_500.0))))
+    assert hits.impulsiveness > 0.8 and hits.stationarity < 0.2
+    truth = np.arange(0.13, 7.9, 0.5)
+    assert hits.event_times_s.size == pytest.approx(truth.size, abs=2)
+    assert all(np.min(np.abs(truth - t)) < 0.015 for t in hits.event_times_s)
+
+
+def _low_power_share(music: np.ndarray, below_hz: float = 300.0) -> float:
+    power = audio_to_mel(music.mean(axis=0)) ** 2
+    return float(power[mel_center_hz() < below_hz].sum() / power.sum())
+
+
+def test_low_band_noise_gets_low_dense_parts():
+    low_noise = steady_band(5.11, (60.0, 300.0), seed=1)
+    high_noise = steady_band(5.11, (2_000.0, 6_000.0), seed=2)
+    gen = ProceduralGenerator()
+    low_plan = gen.plan(analyse(low_noise), settings_of("pop"))
+    high_plan = gen.plan(analyse(high_noise), settings_of("pop"))
+    # The bed: a low drone (roots and fifths, rich in harmonics) under a low noise,
+    # chords up in the treble (their upper harmonics in the band) under a high one.
+    low_bed = bed_voicing(low_plan, chord_at(low_plan, 0))
+    high_bed = bed_voicing(high_plan, chord_at(high_plan, 0))
+    assert len(low_bed) >= 3 and min(low_bed) <= 36 and max(low_bed) < 60
+    assert len(high_bed) >= 5 and min(high_bed) >= 55
+    low_music, _ = render(low_noise, "pop", seed=1)
+    high_music, _ = render(high_noise, "pop", seed=1)
+    unmatched, _ = render(low_noise, "pop", seed=1, spectral_match=0.0)
+    # Low-band noise gets far more low-band music energy than high-band noise does,
+    # and more than the same piece composed without looking at the noise's bands.
+    assert _low_power_share(low_music) > _low_power_share(high_music) + 0.5
+    assert _low_power_share(low_music) > _low_power_share(unmatched) + 0.2
+
+
+def test_steady_noise_gets_a_sustained_bed():
+    noise = steady_band(5.0, (200.0, 2_000.0), seed=3)
+    plan = ProceduralGenerator().plan(analyse(noise), settings_of("pop"))
+    assert plan.roles["bed"] is not None and plan.roles["hit"] is None
+    composer = Composer(plan)
+    # Notes shared by neighbouring chords are held over: bars before also sound here.
+    bed = [e for b in range(-3, 4) for e in composer.bar_events(b) if e.role == "bed"]
+    assert len({e.midi for e in bed}) >= 5  # a dense voicing
+    start = int(plan.phase_s * SR)
+    stop = int((plan.phase_s + 4 * plan.bar_s) * SR)
+    sounding = np.zeros(stop - start, dtype=bool)
+    for e in bed:
+        sounding[max(e.start_sample - start, 0) : e.start_sample - start + e.on_samples] = True
+    assert sounding.mean() > 0.97  # held from chord to chord, no gaps
+
+
+def test_bed_holds_common_tones_over_chord_changes():
+    noise = steady_band(5.0, (200.0, 2_000.0), seed=3)
+    plan = ProceduralGenerator().plan(analyse(noise), settings_of("pop", seed=2))
+    composer = Composer(plan)
+    starts: dict[float, list[tuple[int, int]]] = {}
+    for b in range(-3, 12):
+        for e in composer.bar_events(b):
+            if e.role == "bed":
+                starts.setdefault(e.midi, []).append((e.start_sample, e.on_samples))
+    held = 0
+    for notes in starts.values():
+        notes.sort()
+        for (s0, n0), (s1, _) in zip(notes, notes[1:], strict=False):
+            assert s1 >= s0 + n0 - 1  # a pitch is never struck while it still sounds
+        held += sum(n > 1.5 * plan.bar_s * SR for _, n in notes)
+    assert held > 0  # some tones carry over a chord change
+def test_impulsive_noise_gets_hits_on_its_events():
+    noise = band_bursts(8.0, 0.5, 0.13, (150.0, 2_500.0))
+    plan = ProceduralGenerator().plan(analyse(noise), settings_of("pop"))
+    assert plan.roles["hit"] is not None
+    composer = Composer(plan)
+    events = np.round(plan.profile.event_times_s * SR)
+    hits = sorted(
+        {e.start_sample for b in range(-1, 9) for e in composer.bar_events(b) if e.role == "hit"}
+    )
+    # Every hit sits on a noise event, to the sample; nearly every event has one.
+    assert len(hits) >= 0.8 * events.size
+    assert all(np.min(np.abs(events - h)) == 0 for h in hits)
+    # An event far from the 16th grid gets no hit (the beat stays the beat); one close
+    # to it gets its hit at the event's own time.
+    step_s = plan.beat_s / 4
+    on_grid = plan.phase_s + 8 * step_s + 0.2 * step_s
+    off_grid = plan.phase_s + 24 * step_s + 0.5 * step_s
+    moved = dataclasses.replace(
+        plan,
+        profile=dataclasses.replace(plan.profile, event_times_s=np.array([on_grid, off_grid])),
+    )
+    moved_hits = [e.start_sample for b in range(3) for e in Composer(moved).bar_events(b)
+                  if e.role == "hit"]  # fmt: skip
+    assert set(moved_hits) == {int(round(on_grid * SR))}
+    # In the audio: more music in the noise's band right after each event with the hits.
+    n = noise.size
+    with_hits = TimelineRenderer(plan).render(0, n).mean(axis=0)
+    no_hits = dataclasses.replace(plan, roles={**plan.roles, "hit": None})
+    without = TimelineRenderer(no_hits).render(0, n).mean(axis=0)
+    sos = signal.butter(4, [150.0, 2_500.0], "bandpass", fs=SR, output="sos")
+
+    def after_events(x: np.ndarray) -> float:
+        y = signal.sosfilt(sos, x)
+        return float(np.mean([np.sum(y[int(e) : int(e) + 2_205] ** 2) for e in events[:-1]]))
+
+    assert 10 * np.log10(after_events(with_hits) / after_events(without)) > 1.0
+
+
+def test_drums_take_the_noise_colour_and_cymbals_keep_theirs():
+    dark = noise_profile(analyse(steady_band(5.0, (60.0, 400.0), seed=4))).envelope
+    plain, coloured = drum_kit(0, 0.8), drum_kit(0, 0.8, dark)
+
+    def high_share(x: np.ndarray) -> float:
+        power = np.abs(np.fft.rfft(x)) ** 2
+        return float(power[np.fft.rfftfreq(x.size, 1 / SR) > 4_000.0].sum() / power.sum())
+
+    assert high_share(coloured["snare"]) < 0.01 * high_share(plain["snare"])
+    for name, cut_db in DRUM_MAX_CUT_DB.items():
+        # Darker, but never quieter than the cap: the beat stays audible.
+        assert np.max(np.abs(coloured[name])) >= 10 ** (-cut_db / 20) - 1e-6, name
+    for name in ("hat", "open_hat", "ride", "crash"):
+        # Cymbals keep their colour and only get quieter (at most 6 dB).
+        ratio = np.max(np.abs(coloured[name])) / np.max(np.abs(plain[name]))
+        assert 10 ** (-6 / 20) - 1e-6 <= ratio <= 1.0 + 1e-6
+        assert np.allclose(coloured[name], plain[name] * ratio, atol=1e-6)
+    assert drum_kit(0, 0.8, dark)["snare"].tobytes() == coloured["snare"].tobytes()
+
+
+def test_hats_are_metal_not_hiss():
+    hat = drum_kit(0, 0.8)["hat"][:2_048].astype(np.float64)
+    rng = np.random.default_rng(0)
+    hiss = signal.sosfilt(
+        signal.butter(4, 7_000.0, "highpass", fs=SR, output="sos"), rng.standard_normal(2_048)
+    ) * np.exp(-np.arange(2_048) / (0.025 * SR))
+
+    def flatness(x: np.ndarray) -> float:
+        power = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
+        band = power[(np.fft.rfftfreq(x.size, 1 / SR) > 6_000.0)] + 1e-20
+        return float(np.exp(np.mean(np.log(band))) / np.mean(band))
+
+    assert flatness(hat) < 0.1 * flatness(hiss)
+
+
+def test_music_over_a_low_noise_stays_tonal():
+    music, _ = render(steady_band(5.11, (60.0, 300.0), seed=1), "pop", seed=1)
+    _, _, spec = signal.stft(music.mean(axis=0), fs=SR, nperseg=4096)
+    power = np.abs(spec) ** 2 + 1e-20
+    flatness = np.exp(np.mean(np.log(power), axis=0)) / np.mean(power, axis=0)
+    # A dense bed in the noise's band, and still lines with silence between them.
+    assert np.median(flatness) < 1e-4

@@ -7,13 +7,28 @@ spectrogram:
 1. *Beat grid* from the noise's onset periodicity (``analysis.tempo_bpm`` and
    ``beat_phase_s``), moved by octaves (x2, /2) into the style's tempo range so every
    music beat falls on a noise beat; a style tempo when the noise is not periodic.
-2. *Key and register* from the noise's spectrum: tonal peaks of ``band_energy_db``
-   choose the key (a hum at 110 Hz pulls towards keys with A in them), the centroid of
-   ``mask_band_share`` places the chord voicing, and every pitched voice tilts its
-   harmonics towards the noise's high-energy bands (up to +-9 dB, power-preserving), so
-   the music's energy sits where the noise is loud, which is what makes masking work.
-3. *Dynamics* follow the noise's frame energy (``frame_energy_db``, 0.3 s smoothing).
-4. *Style and palette* from prompt words; structure in 8-bar sections (A B A C) whose
+2. *Key and register* from the noise's spectrum: its tonal peaks between 55 Hz and 2 kHz
+   (``analysis.tonal_peaks_hz``) choose the key (a hum at 110 Hz pulls towards keys with
+   A in them), the centroid of ``mask_band_share`` places the chord voicing.
+3. *Composing for masking* (:class:`NoiseProfile`: the mask's band, the noise's spectral
+   envelope, how steady or impulsive it is). Masking needs music energy in the noise's
+   loud time-frequency bins, densely, so:
+
+   - a *bed*, a sustained ensemble voiced densely across the noise's loud band (its
+     lowest note two octaves under the band, so its harmonics fill the band; roots and
+     fifths only below C3), held from chord to chord, its harmonics shaped exactly like
+     the noise's envelope (cubed: the energy goes where the noise is loudest); low-band
+     noise gets a low drone, treble noise high chords; loudest on a steady noise;
+   - *hits on the noise's events*: on an impulsive noise, a short chord in its band at
+     each of its hits that lies near the 16th grid (at the event's own time);
+   - every other voice's harmonics follow the noise's envelope (up to 30 dB, the bass
+     up to 12 dB, each note keeping its power);
+   - the drums take the noise's colour (minimum-phase EQ, at most 6 dB quieter for the
+     kick and 9 dB for snare and clap); cymbals keep theirs (they keep time up where
+     nothing else plays) and get at most 6 dB quieter; hats and crash are a few
+     inharmonic partials with soft attacks, not hiss, so the music stays tonal.
+4. *Dynamics* follow the noise's frame energy (``frame_energy_db``, 0.3 s smoothing).
+5. *Style and palette* from prompt words; structure in 8-bar sections (A B A C) whose
    chord progressions and melodic motifs recur, over one global timeline.
 
 Determinism and seams: every note is a pure function of (plan, bar), the mix is built in
@@ -68,7 +83,6 @@ BARS_PER_SECTION = 8
 SECTION_CYCLE = ("A", "B", "A", "C")
 MASTER_GAIN = 0.3
 """Mix bus gain: a full mix peaks around -3 to -8 dBFS, below the limiter's knee."""
-MAX_TILT_DB = 9.0
 _NOTE_CACHE_BYTES = 96 * 2**20
 _FADE_IN_SAMPLES = 882
 _CHUNK_CACHE = 8
@@ -162,6 +176,36 @@ def _style_name(text: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class NoiseProfile:
+    """Where and how the noise is loud: what the composition puts its energy into.
+
+    Attributes:
+        band_lo_hz, band_centre_hz, band_hi_hz: 10th, 50th and 90th percentile of the
+            high-energy mask's frequencies (mask pixels counted per mel band), Hz; the
+            band the music's dense energy goes into.
+        envelope: the noise's mean spectral envelope (mel magnitude, smoothed over about
+            a sixth of an octave), linear, peak 1; held flat below 30 Hz, falling 24 dB
+            per octave above 10 kHz (the mel grid ends there).
+        stationarity: 0..1, 1 = a steady noise (its slow level barely moves and it has
+            no distinct hits): it gets sustained textures.
+        impulsiveness: 0..1, 1 = distinct hits far above the noise's bed (a clock, rail
+            joints): it gets hits on its events.
+        low_share: share of the mask below 250 Hz: low-band noise gets low, dense parts.
+        event_times_s: times of the noise's distinct hits, seconds from the stem's start
+            (empty unless ``impulsiveness`` > 0).
+    """
+
+    band_lo_hz: float
+    band_centre_hz: float
+    band_hi_hz: float
+    envelope: SpectralTilt
+    stationarity: float
+    impulsiveness: float
+    low_share: float
+    event_times_s: np.ndarray
+
+
+@dataclass(frozen=True)
 class MusicPlan:
     """Everything decided once per stem; the composition is a pure function of it.
 
@@ -184,6 +228,11 @@ class MusicPlan:
         seed: the settings' seed.
         gain_frames: linear music gain per 10 ms frame (dynamics following the noise).
         reverb_room: pedalboard room size; reverb_send_scale: multiplies each role's send.
+        profile: where and how the noise is loud (:class:`NoiseProfile`).
+        bed_tilt: the gain over frequency that gives the bed (the sustained texture in
+            the noise's loud band) the noise's spectral envelope.
+        bass_tilt: the bass's (milder) tilt; drum_envelope: the noise colour the drum
+            kit is filtered with (None: unfiltered).
     """
 
     style: Style
@@ -208,6 +257,10 @@ class MusicPlan:
     gain_frames: np.ndarray
     reverb_room: float
     reverb_send_scale: float
+    profile: NoiseProfile | None = None
+    bed_tilt: SpectralTilt | None = None
+    bass_tilt: SpectralTilt | None = None
+    drum_envelope: SpectralTilt | None = None
 
     @property
     def key_name(self) -> str:
@@ -228,16 +281,27 @@ _ROLE_LEVEL = {
     "bass": 0.4,
     "arp": 0.15,
     "lead": 0.3,
-    "kick": 0.7,
-    "snare": 1.9,
-    "clap": 1.6,
+    "kick": 1.05,
+    "snare": 2.85,
+    "clap": 2.4,
     "hat": 0.8,
     "open_hat": 0.55,
     "ride": 0.4,
     "shaker": 0.5,
     "crash": 0.45,
 }
-"""Base linear level of each role at velocity 1 (a balanced mix on a flat noise)."""
+"""Base linear level of each role at velocity 1 (a balanced mix on a flat noise). Kick,
+snare and clap sit 3.5 dB over the uncoloured kit's balance: the noise's colour takes up
+to 6 and 9 dB off them (synth.DRUM_MAX_CUT_DB), and the beat has to stay clear."""
+_BED_LEVEL = 0.12
+"""Linear level of the bed (all its notes together) on a fully steady noise."""
+_HIT_LEVEL = 0.35
+"""Linear level of a hit on a noise event (all its notes together), fully impulsive noise."""
+HIT_TOLERANCE_STEPS = 0.35
+"""A noise event gets a hit only within this many 16th notes of the grid: the hit lands
+on the event itself, close enough to the grid to be heard on the beat."""
+HIT_MAX_NOTES = 4
+"""Linear level of the bed (all its notes together) on a fully steady noise."""
 _DRUM_ROLES = frozenset({"kick", "snare", "clap", "hat", "open_hat", "ride", "shaker", "crash"})
 _ROLE_REGIONS = {
     "chords": ("lowmid", "mid"),
@@ -255,6 +319,8 @@ _ROLE_REGIONS = {
     "crash": ("high",),
 }
 _ROLE_SEND = {
+    "bed": 0.3,
+    "hit": 0.1,
     "chords": 0.3,
     "pad": 0.5,
     "bass": 0.0,
@@ -297,7 +363,10 @@ def make_plan(
     tempo, tempo_source, phase = _choose_tempo(analysis, style, options)
     beat_s = 60.0 / tempo
 
-    # 3. Key from the noise's tonal peaks, register from its high-energy bands.
+    # 3. Key from the noise's tonal peaks, register from its high-energy bands. (Retuning
+    # the music off A440 onto the peaks was tried: it moved the masking figures by under
+    # 1 LU and left the key unclear to an independent key finder; so the key is chosen,
+    # the tuning kept.)
     tonic_pc, minor, key_source = _choose_key(analysis, style, options, settings.seed)
     shares = _region_shares(analysis)
     centroid_hz = _mask_centroid_hz(analysis)
@@ -323,6 +392,17 @@ def make_plan(
         role_gains[role] = level * style.levels.get(role, 1.0) * float(np.clip(tilt, lo, hi))
     if "bass" in wanted:
         role_gains["bass"] *= 1.4
+    profile = noise_profile(analysis)
+    # The bed: loudest on a steady noise (a sustained texture is what masks it), softer
+    # under hits (there the hits on the noise's events do the work).
+    role_gains["bed"] = _BED_LEVEL * match * (0.4 + 0.6 * profile.stationarity)
+    if not match or ("pad" in unwanted and "strings" in unwanted):
+        roles["bed"] = None
+    else:
+        roles["bed"] = "ensemble"
+    # Hits on the noise's own events, as loud as the noise is impulsive.
+    role_gains["hit"] = _HIT_LEVEL * match * profile.impulsiveness
+    roles["hit"] = "mallet" if role_gains["hit"] > 0 and "pluck" not in unwanted else None
 
     rng = np.random.default_rng([settings.seed & 0xFFFFFFFF, 0x51])
     texts = style.progressions if minor == style.minor else MODE_PROGRESSIONS[minor]
@@ -346,13 +426,17 @@ def make_plan(
         roles=roles,
         drums_on=drums_on,
         role_gains=role_gains,
-        tilt=_spectral_tilt(analysis, match),
+        tilt=_voice_tilt(profile, match, VOICE_ENVELOPE_POWER, TILT_RANGE_DB),
         progressions=progressions,
         density=options.density,
         seed=int(settings.seed),
         gain_frames=_dynamics(analysis, options.dynamics_depth),
         reverb_room=style.reverb_room,
         reverb_send_scale=2.0 * options.reverb_mix * style.reverb_send / 0.25,
+        profile=profile,
+        bed_tilt=_bed_tilt(profile, match),
+        bass_tilt=_voice_tilt(profile, match, BASS_ENVELOPE_POWER, BASS_TILT_RANGE_DB),
+        drum_envelope=_drum_envelope(profile, match),
     )
 
 
@@ -436,7 +520,7 @@ def _choose_key(
     if options.key is not None:
         pc, mode = parse_key(options.key)
         return pc, minor if mode is None else mode, "params"
-    profile = _tonal_profile(analysis)
+    profile = _peak_profile(analysis)
     if profile.sum() >= 6.0:
         scale = MINOR_SCALE if minor else MAJOR_SCALE
         third = 3 if minor else 4
@@ -448,6 +532,23 @@ def _choose_key(
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x4B])
     comfortable = (0, 2, 3, 5, 7, 9, 10)
     return int(comfortable[rng.integers(len(comfortable))]), minor, "seed"
+
+
+def _peak_profile(analysis: StemAnalysis) -> np.ndarray:
+    """Pitch-class weights of the noise's tonal peaks between 55 Hz and 2 kHz (dB of
+    prominence over 7 dB each, each peak on its nearest equal-tempered pitch); the mel-band profile
+    (:func:`_tonal_profile`) when the analysis carries no peaks."""
+    hz = np.asarray(analysis.tonal_peaks_hz, dtype=np.float64)
+    if hz.size == 0:
+        return _tonal_profile(analysis)
+    db = np.asarray(analysis.tonal_peaks_db, dtype=np.float64)
+    # Pitch lives in the fundamentals: a whine at 5 kHz is some motor's high harmonic.
+    keep = (hz >= 55.0) & (hz <= 2_000.0)
+    profile = np.zeros(12)
+    midi = 69.0 + 12.0 * np.log2(hz[keep] / 440.0)
+    for m, w in zip(midi, db[keep] - 7.0, strict=True):
+        profile[int(round(m)) % 12] += w
+    return profile
 
 
 def _tonal_profile(analysis: StemAnalysis) -> np.ndarray:
@@ -494,18 +595,112 @@ def _mask_centroid_hz(analysis: StemAnalysis) -> float:
     return float(np.exp(np.sum(w * np.log(hz))))
 
 
-def _spectral_tilt(analysis: StemAnalysis, match: float) -> SpectralTilt:
-    """Gain over frequency: up where the noise's mask is dense, down where it is empty,
-    at most +-:data:`MAX_TILT_DB`; ``match`` 0 gives a flat curve."""
+_ENVELOPE_FLOOR_DB = -60.0
+"""The noise envelope is floored this far under its peak: quieter bands get no music."""
+_ENVELOPE_TOP_HZ = 10_000.0
+_IMPULSE_DB = (2.5, 7.5)
+"""Hit prominence (dB, see :func:`noise_profile`) mapped to impulsiveness 0 and 1."""
+_SLOW_MOVE_DB = (1.0, 5.0)
+"""Standard deviation of the noise's slow level (dB) mapped to stationarity 1 and 0."""
+
+
+def noise_profile(analysis: StemAnalysis) -> NoiseProfile:
+    """Where (band, envelope) and how (steady or hits) the noise is loud.
+
+    Impulsiveness comes from the hits' prominence: the 97th percentile of the frame
+    energy (dB) over its own 0.5 s moving mean, less the median of that; 2.5 dB or less
+    is a steady noise, 7.5 dB or more a train of distinct hits (rail joints, a clock).
+    Stationarity falls with the standard deviation of the 0.3 s smoothed level (1 dB or
+    less: steady; 5 dB: swells, waves, passing traffic) and with impulsiveness. Events
+    are the analysis' onsets whose onset strength reaches half its 99th percentile.
+    """
     from scipy import ndimage
 
-    w = ndimage.gaussian_filter1d(_band_weights(analysis), sigma=6.0, mode="nearest")
     hz = np.asarray(analysis.band_center_hz, dtype=np.float64)
-    mean = float(w.mean())
-    ratio = (w + 0.1 * mean) / (1.1 * mean)
-    limit = 10.0 ** (MAX_TILT_DB / 20.0)
-    gains = np.clip(ratio ** (0.5 * match), 1.0 / limit, limit)
-    return SpectralTilt(hz, gains)
+    w = _band_weights(analysis)
+    cum = np.cumsum(w)
+    cum = cum / cum[-1] if cum[-1] > 0 else np.linspace(0.0, 1.0, cum.size)
+    lo, centre, hi = (float(hz[min(int(np.searchsorted(cum, q)), hz.size - 1)]) for q in (0.1, 0.5, 0.9))
+    lo, centre, hi = max(lo, 20.0), max(centre, 20.0), max(hi, 20.0)
+
+    db = np.maximum(np.asarray(analysis.band_energy_db, dtype=np.float64), _ENVELOPE_FLOOR_DB)
+    db = ndimage.gaussian_filter1d(db, sigma=4.0, mode="nearest")
+    db -= db.max()
+    db = np.maximum(db, _ENVELOPE_FLOOR_DB)
+    # Beyond the mel grid's 10 kHz the envelope falls 24 dB/octave: nothing up there to
+    # mask, and bright partials with nothing to mask would only make the music hiss.
+    top = float(db[-1])
+    ext_hz = _ENVELOPE_TOP_HZ * 2.0 ** np.arange(0.25, 2.01, 0.25)
+    ext_db = np.maximum(top - 24.0 * np.log2(ext_hz / _ENVELOPE_TOP_HZ), _ENVELOPE_FLOOR_DB - 20)
+    env_hz = np.concatenate([hz[hz < _ENVELOPE_TOP_HZ], ext_hz])
+    env_db = np.concatenate([db[hz < _ENVELOPE_TOP_HZ], ext_db])
+    envelope = SpectralTilt(env_hz, 10.0 ** (env_db / 20.0))
+
+    e = np.maximum(np.asarray(analysis.frame_energy_db, dtype=np.float64), -60.0)
+    if e.size >= 8:
+        detail = e - ndimage.uniform_filter1d(e, size=51, mode="nearest")
+        prominence = float(np.percentile(detail, 97) - np.median(detail))
+        slow_std = float(np.std(ndimage.uniform_filter1d(e, size=31, mode="nearest")))
+    else:
+        prominence, slow_std = 0.0, 0.0
+    lo_db, hi_db = _IMPULSE_DB
+    impulsiveness = float(np.clip((prominence - lo_db) / (hi_db - lo_db), 0.0, 1.0))
+    s_lo, s_hi = _SLOW_MOVE_DB
+    steady = float(np.clip((s_hi - slow_std) / (s_hi - s_lo), 0.0, 1.0))
+    stationarity = steady * (1.0 - impulsiveness)
+
+    events = np.zeros(0)
+    env = np.asarray(analysis.onset_envelope, dtype=np.float64)
+    onsets = np.asarray(analysis.onset_times_s, dtype=np.float64)
+    if impulsiveness > 0.0 and env.size and onsets.size:
+        frames = np.clip(np.round(onsets * 100.0).astype(int), 0, env.size - 1)
+        strong = env[frames] >= 0.5 * float(np.percentile(env, 99))
+        events = onsets[strong]
+    low_share = float(w[hz < 250.0].sum() / max(w.sum(), 1e-12))
+    return NoiseProfile(
+        band_lo_hz=lo,
+        band_centre_hz=centre,
+        band_hi_hz=hi,
+        envelope=envelope,
+        stationarity=stationarity,
+        impulsiveness=impulsiveness,
+        low_share=low_share,
+        event_times_s=events,
+    )
+
+
+BED_ENVELOPE_POWER = 3.0
+"""The bed's harmonics follow the noise envelope to this power (1 = its shape exactly)."""
+
+
+VOICE_ENVELOPE_POWER = 1.0
+TILT_RANGE_DB = 30.0
+BASS_ENVELOPE_POWER = 0.5
+BASS_TILT_RANGE_DB = 12.0
+DRUM_ENVELOPE_POWER = 1.0
+
+
+def _voice_tilt(
+    profile: NoiseProfile, match: float, power: float, range_db: float
+) -> SpectralTilt:
+    """A voice's harmonics follow the noise's envelope to ``power`` (``match`` 0: flat),
+    over at most ``range_db`` dB (each note keeps its power)."""
+    db = 20.0 * np.log10(profile.envelope.gains)
+    db = np.maximum(power * match * db, -range_db)
+    return SpectralTilt(profile.envelope.freqs_hz, 10.0 ** (db / 20.0))
+
+
+def _drum_envelope(profile: NoiseProfile, match: float) -> SpectralTilt | None:
+    if match <= 0.0:
+        return None
+    gains = profile.envelope.gains ** (DRUM_ENVELOPE_POWER * match)
+    return SpectralTilt(profile.envelope.freqs_hz, gains)
+
+
+def _bed_tilt(profile: NoiseProfile, match: float) -> SpectralTilt:
+    """The bed's gain over frequency: the noise's envelope (``match`` 0: flat)."""
+    gains = profile.envelope.gains ** (BED_ENVELOPE_POWER * match)
+    return SpectralTilt(profile.envelope.freqs_hz, gains)
 
 
 def _dynamics(analysis: StemAnalysis, depth: float) -> np.ndarray:
@@ -583,6 +778,59 @@ def _scale_notes(plan: MusicPlan, lo: int, hi: int) -> list[int]:
     return [m for m in range(lo, hi + 1) if m % 12 in pcs]
 
 
+BED_LOWEST_MIDI = 31
+"""G1 (49 Hz): the bed's lowest note."""
+BED_TOP_MIDI = (60, 84)
+"""The bed's lowest note is at most C5 and its highest at most E6; a noise louder
+higher up gets the bed's upper harmonics (the bed's tilt lifts them)."""
+BED_MAX_NOTES = 10
+BED_MAX_TIE = 2
+"""A bed note shared by consecutive chords is held over at most this many changes."""
+BED_SUBHARMONIC = 4.0
+"""The bed's lowest note sits this far under the band's low edge, so that its
+harmonics (not its fundamentals, which the tilt turns down) fill the band densely."""
+_OPEN_BELOW_MIDI = 48
+"""Below C3 the bed plays only roots and fifths (thirds down there are mud)."""
+
+
+def bed_voicing(plan: MusicPlan, chord: Chord) -> list[int]:
+    """MIDI notes of the bed for a chord: the chord's tones in every octave from the
+    noise band's low edge up to half its high edge (roots and fifths only below C3), at
+    most :data:`BED_MAX_NOTES`, thinned evenly from the middle when there are more."""
+    profile = plan.profile
+    if profile is None:
+        return []
+    lo = _hz_to_midi(profile.band_lo_hz / BED_SUBHARMONIC)
+    hi = _hz_to_midi(profile.band_centre_hz / 2.0)
+    lo = int(np.clip(round(lo), BED_LOWEST_MIDI, BED_TOP_MIDI[0]))
+    hi = int(np.clip(round(hi), lo + 12, BED_TOP_MIDI[1]))
+    pcs = _pcs(plan, chord)
+    root = pcs[0]
+    fifth = (root + 7) % 12
+    notes = []
+    for m in range(lo, hi + 1):
+        pc = m % 12
+        if m < _OPEN_BELOW_MIDI:
+            if pc == root or (pc == fifth and fifth in pcs):
+                notes.append(m)
+        elif pc in pcs:
+            notes.append(m)
+    if len(notes) > BED_MAX_NOTES:
+        keep = np.round(np.linspace(0, len(notes) - 1, BED_MAX_NOTES)).astype(int)
+        notes = [notes[i] for i in sorted(set(keep.tolist()))]
+    return notes
+
+
+def _chord_at_beat(plan: MusicPlan, beat: float) -> Chord:
+    """The chord sounding at ``beat`` beats from the first downbeat (any sign)."""
+    bar = math.floor(beat / 4.0)
+    return chord_at(plan, bar, beat - 4.0 * bar)
+
+
+def _hz_to_midi(hz: float) -> float:
+    return 69.0 + 12.0 * math.log2(max(hz, 1.0) / 440.0)
+
+
 class Composer:
     """Turns a plan into events, bar by bar; ``bar_events(b)`` is a pure function of
     (plan, b), memoised."""
@@ -634,6 +882,10 @@ class Composer:
         events += self._chords(bar, kind, pos)
         if plan.roles["pad"]:
             events += self._pad(bar)
+        if plan.roles.get("bed"):
+            events += self._bed(bar)
+        if plan.roles.get("hit"):
+            events += self._hits(bar)
         if plan.roles["bass"]:
             events += self._bass(bar)
         if plan.roles["arp"] and plan.style.arp_pattern:
@@ -733,6 +985,64 @@ class Composer:
                 events.append(
                     self._note("pad", self.step_sample(bar, step), length * 0.99, m, 1.0, pan)
                 )
+        return events
+
+    def _bed(self, bar: int) -> list[Event]:
+        """The sustained texture in the noise's loud band: every chord change, the chord
+        voiced densely across that band (see :func:`bed_voicing`). Notes the chord shares
+        with the one before are held over, not struck again (up to
+        :data:`BED_MAX_TIE` chords on), so the texture never dips at a change."""
+        plan = self.plan
+        beats = plan.style.chord_beats
+        events = []
+        for step, chord, length in self._chord_changes(bar):
+            notes = bed_voicing(plan, chord)
+            if not notes:
+                continue
+            at_beat = 4 * bar + step / 4
+            before = set(bed_voicing(plan, _chord_at_beat(plan, at_beat - beats)))
+            after = [
+                set(bed_voicing(plan, _chord_at_beat(plan, at_beat + k * beats)))
+                for k in range(1, BED_MAX_TIE + 1)
+            ]
+            # The bed's level does not grow with its number of notes.
+            vel = 1.0 / math.sqrt(len(notes))
+            for i, m in enumerate(notes):
+                if m in before:
+                    continue
+                held = next((k for k, later in enumerate(after) if m not in later), len(after))
+                # Low notes centred, the upper ones spread a little (mono-compatible).
+                pan = 0.0 if m < 52 else (0.25 if i % 2 else -0.25)
+                steps = length * (1 + held) - 0.01 * length
+                events.append(self._note("bed", self.step_sample(bar, step), steps, m, vel, pan))
+        return events
+
+    def _hits(self, bar: int) -> list[Event]:
+        """A short chord in the noise's band on each of the noise's events in this bar
+        that lies near the 16th-note grid, at the event's own time."""
+        plan = self.plan
+        profile = plan.profile
+        if profile is None or profile.event_times_s.size == 0:
+            return []
+        t0 = self.beat_time_s(4 * bar)
+        t1 = self.beat_time_s(4 * bar + 4)
+        times = profile.event_times_s[(profile.event_times_s >= t0) & (profile.event_times_s < t1)]
+        step_s = plan.beat_s / 4.0
+        events = []
+        for t in times:
+            step = (t - t0) / step_s
+            if abs(step - round(step)) > HIT_TOLERANCE_STEPS:
+                continue
+            chord = chord_at(plan, bar, min(round(step), 15) / 4.0)
+            notes = bed_voicing(plan, chord)
+            if len(notes) > HIT_MAX_NOTES:
+                # The upper notes: their harmonics reach into the band with less mud.
+                notes = notes[-HIT_MAX_NOTES:]
+            vel = 1.0 / math.sqrt(max(len(notes), 1))
+            start = int(round(t * SAMPLE_RATE_HZ))
+            for i, m in enumerate(notes):
+                pan = 0.0 if m < 52 else (0.2 if i % 2 else -0.2)
+                events.append(self._note("hit", start, 1.0, m, vel, pan))
         return events
 
     def _bass_note(self, pc: int) -> int:
@@ -913,6 +1223,14 @@ class Composer:
 # ------------------------------------------------------------------ rendering
 
 
+def _tilt_family(role: str) -> str:
+    """Which of the plan's tilts a role's notes take: the bed's (the noise's colour),
+    the bass's (a milder one: a bass stays a bass) or every other voice's."""
+    if role in ("bed", "hit"):
+        return "bed"
+    return "bass" if role == "bass" else "voice"
+
+
 class TimelineRenderer:
     """Renders the global timeline as a stream of fixed chunks; windows are slices.
 
@@ -927,15 +1245,15 @@ class TimelineRenderer:
 
         self.plan = plan
         self.composer = Composer(plan)
-        self.kit = drum_kit(plan.seed, plan.style.drum_tone)
-        self._notes: OrderedDict[tuple[str, float, int], np.ndarray] = OrderedDict()
+        self.kit = drum_kit(plan.seed, plan.style.drum_tone, plan.drum_envelope)
+        self._notes: OrderedDict[tuple[str, float, int, str], np.ndarray] = OrderedDict()
         self._note_bytes = 0
         self._out: OrderedDict[int, np.ndarray] = OrderedDict()
         self._next_chunk = 0
         self._reverb = pedalboard.Reverb(
             room_size=plan.reverb_room, damping=0.5, wet_level=1.0, dry_level=0.0, width=0.6
         )
-        longest_beats = max(8.0, 2.0 * plan.style.chord_beats)
+        longest_beats = max(8.0, (2.0 + BED_MAX_TIE) * plan.style.chord_beats)
         self._lookback = int((longest_beats * plan.beat_s + 2.5) * SAMPLE_RATE_HZ)
 
     def render(self, start_sample: int, num_samples: int) -> np.ndarray:
@@ -1010,18 +1328,27 @@ class TimelineRenderer:
     def _event_audio(self, e: Event) -> np.ndarray:
         if e.voice.startswith("drum:"):
             return self.kit[e.voice[5:]]
-        key = (e.voice, e.midi, e.on_samples)
+        key = (e.voice, e.midi, e.on_samples, _tilt_family(e.role))
         cached = self._notes.get(key)
         if cached is not None:
             self._notes.move_to_end(key)
             return cached
-        audio = render_note(e.voice, e.midi, e.on_samples, self.plan.tilt)
+        audio = render_note(e.voice, e.midi, e.on_samples, self._tilt_of(e.role))
         self._notes[key] = audio
         self._note_bytes += audio.nbytes
         while self._note_bytes > _NOTE_CACHE_BYTES and len(self._notes) > 1:
             _, old = self._notes.popitem(last=False)
             self._note_bytes -= old.nbytes
         return audio
+
+    def _tilt_of(self, role: str) -> SpectralTilt:
+        plan = self.plan
+        family = _tilt_family(role)
+        if family == "bed" and plan.bed_tilt is not None:
+            return plan.bed_tilt
+        if family == "bass" and plan.bass_tilt is not None:
+            return plan.bass_tilt
+        return plan.tilt
 
     def _dynamics_gain(self, c0: int) -> np.ndarray:
         frames = (c0 + np.arange(CHUNK_SAMPLES)) / HOP_SAMPLES  # gain_frames: one per 10 ms frame
@@ -1060,13 +1387,17 @@ class ProceduralGenerator:
         drums (bool): force the drum kit on or off.
         dynamics_depth (0..1, default 0.5): dB of music level change per dB of noise
             level change (0 = constant level).
-        spectral_match (0..1, default 1): how strongly voices and levels tilt towards
-            the noise's high-energy bands (0 = the style's own balance).
+        spectral_match (0..1, default 1): how strongly the music is composed for the
+            noise: voices, drums and levels tilted towards its spectral envelope and
+            loud bands, the bed and the hits on its events (0 = the style's own balance,
+            no bed, no hits).
         reverb_mix (0..1, default 0.5): reverb amount (0 = dry).
 
     Diagnostics per window: tempo_bpm, tempo_source, beat_phase_s, key, key_source,
     style, style_source, instruments, chord_progression (chords in the window),
-    progressions (per section kind), sections, register_midi, render_s.
+    progressions (per section kind), sections, register_midi, noise_profile (band_hz:
+    the mask band's 10th, 50th, 90th percentile in Hz; stationarity; impulsiveness;
+    events), render_s.
     """
 
     name = "procedural"
@@ -1149,6 +1480,19 @@ def _plan_diagnostics(plan: MusicPlan) -> dict[str, Any]:
             for kind, prog in plan.progressions.items()
         },
         "register_midi": round(plan.chord_centre_midi, 1),
+        "noise_profile": _profile_diagnostics(plan.profile),
+    }
+
+
+def _profile_diagnostics(profile: NoiseProfile | None) -> dict[str, Any] | None:
+    if profile is None:
+        return None
+    return {
+        "band_hz": [round(profile.band_lo_hz), round(profile.band_centre_hz),
+                    round(profile.band_hi_hz)],  # fmt: skip
+        "stationarity": round(profile.stationarity, 3),
+        "impulsiveness": round(profile.impulsiveness, 3),
+        "events": int(profile.event_times_s.size),
     }
 
 

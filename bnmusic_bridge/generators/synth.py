@@ -241,6 +241,38 @@ VOICES: dict[str, Voice] = {
         click=0.15,
         click_band_hz=(1_500.0, 7_000.0),
     ),
+    "mallet": Voice(
+        # Hits on the noise's events: a struck bar, its colour (like the bed's) the noise's
+        # envelope, so the harmonics start flat; the bright attack fades fast.
+        "mallet",
+        bright_slope=0.4,
+        dark_slope=1.2,
+        bright_cutoff_hz=1e9,
+        dark_cutoff_hz=1e9,
+        attack_s=0.001,
+        decay_s=0.35,
+        fast_share=0.5,
+        fast_decay_s=0.04,
+        sustain=0.0,
+        release_s=0.08,
+        bright_tau_s=0.05,
+        pitch_decay_exponent=0.3,
+    ),
+    "ensemble": Voice(
+        # The bed: a bowed/organ-like ensemble whose colour is the noise's own spectral
+        # envelope (given as the tilt), so its harmonics start flat and unfiltered.
+        "ensemble",
+        bright_slope=0.5,
+        dark_slope=0.5,
+        bright_cutoff_hz=1e9,
+        dark_cutoff_hz=1e9,
+        attack_s=0.15,
+        release_s=0.5,
+        detune_cents=(-12.0, 0.0, 12.0),
+        vibrato_hz=4.7,
+        vibrato_cents=5.0,
+        vibrato_delay_s=0.4,
+    ),
     "bell": Voice(
         "bell",
         attack_s=0.002,
@@ -406,12 +438,46 @@ def _decay(n: int, tau_s: float, attack_s: float = 0.0005) -> np.ndarray:
     return np.minimum(1.0, t / attack_s) * np.exp(-t / tau_s)
 
 
-def drum_kit(seed: int, tone: float) -> dict[str, np.ndarray]:
-    """One-shot drum samples, float32 mono, peak 1 each.
+DRUM_EQ_RANGE_DB = 40.0
+"""The noise's envelope reshapes each drum's spectrum over at most this range, dB."""
+DRUM_MAX_CUT_DB = {"kick": 6.0, "snare": 9.0, "clap": 9.0}
+"""How much quieter the reshaping may leave a drum (cymbals: :data:`_CYMBAL_MAX_CUT_DB`),
+dB: every drum stays audible on any noise, so the beat does too."""
+_CYMBAL_MAX_CUT_DB = 6.0
+_CYMBALS = frozenset({"hat", "open_hat", "ride", "shaker", "crash"})
+
+
+_HAT_HZ = (6_820.0, 7_410.0, 8_130.0, 8_790.0, 9_460.0, 10_070.0)
+"""Partials of the hats, Hz: a few inharmonic lines, as a small struck plate has; hiss
+would fill the whole top of the spectrum at every hit (the music would measure as noise)."""
+_CRASH_HZ = (3_610.0, 4_030.0, 4_470.0, 4_980.0, 5_420.0, 5_930.0, 6_510.0, 7_060.0, 7_690.0,
+             8_260.0, 8_870.0, 9_540.0)  # fmt: skip
+"""Partials of the crash cymbal, Hz."""
+
+
+def _partials(n: int, rng: np.random.Generator, freqs_hz: tuple[float, ...]) -> np.ndarray:
+    """``n`` samples of equal sines at ``freqs_hz`` with random start phases, peak about 1."""
+    t = np.arange(n) / SAMPLE_RATE_HZ
+    phases = rng.random(len(freqs_hz))
+    out = sum(np.sin(2.0 * np.pi * (f * t + p)) for f, p in zip(freqs_hz, phases, strict=True))
+    return out / np.sqrt(len(freqs_hz))
+
+
+def drum_kit(
+    seed: int, tone: float, envelope: SpectralTilt | None = None
+) -> dict[str, np.ndarray]:
+    """One-shot drum samples, float32 mono, peak 1 each before the envelope.
 
     Args:
-        seed: noise seed (the kit is a pure function of it and ``tone``).
+        seed: noise seed (the kit is a pure function of it, ``tone`` and ``envelope``).
         tone: 0 = dark, muffled (low-passed at 4 kHz), 1 = bright (18 kHz).
+        envelope: a gain over frequency (peak 1) each drum is filtered with after
+            normalising (minimum phase, so attacks stay sharp; over at most
+            :data:`DRUM_EQ_RANGE_DB`), then brought back up to at most
+            :data:`DRUM_MAX_CUT_DB` under its peak of 1: drums take the noise's colour,
+            and stay audible where the noise has none of their band. Cymbals keep their
+            colour and only get quieter, by the envelope's power-weighted gain over their
+            spectrum, at most 12 dB. None: unfiltered.
     """
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xD2])
     sr = SAMPLE_RATE_HZ
@@ -440,10 +506,16 @@ def drum_kit(seed: int, tone: float) -> dict[str, np.ndarray]:
         env[i:] += (0.7 if k < 2 else 1.0) * _decay(n - i, 0.006 if k < 2 else 0.09)
     kit["clap"] = noise * env
 
+    # Hats are metal, not hiss: six square waves (the TR-808's hat) high-passed. Their
+    # lines leave the spectrum between them empty, as a struck cymbal's partials do.
     n = int(0.12 * sr)
-    kit["hat"] = _filtered(rng.standard_normal(n), "highpass", 7_000.0) * _decay(n, 0.03)
+    # A 4 ms attack and a Gaussian fall keep each hit's lines narrow: a sharp edge would
+    # splash over the whole spectrum, and a hat plays on every 8th note.
+    t = np.arange(n) / sr
+    soft = np.sin(0.5 * np.pi * np.minimum(t / 0.004, 1.0)) ** 2
+    kit["hat"] = _partials(n, rng, _HAT_HZ) * soft * np.exp(-((t / 0.04) ** 2))
     n = int(0.6 * sr)
-    kit["open_hat"] = _filtered(rng.standard_normal(n), "highpass", 6_500.0) * _decay(n, 0.2)
+    kit["open_hat"] = _partials(n, rng, _HAT_HZ) * _decay(n, 0.2, 0.004)
 
     n = int(1.3 * sr)
     t = np.arange(n) / sr
@@ -451,8 +523,8 @@ def drum_kit(seed: int, tone: float) -> dict[str, np.ndarray]:
         np.sin(2 * np.pi * f * t + 0.7 * i)
         for i, f in enumerate((2_960.0, 3_720.0, 4_640.0, 5_510.0, 6_280.0))
     )
-    wash = _filtered(rng.standard_normal(n), "highpass", 5_000.0)
-    kit["ride"] = (0.35 * partials * _decay(n, 0.45) + 0.5 * wash * _decay(n, 0.35)) * (
+    wash = _partials(n, rng, _HAT_HZ)
+    kit["ride"] = (0.35 * partials * _decay(n, 0.45) + 0.3 * wash * _decay(n, 0.35)) * (
         1.0 + 1.5 * _decay(n, 0.01)
     )
 
@@ -462,14 +534,51 @@ def drum_kit(seed: int, tone: float) -> dict[str, np.ndarray]:
     kit["shaker"] = shaker * np.sin(np.pi * np.minimum(t / 0.06, 1.0)) ** 2 * _decay(n, 0.03, 0.01)
 
     n = int(2.0 * sr)
-    kit["crash"] = _filtered(rng.standard_normal(n), "highpass", 3_500.0) * _decay(n, 0.7, 0.001)
+    kit["crash"] = _partials(n, rng, _CRASH_HZ) * _decay(n, 0.7, 0.001)
 
     out: dict[str, np.ndarray] = {}
     for name, sample in kit.items():
         shaped = _filtered(sample, "lowpass", lowpass_hz) if name != "kick" else sample
         peak = float(np.max(np.abs(shaped)))
-        out[name] = (shaped / peak).astype(np.float32) if peak > 0 else shaped.astype(np.float32)
+        if peak > 0:
+            shaped = shaped / peak
+        if envelope is not None:
+            floor = 10.0 ** (-DRUM_MAX_CUT_DB.get(name, _CYMBAL_MAX_CUT_DB) / 20.0)
+            if name in _CYMBALS:
+                # Cymbals keep their colour (they keep time up where nothing else
+                # plays) and only get quieter where the noise has none of their band.
+                spec = np.abs(np.fft.rfft(shaped)) ** 2
+                freqs = np.fft.rfftfreq(shaped.size, 1.0 / SAMPLE_RATE_HZ)
+                level = np.sqrt(np.sum(spec * envelope.at(freqs) ** 2) / max(np.sum(spec), 1e-30))
+                shaped = shaped * float(np.clip(level, floor, 1.0))
+            else:
+                # The noise's colour (over at most DRUM_EQ_RANGE_DB), then the level back
+                # up to within the drum's cut of where it was.
+                eq = min_phase_filter(shaped, envelope, 10.0 ** (-DRUM_EQ_RANGE_DB / 20.0))
+                eq_peak = float(np.max(np.abs(eq)))
+                if eq_peak > 0:
+                    shaped = eq * (min(max(eq_peak, floor), 1.0) / eq_peak)
+        out[name] = shaped.astype(np.float32)
     return out
+
+
+def min_phase_filter(x: np.ndarray, gain: SpectralTilt, floor: float = 0.0) -> np.ndarray:
+    """``x`` (mono, 44.1 kHz) through the minimum-phase filter whose magnitude response
+    is ``gain`` (linear, clipped to ``floor``..1), same length as ``x``.
+
+    The minimum-phase response (from the folded real cepstrum of the log magnitude)
+    puts all the filter's delay after the attack, so a drum hit gains no pre-echo.
+    """
+    n = 1 << int(np.ceil(np.log2(x.size + 16_384)))
+    freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE_HZ)
+    mag = np.clip(gain.at(freqs), max(floor, 1e-6), 1.0)
+    cep = np.fft.irfft(np.log(mag), n)
+    fold = np.zeros(n)
+    fold[0] = cep[0]
+    fold[1 : n // 2] = 2.0 * cep[1 : n // 2]
+    fold[n // 2] = cep[n // 2]
+    response = np.exp(np.fft.rfft(fold))
+    return np.fft.irfft(np.fft.rfft(x, n) * response, n)[: x.size]
 
 
 # ---------------------------------------------------------------- mix helpers
