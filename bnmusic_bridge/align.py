@@ -10,7 +10,7 @@ is quiet, where it would cost loudness without masking anything.
 
 Two time scales (a slow one keeps the music's own rhythm):
 
-* shape: both envelopes smoothed over :data:`SHAPE_SMOOTHING_S` (0.4 s); the gain is the
+* shape: both envelopes smoothed over :data:`SHAPE_SMOOTHING_S` (0.25 s); the gain is the
   dB distance between them times ``strength``, minus its noise-weighted mean over a lane
   window (the level itself is Stage 2's job);
 * events: where the noise rises above its own slow envelope (an event: a tick, a
