@@ -32,7 +32,7 @@ from .generators.base import (
 from .grid import FRAME_RATE_HZ, IMAGE_FRAMES, SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from .loudness import integrated_lufs
 from .mask import enlarge_mask, high_energy_mask
-from .request import RenderRequest, check_request
+from .request import TRACK_GENERATOR, RenderRequest, check_request
 from .result import AlignmentSummary, AnalysisArrays, RenderDetails, RenderResult
 from .windows import WindowPlan, plan_windows, stitch
 
@@ -150,7 +150,7 @@ class _CheckedNoise:
     """The noise stem's level, as a DAW meters it, and what the user should know."""
 
     peak_dbfs: float
-    lufs: float  # integrated, the stem's own rate and layout, DC removed
+    lufs: float  # integrated, the stem's rate, DC removed; in the music's layout (render)
     warnings: tuple[str, ...]
 
 
@@ -215,7 +215,9 @@ def _render_stem(
 
     # 6. Stereo width (or the mono sum), then bring the music to the stem's rate, length
     #    and layout, as loud as the noise.
-    music_44k = _shape_width(music_44k, len(speakers), req.seed)
+    music_44k = _shape_width(
+        music_44k, len(speakers), req.seed, widen_it=req.generator != TRACK_GENERATOR
+    )
     music_44k, music = _match_to_stem(music_44k, stem, noise.lufs, speakers)
 
     # 7. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak mode),
@@ -418,12 +420,17 @@ def _lufs(audio: np.ndarray, sample_rate_hz: int) -> float:
     return integrated_lufs(audio - audio.mean(axis=1, keepdims=True), sample_rate_hz)
 
 
-def _shape_width(music_44k: np.ndarray, num_channels: int, seed: int) -> np.ndarray:
+def _shape_width(
+    music_44k: np.ndarray, num_channels: int, seed: int, *, widen_it: bool = True
+) -> np.ndarray:
     """Mono music: the mono sum. Otherwise stereo at least as wide as real stereo music
     (:func:`bnmusic_bridge.stereo.widen`: the mono sum stays exactly as it was, so
-    Stage 2, computed on the mono sums of noise and music, does not change)."""
+    Stage 2, computed on the mono sums of noise and music, does not change).
+    ``widen_it`` False (the producer's own track): stereo as it is, mono on both sides."""
     if num_channels == 1:
         return music_44k.mean(axis=0, keepdims=True).astype(np.float32)
+    if not widen_it:
+        return audio_io.match_channels(music_44k, 2)
     from .stereo import widen
 
     return widen(music_44k, SAMPLE_RATE_HZ, seed=seed)
@@ -522,7 +529,8 @@ def _collect_result(
         nmr_db=blend.nmr_db,
         nmr_per_frame_db=blend.nmr_per_frame_db,
         noise_lufs=noise.lufs,
-        # Both loudnesses as the DAW will meter them: the stems' own rate and layout.
+        # Both loudnesses as the DAW will meter them: the stems' own rate, the music's
+        # layout (the noise as that layout plays it).
         music_lufs=float(rendered.music_lufs_output),
         timings_s=timings_s,
         request=req,

@@ -191,3 +191,12 @@ def test_plain_stereo_wav_has_no_mask(tmp_path):
     assert wav_channel_mask(p) is None
     (tmp_path / "x.wav").write_bytes(b"RIFF\x04\x00\x00\x00WAVE")
     assert wav_channel_mask(tmp_path / "x.wav") is None
+
+
+def test_the_producers_own_track_keeps_its_image(tmp_path):
+    t = np.arange(4 * RATE) / RATE
+    track = tmp_path / "mine.wav"
+    sf.write(track, (0.2 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 2 * t))), RATE)
+    r = render(_noise(3.0, 1), RATE, RenderRequest(generator="track", music=str(track)))
+    assert r.music.shape[0] == 2
+    np.testing.assert_array_equal(r.music[0], r.music[1])  # mono track: no side added
