@@ -89,7 +89,9 @@ def rendered(noises: list[Path]) -> dict:
     shape = pipeline._shape_width
     for path in noises:
         row = {}
-        pipeline._shape_width = lambda m, n, seed: m if n > 1 else shape(m, n, seed)  # baseline
+        pipeline._shape_width = lambda m, n, seed, **kw: (
+            m if n > 1 else shape(m, n, seed)
+        )  # baseline
         try:
             base = pipeline.render_file(path, RenderRequest())
         finally:
@@ -110,6 +112,45 @@ def rendered(noises: list[Path]) -> dict:
     return out
 
 
+def widen_cost(repeats: int = 5) -> dict:
+    """Seconds :func:`widen` takes for one minute of 44.1 kHz stereo music, and the same
+    run's baseline: a plain copy of that audio (median and spread over ``repeats``)."""
+    import time
+
+    from bnmusic_bridge.stereo import widen
+
+    rng = np.random.default_rng(0)
+    n = 60 * 44100
+    t = np.arange(n) / 44100
+    music = np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 220 * t + 0.1)])
+    music = (0.3 * music + 0.01 * rng.standard_normal((2, n))).astype(np.float32)
+
+    def timed(fn) -> list[float]:  # type: ignore[no-untyped-def]
+        out = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    w = timed(lambda: widen(music, 44100))
+    c = timed(lambda: music.copy())
+    return {
+        "audio_s": 60.0,
+        "widen_s": {
+            "median": round(statistics.median(w), 4),
+            "min": round(min(w), 4),
+            "max": round(max(w), 4),
+        },
+        "copy_baseline_s": {
+            "median": round(statistics.median(c), 5),
+            "min": round(min(c), 5),
+            "max": round(max(c), 5),
+        },
+        "repeats": repeats,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -121,6 +162,7 @@ def main() -> None:
         data["real_music"] = real_music(args.originals)
     noises = [SHARED / "noise" / n for n in NOISES if (SHARED / "noise" / n).is_file()]
     data["rendered"] = rendered(noises)
+    data["widen_cost"] = widen_cost()
     print(write_result("stereo_width", data))
 
 
