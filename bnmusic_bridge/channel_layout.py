@@ -9,8 +9,10 @@ the WAV/SMPTE order: 5.1 is L R C LFE Ls Rs).
 The music goes on the front pair (front left and right), never on the LFE; the centre
 and the surrounds stay silent, so dialogue and effects placed there keep their space
 and the music stem drops into the stem's own track with the same channel count. A
-layout without a front pair gets the music on its first two non-LFE channels (or, with
-one channel, the mono sum).
+layout without a front pair gets it on the next left/right pair it has (front centre
+pair, side, back, top front: :data:`MUSIC_PAIRS`), else on its first two channels that
+are neither LFE nor centre (the mono sum where there is one such channel, or only a
+centre).
 """
 
 from __future__ import annotations
@@ -133,14 +135,25 @@ def stem_speakers(num_channels: int, mask: int | None) -> tuple[str, ...]:
     return default_speakers(num_channels)
 
 
+MUSIC_PAIRS = (("FL", "FR"), ("FLC", "FRC"), ("SL", "SR"), ("BL", "BR"), ("TFL", "TFR"))
+"""Left/right speaker pairs that can carry the music, in order of preference."""
+
+
 def music_channels(speakers: tuple[str, ...]) -> tuple[int, int] | tuple[int]:
-    """Indices of the channels that carry the music: the front pair (FL, FR); else the
-    first two non-LFE channels; a one-channel layout carries it on its only channel."""
+    """Indices of the channels that carry the music: the first pair of
+    :data:`MUSIC_PAIRS` the layout has (the front pair, normally); else the first two
+    channels that are neither LFE nor centre (then any non-LFE ones); a one-channel
+    layout carries it on its only channel."""
     if len(speakers) == 1:
         return (0,)
-    if "FL" in speakers and "FR" in speakers:
-        return speakers.index("FL"), speakers.index("FR")
-    others = [i for i, s in enumerate(speakers) if s != "LFE"]
+    for left, right in MUSIC_PAIRS:
+        if left in speakers and right in speakers:
+            return speakers.index(left), speakers.index(right)
+    others = [i for i, s in enumerate(speakers) if s not in ("LFE", "FC")]
+    if len(others) == 1:
+        return (others[0],)  # one such channel: the mono sum there
+    if not others:
+        others = [i for i, s in enumerate(speakers) if s != "LFE"]
     if len(others) >= 2:
         return others[0], others[1]
     return (others[0],) if others else (0,)

@@ -15,6 +15,7 @@ from bnmusic_bridge.channel_layout import (
     DEFAULT_MASKS,
     default_speakers,
     mask_of,
+    music_channels,
     place_music,
     set_wav_channel_mask,
     stem_speakers,
@@ -168,11 +169,13 @@ def test_channel_mask_is_read_and_back_surround_layout_followed(tmp_path):
     assert stem_speakers(4, stem.channel_mask) == ("FL", "FR", "BL", "BR")
     # WAV channel order is the order of the mask's bits: FL FR FC.
     assert stem_speakers(3, 0x7) == ("FL", "FR", "FC")
-    # No front pair (C + LFE + surrounds): the first two non-LFE channels carry it.
+    # No front pair (C + LFE + sides): the side pair carries it, never LFE or centre.
     speakers = stem_speakers(4, 0x4 | 0x8 | 0x200 | 0x400)
     assert speakers == ("FC", "LFE", "SL", "SR")
-    placed = place_music(np.ones((2, 10), np.float32), speakers)
-    assert np.all(placed[1] == 0) and np.all(placed[0] == 1) and np.all(placed[2] == 1)
+    placed = place_music(np.stack([np.ones(10), -np.ones(10)]).astype(np.float32), speakers)
+    assert np.all(placed[:2] == 0) and np.all(placed[2] == 1) and np.all(placed[3] == -1)
+    # No pair at all (C, LFE, back centre): the one channel that is neither.
+    assert music_channels(stem_speakers(3, 0x4 | 0x8 | 0x100)) == (2,)
 
 
 def test_mask_patch_round_trip_and_plain_wavs():
