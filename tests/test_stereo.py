@@ -203,3 +203,31 @@ def test_the_producers_own_track_keeps_its_image(tmp_path):
     r = render(_noise(3.0, 1), RATE, RenderRequest(generator="track", music=str(track)))
     assert r.music.shape[0] == 2
     np.testing.assert_array_equal(r.music[0], r.music[1])  # mono track: no side added
+
+
+def test_cli_channels_mono_writes_mono_and_default_writes_stereo(tmp_path):
+    from bnmusic_bridge.frontends.cli import main
+
+    src = tmp_path / "bounce.wav"
+    sf.write(src, _noise(2.0, 2).T, RATE)
+    assert (
+        main(
+            [
+                "render",
+                str(src),
+                "--out",
+                str(tmp_path / "m"),
+                "--channels",
+                "mono",
+                "--no-plot",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert sf.info(str(tmp_path / "m" / "bounce.music.wav")).channels == 1
+    assert sf.info(str(tmp_path / "m" / "bounce.blended.wav")).channels == 1
+    mono_src = tmp_path / "mono.wav"
+    sf.write(mono_src, _noise(2.0, 1)[0], RATE)
+    assert main(["render", str(mono_src), "--out", str(tmp_path / "s"), "--no-plot", "-q"]) == 0
+    assert sf.info(str(tmp_path / "s" / "mono.music.wav")).channels == 2
