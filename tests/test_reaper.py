@@ -341,3 +341,20 @@ def test_lua_osc_encoder_against_oscdump():
     msg = encode(b"/bnmusic/render_ex", b"job-2", NAME.encode("utf-8"), b"", b"seed", 3, 1.5, False)
     lines = _oscdump([bytes(msg)])
     assert lines == [f'/bnmusic/render_ex ssssifF "job-2" "{NAME}" "" "seed" 3 1.500000 #F']
+
+
+def test_lua_shell_quoting_survives_sh():
+    import subprocess
+
+    lupa = pytest.importorskip("lupa.lua54", reason="lupa runs the Reaper script's Lua")
+    text = SCRIPT.read_text(encoding="utf-8")
+    chunk = text[
+        text.index("local function shell_quote(") : text.index("local function wait_with_python(")
+    ]
+    lua = lupa.LuaRuntime()
+    quote = lua.execute(
+        'reaper = { GetOS = function() return "Linux" end }\n' + chunk + "\nreturn shell_quote"
+    )
+    for name in ('it\'s "x" $HOME `id` back\\slash', NAME):
+        out = subprocess.run("printf %s " + quote(name), shell=True, capture_output=True, text=True)
+        assert out.stdout == name

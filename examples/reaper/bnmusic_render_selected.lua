@@ -390,9 +390,11 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 ]==]
 
+-- Double quotes work for Windows' command line and for sh; under sh the characters
+-- special inside them (\ " $ `) get a backslash.
 local function shell_quote(s)
   if reaper.GetOS():match("Win") then return '"' .. s:gsub('"', '\\"') .. '"' end
-  return "'" .. s:gsub("'", "'\\''") .. "'"
+  return '"' .. s:gsub('[\\"$`]', "\\%0") .. '"'
 end
 
 local function wait_with_python(job, stem, on_done)
