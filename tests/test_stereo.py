@@ -138,6 +138,10 @@ def test_six_channel_stem_music_on_front_pair_only(tmp_path):
     music_path = out.music
     assert sf.info(str(music_path)).channels == 6
     assert wav_channel_mask(music_path) == DEFAULT_MASKS[6]
+    import json
+
+    report = json.loads(out.report.read_text())
+    assert report["speakers"] == ["FL", "FR", "FC", "LFE", "SL", "SR"] and report["channels"] == 6
 
 
 def _wav_with_mask(path, audio: np.ndarray, mask: int, rate: int = RATE) -> None:
