@@ -263,7 +263,7 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
     handles, labels = ax.get_legend_handles_labels()
     for limit in limits_seen:
         handles.append(Patch(color=LIMIT_COLOURS[limit], alpha=0.35))
-        labels.append(f"stopped by {limit} (bar: its cap)")
+        labels.append(f"stopped by {limit} (bar: its lowest cap there)")
     ax.legend(handles, labels, loc="upper left", fontsize=7, ncol=3, framealpha=0.8)
     ax.set_title(
         "lambda (dB on the loudness-matched music); shaded: windows a limit kept from their target",
