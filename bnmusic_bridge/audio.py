@@ -6,6 +6,7 @@ linear amplitude (1.0 = 0 dBFS), with the sample rate passed alongside in Hz.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
@@ -75,12 +76,15 @@ class Stem:
         sample_rate_hz: the stem's own sample rate in Hz.
         path: where it came from, or None for in-memory audio.
         clipped_share: share of samples at or above :data:`CLIP_LEVEL` (0..1).
+        channel_mask: the WAV channel mask (``WAVE_FORMAT_EXTENSIBLE``) when the file
+            has one (:func:`bnmusic_bridge.channel_layout.wav_channel_mask`), else None.
     """
 
     audio: np.ndarray
     sample_rate_hz: int
     path: Path | None = None
     clipped_share: float = 0.0
+    channel_mask: int | None = None
 
     @property
     def num_channels(self) -> int:
@@ -260,7 +264,12 @@ def read_stem(path: str | os.PathLike[str], *, max_duration_s: float | None = No
             f"{p}: file is truncated: its header promises {expected} samples, only "
             f"{audio.shape[1]} are in the file"
         )
-    return check_audio(audio, rate, p)
+    stem = check_audio(audio, rate, p)
+    if stem.num_channels > 2:
+        from .channel_layout import wav_channel_mask
+
+        stem = dataclasses.replace(stem, channel_mask=wav_channel_mask(p))
+    return stem
 
 
 def _pcm_frames_on_disk(p: Path) -> int | None:
@@ -407,7 +416,13 @@ def write_audio(
 
 
 def encode_audio(
-    file: BinaryIO, audio: np.ndarray, sample_rate_hz: int, *, bit_depth: int, file_type: str
+    file: BinaryIO,
+    audio: np.ndarray,
+    sample_rate_hz: int,
+    *,
+    bit_depth: int,
+    file_type: str,
+    channel_mask: int | None = None,
 ) -> None:
     """Encode ``(channels, samples)`` audio into an open, seekable binary file (the same
     bytes :func:`write_audio` writes to a path).
@@ -415,6 +430,8 @@ def encode_audio(
     Args:
         bit_depth: 16 or 24 (integer PCM; overs are clipped) or 32 (float).
         file_type: "wav", "flac" or "aiff".
+        channel_mask: the speakers of a WAV with more than two channels (WAV channel
+            mask bits, :mod:`bnmusic_bridge.channel_layout`); None: the encoder's default.
     """
     from pedalboard.io import AudioFile
 
@@ -427,6 +444,10 @@ def encode_audio(
         file, "w", float(sample_rate_hz), data.shape[0], bit_depth=bit_depth, format=file_type
     ) as f:
         f.write(data)
+    if channel_mask is not None and file_type == "wav" and data.shape[0] > 2:
+        from .channel_layout import set_wav_channel_mask
+
+        set_wav_channel_mask(file, channel_mask)
 
 
 def check_output_dir(folder: str | os.PathLike[str]) -> Path:

@@ -8,6 +8,7 @@ effects -> result. Writing files is :mod:`bnmusic_bridge.export`'s job.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ import numpy as np
 from . import audio as audio_io
 from .align import AlignSettings, align_music
 from .analysis import StemAnalysis, analyse_stem
+from .channel_layout import place_music, stem_speakers
 from .errors import AudioInputError, GeneratorError
 from .generators.base import (
     GenerationSettings,
@@ -30,7 +32,7 @@ from .generators.base import (
 from .grid import FRAME_RATE_HZ, IMAGE_FRAMES, SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from .loudness import integrated_lufs
 from .mask import enlarge_mask, high_energy_mask
-from .request import RenderRequest, check_request
+from .request import TRACK_GENERATOR, RenderRequest, check_request
 from .result import AlignmentSummary, AnalysisArrays, RenderDetails, RenderResult
 from .windows import WindowPlan, plan_windows, stitch
 
@@ -148,7 +150,7 @@ class _CheckedNoise:
     """The noise stem's level, as a DAW meters it, and what the user should know."""
 
     peak_dbfs: float
-    lufs: float  # integrated, the stem's own rate and layout, DC removed
+    lufs: float  # integrated, the stem's rate, DC removed; in the music's layout (render)
     warnings: tuple[str, ...]
 
 
@@ -177,6 +179,12 @@ def _render_stem(
     # 1. Check the noise: silence, DC offset, clipping, and its loudness.
     prog.start("analyse")
     noise = _check_noise(stem)
+    # The music's channels (request.channels) and the noise as it sounds in them: the
+    # loudness match, the ceiling and the bus trim all compare the two in that layout.
+    speakers = output_speakers(req.channels, stem)
+    noise_out = _noise_in_layout(stem, len(speakers))
+    if noise_out is not stem.audio:
+        noise = dataclasses.replace(noise, lufs=_lufs(noise_out, stem.sample_rate_hz))
 
     # 2. Analyse it: analysis-rate mono, generation windows, mel, high-energy mask,
     #    rhythm and bands.
@@ -205,20 +213,24 @@ def _render_stem(
         prog.start("effects")
         music_44k = apply_effects(music_44k, SAMPLE_RATE_HZ, req.effects)
 
-    # 6. Bring the music to the stem's rate, length and channels, as loud as the noise.
-    music_44k, music = _match_to_stem(music_44k, stem, noise.lufs)
+    # 6. Stereo width (or the mono sum), then bring the music to the stem's rate, length
+    #    and layout, as loud as the noise.
+    music_44k = _shape_width(
+        music_44k, len(speakers), req.seed, widen_it=req.generator != TRACK_GENERATOR
+    )
+    music_44k, music = _match_to_stem(music_44k, stem, noise.lufs, speakers)
 
     # 7. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak mode),
     #    coverage, NMR.
     prog.start("amplify")
     music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
-    planned = _plan_stage2(analysed, music_mel, music_44k, stem, noise.lufs, req)
+    planned = _plan_stage2(analysed, music_mel, music_44k, speakers, noise.lufs, req)
 
     # 8. Apply the lane to the music on the stem's rate, channels and length, check
     #    the loudness ceiling (and the peak limit, peak_mode="lane") on that very stem
     #    (trimming if needed), and meter noise + music for the bus trim.
     prog.start("output")
-    music_gained, blend = finish_blend(planned, music, stem.sample_rate_hz, noise=stem.audio)
+    music_gained, blend = finish_blend(planned, music, stem.sample_rate_hz, noise=noise_out)
 
     # 9. Collect the result.
     return _collect_result(
@@ -233,6 +245,7 @@ def _render_stem(
         music_windows=music_windows,
         join_correlations=join_correlations,
         alignment=alignment,
+        speakers=speakers,
         timings_s=prog.done(),
     )
 
@@ -379,14 +392,66 @@ def _generate(
     return music_windows
 
 
+def output_speakers(channels: str, stem: audio_io.Stem) -> tuple[str, ...]:
+    """The music stem's speakers for ``request.channels`` (:data:`~.request.CHANNEL_MODES`):
+    ``("FC",)`` for mono music, ``("FL", "FR")`` for stereo music from a mono or stereo
+    stem, and the stem's own layout (its WAV channel mask, else the usual layout for its
+    channel count) for a multichannel stem, or for a mono stem with ``"match"``."""
+    if channels == "mono":
+        return ("FC",)
+    if stem.num_channels <= 2 and not (channels == "match" and stem.num_channels == 1):
+        return ("FL", "FR")
+    return stem_speakers(stem.num_channels, stem.channel_mask)
+
+
+def _noise_in_layout(stem: audio_io.Stem, num_channels: int) -> np.ndarray:
+    """The noise as the music's layout plays it: the stem itself when the channel counts
+    agree; its mono sum for mono music; a mono stem on both channels of stereo music
+    (a mono item on a stereo track at a 0 dB pan law)."""
+    if num_channels == stem.num_channels:
+        return stem.audio
+    if num_channels == 1:
+        return stem.audio.mean(axis=0, keepdims=True)
+    return np.repeat(stem.audio.mean(axis=0, keepdims=True), num_channels, axis=0)
+
+
+def _lufs(audio: np.ndarray, sample_rate_hz: int) -> float:
+    # As _check_noise measures it: DC removed (K-weighting turns a DC step into loudness).
+    return integrated_lufs(audio - audio.mean(axis=1, keepdims=True), sample_rate_hz)
+
+
+def _shape_width(
+    music_44k: np.ndarray, num_channels: int, seed: int, *, widen_it: bool = True
+) -> np.ndarray:
+    """Mono music: the mono sum. Otherwise stereo at least as wide as real stereo music
+    (:func:`bnmusic_bridge.stereo.widen`: the mono sum stays exactly as it was, so
+    Stage 2, computed on the mono sums of noise and music, does not change).
+    ``widen_it`` False (the producer's own track): stereo as it is, mono on both sides."""
+    if num_channels == 1:
+        return music_44k.mean(axis=0, keepdims=True).astype(np.float32)
+    if not widen_it:
+        return audio_io.match_channels(music_44k, 2)
+    from .stereo import widen
+
+    return widen(music_44k, SAMPLE_RATE_HZ, seed=seed)
+
+
+def _in_layout(music: np.ndarray, speakers: tuple[str, ...]) -> np.ndarray:
+    """1- or 2-channel music on the output's speakers (music on the front pair)."""
+    if len(speakers) <= 2:
+        return audio_io.match_channels(music, len(speakers))
+    return place_music(music, speakers)
+
+
 def _match_to_stem(
-    music_44k: np.ndarray, stem: audio_io.Stem, noise_lufs: float
+    music_44k: np.ndarray, stem: audio_io.Stem, noise_lufs: float, speakers: tuple[str, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The music on the stem's rate, length and channels, and both it and the 44.1 kHz
-    music scaled to unity: as loud as the noise stem (its integrated LUFS)."""
-    music = audio_io.match_channels(
+    """The music on the stem's rate and length and the output's speakers, and both it
+    and the 44.1 kHz music scaled to unity: as loud as the noise (its integrated LUFS
+    in the same layout)."""
+    music = _in_layout(
         audio_io.resample(music_44k, SAMPLE_RATE_HZ, stem.sample_rate_hz, stem.num_samples),
-        stem.num_channels,
+        speakers,
     )
     if np.any(music):
         unity = np.float32(10.0 ** ((noise_lufs - integrated_lufs(music, stem.sample_rate_hz)) / 20.0))
@@ -399,16 +464,18 @@ def _plan_stage2(
     analysed: _NoiseAnalysis,
     music_mel: np.ndarray,
     music_44k: np.ndarray,
-    stem: audio_io.Stem,
+    speakers: tuple[str, ...],
     noise_lufs: float,
     req: RenderRequest,
 ) -> Blend:
     """Stage 2 planned on the 44.1 kHz music: masking field, caps, lambda lane, metering."""
     from .blend import BlendSettings, plan_blend
 
-    # Loudness and peaks are planned in the output's channel layout (music copied or
-    # mixed as match_channels does it; noise as the stem is), on the 44.1 kHz music.
-    music_out = audio_io.match_channels(music_44k, stem.num_channels)
+    # Loudness and peaks are planned in the output's channel layout (the music on its
+    # speakers, the noise as that layout plays it), on the 44.1 kHz music. Masking (the
+    # mel fields) is computed on the mono sums of noise and music: what masks the noise
+    # wherever the listener sits between the speakers; the widening leaves it unchanged.
+    music_out = _in_layout(music_44k, speakers)
     return plan_blend(
         analysed.mel,
         music_mel,
@@ -441,6 +508,7 @@ def _collect_result(
     music_windows: Sequence[WindowMusic],
     join_correlations: Sequence[float],
     alignment: AlignmentSummary,
+    speakers: tuple[str, ...],
     timings_s: dict[str, float],
 ) -> RenderResult:
     lane = blend.lane
@@ -461,7 +529,8 @@ def _collect_result(
         nmr_db=blend.nmr_db,
         nmr_per_frame_db=blend.nmr_per_frame_db,
         noise_lufs=noise.lufs,
-        # Both loudnesses as the DAW will meter them: the stems' own rate and layout.
+        # Both loudnesses as the DAW will meter them: the stems' own rate, the music's
+        # layout (the noise as that layout plays it).
         music_lufs=float(rendered.music_lufs_output),
         timings_s=timings_s,
         request=req,
@@ -478,5 +547,6 @@ def _collect_result(
             blend=blend.summary(),
             shortfalls=blend.shortfalls,
             alignment=alignment,
+            speakers=speakers,
         ),
     )

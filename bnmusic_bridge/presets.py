@@ -94,7 +94,8 @@ OUTPUT_KEYS = tuple(
 """Keys of ``[output]``: the ExportOptions fields, except ``force`` (a command-line choice
 only) and ``lanes`` (the ``[output.lanes]`` table)."""
 FOLLOWS_INPUT = ("sample_rate", "sample_rate_hz", "channels", "num_channels")
-"""Output properties that always follow the input stem (refused with a clear message)."""
+"""Output properties that follow the input stem (refused in ``[output]`` with a clear
+message; the music's channels are the top-level key ``channels``)."""
 
 
 class FrozenDict(dict):  # type: ignore[type-arg]
@@ -566,8 +567,9 @@ def _refuse_unknown(
         place = f"[{section}] " if section else ""
         if key in FOLLOWS_INPUT:
             raise ParameterError(
-                f"{where}: {place}{key} cannot be set: the outputs' sample rate and channels "
-                "always follow the input stem"
+                f"{where}: {place}{key} cannot be set: the outputs' sample rate and length "
+                "follow the input stem; the music's channels are the top-level key "
+                "channels (stereo, mono or match)"
             )
         close = difflib.get_close_matches(str(key), list(allowed), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -23,6 +23,12 @@ PEAK_MODES = ("bus-trim", "lane")
 music is delivered at the level the blend needs (32-bit float where it passes full
 scale) with the bus trim that keeps noise + music under -1 dBTP; ``lane``: the lane
 itself keeps the music's peaks under -1 dBFS (the blend gives way on loud stems)."""
+CHANNEL_MODES = ("stereo", "mono", "match")
+"""The music's channels (:mod:`bnmusic_bridge.channel_layout`, :mod:`bnmusic_bridge.stereo`):
+``stereo``: stereo music, widened into the range real stereo music has, for mono and
+stereo stems alike (a multichannel stem gets it on its front pair, its other channels
+silent); ``mono``: one-channel music whatever the stem; ``match``: the stem's channel
+count (mono for a mono stem, otherwise as ``stereo``)."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """Compute devices a request may name (``auto``: the GPU only when one is present)."""
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -122,6 +128,14 @@ class RenderRequest:
         FieldSpec(
             "integer seed; same input + same seed = bit-identical output on the CPU",
             allowed=f"an integer from 0 to {SEED_LIMIT - 1}",
+        ),
+    )
+    channels: str = _field(
+        "stereo",
+        FieldSpec(
+            "the music's channels: stereo (for mono and stereo stems; a multichannel stem "
+            "gets it on its front pair), mono, or match (the stem's layout)",
+            choices=CHANNEL_MODES,
         ),
     )
     generator: str = _field(

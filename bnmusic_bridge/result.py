@@ -305,6 +305,9 @@ class RenderDetails:
         blend: Stage 2's summary.
         shortfalls: lane windows a cap kept from their target.
         alignment: what the alignment step did to the music.
+        speakers: the music stem's speakers, one per channel (WAV channel-mask names:
+            ``("FL", "FR")`` stereo, ``("FC",)`` mono, a multichannel stem's own layout;
+            :mod:`bnmusic_bridge.channel_layout`); empty in a result built by hand.
     """
 
     generation_windows: int
@@ -315,6 +318,7 @@ class RenderDetails:
     blend: BlendSummary
     shortfalls: tuple[Shortfall, ...]
     alignment: AlignmentSummary
+    speakers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -345,8 +349,9 @@ class RenderResult:
         nmr_db: total noise-to-mask ratio in dB (lower is better masking).
         nmr_per_frame_db: per 10 ms frame, dB (-inf for a silent noise frame; NaN where
             not measured).
-        noise_lufs: integrated loudness of the noise stem (BS.1770, its own rate and
-            channel layout), LUFS.
+        noise_lufs: integrated loudness of the noise stem (BS.1770, its own rate, in the
+            music's channel layout: a mono stem under stereo music is metered on both
+            channels, a stem under mono music as its mono sum), LUFS.
         music_lufs: integrated loudness of ``music_gained``, measured the same way.
         timings_s: seconds spent per stage.
         request: every parameter used.

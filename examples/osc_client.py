@@ -15,8 +15,8 @@ Run:
 
 `render --wait` prints progress, counts the lane and meter messages and prints the
 output paths when the job is done (exit status 0), or the error (exit status 1).
-`--result-file PATH` also writes the result as `key<TAB>value` lines (the Reaper
-script reads it when LuaSocket is missing). Paths are sent as given: relative paths are
+`--result-file PATH` also writes the result as `key<TAB>value` lines (the format the
+Reaper script's embedded fallback client writes too). Paths are sent as given: relative paths are
 taken from the server's first --root, so an absolute path is the safer choice.
 """
 

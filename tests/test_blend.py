@@ -36,6 +36,11 @@ def _shortfalls(res) -> list[dict]:
 
 
 def _lu(music: np.ndarray, noise: np.ndarray, rate: int = SR) -> float:
+    # In the music's layout, as the render meters it: a mono noise under stereo music
+    # plays on both channels.
+    noise = np.atleast_2d(noise)
+    if noise.shape[0] != music.shape[0] and music.ndim == 2:
+        noise = np.repeat(noise.mean(axis=0, keepdims=True), music.shape[0], axis=0)
     return integrated_lufs(music, rate) - integrated_lufs(noise, rate)
 
 
@@ -199,7 +204,7 @@ def test_no_zipper_noise_on_the_rendered_audio():
 
 def test_finish_blend_trims_the_rendered_stem_to_the_ceiling():
     noise = clacks(3.0, seed=7)[None, :] * QUIET
-    res = render(noise, SR, RenderRequest(seed=7))
+    res = render(noise, SR, RenderRequest(seed=7, channels="match"))  # mono, as the noise
     settings = bl.BlendSettings.from_request(
         RenderRequest(objective="coverage", target_coverage=0.95, max_loudness_lu=0.0),
         peak_ceiling_dbfs=20.0,
@@ -408,7 +413,7 @@ def test_blended_stem_is_exactly_the_unity_stem_times_the_lane(mode):
 
 def test_a_trimmed_lane_still_gives_the_exact_product():
     noise = clacks(3.0, seed=7)[None, :] * QUIET
-    res = render(noise, SR, RenderRequest(seed=7))
+    res = render(noise, SR, RenderRequest(seed=7, channels="match"))  # mono, as the noise
     settings = bl.BlendSettings.from_request(
         RenderRequest(objective="coverage", target_coverage=0.95, max_loudness_lu=0.0)
     )

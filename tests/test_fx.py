@@ -270,7 +270,7 @@ def test_pipeline_runs_the_chain_before_stage_2():
         RATE,
         base.replace(effects=({"type": "LadderFilter", "mode": "LPF24", "cutoff_hz": 500.0},)),
     )
-    assert plain.music.shape == filtered.music.shape == (1, noise.size)
+    assert plain.music.shape == filtered.music.shape == (2, noise.size)  # stereo by default
 
     def high_share_db(result) -> float:
         mel = result.analysis.music_mel ** 2  # (512 bands, frames), low bands first

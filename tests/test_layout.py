@@ -22,7 +22,7 @@ ROOT = "bnmusic_bridge"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "grid", "version"),
-    ("request", "loudness", "device"),
+    ("request", "loudness", "device", "channel_layout", "stereo"),
     ("result",),
     ("audio", "spectrogram", "mask", "analysis", "windows", "masking", "alignment"),
     ("generators", "amplify", "metering", "fx", "align"),

@@ -96,7 +96,7 @@ def test_shipped_preset_validates_round_trips_and_renders(path, tmp_path, tmp_pa
     with threads:
         result = render(noise, RATE, request)
     assert result.request == request
-    assert result.music_gained.shape == (1, noise.size)
+    assert result.music_gained.shape == (2, noise.size)  # stereo music for the mono noise
     assert np.all(np.isfinite(result.music_gained)) and np.any(result.music)
     assert 0.0 <= result.coverage <= 1.0
     out = write_outputs(result, tmp_path / "out", stem_name="n", options=preset.export)

@@ -155,8 +155,9 @@ def test_result_files_name_the_music_stem_and_the_session(tmp_path):
     project = parse(files["reaper-project"].decode("utf-8"))
     assert project.tag == "REAPER_PROJECT"
     assert project.line("TEMPO") == ["96", "6", "8"] and project.line("SAMPLERATE")[0] == "8000"
-    track = project.child("TRACK")
+    noise_track, track = [c for c in project.children if c.tag == "TRACK"]
     assert parse(files["reaper-track"].decode("utf-8")) == track
+    assert noise_track.line("NAME") == ["hvac"]
     env = parse(files["reaper-env"].decode("utf-8"))
     assert env == track.child("VOLENV2")
     check_envelope(env, res.lane_times_s, res.lane_gain_db, 3.0, 0.2)
@@ -198,3 +199,162 @@ def test_parser_catches_unbalanced_text():
     env = parse(result_reaper_files(res)["reaper-env"].decode("utf-8"))
     t, v, _ = points(env)
     assert t.size == 2 and np.allclose(20 * np.log10(v), -6.0)
+
+
+# ---------------------------------------------------------------- the project (issue 15)
+
+
+def _render_project(
+    tmp_path: Path, channels: int = 1, position_s: float = 2.0
+) -> tuple[Path, object]:
+    import soundfile as sf
+
+    from bnmusic_bridge.pipeline import render_file
+
+    rate = 44100
+    rng = np.random.default_rng(5)
+    noise = 0.1 * rng.standard_normal((int(1.5 * rate), channels))
+    src = tmp_path / "tram – bounce (1).wav"
+    sf.write(src, noise, rate)
+    result = render_file(src)
+    opts = ExportOptions(
+        lane_formats=("reaper",), plot=False, lanes=LaneOptions(stem_position_s=position_s)
+    )
+    paths = write_outputs(result, tmp_path / "out", stem_name="tram", options=opts)
+    return src, paths
+
+
+def test_project_holds_the_noise_track_with_the_music_track_under_it(tmp_path):
+    src, paths = _render_project(tmp_path, channels=1, position_s=2.0)
+    text = paths.lanes["reaper-project"].read_text(encoding="utf-8")
+    project = parse(text)
+    tracks = [c for c in project.children if c.tag == "TRACK"]
+    assert len(tracks) == 2
+    noise_track, music_track = tracks
+    noise_item, music_item = noise_track.child("ITEM"), music_track.child("ITEM")
+    assert Path(noise_item.child("SOURCE").line("FILE")[0]) == src.resolve()
+    assert Path(music_item.child("SOURCE").line("FILE")[0]) == paths.music.resolve()
+    # Same start, same length: sample-aligned (the music has the noise's length in samples).
+    assert noise_item.line("POSITION") == music_item.line("POSITION") == ["2.000000"]
+    assert noise_item.line("LENGTH") == music_item.line("LENGTH")
+    assert float(music_item.line("LENGTH")[0]) * 44100 == pytest.approx(1.5 * 44100, abs=0.05)
+    # The lambda envelope is on the music track only; the noise plays at unity.
+    assert [c.tag for c in noise_track.children] == ["ITEM"]
+    assert "VOLENV2" in [c.tag for c in music_track.children]
+    assert float(noise_item.line("VOLPAN")[0]) == 1.0
+    assert noise_track.line("NAME") == ["tram – bounce (1)"]
+
+
+def test_project_reads_back_with_the_rpp_package(tmp_path):
+    rpp = pytest.importorskip("rpp", reason="pip install rpp: an independent .rpp reader")
+    src, paths = _render_project(tmp_path, channels=6, position_s=0.5)
+    project = rpp.loads(paths.lanes["reaper-project"].read_text(encoding="utf-8"))
+    assert project.tag == "REAPER_PROJECT"
+    noise_track, music_track = project.findall("TRACK")
+
+    def value(element, key):
+        [found] = [c for c in element.children if isinstance(c, list) and c[0] == key]
+        return found[1:]
+
+    assert value(noise_track, "NCHAN") == value(music_track, "NCHAN") == ["6"]
+    n_item, m_item = noise_track.find("ITEM"), music_track.find("ITEM")
+    assert value(n_item, "POSITION") == value(m_item, "POSITION") == ["0.500000"]
+    assert value(n_item, "LENGTH") == value(m_item, "LENGTH")
+    assert Path(value(n_item.find("SOURCE"), "FILE")[0]) == src.resolve()
+    assert noise_track.find("VOLENV2") is None and music_track.find("VOLENV2") is not None
+
+
+# ------------------------------------------------------------ the Reaper script (issue 15)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "reaper" / "bnmusic_render_selected.lua"
+
+
+def test_reaper_script_is_one_self_contained_file():
+    text = SCRIPT.read_text(encoding="utf-8")
+    code = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("--"))
+    assert "../osc_client" not in code and "examples/" not in code and "script_dir" not in code
+    assert "dofile" not in code and "loadfile" not in code
+    # The only module it may require is LuaSocket (optional); the Python fallback is
+    # embedded and uses the standard library only.
+    assert set(re.findall(r"require,?\s*\(?\s*\"([^\"]+)\"", code)) <= {"socket"}
+    client = _embedded_client()
+    imports = set(re.findall(r"^import (.+)$", client, re.M))
+    assert imports == {"os, socket, struct, sys, time"}
+    assert "from " not in client.split("DONE =")[0]
+
+
+def _embedded_client() -> str:
+    text = SCRIPT.read_text(encoding="utf-8")
+    return text.split("local PY_CLIENT = [==[\n", 1)[1].split("]==]", 1)[0]
+
+
+def _oscdump(messages: list[bytes]) -> list[str]:
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    if shutil.which("oscdump") is None:
+        pytest.skip("oscdump (liblo-tools) not installed")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        ["oscdump", "-L", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        time.sleep(0.5)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for m in messages:
+                s.sendto(m, ("127.0.0.1", port))
+        time.sleep(0.5)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    # Each line: "<timetag> <address> <types> <args...>"; drop the time tag.
+    return [line.split(" ", 1)[1] for line in out.decode("utf-8").splitlines() if line.strip()]
+
+
+NAME = "/stems/電車 ホーム – bounce (1).wav"
+
+
+def test_embedded_python_osc_encoder_against_oscdump():
+    ns: dict = {}
+    exec(compile(_embedded_client(), "PY_CLIENT", "exec"), ns)
+    msg = ns["osc_message"]("/bnmusic/render_ex", "job-1", NAME, "", "seed", 3, "gain", 1.5, True)
+    lines = _oscdump([msg])
+    assert lines == [f'/bnmusic/render_ex ssssisfT "job-1" "{NAME}" "" "seed" 3 "gain" 1.500000 #T']
+    # Its decoder reads the package's own encoder (bundles included).
+    from bnmusic_bridge.frontends.osc import protocol as P
+
+    packet = P.encode_message("/bnmusic/done", "job-1", NAME, 0.25, 7)
+    assert ns["osc_decode"](packet, []) == [("/bnmusic/done", ["job-1", NAME, 0.25, 7])]
+
+
+def test_lua_osc_encoder_against_oscdump():
+    lupa = pytest.importorskip("lupa.lua54", reason="lupa runs the Reaper script's Lua")
+    text = SCRIPT.read_text(encoding="utf-8")
+    start = text.index("local function osc_string(")
+    stop = text.index("local function read_string(")
+    lua = lupa.LuaRuntime(encoding=None)
+    encode = lua.execute((text[start:stop] + "\nreturn osc_message\n").encode("utf-8"))
+    msg = encode(b"/bnmusic/render_ex", b"job-2", NAME.encode("utf-8"), b"", b"seed", 3, 1.5, False)
+    lines = _oscdump([bytes(msg)])
+    assert lines == [f'/bnmusic/render_ex ssssifF "job-2" "{NAME}" "" "seed" 3 1.500000 #F']
+
+
+def test_lua_shell_quoting_survives_sh():
+    import subprocess
+
+    lupa = pytest.importorskip("lupa.lua54", reason="lupa runs the Reaper script's Lua")
+    text = SCRIPT.read_text(encoding="utf-8")
+    chunk = text[
+        text.index("local function shell_quote(") : text.index("local function wait_with_python(")
+    ]
+    lua = lupa.LuaRuntime()
+    quote = lua.execute(
+        'reaper = { GetOS = function() return "Linux" end }\n' + chunk + "\nreturn shell_quote"
+    )
+    for name in ('it\'s "x" $HOME `id` back\\slash', NAME):
+        out = subprocess.run("printf %s " + quote(name), shell=True, capture_output=True, text=True)
+        assert out.stdout == name

@@ -127,7 +127,8 @@ def method_request(config: EvalConfig, method: str, clip_index: int) -> RenderRe
     step off, for the unaligned rows) are applied last. The seed is the
     base seed + ``clip_index`` (so ``random-music`` picks varied files); the prompt
     cycles over ``config.prompts``. Model-based generators never download weights here
-    (``local_files_only``).
+    (``local_files_only``). Every method renders in the clip's own channel layout
+    (``channels="match"``: a mono clip gets mono music, as in the paper).
 
     Raises:
         ParameterError: an unknown method, or ``random-music`` without a music folder.
@@ -152,6 +153,9 @@ def method_request(config: EvalConfig, method: str, clip_index: int) -> RenderRe
         "generator_params": params,
         "music": music,
         "seed": int((base.seed + clip_index) % SEED_LIMIT),
+        # The clip's own layout (a mono clip gets mono music), as the paper measures:
+        # loudness, coverage and the mixtures compare like with like.
+        "channels": "match",
         **spec.overrides,
     }
     if config.prompts:

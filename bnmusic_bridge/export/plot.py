@@ -1,12 +1,48 @@
-"""The render's overview PNG: noise spectrogram, mask, music spectrogram, lane and coverage."""
+"""The render's overview PNG: how much of the noise was masked, where, and why not more.
+
+Five panels on one time axis (seconds):
+
+1. the noise (mel dB, frequency in kHz);
+2. the high-energy mask M (black: the bins the music should mask; no colour bar, it is
+   binary);
+3. the music with lambda applied (mel dB, kHz);
+4. the lambda lane (dB) with each lane window's optimum (the gain the objective asked
+   for; a triangle at the top where no gain reaches the target) and, shaded behind,
+   the windows a limit kept from their target, one colour per limit (loudness ceiling,
+   peak limit, max_gain_db, unmaskable, smoothing: ``details.shortfalls``), with a bar
+   at the most that limit allowed in each such window;
+5. the masking coverage (%) averaged over the lane's window (``lane_window_s``,
+   weighted by each frame's high-energy bins, as the lane's own windows weigh it), with
+   the coverage target.
+
+The title names the input. A name with characters no installed font covers (CJK,
+emoji on a machine without such fonts) is drawn with those characters as ``?`` and a
+note, so matplotlib never draws boxes or warns about missing glyphs.
+"""
 
 from __future__ import annotations
 
 import io
+import unicodedata
+from functools import lru_cache
 
 import numpy as np
 
-from ..result import RenderResult
+from ..grid import F_MAX_HZ, F_MIN_HZ, N_MELS
+from ..result import LIMITS, RenderResult
+
+LIMIT_COLOURS = {
+    "loudness ceiling": "tab:red",
+    "peak limit": "tab:purple",
+    "max_gain_db": "0.45",
+    "unmaskable": "tab:brown",
+    "smoothing": "gold",
+}
+"""Shading colour of each :data:`~bnmusic_bridge.result.LIMITS` entry."""
+assert set(LIMIT_COLOURS) == set(LIMITS)
+
+KHZ_TICKS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+"""Frequencies (kHz) labelled on the spectrogram panels."""
 
 
 def _db(mel: np.ndarray) -> np.ndarray:
@@ -14,62 +50,246 @@ def _db(mel: np.ndarray) -> np.ndarray:
     return np.maximum(db, db.max() - 80.0)
 
 
-def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
-    """A 4-panel PNG: noise mel (dB), high-energy mask, gained music mel (dB), and the
-    lambda lane (dB) with coverage (%) over time. Long stems are decimated in time for
-    the picture only."""
-    import matplotlib
+def _mel(hz: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
 
-    matplotlib.use("Agg")
+
+def band_position(freq_hz: np.ndarray, n_mels: int = N_MELS) -> np.ndarray:
+    """Where ``freq_hz`` lies on a mel image whose row ``m`` spans ``[m, m + 1)``: the
+    HTK mel bands of :mod:`bnmusic_bridge.spectrogram` (band ``m`` centred at mel point
+    ``m + 1`` of ``n_mels + 2`` equally spaced from F_MIN_HZ to F_MAX_HZ)."""
+    lo, hi = _mel(np.array(F_MIN_HZ)), _mel(np.array(F_MAX_HZ))
+    step = (hi - lo) / (n_mels + 1)
+    return np.clip((_mel(freq_hz) - lo) / step - 0.5, 0.0, float(n_mels))
+
+
+def _khz_axis(ax, n_mels: int) -> None:  # type: ignore[no-untyped-def]
+    ticks = band_position(np.array(KHZ_TICKS) * 1000.0, n_mels)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([f"{k:g}" for k in KHZ_TICKS])
+    ax.set_ylabel("kHz")
+
+
+def merge_spans(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping or touching ``(start, end)`` spans joined, in time order."""
+    out: list[tuple[float, float]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def smoothed_coverage(result: RenderResult) -> np.ndarray:
+    """Coverage (0..1) per frame averaged over a centred ``lane_window_s`` span,
+    weighted by each frame's count of high-energy bins (NaN where the span has none)."""
+    cov = np.asarray(result.coverage_per_frame, dtype=np.float64)
+    mask = result.analysis.mask
+    if np.ndim(mask) == 2 and np.shape(mask)[1] == cov.size:
+        weights = np.asarray(mask, dtype=bool).sum(axis=0).astype(np.float64)
+    else:
+        weights = np.ones_like(cov)
+    ok = np.isfinite(cov)
+    weights = np.where(ok, weights, 0.0)
+    size = max(1, int(round(result.request.lane_window_s * result.frame_rate_hz)))
+    kernel = np.ones(size)
+    num = np.convolve(np.where(ok, cov, 0.0) * weights, kernel, mode="same")
+    den = np.convolve(weights, kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1e-12), np.nan)
+
+
+@lru_cache(maxsize=1)
+def _font_charmaps() -> tuple[tuple[str, str, frozenset[int]], ...]:
+    """(family name, file, code points) of matplotlib's fonts; DejaVu Sans first.
+    "Last Resort" fonts are left out: they map every code point to a placeholder box."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    out = []
+    seen: set[str] = set()
+    entries = sorted(
+        font_manager.fontManager.ttflist, key=lambda f: (f.name != "DejaVu Sans", f.name)
+    )
+    for entry in entries:
+        if entry.fname in seen or "last resort" in entry.name.lower():
+            continue
+        seen.add(entry.fname)
+        try:
+            codes = frozenset(FT2Font(entry.fname).get_charmap())
+        except Exception:  # an unreadable font file: not a candidate
+            continue
+        out.append((entry.name, entry.fname, codes))
+    return tuple(out)
+
+
+def title_font(text: str) -> tuple[list[str], str, int]:
+    """Fonts to draw ``text`` with, and the text made safe for them.
+
+    Returns:
+        ``(families, safe_text, missing)``: matplotlib font families that together
+        cover every character (a fallback list, DejaVu Sans first), the text with every
+        character none of them covers replaced by ``?``, and how many were replaced.
+    """
+    fonts = _font_charmaps()
+    need = {ord(c) for c in text if not c.isspace()}
+    families: list[str] = []
+    covered: set[int] = set()
+    for name, _, codes in fonts:
+        gain = (need - covered) & codes
+        if gain and name not in families:
+            families.append(name)
+            covered |= gain
+        if covered >= need:
+            break
+    missing = need - covered
+    safe = "".join(("?" if ord(c) in missing else c) for c in unicodedata.normalize("NFC", text))
+    return families or ["DejaVu Sans"], safe, sum(1 for c in text if ord(c) in missing)
+
+
+def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
+    """The overview PNG (see the module doc). Long stems are decimated in time for the
+    picture only."""
     import matplotlib.pyplot as plt
 
-    noise = result.analysis.noise_mel
-    music = result.analysis.music_mel
-    mask = result.analysis.mask
-    frames = noise.shape[1]
-    step = max(1, int(np.ceil(frames / max_columns)))
-    duration_s = frames / result.frame_rate_hz
-    gain = 10 ** (np.interp(np.arange(frames) / result.frame_rate_hz, result.lane_times_s, result.lane_gain_db) / 20)
-    music_gained = music * gain[None, :]
-    vmax = float(_db(np.maximum(noise, music_gained)).max())
-    extent = (0.0, duration_s, 0.0, 10.0)
-    fig, axes = plt.subplots(
-        4, 1, figsize=(12, 11), sharex=True, gridspec_kw={"height_ratios": [3, 3, 3, 2]}, layout="constrained"
-    )
-    name = result.source.name if result.source is not None else "render"
-    fig.suptitle(
-        f"{name}: {result.request.generator}, seed {result.request.seed}, {result.request.threshold_model} model, "
-        f"coverage {result.coverage * 100:.1f} %, NMR {result.nmr_db:.1f} dB"
-    )
-    for ax, data, title in (
-        (axes[0], _db(noise[:, ::step]), "noise (mel dB)"),
-        (axes[2], _db(music_gained[:, ::step]), "music with lambda applied (mel dB)"),
-    ):
-        im = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=vmax - 80, vmax=vmax)
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("mel band (0-10 kHz)")
-        ax.set_yticks([])
-    # One colour bar for every panel keeps the panels equally wide, so a time lines up.
-    fig.colorbar(im, ax=list(axes), pad=0.01, fraction=0.02, label="mel level (dB)")
-    axes[1].imshow(mask[:, ::step], origin="lower", aspect="auto", extent=extent, cmap="gray_r", interpolation="nearest")
-    axes[1].set_title(f"high-energy mask M ({mask.mean() * 100:.1f} % of bins)", fontsize=9)
-    axes[1].set_yticks([])
-    ax = axes[3]
-    ax.plot(result.lane_times_s, result.lane_gain_db, color="tab:blue", label="lambda (dB)")
-    ax.set_ylabel("lambda (dB)", color="tab:blue")
-    if len(result.lane_gain_db):
-        # At least a 6 dB span, so a 0.01 dB wobble does not draw as a full-height step.
-        lo, hi = float(np.min(result.lane_gain_db)), float(np.max(result.lane_gain_db))
-        mid, half = 0.5 * (lo + hi), max(3.0, 0.5 * (hi - lo) + 0.5)
-        ax.set_ylim(mid - half, mid + half)
-    ax.set_xlabel("time (s)")
-    ax2 = ax.twinx()
-    t = np.arange(len(result.coverage_per_frame)) / result.frame_rate_hz
-    ax2.plot(t, result.coverage_per_frame * 100, color="tab:orange", lw=0.6, label="coverage (%)")
-    ax2.set_ylim(0, 105)
-    ax2.set_ylabel("coverage (%)", color="tab:orange")
-    ax.set_xlim(0, duration_s)
+    fig = overview_figure(result, max_columns=max_columns)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: ignore[no-untyped-def]
+    """The overview as a matplotlib figure (Agg; the caller closes it). Axes labels
+    (``ax.get_label()``): "noise", "mask", "music", "lane", "coverage"; the two colour
+    bars: "colorbar"."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    noise = result.analysis.noise_mel
+    music = result.analysis.music_mel
+    mask = result.analysis.mask
+    n_mels, frames = noise.shape
+    step = max(1, int(np.ceil(frames / max_columns)))
+    duration_s = frames / result.frame_rate_hz
+    frame_t = np.arange(frames) / result.frame_rate_hz
+    gain = 10 ** (np.interp(frame_t, result.lane_times_s, result.lane_gain_db) / 20)
+    music_gained = music * gain[None, :]
+    vmax = float(_db(np.maximum(noise, music_gained)).max())
+    extent = (0.0, duration_s, 0.0, float(n_mels))
+
+    fig = plt.figure(figsize=(12, 13), layout="constrained")
+    grid = fig.add_gridspec(5, 2, width_ratios=[60, 1], height_ratios=[3, 2.2, 3, 2.4, 1.8])
+    axes = [fig.add_subplot(grid[0, 0])]
+    axes += [fig.add_subplot(grid[i, 0], sharex=axes[0]) for i in range(1, 5)]
+    name = result.source.name if result.source is not None else "render"
+    req = result.request
+    families, safe_name, missing = title_font(name)
+    note = f" ({missing} character(s) no installed font has)" if missing else ""
+    fig.suptitle(
+        f"{safe_name}{note}: {req.generator}, seed {req.seed}, {req.threshold_model} model, "
+        f"coverage {result.coverage * 100:.1f} %, NMR {result.nmr_db:.1f} dB",
+        fontfamily=families,
+    )
+
+    # 1-3: spectrograms on a kHz axis; one colour bar for the two level panels.
+    for row, data, title in (
+        (0, _db(noise[:, ::step]), "noise (mel dB)"),
+        (2, _db(music_gained[:, ::step]), "music with lambda applied (mel dB)"),
+    ):
+        ax = axes[row]
+        im = ax.imshow(
+            data, origin="lower", aspect="auto", extent=extent, cmap="magma",
+            vmin=vmax - 80, vmax=vmax,
+        )  # fmt: skip
+        ax.set_title(title, fontsize=9, loc="left")
+        _khz_axis(ax, n_mels)
+        cax = fig.add_subplot(grid[row, 1], label="colorbar")
+        fig.colorbar(im, cax=cax, label="dB")
+    ax = axes[1]
+    ax.imshow(
+        mask[:, ::step], origin="lower", aspect="auto", extent=extent, cmap="gray_r",
+        interpolation="nearest", vmin=0, vmax=1,
+    )  # fmt: skip
+    ax.set_title(
+        f"high-energy mask M: black = the {mask.mean() * 100:.1f} % of bins the music should mask",
+        fontsize=9,
+        loc="left",
+    )
+    _khz_axis(ax, n_mels)
+
+    # 4: the lane, each window's optimum, and why a window stopped short.
+    ax = axes[3]
+    shortfalls = result.details.shortfalls if result.details is not None else ()
+    limits_seen: list[str] = []
+    for limit in LIMITS:
+        spans = [(s.start_s, s.end_s) for s in shortfalls if s.limited_by == limit]
+        if not spans:
+            continue
+        limits_seen.append(limit)
+        colour = LIMIT_COLOURS[limit]
+        for lo_s, hi_s in merge_spans(spans):  # one shade per stretch: no darker overlaps
+            ax.axvspan(lo_s, hi_s, color=colour, alpha=0.16, lw=0)
+    half_hop = 0.5 * req.lane_hop_s
+    for s in shortfalls:
+        # The most the limit allowed, over the window's own hop (windows overlap).
+        centre = 0.5 * (s.start_s + s.end_s)
+        ax.hlines(s.capped_gain_db, max(0.0, centre - half_hop), min(duration_s, centre + half_hop),
+                  color=LIMIT_COLOURS.get(s.limited_by, "0.4"), lw=2.2, alpha=0.9)  # fmt: skip
+    ax.plot(result.lane_times_s, result.lane_gain_db, color="tab:blue", lw=1.4, label="lambda lane")
+    opt = np.asarray(result.window_gain_db, dtype=np.float64)
+    wt = np.asarray(result.window_times_s, dtype=np.float64)
+    lane = np.asarray(result.lane_gain_db, dtype=np.float64)
+    finite = np.isfinite(opt)
+    caps = np.array([s.capped_gain_db for s in shortfalls], dtype=np.float64)
+    values = np.concatenate([lane, opt[finite], caps[np.isfinite(caps)]])
+    if values.size:
+        # At least a 6 dB span, so a 0.01 dB wobble does not draw as a full-height step.
+        lo, hi = float(values.min()), float(values.max())
+        mid, half = 0.5 * (lo + hi), max(3.0, 0.5 * (hi - lo) + 1.0)
+        ax.set_ylim(mid - half, mid + half)
+    if finite.any():
+        ax.plot(wt[finite], opt[finite], "o", ms=3.5, color="tab:red", label="window optimum")
+    top = ax.get_ylim()[1]
+    if np.any(opt == np.inf):
+        ax.plot(wt[opt == np.inf], np.full(int(np.sum(opt == np.inf)), top), "^", ms=6,
+                color="tab:red", clip_on=False, label="no gain reaches the target")  # fmt: skip
+    ax.axhline(0.0, color="0.6", lw=0.8, ls="--")
+    ax.set_ylabel("lambda (dB)")
+    handles, labels = ax.get_legend_handles_labels()
+    for limit in limits_seen:
+        handles.append(Patch(color=LIMIT_COLOURS[limit], alpha=0.35))
+        labels.append(f"stopped by {limit} (bar: its lowest cap there)")
+    ax.legend(handles, labels, loc="upper left", fontsize=7, ncol=3, framealpha=0.8)
+    ax.set_title(
+        "lambda (dB on the loudness-matched music); shaded: windows a limit kept from their target",
+        fontsize=9,
+        loc="left",
+    )
+    ax.grid(alpha=0.3)
+
+    # 5: coverage over the lane's window, and its target.
+    ax = axes[4]
+    smooth = smoothed_coverage(result) * 100.0
+    t = np.arange(smooth.size) / result.frame_rate_hz
+    ax.plot(t[::step], smooth[::step], color="tab:orange", lw=1.4,
+            label=f"coverage over {req.lane_window_s:g} s")  # fmt: skip
+    if req.objective == "coverage":
+        ax.axhline(req.target_coverage * 100, color="tab:green", lw=1.0, ls="--",
+                   label=f"target {req.target_coverage * 100:.0f} %")  # fmt: skip
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("masked (%)")
+    ax.set_xlabel("time (s)")
+    ax.set_xlim(0, duration_s)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.grid(alpha=0.3)
+    for a in axes[:-1]:
+        a.tick_params(labelbottom=False)
+
+    for a, label in zip(axes, ("noise", "mask", "music", "lane", "coverage"), strict=True):
+        a.set_label(label)
+    return fig

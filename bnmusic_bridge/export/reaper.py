@@ -8,7 +8,11 @@ Files (``{stem}.lambda`` + suffix):
 - ``.reaper-track.RTrackTemplate``: a ``<TRACK`` chunk holding the music stem as an
   ``<ITEM>`` at the stem's position and that envelope (Track > Insert track from
   template, or drag the file onto the track list).
-- ``.reaper.rpp``: a minimal project around that track, for File > Open.
+- ``.reaper.rpp``: a minimal project for File > Open: the noise stem (the render's
+  input file) on its own track, and under it the music track (the same chunk as the
+  template), both items at the same position and of the same length, so they are
+  sample-aligned; the lambda envelope sits on the music track. A render from an array
+  (no input file) gets the music track only.
 
 Envelope points are ``PT time value shape``: time in seconds on the project timeline,
 value in Reaper's amplitude units (1.0 = 0 dB, 0.5 = -6.02 dB, 2.0 = +6.02 dB), shape 0
@@ -127,34 +131,50 @@ def volume_envelope_chunk(env: ReaperEnvelope, *, tag: str = "VOLENV2", indent: 
     return "\n".join(lines) + "\n"
 
 
+def _source_type(path: Path, what: str) -> str:
+    source = SOURCE_TYPES.get(path.suffix.lower())
+    if source is None:
+        raise ParameterError(
+            f"{what} {path}: Reaper source type unknown for {path.suffix!r}; use one of {sorted(SOURCE_TYPES)}"
+        )
+    return source
+
+
+def _track_channels(channels: int) -> int:
+    # Reaper tracks have an even channel count (2 to 128); a 5.1 item needs 6.
+    return max(2, channels + (channels & 1))
+
+
 def track_chunk(
-    env: ReaperEnvelope,
+    env: ReaperEnvelope | None,
     *,
     music_path: str | Path,
     length_s: float,
     position_s: float = 0.0,
     name: str = "bnmusic music",
     notes: str = "",
+    channels: int = 2,
 ) -> str:
     """A ``<TRACK`` chunk: the music stem as one item at ``position_s`` (seconds) of
     ``length_s`` seconds, with the volume envelope; the item volume carries
-    ``env.offset_db``."""
+    ``env.offset_db``. ``env`` None: a plain track (no envelope) holding the file, as
+    the noise track of a project. ``channels``: the file's channel count (the track
+    gets at least as many, rounded up to even)."""
     if not length_s > 0:
         raise ParameterError(f"item length_s={length_s} must be positive (seconds)")
     path = Path(music_path)
-    source = SOURCE_TYPES.get(path.suffix.lower())
-    if source is None:
-        raise ParameterError(
-            f"music stem {path}: Reaper source type unknown for {path.suffix!r}; use one of {sorted(SOURCE_TYPES)}"
-        )
-    item_volume = 10.0 ** (env.offset_db / 20.0)
+    source = _source_type(path, "music stem" if env is not None else "noise stem")
+    item_volume = 10.0 ** (env.offset_db / 20.0) if env is not None else 1.0
     lines = [
         "<TRACK",
         f"  NAME {_quote(name)}",
         "  VOLPAN 1 0 -1 -1 1",
         "  MUTESOLO 0 0 0",
-        "  NCHAN 2",
-        volume_envelope_chunk(env, indent="  ").rstrip("\n"),
+        f"  NCHAN {_track_channels(channels)}",
+    ]
+    if env is not None:
+        lines.append(volume_envelope_chunk(env, indent="  ").rstrip("\n"))
+    lines += [
         "  <ITEM",
         f"    POSITION {position_s:.6f}",
         f"    LENGTH {length_s:.6f}",
@@ -180,8 +200,9 @@ def track_chunk(
 def project_rpp(
     track: str, *, sample_rate_hz: int, bpm: float = 120.0, time_signature: tuple[int, int] = (4, 4)
 ) -> str:
-    """A minimal Reaper project holding ``track`` (a ``<TRACK`` chunk), openable with
-    File > Open; Reaper fills every setting not given with its defaults."""
+    """A minimal Reaper project holding ``track`` (one or more ``<TRACK`` chunks, top to
+    bottom), openable with File > Open; Reaper fills every setting not given with its
+    defaults."""
     num, den = time_signature
     body = "".join(f"  {line}\n" for line in track.rstrip("\n").splitlines())
     return (
@@ -228,14 +249,43 @@ def result_reaper_files(
         position_s=opts.stem_position_s,
         name=f"{music.stem} (lambda)",
         notes=notes,
+        channels=result.num_channels,
     )
+    tracks = track
+    noise = result.source
+    if noise is not None and noise.suffix.lower() in SOURCE_TYPES:
+        # The noise on its own track, the music under it: same position, same length
+        # (every output has the input's length in samples), so sample-aligned.
+        noise = noise.resolve()
+        noise_channels = _file_channels(noise, default=result.num_channels)
+        tracks = (
+            track_chunk(
+                None,
+                music_path=noise,
+                length_s=length_s,
+                position_s=opts.stem_position_s,
+                name=noise.stem,
+                channels=noise_channels,
+            )
+            + track
+        )
     return {
         "reaper-env": volume_envelope_chunk(env).encode("utf-8"),
         "reaper-track": track.encode("utf-8"),
         "reaper-project": project_rpp(
-            track,
+            tracks,
             sample_rate_hz=result.sample_rate_hz,
             bpm=opts.session_bpm,
             time_signature=opts.time_signature,
         ).encode("utf-8"),
     }
+
+
+def _file_channels(path: Path, *, default: int) -> int:
+    """The channel count of an audio file (its header), or ``default`` when unreadable."""
+    try:
+        import soundfile
+
+        return int(soundfile.info(str(path)).channels)
+    except Exception:
+        return default

@@ -36,6 +36,8 @@ def report_dict(result: RenderResult, outputs: dict[str, str], extra: dict | Non
         "num_samples": result.num_samples,
         "duration_s": result.num_samples / result.sample_rate_hz,
         "channels": result.num_channels,
+        # The music stem's speakers (WAV channel-mask names), one per channel.
+        "speakers": list(result.details.speakers) if result.details is not None else None,
         "generator": req.generator,
         "prompt": req.prompt,
         "negative_prompt": req.negative_prompt,

@@ -159,9 +159,10 @@ def write_outputs(
             **(extra_report or {}),
             "stem_bit_depths": {"music": music_depth, "blended": blended_depth},
         }
+        mask = _channel_mask(result)
         jobs: list[tuple[Path, Callable[[BinaryIO], object]]] = [
-            (paths.music, lambda f: encode_audio(f, result.music, result.sample_rate_hz, bit_depth=music_depth, file_type=opts.file_type)),
-            (paths.blended, lambda f: encode_audio(f, result.music_gained, result.sample_rate_hz, bit_depth=blended_depth, file_type=opts.file_type)),
+            (paths.music, lambda f: encode_audio(f, result.music, result.sample_rate_hz, bit_depth=music_depth, file_type=opts.file_type, channel_mask=mask)),
+            (paths.blended, lambda f: encode_audio(f, result.music_gained, result.sample_rate_hz, bit_depth=blended_depth, file_type=opts.file_type, channel_mask=mask)),
         ]
         # Every lane file is encoded before the first write, so an encoding error
         # leaves nothing behind.
@@ -200,3 +201,14 @@ def write_outputs(
     if final_dir != paths.music.parent:
         paths = output_paths(stem_name, final_dir, opts)
     return dataclasses.replace(paths, notes=tuple(notes))
+
+
+def _channel_mask(result: RenderResult) -> int | None:
+    """The WAV channel mask of a multichannel music stem: the stem's own layout (so the
+    music drops onto the stem's track with the same speakers), None for mono/stereo."""
+    speakers = result.details.speakers if result.details is not None else ()
+    if result.num_channels <= 2 or len(speakers) != result.num_channels:
+        return None
+    from ..channel_layout import mask_of
+
+    return mask_of(speakers) or None

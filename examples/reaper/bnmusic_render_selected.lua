@@ -12,24 +12,29 @@ What it does
      volume envelope. Gain above ENVELOPE_MAX_DB goes into the item's volume, so the
      envelope never clips at Reaper's volume-envelope ceiling.
 
-Install
-  * bnmusic-bridge on this machine (pip install -e . in the repository), then start the
-    server with the project folder as a root, e.g.:
+Install (one file)
+  * Copy this file into Reaper's Scripts folder (Options > Show REAPER resource path,
+    then Scripts/), then Actions > Show action list > New action > Load ReaScript...,
+    and pick it. Nothing else from the repository is needed.
+  * bnmusic-bridge on this machine (pip install bnmusic-bridge, or pip install -e . in a
+    checkout), and the server started with the project folder as a root, e.g.:
         bnmusic serve --root "/path/to/your/reaper/project"
     (STEM_DIR below must lie inside a --root; the default is <project media folder>/bnmusic.)
-  * OSC from Lua needs LuaSocket. Easiest: in ReaPack (Extensions > ReaPack), import the
-    "Mavriq ReaScript Repository" and install "Mavriq Lua Sockets"; the script looks for
-    it under <resource path>/Scripts/Mavriq ReaScript Repository/Various/. Without it the
-    script falls back to running examples/osc_client.py with Python (set PYTHON below;
-    pip install python-osc), which speaks OSC for it.
-  * Actions > Show action list > New action > Load ReaScript..., pick this file.
+  * OSC from Lua: with LuaSocket (ReaPack > import the "Mavriq ReaScript Repository",
+    install "Mavriq Lua Sockets"; looked for under <resource path>/Scripts/Mavriq
+    ReaScript Repository/Various/) the script speaks OSC itself. Without it, it writes a
+    small OSC client that uses only Python's standard library (embedded below, no
+    python-osc) next to the stem and runs it with PYTHON (the Python bnmusic-bridge
+    is installed in will do).
 
 Run
   Select one track with the noise items on it and run the action. The View > Console
   shows progress; the new track is named "bnmusic music".
 
 Status: run in Lua 5.4 against a mock of the ReaScript API and the real server, over
-LuaSocket and over the Python fallback (tests/test_osc_server.py; needs pip install lupa).
+LuaSocket and over the embedded Python fallback (tests/test_osc_server.py; needs pip
+install lupa); the OSC encoders of both are checked against liblo's oscdump
+(tests/test_reaper.py).
 The Reaper calls follow the ReaScript API documentation (Reaper 6/7); the author had no
 Reaper to run it in.
 --]]
@@ -57,7 +62,6 @@ local function fail(message)
   reaper.ShowMessageBox(message, "bnmusic", 0)
 end
 
-local script_dir = ({ reaper.get_action_context() })[2]:match("^(.*[\\/])") or ""
 
 -- ---- OSC encoding and decoding (only what the server sends: i h f d s S T F N, bundles)
 local function osc_string(s)
@@ -287,26 +291,138 @@ local function wait_with_luasocket(socket, job, stem, on_done)
   poll()
 end
 
+-- A minimal OSC client in Python's standard library only (no python-osc): sends
+-- /bnmusic/render_ex and waits for the job's /bnmusic/done or /bnmusic/error, then
+-- writes the result as key<TAB>value lines. argv: host port job stem out timeout_s
+-- result_file [key value]...
+local PY_CLIENT = [==[
+import os, socket, struct, sys, time
+
+DONE = ("music", "blended", "lambda_csv", "lambda_json", "report")
+
+
+def osc_string(text):
+    b = text.encode("utf-8") + b"\0"
+    return b + b"\0" * (-len(b) % 4)
+
+
+def osc_message(address, *args):
+    tags, data = ",", b""
+    for v in args:
+        if isinstance(v, bool):
+            tags += "T" if v else "F"
+        elif isinstance(v, int):
+            tags, data = tags + "i", data + struct.pack(">i", v)
+        elif isinstance(v, float):
+            tags, data = tags + "f", data + struct.pack(">f", v)
+        else:
+            tags, data = tags + "s", data + osc_string(str(v))
+    return osc_string(address) + osc_string(tags) + data
+
+
+def read_string(data, pos):
+    end = data.index(b"\0", pos)
+    return data[pos:end].decode("utf-8", "replace"), (end + 4) & ~3
+
+
+def osc_decode(data, out):
+    if data[:8] == b"#bundle\0":
+        pos = 16
+        while pos + 4 <= len(data):
+            (size,) = struct.unpack(">i", data[pos : pos + 4])
+            osc_decode(data[pos + 4 : pos + 4 + size], out)
+            pos += 4 + size
+        return out
+    address, pos = read_string(data, 0)
+    tags, args = ",", []
+    if pos < len(data):
+        tags, pos = read_string(data, pos)
+    for t in tags[1:]:
+        if t in "if":
+            (v,) = struct.unpack(">" + t, data[pos : pos + 4]); pos += 4
+        elif t in "hd":
+            (v,) = struct.unpack(">" + ("q" if t == "h" else "d"), data[pos : pos + 8]); pos += 8
+        elif t in "sS":
+            v, pos = read_string(data, pos)
+        else:
+            v = {"T": True, "F": False}.get(t)
+        args.append(v)
+    out.append((address, args))
+    return out
+
+
+def main(argv):
+    host, port, job, stem, out, timeout_s, result_file = argv[:7]
+    pairs = argv[7:]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(1.0)
+    sock.connect((host, int(port)))
+    sock.send(osc_message("/bnmusic/render_ex", job, stem, out, *pairs))
+    result, acked = {"job": job}, False
+    deadline = time.monotonic() + float(timeout_s)
+    while "music" not in result and "error" not in result:
+        if time.monotonic() > deadline:
+            result.update(error="timeout", message="no %s within %s s" % ("done" if acked else "ack", timeout_s))
+            break
+        try:
+            packet = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError as e:  # e.g. nobody listening on that port
+            result.update(error="no_server", message=str(e))
+            break
+        for address, a in osc_decode(packet, []):
+            if address == "/bnmusic/error" and a and a[0] in (job, "/bnmusic/render_ex", "#packet"):
+                result.update(error=a[1], message=a[2] if len(a) > 2 else "")
+            elif a and a[0] == job and address == "/bnmusic/ack":
+                acked = True
+            elif a and a[0] == job and address == "/bnmusic/done":
+                result.update(zip(DONE, a[1:6]))
+                result.update(coverage=a[6], nmr_db=a[7], lambda_min_db=a[8], lambda_max_db=a[9])
+    with open(result_file + ".tmp", "w", encoding="utf-8") as f:
+        for key, value in result.items():
+            f.write("%s\t%s\n" % (key, value))
+    os.replace(result_file + ".tmp", result_file)  # the script never reads half a file
+    return 1 if "error" in result else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+]==]
+
+-- Double quotes work for Windows' command line and for sh; under sh the characters
+-- special inside them (\ " $ `) get a backslash.
+local function shell_quote(s)
+  if reaper.GetOS():match("Win") then return '"' .. s:gsub('"', '\\"') .. '"' end
+  return '"' .. s:gsub('[\\"$`]', "\\%0") .. '"'
+end
+
 local function wait_with_python(job, stem, on_done)
-  local client = script_dir .. "../osc_client.py"
-  local result_file = os.tmpname()
+  local dir = stem:match("^(.*[\\/])") or ""
+  local client = dir .. "bnmusic_osc_client.py"
+  local f = io.open(client, "w")
+  if not f then fail("bnmusic: cannot write " .. client) return end
+  f:write(PY_CLIENT)
+  f:close()
+  local result_file = dir .. job .. ".result.tsv"
   os.remove(result_file)
-  local cmd = string.format('"%s" "%s" --host %s --port %d render "%s" --job %s --out "%s" --wait --timeout %d --result-file "%s"',
-    PYTHON, client, HOST, PORT, stem, job, OUT_DIR, TIMEOUT_S, result_file)
-  if PRESET ~= "" then cmd = cmd .. ' --preset "' .. PRESET .. '"' end
-  if PROMPT ~= "" then cmd = cmd .. ' --prompt "' .. PROMPT .. '"' end
-  reaper.ExecProcess(cmd, -1) -- -1: do not wait; the result file says when it is done
-  log("bnmusic: LuaSocket not found; running " .. client)
+  local args = { PYTHON, client, HOST, tostring(PORT), job, stem, OUT_DIR, tostring(TIMEOUT_S), result_file }
+  if PRESET ~= "" then args[#args + 1] = "preset"; args[#args + 1] = PRESET end
+  if PROMPT ~= "" then args[#args + 1] = "prompt"; args[#args + 1] = PROMPT end
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
+  reaper.ExecProcess(table.concat(quoted, " "), -1) -- -1: do not wait; the result file says when it is done
+  log("bnmusic: LuaSocket not found; talking OSC through " .. client)
   local deadline = reaper.time_precise() + TIMEOUT_S + 30
   local function poll()
-    local f = io.open(result_file, "r")
-    if f then
+    local rf = io.open(result_file, "r")
+    if rf then
       local result = {}
-      for line in f:lines() do
+      for line in rf:lines() do
         local k, v = line:match("^([^\t]+)\t(.*)$")
         if k then result[k] = tonumber(v) or v end
       end
-      f:close()
+      rf:close()
       os.remove(result_file)
       if result.error then fail("bnmusic: " .. result.error .. ": " .. tostring(result.message)) return end
       on_done(result, nil)
