@@ -1,0 +1,109 @@
+"""Messages in the producer's language: the shortfall in one line (report, terminal, OSC)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from bnmusic_bridge.blend import BlendSettings, shortfall_line
+from bnmusic_bridge.export import ExportOptions
+from bnmusic_bridge.frontends.cli import main
+from bnmusic_bridge.frontends.osc.pushes import warning_kind
+from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
+from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.request import RenderRequest
+from bnmusic_bridge.result import Shortfall
+
+
+def short(window: int, limited_by: str, needed: float | None, reached: float = 0.4) -> Shortfall:
+    return Shortfall(
+        window=window,
+        start_s=1.28 * window,
+        end_s=1.28 * window + 2.56,
+        target=0.8,
+        reached=reached,
+        needed_gain_db=needed,
+        capped_gain_db=6.0,
+        lane_gain_db=6.0,
+        limited_by=limited_by,
+    )
+
+
+def test_shortfall_line_names_the_lu_needed_and_each_cap() -> None:
+    settings = BlendSettings.from_request(RenderRequest(max_loudness_lu=6.0, peak_mode="lane"))
+    line = shortfall_line(
+        (
+            short(0, "loudness ceiling", 14.5, reached=0.3),
+            short(1, "loudness ceiling", 9.0),
+            short(4, "peak limit", 21.26),
+        ),
+        settings,
+        num_windows=9,
+    )
+    assert line is not None and "\n" not in line
+    assert line.startswith("shortfall: 3 of 9 window(s) mask less than the 80 % target")
+    assert "worst 30 % at 0.0-2.6 s" in line
+    assert "up to +21.3 LU over the noise" in line
+    assert "the +6 LU loudness ceiling (--max-loudness-lu) in 2" in line
+    assert "the -1 dBFS peak limit (--peak-mode lane) in 1" in line
+    assert "details.shortfall" in line and "extra[" not in line
+    assert "quieter" not in line
+    gain = shortfall_line((short(2, "max_gain_db", 30.0),), settings, num_windows=3)
+    assert gain is not None and gain.endswith(
+        "capped by the +24 dB gain limit (--max-gain-db) (report: details.shortfall)"
+    )
+    assert shortfall_line((), settings, num_windows=3) is None
+    assert warning_kind(line) == "shortfall" and warning_kind("DC offset") == "render"
+
+
+def test_terminal_prints_the_shortfall_as_one_line_and_the_report_keeps_it(
+    tmp_path: Path, capsys
+) -> None:
+    generator = register_fake_generator()
+    src = write_noise(tmp_path / "lobby.wav", seconds=3.0)
+    args = ["render", str(src), "--generator", generator, "--no-plot", "--max-loudness-lu", "0"]
+    assert main([*args, "--target-coverage", "0.95"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    lines = [ln for ln in err if "shortfall" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: shortfall: ")
+    assert "the +0 LU loudness ceiling (--max-loudness-lu)" in lines[0]
+    report = json.loads((tmp_path / "lobby.report.json").read_text(encoding="utf-8"))
+    details = report["details"]
+    assert details["shortfall"] and lines[0] == "warning: " + details["shortfall_summary"]
+
+
+def test_osc_client_gets_the_shortfall_before_done(tmp_path: Path) -> None:
+    write_noise(tmp_path / "hall.wav", seconds=3.0)
+    generator = register_fake_generator()
+    config = ServerConfig(
+        port=0,
+        tcp_port=0,
+        roots=(tmp_path,),
+        request=RenderRequest(generator=generator, max_loudness_lu=0.0, target_coverage=0.95),
+        export=ExportOptions(plot=False),
+        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
+    )
+    server = OscServer(dataclasses.replace(config)).start()
+    try:
+        with OscClient(server.udp_address) as c:
+            c.send("/bnmusic/render", "w1", "hall.wav")
+            done = c.wait("/bnmusic/done", "w1", timeout_s=60)
+            warnings = c.of("/bnmusic/warning", "w1")
+            meters = c.of("/bnmusic/meter", "w1")
+    finally:
+        server.stop(timeout_s=10)
+    kinds = {w.values[1]: w.values[2] for w in warnings}
+    assert "shortfall" in kinds and kinds["shortfall"].startswith("shortfall: ")
+    assert "LU over the noise" in kinds["shortfall"] and "\n" not in kinds["shortfall"]
+    assert all(w.at_s <= done.at_s for w in warnings)
+    assert not meters or max(m.at_s for m in meters) <= min(w.at_s for w in warnings)
+
+
+def test_osc_api_version_names_the_warning_message() -> None:
+    from bnmusic_bridge.frontends.osc import API_VERSION
+
+    version = "1.2"
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "osc.md").read_text(encoding="utf-8")
+    assert version == API_VERSION and f"## Address space, version {version}" in docs
+    assert "| `/bnmusic/warning` | `job_id s:kind s:text` |" in docs
