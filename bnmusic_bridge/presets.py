@@ -48,7 +48,7 @@ from typing import Any
 from .audio import BIT_DEPTHS
 from .errors import ParameterError
 from .export import ExportOptions, LaneOptions
-from .request import FIELD_SPECS, RenderRequest, check_request
+from .request import FIELD_SPECS, RenderRequest, check_request, expand_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -196,12 +196,12 @@ def user_presets_dirs(presets_dir: str | os.PathLike[str] | None = None) -> list
     """
     dirs: list[Path] = []
     if presets_dir is not None:
-        folder = Path(presets_dir).expanduser()
+        folder = expand_path(presets_dir)
         if not folder.is_dir():
             raise ParameterError(f"presets folder {folder} does not exist (--presets-dir)")
         dirs.append(folder)
     env = os.environ.get(ENV_PRESETS_DIR, "")
-    dirs.extend(Path(p).expanduser() for p in env.split(os.pathsep) if p.strip())
+    dirs.extend(expand_path(p) for p in env.split(os.pathsep) if p.strip())
     return dirs
 
 
@@ -297,7 +297,7 @@ def read_preset(path: str | os.PathLike[str]) -> Preset:
     Raises:
         ParameterError: a missing or unreadable file, invalid TOML, or an invalid value.
     """
-    p = Path(path).expanduser()
+    p = expand_path(path)
     if not p.is_file():
         raise ParameterError(f"{p}: no such preset file")
     data = parse_preset_text(_read_bounded(p), str(p))
@@ -468,11 +468,18 @@ def preset_from_dict(
         if section == "generator" and "params" in table:
             params = table["params"]
             _expect(isinstance(params, Mapping), where, section, "params", params, "a table")
+            # A parameter naming a file or folder (music_dir, ...) may use ~ and $VAR.
+            params = {
+                k: str(expand_path(v))
+                if isinstance(v, str) and v and k.endswith(("_dir", "_file", "_path", "_folder"))
+                else v
+                for k, v in params.items()
+            }
             changes["generator_params"] = freeze(params)
     music = changes.get("music")
     if isinstance(music, str) and music and base_dir is not None:
         # A relative track path is the preset folder's, like plugin paths.
-        mp = Path(music).expanduser()
+        mp = expand_path(music)
         changes["music"] = str(mp if mp.is_absolute() else (base_dir / mp).resolve())
     effects_raw = data.get("effects", [])
     _expect(isinstance(effects_raw, list), where, "", "effects", effects_raw, "[[effects]] tables")
@@ -664,7 +671,7 @@ def _resolve_effect_paths(spec: Any, base_dir: Path | None) -> Any:
     for key in keys:
         value = out.get(key)
         if isinstance(value, str) and value:
-            p = Path(value).expanduser()
+            p = expand_path(value)
             out[key] = str(p if p.is_absolute() else (base_dir / p).resolve())
     return out
 
@@ -784,7 +791,7 @@ def save_preset(preset: Preset, path: str | os.PathLike[str], *, force: bool = F
     """
     from .audio import write_bytes_atomic
 
-    p = Path(path).expanduser()
+    p = expand_path(path)
     if p.suffix != ".toml" or p.stem != preset.name:
         raise ParameterError(
             f"{p}: a preset named {preset.name!r} must be saved as {preset.name}.toml "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from bnmusic_bridge.errors import BNMusicError, ParameterError
@@ -17,6 +16,7 @@ from bnmusic_bridge.frontends.args import (
     build_export_options,
     build_request,
 )
+from bnmusic_bridge.request import expand_path
 
 
 def register(subparsers: Any) -> None:
@@ -31,18 +31,18 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="presets_command", required=True)
 
     q = sub.add_parser("list", help="every preset by name, with where it comes from")
-    q.add_argument("--presets-dir", type=Path, help="folder of user presets")
+    q.add_argument("--presets-dir", type=expand_path, help="folder of user presets")
     q.add_argument("--json", action="store_true", help="print the list as JSON")
     q.set_defaults(func=cmd_list)
 
     q = sub.add_parser("show", help="print a preset as complete TOML (every field)")
     q.add_argument("name", help="preset name or .toml file")
-    q.add_argument("--presets-dir", type=Path, help="folder of user presets")
+    q.add_argument("--presets-dir", type=expand_path, help="folder of user presets")
     q.set_defaults(func=cmd_show)
 
     q = sub.add_parser("validate", help="check preset files; exit 1 if any is invalid")
     q.add_argument("files", nargs="+", help=".toml preset files (or preset names)")
-    q.add_argument("--presets-dir", type=Path, help="folder of user presets (for names)")
+    q.add_argument("--presets-dir", type=expand_path, help="folder of user presets (for names)")
     q.add_argument(
         "--load-plugins",
         action="store_true",
@@ -56,7 +56,7 @@ def register(subparsers: Any) -> None:
         description="Write a complete preset file: --preset (if given) first, then every "
         "render flag. The file name must be <name>.toml.",
     )
-    q.add_argument("file", type=Path, help="target file, <name>.toml")
+    q.add_argument("file", type=expand_path, help="target file, <name>.toml")
     q.add_argument("--description", help="description to store (default: the base preset's)")
     q.add_argument("--force", action="store_true", help="overwrite an existing file")
     add_format_args(q)
