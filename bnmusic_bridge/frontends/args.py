@@ -139,7 +139,8 @@ def add_format_args(parser: Any) -> None:
     parser.add_argument("--format", dest="file_type", choices=list(FILE_TYPES),
                         help=f"audio file type (default {opts.file_type})")
     parser.add_argument("--lane", default=None,
-                        help=f"lane formats, comma-separated (default {','.join(opts.lane_formats)})")
+                        help="lane formats, comma-separated: json, csv, midi, reaper, summary; json and csv "
+                        f"are always written (default {','.join(opts.lane_formats)})")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
 
 
@@ -200,8 +201,15 @@ def preset_export(args: argparse.Namespace) -> ExportOptions | None:
     return None
 
 
+ALWAYS_LANE_FORMATS = ("json", "csv")
+"""Lane files every front end writes, whatever ``--lane`` (or a preset's
+``lane_formats``) asks for: the CLI and batch as the OSC server (whose done message
+names them), so ``--lane midi,reaper`` adds MIDI and Reaper files to JSON and CSV."""
+
+
 def build_export_options(args: argparse.Namespace, base: ExportOptions | None = None) -> ExportOptions:
-    """``base`` (a preset's, or the defaults) with every output flag that was given."""
+    """``base`` (a preset's, or the defaults) with every output flag that was given; the
+    lane formats always include :data:`ALWAYS_LANE_FORMATS`."""
     opts = base or ExportOptions()
     changes: dict[str, Any] = {}
     if getattr(args, "bit_depth", None):
@@ -229,6 +237,8 @@ def build_export_options(args: argparse.Namespace, base: ExportOptions | None = 
         lane_changes["time_signature"] = (num, den)
     if lane_changes:
         changes["lanes"] = dataclasses.replace(opts.lanes, **lane_changes)
+    asked = changes.get("lane_formats", opts.lane_formats)
+    changes["lane_formats"] = tuple(dict.fromkeys([*ALWAYS_LANE_FORMATS, *asked]))
     opts = dataclasses.replace(opts, **changes)
     opts.check()
     return opts
