@@ -187,9 +187,19 @@ def shipped_presets_dir() -> Path:
     return SHIPPED_PRESETS_DIR
 
 
+def default_user_presets_dir() -> Path:
+    """The user presets folder that needs no setting: ``$XDG_CONFIG_HOME/bnmusic/presets``
+    (``~/.config/bnmusic/presets`` when that variable is unset). ``bnmusic presets save
+    NAME`` writes there unless ``--presets-dir`` or ``$BNMUSIC_PRESETS_DIR`` names
+    another folder, and ``--preset NAME`` looks there."""
+    base = os.environ.get("XDG_CONFIG_HOME", "").strip() or "~/.config"
+    return expand_path(base) / "bnmusic" / "presets"
+
+
 def user_presets_dirs(presets_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """User preset folders, highest priority first: ``presets_dir``, then the folders in
-    ``$BNMUSIC_PRESETS_DIR`` (missing ones are skipped; error messages list them).
+    ``$BNMUSIC_PRESETS_DIR``, then :func:`default_user_presets_dir` (missing ones are
+    skipped; error messages list them).
 
     Raises:
         ParameterError: ``presets_dir`` is given and is not a folder.
@@ -202,6 +212,9 @@ def user_presets_dirs(presets_dir: str | os.PathLike[str] | None = None) -> list
         dirs.append(folder)
     env = os.environ.get(ENV_PRESETS_DIR, "")
     dirs.extend(expand_path(p) for p in env.split(os.pathsep) if p.strip())
+    default = default_user_presets_dir()
+    if default not in dirs:
+        dirs.append(default)
     return dirs
 
 
