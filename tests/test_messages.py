@@ -198,3 +198,17 @@ def test_render_warns_on_the_terminal_and_over_osc(tmp_path: Path, capsys) -> No
     assert len(lines) == 1 and "'glitchy'" in lines[0] and "choir -> pad" in lines[0]
     report = json.loads((tmp_path / "hall.report.json").read_text(encoding="utf-8"))
     assert any(w.startswith("prompt: ") for w in report["warnings"])
+
+
+def test_shipped_presets_and_the_default_prompt_raise_no_prompt_warning() -> None:
+    from bnmusic_bridge.generators.styles import instruments_in, prompt_warning
+    from bnmusic_bridge.presets import list_presets, load_preset
+    from bnmusic_bridge.request import field_default
+
+    assert prompt_warning(field_default("prompt")) is None
+    for entry in list_presets():
+        r = load_preset(entry.name).request
+        assert prompt_warning(r.prompt, r.negative_prompt) is None, entry.name
+    # a negated approximation removes nothing (there are no vocals to remove)
+    assert instruments_in("pop without vocals or drums") == ([], ["drums"])
+    assert instruments_in("no vocals", closest=False) == ([], [])

@@ -356,7 +356,7 @@ def make_plan(
         style_source = f"prompt word {word!r}" if word else "default"
     style = STYLES[style_name]
     wanted, negated = instruments_in(settings.prompt)
-    unwanted = set(negated) | set(sum(instruments_in(settings.negative_prompt), []))
+    unwanted = set(negated) | set(sum(instruments_in(settings.negative_prompt, closest=False), []))
     roles = _choose_roles(style, wanted, unwanted)
     drums_on = style.drums is not None or "drums" in wanted
     if "drums" in unwanted:

@@ -481,11 +481,27 @@ INSTRUMENT_WORDS: dict[str, tuple[str, ...]] = {
     "pad": ("pad", "pads", "synth", "synths", "synthesizer"),
     "strings": ("strings", "string", "violin", "violins", "viola", "cello", "orchestra"),
     "bass": ("bass", "bassline", "808"),
-    "pluck": ("pluck", "plucks", "plucked", "harp", "arp", "arpeggio", "arpeggios", "kalimba"),
+    "pluck": (
+        "pluck",
+        "plucks",
+        "plucked",
+        "plucky",
+        "harp",
+        "arp",
+        "arpeggio",
+        "arpeggios",
+        "kalimba",
+    ),
     "guitar": ("guitar", "guitars"),
     "bell": ("bell", "bells", "glockenspiel", "celesta", "vibraphone", "vibes", "chimes"),
     "drums": ("drum", "drums", "beat", "beats", "percussion", "groove"),
 }
+# Drum-kit pieces and how drums are played ask for the kit as it is (no approximation).
+INSTRUMENT_WORDS["drums"] += (
+    "kick", "kicks", "snare", "snares", "hihat", "hi-hat", "hats", "cymbal", "cymbals",
+    "clap", "claps", "shaker", "brushes", "brushed", "punchy", "snappy", "tabla", "taiko",
+    "bongos", "congas",
+)  # fmt: skip
 
 
 CLOSEST_TIMBRES: dict[str, str] = {
@@ -493,7 +509,7 @@ CLOSEST_TIMBRES: dict[str, str] = {
     **dict.fromkeys(("choir", "choirs", "chorus", "chorale", "voice", "voices", "vocal"), "pad"),
     **dict.fromkeys(("vocals", "vox", "chant", "chants", "humming", "aahs", "ooh"), "pad"),
     **dict.fromkeys(("organ", "organs", "harmonium", "accordion", "bagpipe", "bagpipes"), "pad"),
-    **dict.fromkeys(("drone", "drones", "synthesiser", "analog", "analogue"), "pad"),
+    **dict.fromkeys(("synthesiser", "analog", "analogue"), "pad"),
     # Winds and brass: sustained with vibrato: the string voice is the closest.
     **dict.fromkeys(("flute", "flutes", "whistle", "recorder", "piccolo", "ocarina"), "strings"),
     **dict.fromkeys(("clarinet", "oboe", "bassoon", "sax", "saxophone", "saxophones"), "strings"),
@@ -505,7 +521,6 @@ CLOSEST_TIMBRES: dict[str, str] = {
     # Mallets and music boxes: the FM bell.
     **dict.fromkeys(("marimba", "xylophone", "musicbox", "glass", "crystal"), "bell"),
     **dict.fromkeys(("upright", "contrabass", "double-bass", "sub"), "bass"),
-    **dict.fromkeys(("tabla", "taiko", "bongos", "congas", "kick", "snare", "hihat"), "drums"),
 }
 """Instrument words the generator has no voice for, mapped to the closest voice it
 has (:data:`INSTRUMENT_WORDS`' names): named in the prompt warning as approximations."""
@@ -513,7 +528,7 @@ has (:data:`INSTRUMENT_WORDS`' names): named in the prompt warning as approximat
 MOOD_STYLES: dict[str, str] = {
     **dict.fromkeys(("ethereal", "airy", "floating", "spacey", "space", "dark"), "ambient"),
     **dict.fromkeys(("eerie", "mysterious", "ominous", "haunting", "serene"), "ambient"),
-    **dict.fromkeys(("tranquil", "soothing", "quiet", "slow"), "ambient"),
+    **dict.fromkeys(("tranquil", "soothing", "quiet", "slow", "evolving"), "ambient"),
     **dict.fromkeys(("energetic", "driving", "pumping", "hype", "disco", "fast"), "edm"),
     **dict.fromkeys(("aggressive", "heavy", "angry", "raw", "powerful"), "rock"),
     **dict.fromkeys(
@@ -524,7 +539,10 @@ MOOD_STYLES: dict[str, str] = {
     **dict.fromkeys(("cheerful", "joyful", "bright", "sunny", "uplifting", "fun"), "pop"),
     **dict.fromkeys(("folk", "country", "playful", "hopeful"), "pop"),
     **dict.fromkeys(("funk", "funky", "soul", "groovy", "neo-soul"), "hip-hop"),
-    **dict.fromkeys(("smooth", "sophisticated", "sultry", "latin"), "jazz"),
+    **dict.fromkeys(("smooth", "sophisticated", "sultry", "latin", "walking"), "jazz"),
+    **dict.fromkeys(("four-on-the-floor", "sidechain", "sidechained"), "edm"),
+    **dict.fromkeys(("distorted", "distortion", "power", "riffs", "riff"), "rock"),
+    **dict.fromkeys(("dusty", "tape", "hazy"), "lo-fi"),
 }
 """Mood words and genres without a style of their own, mapped to the closest style.
 A style word (:attr:`Style.words`) anywhere in the prompt wins over them."""
@@ -554,6 +572,8 @@ def prompt_words(text: str) -> list[str]:
     """Lower-case words of a prompt, keeping ``hip-hop``, ``lo-fi``, ``r&b``, ``e-piano``
     whole and joining the spaced forms ``hip hop`` and ``lo fi``."""
     lowered = text.lower().replace("hip hop", "hip-hop").replace("lo fi", "lo-fi")
+    lowered = lowered.replace("electric piano", "e-piano").replace("electric guitar", "guitar")
+    lowered = re.sub(r"four[\s-]+on[\s-]+the[\s-]+floor", "four-on-the-floor", lowered)
     return re.findall(r"[a-z0-9&]+(?:-[a-z0-9]+)*", lowered)
 
 
@@ -644,7 +664,7 @@ def prompt_warning(
     neg = read_prompt(negative_prompt) if negative_prompt else None
     unknown = list(r.unknown)
     neg_unknown = [w for w in (neg.unknown if neg else ()) if w not in unknown]
-    closest = list(dict.fromkeys(r.closest + (neg.closest if neg else ())))
+    closest = list(r.closest)  # in the negative prompt they remove nothing: no voice
     if not (unknown or neg_unknown or closest):
         return None
     parts = []
@@ -673,11 +693,14 @@ _NEGATIONS = frozenset({"no", "without", "minus", "sans", "except"})
 _CONNECTORS = frozenset({"any", "or", "and", "nor", "a", "the", "real", "heavy", "loud"})
 
 
-def instruments_in(text: str) -> tuple[list[str], list[str]]:
+def instruments_in(text: str, *, closest: bool = True) -> tuple[list[str], list[str]]:
     """Instruments a prompt asks for and those it negates ("no drums", "without piano"),
-    each in :data:`INSTRUMENT_WORDS` order."""
+    each in :data:`INSTRUMENT_WORDS` order. ``closest``: words of
+    :data:`CLOSEST_TIMBRES` ask for their closest voice ("choir" -> pad); a negation
+    never removes an approximation ("no vocals" keeps the pad: there are no vocals)."""
     words = prompt_words(text)
-    instrument_of = _instrument_of()
+    exact = {w: name for name, ws in INSTRUMENT_WORDS.items() for w in ws}
+    instrument_of = _instrument_of() if closest else exact
     asked: set[str] = set()
     negated: set[str] = set()
     negating = False
@@ -685,7 +708,10 @@ def instruments_in(text: str) -> tuple[list[str], list[str]]:
         if word in _NEGATIONS:
             negating = True
         elif word in instrument_of:
-            (negated if negating else asked).add(instrument_of[word])
+            if not negating:
+                asked.add(instrument_of[word])
+            elif word in exact:
+                negated.add(exact[word])
         elif word not in _CONNECTORS:
             # "no piano or drums" negates both; "no drums, warm piano" only the drums.
             negating = False
