@@ -452,14 +452,17 @@ def shortfall_line(
         capped = what[causes[0]]
     else:
         capped = ", ".join(f"{what[name]} in {counts[name]}" for name in causes)
+    one = len(shortfalls) == 1
     needed = [s.needed_gain_db for s in shortfalls if s.needed_gain_db is not None]
     need = (
-        f"masking them needs the music up to {max(needed):+.1f} LU over the noise; "
+        f"masking {'it' if one else 'them'} needs the music "
+        f"{'' if len(needed) == 1 else 'up to '}{max(needed):+.1f} LU over the noise; "
         if needed
         else ""
     )
+    windows = "window masks" if one else "windows mask"
     return (
-        f"{SHORTFALL_PREFIX}{len(shortfalls)} of {num_windows} window(s) mask {goal} "
+        f"{SHORTFALL_PREFIX}{len(shortfalls)} of {num_windows} {windows} {goal} "
         f"(worst {worst.reached * 100:.0f} % at {worst.start_s:.1f}-{worst.end_s:.1f} s); "
         f"{need}capped by {capped} (report: details.shortfall)"
     )

@@ -42,7 +42,7 @@ def test_shortfall_line_names_the_lu_needed_and_each_cap() -> None:
         num_windows=9,
     )
     assert line is not None and "\n" not in line
-    assert line.startswith("shortfall: 3 of 9 window(s) mask less than the 80 % target")
+    assert line.startswith("shortfall: 3 of 9 windows mask less than the 80 % target")
     assert "worst 30 % at 0.0-2.6 s" in line
     assert "up to +21.3 LU over the noise" in line
     assert "the +6 LU loudness ceiling (--max-loudness-lu) in 2" in line
@@ -50,7 +50,9 @@ def test_shortfall_line_names_the_lu_needed_and_each_cap() -> None:
     assert "details.shortfall" in line and "extra[" not in line
     assert "quieter" not in line
     gain = shortfall_line((short(2, "max_gain_db", 30.0),), settings, num_windows=3)
-    assert gain is not None and gain.endswith(
+    assert gain is not None and gain.startswith("shortfall: 1 of 3 window masks less")
+    assert "masking it needs the music +30.0 LU over the noise" in gain
+    assert gain.endswith(
         "capped by the +24 dB gain limit (--max-gain-db) (report: details.shortfall)"
     )
     assert shortfall_line((), settings, num_windows=3) is None
