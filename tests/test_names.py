@@ -151,3 +151,22 @@ def test_osc_render_of_a_cjk_name_answers_done_with_the_paths(tmp_path: Path) ->
             check_outputs(root, stem)
     finally:
         server.stop(timeout_s=10)
+
+
+def test_a_lane_encoder_failure_is_one_clear_error_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import bnmusic_bridge.export.write as write_mod
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise UnicodeEncodeError("latin-1", "–", 0, 1, "ordinal not in range(256)")
+
+    monkeypatch.setattr(write_mod, "lane_outputs", broken)
+    src = write_noise(tmp_path / f"{NAMES[0]}.wav", seconds=0.8)
+    out = tmp_path / "out"
+    args = ["render", str(src), "--generator", register_fake_generator(), "--out", str(out)]
+    assert main([*args, "--lane", "midi", "--no-plot", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "could not encode the lane files" in err and f"{NAMES[0]}.lambda.mid" in err
+    assert "Traceback" not in err
+    assert not out.exists() or not list(out.iterdir())
