@@ -570,7 +570,8 @@ reported as not understood."""
 
 def prompt_words(text: str) -> list[str]:
     """Lower-case words of a prompt, keeping ``hip-hop``, ``lo-fi``, ``r&b``, ``e-piano``
-    whole and joining the spaced forms ``hip hop`` and ``lo fi``."""
+    whole and joining the spaced forms ``hip hop``, ``lo fi`` and ``four on the floor``
+    (``electric piano`` reads as ``e-piano``, ``electric guitar`` as ``guitar``)."""
     lowered = text.lower().replace("hip hop", "hip-hop").replace("lo fi", "lo-fi")
     lowered = lowered.replace("electric piano", "e-piano").replace("electric guitar", "guitar")
     lowered = re.sub(r"four[\s-]+on[\s-]+the[\s-]+floor", "four-on-the-floor", lowered)
