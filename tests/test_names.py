@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import mido
@@ -66,7 +67,11 @@ def check_outputs(folder: Path, stem: str, suffix: str = ".wav") -> None:
     source = track.child("ITEM").child("SOURCE")
     assert Path(source.line("FILE")[0]) == (folder / f"{stem}.music{suffix}").resolve()
     assert track.line("NAME")[0] == f"{stem}.music ({'lambda'})"
-    assert stem in (folder / f"{stem}.lambda.summary.md").read_text(encoding="utf-8")
+    summary = (folder / f"{stem}.lambda.summary.md").read_text(encoding="utf-8")
+    assert stem in summary
+    # the plot link resolves: a CommonMark destination, <...> when the name has spaces
+    [dest] = re.findall(r"!\[[^\]]*\]\((<[^>]*>|[^)\s]*)\)", summary)
+    assert (folder / dest.strip("<>")).is_file(), dest
 
 
 @pytest.mark.parametrize("stem", NAMES)
