@@ -56,7 +56,15 @@ from .loudness import SILENCE_LUFS, integrated_lufs
 from .masking import MaskingField, masking_field
 from .metering import coverage, lane_motion, nmr_db, sample_peak_dbfs, true_peak_dbtp
 from .request import PEAK_MODES, RenderRequest
-from .result import LIMITS, BlendSummary, BusTrim, LaneMotion, RenderedLevels, Shortfall
+from .result import (
+    LIMITS,
+    SHORTFALL_PREFIX,
+    BlendSummary,
+    BusTrim,
+    LaneMotion,
+    RenderedLevels,
+    Shortfall,
+)
 
 PEAK_CEILING_DBFS = -1.0
 """Highest sample peak the gained music is planned to reach with ``peak_mode="lane"``,
@@ -355,16 +363,16 @@ def _metered(
         nmr_db=float(nmr_total),
         nmr_per_frame_db=np.asarray(nmr_frames, dtype=np.float64),
         shortfalls=shortfalls,
-        warnings=tuple(lane.warnings) + _shortfall_warnings(shortfalls, settings) + notes,
+        warnings=tuple(lane.warnings)
+        + _shortfall_warnings(shortfalls, settings, len(bounds))
+        + notes,
         settings=settings,
         noise_lufs=noise_lufs,
         noise_mel=noise_mel,
         mask=mask,
         trim_db=trim_db,
         rendered=rendered,
-        motion=lane_motion(
-            lane.frame_gain_db, FRAME_PERIOD_S, settings.lane.max_slew_db_per_s
-        ),
+        motion=lane_motion(lane.frame_gain_db, FRAME_PERIOD_S, settings.lane.max_slew_db_per_s),
     )
 
 
@@ -412,52 +420,59 @@ def find_shortfalls(
     return tuple(out)
 
 
-def _shortfall_warnings(
-    shortfalls: tuple[Shortfall, ...], settings: BlendSettings
-) -> tuple[str, ...]:
+def shortfall_line(
+    shortfalls: tuple[Shortfall, ...], settings: BlendSettings, num_windows: int
+) -> str | None:
+    """One line in the producer's terms: how many windows fell short, how many LU over
+    the noise masking them would need, and what capped the music (the loudness ceiling,
+    the peak limit, the gain limit). None when nothing fell short.
+
+    The unity music is loudness-matched to the noise, so a gain in dB on it is the
+    music's loudness in LU over the noise's.
+    """
+    if not shortfalls:
+        return None
+    worst = min(shortfalls, key=lambda s: s.reached - s.target)
+    if settings.lane.objective == "paper":
+        goal = "less than the paper objective's optimum would"
+    else:
+        goal = f"less than the {worst.target * 100:.0f} % target"
+    ceiling = settings.max_loudness_lu
     what = {
-        "loudness ceiling": f"the loudness ceiling (max_loudness_lu={settings.max_loudness_lu})",
-        "peak limit": f"the peak limit ({settings.peak_ceiling_dbfs:g} dBFS, so nothing clips)",
-        "max_gain_db": f"max_gain_db={settings.lane.max_gain_db:g} dB",
-        "unmaskable": "noise the music cannot mask at any gain (no music energy near it)",
-        "smoothing": "the lane's smoothing, slew limit and hold",
+        "loudness ceiling": f"the {ceiling if ceiling is not None else 0:+g} LU loudness ceiling "
+        "(--max-loudness-lu)",
+        "peak limit": f"the {settings.peak_ceiling_dbfs:g} dBFS peak limit (--peak-mode lane)",
+        "max_gain_db": f"the {settings.lane.max_gain_db:+g} dB gain limit (--max-gain-db)",
+        "unmaskable": "noise no music level masks (no music energy near it)",
+        "smoothing": "the lane's smoothing and slew limit",
     }
-    out = []
-    for name in LIMITS:
-        group = [s for s in shortfalls if s.limited_by == name]
-        if not group:
-            continue
-        spans = ", ".join(f"{s.window} ({s.start_s:.2f}-{s.end_s:.2f} s)" for s in group[:6])
-        more = f" and {len(group) - 6} more" if len(group) > 6 else ""
-        worst = min(group, key=lambda s: s.reached - s.target)
-        needed = [s.needed_gain_db for s in group if s.needed_gain_db is not None]
-        need_txt = f"; they needed up to {max(needed):+.1f} dB" if needed else ""
-        remedy = ""
-        if name == "peak limit":
-            room = [
-                s.needed_gain_db - s.capped_gain_db for s in group if s.needed_gain_db is not None
-            ]
-            more_db = f" (up to {max(room):.0f} dB)" if room else ""
-            remedy = (
-                " The music's peaks, not its loudness, stop it here (peak_mode=\"lane\"): "
-                'set peak_mode to "bus-trim" (the music at the level the blend needs, as '
-                "32-bit float where it passes full scale, with a bus trim for noise and music), "
-                f"render the noise stem quieter{more_db} (the blend is relative to its level), "
-                "or put a limiter in the effects chain to lower the music's crest factor."
-            )
-        out.append(
-            f"{len(group)} lane window(s) fall short of "
-            + (
-                "the coverage the paper objective's optimum would reach"
-                if settings.lane.objective == "paper"
-                else "the coverage objective's target"
-            )
-            + f" because of {what[name]}: {spans}{more}; worst {worst.reached:.2f} "
-            f"of {worst.target:.2f}{need_txt}, the limit allowed {worst.capped_gain_db:+.1f} dB "
-            # the report's details.shortfall (the text is kept as it was: reports compare)
-            f"there (details: extra['shortfall']).{remedy}"
-        )
-    return tuple(out)
+    counts = {name: sum(s.limited_by == name for s in shortfalls) for name in LIMITS}
+    causes = [name for name in LIMITS if counts[name]]
+    if len(causes) == 1:
+        capped = what[causes[0]]
+    else:
+        capped = ", ".join(f"{what[name]} in {counts[name]}" for name in causes)
+    one = len(shortfalls) == 1
+    needed = [s.needed_gain_db for s in shortfalls if s.needed_gain_db is not None]
+    need = (
+        f"masking {'it' if one else 'them'} needs the music "
+        f"{'' if len(needed) == 1 else 'up to '}{max(needed):+.1f} LU over the noise; "
+        if needed
+        else ""
+    )
+    windows = "window masks" if one else "windows mask"
+    return (
+        f"{SHORTFALL_PREFIX}{len(shortfalls)} of {num_windows} {windows} {goal} "
+        f"(worst {worst.reached * 100:.0f} % at {worst.start_s:.1f}-{worst.end_s:.1f} s); "
+        f"{need}capped by {capped} (report: details.shortfall)"
+    )
+
+
+def _shortfall_warnings(
+    shortfalls: tuple[Shortfall, ...], settings: BlendSettings, num_windows: int
+) -> tuple[str, ...]:
+    line = shortfall_line(shortfalls, settings, num_windows)
+    return () if line is None else (line,)
 
 
 def finish_blend(

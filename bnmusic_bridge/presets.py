@@ -48,7 +48,7 @@ from typing import Any
 from .audio import BIT_DEPTHS
 from .errors import ParameterError
 from .export import ExportOptions, LaneOptions
-from .request import FIELD_SPECS, RenderRequest, check_request
+from .request import FIELD_SPECS, RenderRequest, check_request, expand_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -188,21 +188,34 @@ def shipped_presets_dir() -> Path:
     return SHIPPED_PRESETS_DIR
 
 
+def default_user_presets_dir() -> Path:
+    """The user presets folder that needs no setting: ``$XDG_CONFIG_HOME/bnmusic/presets``
+    (``~/.config/bnmusic/presets`` when that variable is unset). ``bnmusic presets save
+    NAME`` writes there unless ``--presets-dir`` or ``$BNMUSIC_PRESETS_DIR`` names
+    another folder, and ``--preset NAME`` looks there."""
+    base = os.environ.get("XDG_CONFIG_HOME", "").strip() or "~/.config"
+    return expand_path(base) / "bnmusic" / "presets"
+
+
 def user_presets_dirs(presets_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """User preset folders, highest priority first: ``presets_dir``, then the folders in
-    ``$BNMUSIC_PRESETS_DIR`` (missing ones are skipped; error messages list them).
+    ``$BNMUSIC_PRESETS_DIR``, then :func:`default_user_presets_dir` (missing ones are
+    skipped; error messages list them).
 
     Raises:
         ParameterError: ``presets_dir`` is given and is not a folder.
     """
     dirs: list[Path] = []
     if presets_dir is not None:
-        folder = Path(presets_dir).expanduser()
+        folder = expand_path(presets_dir)
         if not folder.is_dir():
             raise ParameterError(f"presets folder {folder} does not exist (--presets-dir)")
         dirs.append(folder)
     env = os.environ.get(ENV_PRESETS_DIR, "")
-    dirs.extend(Path(p).expanduser() for p in env.split(os.pathsep) if p.strip())
+    dirs.extend(expand_path(p) for p in env.split(os.pathsep) if p.strip())
+    default = default_user_presets_dir()
+    if default not in dirs:
+        dirs.append(default)
     return dirs
 
 
@@ -298,7 +311,7 @@ def read_preset(path: str | os.PathLike[str]) -> Preset:
     Raises:
         ParameterError: a missing or unreadable file, invalid TOML, or an invalid value.
     """
-    p = Path(path).expanduser()
+    p = expand_path(path)
     if not p.is_file():
         raise ParameterError(f"{p}: no such preset file")
     data = parse_preset_text(_read_bounded(p), str(p))
@@ -469,11 +482,18 @@ def preset_from_dict(
         if section == "generator" and "params" in table:
             params = table["params"]
             _expect(isinstance(params, Mapping), where, section, "params", params, "a table")
+            # A parameter naming a file or folder (music_dir, ...) may use ~ and $VAR.
+            params = {
+                k: str(expand_path(v))
+                if isinstance(v, str) and v and k.endswith(("_dir", "_file", "_path", "_folder"))
+                else v
+                for k, v in params.items()
+            }
             changes["generator_params"] = freeze(params)
     music = changes.get("music")
     if isinstance(music, str) and music and base_dir is not None:
         # A relative track path is the preset folder's, like plugin paths.
-        mp = Path(music).expanduser()
+        mp = expand_path(music)
         changes["music"] = str(mp if mp.is_absolute() else (base_dir / mp).resolve())
     effects_raw = data.get("effects", [])
     _expect(isinstance(effects_raw, list), where, "", "effects", effects_raw, "[[effects]] tables")
@@ -666,7 +686,7 @@ def _resolve_effect_paths(spec: Any, base_dir: Path | None) -> Any:
     for key in keys:
         value = out.get(key)
         if isinstance(value, str) and value:
-            p = Path(value).expanduser()
+            p = expand_path(value)
             out[key] = str(p if p.is_absolute() else (base_dir / p).resolve())
     return out
 
@@ -786,7 +806,7 @@ def save_preset(preset: Preset, path: str | os.PathLike[str], *, force: bool = F
     """
     from .audio import write_bytes_atomic
 
-    p = Path(path).expanduser()
+    p = expand_path(path)
     if p.suffix != ".toml" or p.stem != preset.name:
         raise ParameterError(
             f"{p}: a preset named {preset.name!r} must be saved as {preset.name}.toml "

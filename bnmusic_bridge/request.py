@@ -6,8 +6,10 @@ a render gives back is :class:`bnmusic_bridge.result.RenderResult`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import ParameterError
@@ -40,6 +42,25 @@ TRACK_GENERATOR = "track"
 """The generator that plays the request's ``music`` file (the producer's own track)."""
 DEFAULT_MODEL_ID = "riffusion/riffusion-model-v1"
 """The Riffusion weights on the Hugging Face Hub (a local folder works too)."""
+
+
+
+def expand_path(text: str | os.PathLike[str]) -> Path:
+    """A path the local user typed (a command-line argument, a preset file's value, a
+    batch input), with ``~``/``~user`` and ``$VAR``/``${VAR}`` expanded, as a shell does
+    for an unquoted word, so ``--root "~/Music/My Project"`` works quoted too. A file or
+    folder whose literal name holds the ``~`` or ``$`` is kept as it is. Unset variables
+    stay as written.
+
+    Never for paths an OSC client sends: those are taken literally, relative to the
+    server's root (``frontends/osc/paths.py``), so ``~`` or ``$HOME`` cannot lead out.
+    """
+    raw = os.fspath(text)
+    expanded = os.path.expandvars(os.path.expanduser(raw))
+    if expanded != raw and os.path.lexists(raw):
+        return Path(raw)
+    return Path(expanded)
+
 
 MAX_PROMPT_CHARS = 1000
 SEED_LIMIT = 2**32

@@ -20,6 +20,10 @@ from .request import RenderRequest
 
 LIMITS = ("loudness ceiling", "peak limit", "max_gain_db", "unmaskable", "smoothing")
 """What can stop a lane window reaching its target (``Shortfall.limited_by``)."""
+SHORTFALL_PREFIX = "shortfall: "
+"""Start of the one warning line that explains a render's shortfalls
+(``blend.shortfall_line``); the report's ``details.shortfall_summary`` and the OSC
+server's ``/bnmusic/warning`` kind key on it."""
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,7 @@ def cmd_render(c: Client, args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"job": job}
     lane: list[tuple[float, float]] = []
     meters = 0
+    notes: list[str] = []
     deadline = time.monotonic() + args.timeout
     acked = False
     while time.monotonic() < deadline:
@@ -187,6 +188,9 @@ def cmd_render(c: Client, args: argparse.Namespace) -> int:
                 lane.append((values[1], values[2]))
             elif address == "/bnmusic/meter":
                 meters += 1
+            elif address == "/bnmusic/warning":  # API 1.2: shortfall, prompt, render
+                notes.append(values[2])
+                print(f"{job}: warning ({values[1]}): {values[2]}", file=sys.stderr)
             elif address == "/bnmusic/error" and values[0] in (
                 job,
                 "/bnmusic/render",
@@ -207,6 +211,7 @@ def cmd_render(c: Client, args: argparse.Namespace) -> int:
                     lane_points=len(lane),
                     meter_points=meters,
                     lane=lane,
+                    warnings=notes,
                 )
                 result.update(dict(zip(values[12::2], values[13::2], strict=True)))
                 if (lane_n, meter_n) != (len(lane), meters):
@@ -241,7 +246,9 @@ def finish(result: dict[str, Any], args: argparse.Namespace) -> int:
     if args.result_file:
         with open(args.result_file + ".tmp", "w", encoding="utf-8") as f:
             for key, value in result.items():
-                if key != "lane":
+                if key == "warnings":  # one line per key: the warnings joined
+                    f.write(f"{key}\t{' | '.join(value)}\n")
+                elif key != "lane":
                     f.write(f"{key}\t{value}\n")
         os.replace(args.result_file + ".tmp", args.result_file)  # readers never see half a file
     return 1 if "error" in result else 0

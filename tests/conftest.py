@@ -16,3 +16,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "noise").is_dir():
         pytest.skip(f"real recordings not present ({SHARED_DATA})")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def _empty_config_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("config-home")
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_user_presets(_empty_config_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default user presets folder (``$XDG_CONFIG_HOME/bnmusic/presets``) is an
+    empty one of the test session's, so a developer's own presets never change a test."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(_empty_config_home))

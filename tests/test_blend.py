@@ -114,7 +114,11 @@ def test_loudness_ceiling_holds_on_the_rendered_stem(rate, channels, ceiling_lu)
         assert s["reached"] < s["target"] == 0.95
         assert s["capped_gain_db"] < s["needed_gain_db"]
         assert 0.0 <= s["start_s"] < s["end_s"] <= 3.0 + 0.011  # frame-aligned end
-    assert any("loudness ceiling (max_loudness_lu=" in w for w in res.warnings)
+    [line] = [w for w in res.warnings if w.startswith("shortfall: ")]
+    assert "\n" not in line and f"the {ceiling_lu:+g} LU loudness ceiling" in line
+    worst_needed = max(s["needed_gain_db"] for s in short)
+    assert f"{worst_needed:+.1f} LU over the noise" in line
+    assert "details.shortfall" in line and "extra[" not in line
 
 
 def test_coverage_objective_reaches_target_where_the_ceiling_allows():
@@ -152,7 +156,9 @@ def test_peaks_are_limited_by_the_lane_never_clipped():
     short = _shortfalls(res)
     assert short and {s["limited_by"] for s in short} == {"peak limit"}
     text = " ".join(res.warnings)
-    assert "peak limit" in text and "render the noise stem quieter" in text
+    [line] = [w for w in res.warnings if w.startswith("shortfall: ")]
+    assert "the -1 dBFS peak limit" in line and "\n" not in line
+    assert "quieter" not in text and "59 dB" not in text
     # the waveform is the unity music times a smooth gain: no clipping, no limiter
     loud = np.abs(res.music[0]) > 1e-3
     ratio = res.music_gained[0][loud] / res.music[0][loud]

@@ -356,3 +356,38 @@ def test_shipped_preset_uses_only_known_keys_and_validates(path):
         assert set(value) <= known, f"{path.name}: [{key}] {sorted(set(value) - known)}"
     preset = read_preset(path)  # every check a render makes
     assert preset.name == path.stem
+
+
+# ------------------------------------------------------------------ generator parameters
+
+
+def test_presets_doc_states_the_track_generators_parameter_ranges_and_defaults():
+    """docs/presets.md's `track` bullet: every parameter, its range and any default
+    it states, against the generator's PARAM_SPECS."""
+    from bnmusic_bridge.generators.track import PARAM_SPECS
+
+    text = (REPO / "docs" / "presets.md").read_text(encoding="utf-8")
+    bullet = re.search(r"^- `track` .*?(?=^\S|^- `|\Z)", text, flags=re.M | re.S)
+    assert bullet, "docs/presets.md has no `track` bullet"
+    body = " ".join(bullet.group(0).split())
+    named = set(re.findall(r"`(\w+)` \(", body)) - {"track"}
+    assert named == set(PARAM_SPECS), named ^ set(PARAM_SPECS)
+    for name, (_, default, low, high) in PARAM_SPECS.items():
+        m = re.search(rf"`{name}` \(([^()]*(?:\([^()]*\)[^()]*)*)\)", body)
+        if m is None:
+            continue
+        stated = m.group(1)
+        if name == "track_bpm":  # "0: estimate it; else 40 to 240"
+            assert numbers(stated) == [default, low, high], (name, stated)
+        elif low is not None:
+            assert numbers(stated)[:2] == [low, high], (name, stated)
+        d = re.search(r"default ([-\d.]+)", stated)
+        if d:
+            assert float(d.group(1)) == default, (name, stated, default)
+
+
+def test_presets_doc_names_every_lane_option():
+    text = (REPO / "docs" / "presets.md").read_text(encoding="utf-8")
+    [row] = [r for r in text.splitlines() if r.startswith("| **`[output.lanes]`**")]
+    listed = set(re.findall(r"`(\w+)`", row.split("|")[4]))
+    assert listed == {f.name for f in dataclasses.fields(LaneOptions)}, listed

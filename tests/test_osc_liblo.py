@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bnmusic_bridge.export import ExportOptions
+from bnmusic_bridge.frontends.osc import API_VERSION
 from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
 from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
 from bnmusic_bridge.request import RenderRequest
@@ -212,7 +213,7 @@ def test_oscdump_reads_every_reply_and_the_time_tagged_lane(server: OscServer, r
             c.send("/bnmusic/ping", "liblo", 3, 0.25)
             assert re.search(r'/bnmusic/pong sif "liblo" 3 0\.25', dump.wait_line("/bnmusic/pong"))
             c.send("/bnmusic/version")
-            dump.wait_line(r'/bnmusic/version/reply ss "1\.1"')
+            dump.wait_line(rf'/bnmusic/version/reply ss "{re.escape(API_VERSION)}"')
             c.send("/bnmusic/render", "dump1", "noise.wav")
             dump.wait_line(r'/bnmusic/ack s "dump1"')
             done = dump.wait_line(r'/bnmusic/done ssssssffffii(ss)* "dump1"', timeout_s=60)

@@ -325,7 +325,7 @@ def test_missing_model_folder_says_how_to_get_weights(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError) as err:
         g.generate([make_window(0)], NO_ANALYSIS, settings())
     text = str(err.value)
-    assert f"huggingface-cli download {DEFAULT_MODEL_ID}" in text
+    assert f"hf download {DEFAULT_MODEL_ID}" in text and "huggingface-cli" not in text
     assert "--model /path/to/folder" in text and "--generator procedural" in text
 
     (tmp_path / "empty").mkdir()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..audio import audio_files_in
 from ..grid import AUDIO_EXTENSIONS
+from ..request import expand_path
 
 
 def expand_inputs(
@@ -42,7 +43,7 @@ def expand_inputs(
 
     for item in inputs:
         text = str(item)
-        p = Path(text).expanduser()
+        p = expand_path(text)
         if p.is_file():
             add(p)
         elif p.is_dir():
@@ -52,7 +53,7 @@ def expand_inputs(
             for f in found:
                 add(f)
         elif glob.has_magic(text):
-            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
+            matches = sorted(Path(m) for m in glob.glob(str(expand_path(text)), recursive=True))
             hits = []
             for m in matches:
                 hits.extend([m] if m.is_file() else audio_files_in(m) if m.is_dir() else [])

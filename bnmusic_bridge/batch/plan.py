@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import OutputExistsError
 from ..export import ExportOptions, output_paths
-from ..request import RenderRequest
+from ..request import RenderRequest, expand_path
 from .inputs import expand_inputs, stem_names
 from .task import (
     StemTask,
@@ -52,7 +52,7 @@ def plan_batch(
     exist from other parameters is refused (listed in ``failed``) unless
     ``export.force``.
     """
-    out = Path(out_dir).expanduser().resolve()
+    out = expand_path(out_dir).resolve()
     files, problems = expand_inputs(inputs, exclude=out)
     tasks: list[StemTask] = []
     skipped: list[TaskResult] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..export import ExportOptions
-from ..request import RenderRequest, check_request
+from ..request import RenderRequest, check_request, expand_path
 from .backends import run_tasks
 from .manifest import MANIFEST_NAME, MANIFEST_VERSION, Manifest
 from .plan import BatchPlan, plan_batch
@@ -82,7 +82,7 @@ def run_batch(
     t0 = time.perf_counter()
 
     # 2. Plan: finished stems are skipped, stems in the way refused
-    out = Path(out_dir).expanduser().resolve()
+    out = expand_path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_batch(inputs, out, req, opts)
 

@@ -19,6 +19,7 @@ from ..audio import analysis_length, audio_files_in, read_stem, resample
 from ..errors import AudioInputError, ParameterError
 from ..grid import AUDIO_EXTENSIONS, SAMPLE_RATE_HZ
 from ..loudness import SILENCE_LUFS, integrated_lufs
+from ..request import expand_path
 
 TARGET_LUFS = -18.0
 """Every noise clip is normalised to this integrated loudness first (the paper's setting)."""
@@ -85,7 +86,7 @@ def _category(path: Path, subfolder: str | None, mode: str) -> str:
 
 def _input_files(item: str | os.PathLike[str]) -> list[tuple[Path, str | None]]:
     """``(file, first-level subfolder or None)`` for one input (a file or a folder)."""
-    p = Path(item).expanduser()
+    p = expand_path(item)
     if p.is_file():
         return [(p, None)]
     if not p.is_dir():
@@ -146,7 +147,7 @@ def read_prompts(path: str | os.PathLike[str]) -> tuple[str, ...]:
     Raises:
         ParameterError: the file is missing, unreadable or holds no prompt.
     """
-    p = Path(path).expanduser()
+    p = expand_path(path)
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:

@@ -4,6 +4,10 @@ Layout: format 0 (one track), so a DAW imports it as one clip or item:
 
 - track name: ``lambda CC11 ch1: 0=-33 dB 127=+9 dB`` (the mapping, readable in any DAW);
 - a text meta event with the full mapping (``low_db=... high_db=...``) and units;
+- meta event text is stored as UTF-8 bytes (what Reaper and Live show a track name in),
+  so any file name a DAW can produce (en dash, CJK, emoji) survives; mido reads it back
+  exactly with ``mido.MidiFile(path, charset="utf-8")`` (its default, latin-1, reads
+  the same bytes as mojibake, never an error);
 - the tempo map: one ``set_tempo`` and one ``time_signature`` at tick 0;
 - one control change at tick 0 with the lane's first value, then one wherever the
   quantised value changes; ``end_of_track`` at the stem's end.
@@ -176,7 +180,8 @@ def lane_midi(
         )
         last = tick
     track.append(mido.MetaMessage("end_of_track", time=max(0, end_tick - last)))
-    midi = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)
+    # UTF-8 meta text: latin-1 (mido's default) cannot hold an en dash or CJK.
+    midi = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat, charset="utf-8")
     midi.tracks.append(track)
     buf = io.BytesIO()
     midi.save(file=buf)

@@ -98,11 +98,25 @@ def reaper_envelope(
 
 def _quote(text: str) -> str:
     # Reaper chunk strings: double quotes unless the text holds one, then single
-    # quotes, then backticks (a name holding all three loses its backticks).
+    # quotes, then backticks (a name holding all three loses its backticks, as in
+    # Reaper's own files). Any other character (en dash, CJK, emoji, spaces,
+    # parentheses) goes through as it is: the chunk is UTF-8, as Reaper writes it.
     for q in ('"', "'", "`"):
         if q not in text:
             return f"{q}{text}{q}"
     return "`" + text.replace("`", "'") + "`"
+
+
+def _quote_path(path: Path) -> str:
+    # A file path must survive exactly, or Reaper opens the project with the item
+    # offline; a path holding all three quote characters cannot be written.
+    text = str(path)
+    if all(q in text for q in ('"', "'", "`")):
+        raise ParameterError(
+            f"music stem {path}: a Reaper chunk cannot hold a path with all three quote "
+            "characters (\", ', `); rename the file or leave 'reaper' out of --lane"
+        )
+    return _quote(text)
 
 
 def volume_envelope_chunk(env: ReaperEnvelope, *, tag: str = "VOLENV2", indent: str = "") -> str:
@@ -189,7 +203,7 @@ def track_chunk(
         lines.append("    >")
     lines += [
         f"    <SOURCE {source}",
-        f"      FILE {_quote(str(path))}",
+        f"      FILE {_quote_path(path)}",
         "    >",
         "  >",
         ">",

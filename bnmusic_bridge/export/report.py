@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..result import RenderResult
+from ..result import SHORTFALL_PREFIX, RenderResult
 from ..version import __version__
 
 REPORT_VERSION = 1
@@ -97,6 +97,10 @@ def details_dict(result: RenderResult) -> dict[str, Any]:
         "clipped_share": d.noise_clipped_share,
         "blend": d.blend.to_dict(),
         "shortfall": [s.to_dict() for s in d.shortfalls],
+        # the same shortfalls as one line in the producer's terms (None: none)
+        "shortfall_summary": next(
+            (w for w in result.warnings if w.startswith(SHORTFALL_PREFIX)), None
+        ),
         "alignment": d.alignment.to_dict(),
     }
 

@@ -230,7 +230,12 @@ def summary_markdown(
         "",
     ]
     if plot_name:
-        lines += [f"![lambda lane and coverage]({plot_name})", ""]
+        # An angle-bracket destination (CommonMark) holds spaces and parentheses, which
+        # DAW bounce names often have ("tram - bounce (1)").
+        dest = plot_name
+        if any(c in dest for c in " ()<>"):
+            dest = "<" + dest.replace("<", "\\<").replace(">", "\\>") + ">"
+        lines += [f"![lambda lane and coverage]({dest})", ""]
     lines += [
         "## Per window",
         "",

@@ -13,7 +13,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..audio import FILE_TYPES, encode_audio
-from ..errors import BNMusicError, OutputExistsError, ParameterError
+from ..errors import BNMusicError, OutputError, OutputExistsError, ParameterError
 from ..result import RenderResult
 from .fileset import (
     KEPT_NONE,
@@ -170,7 +170,13 @@ def write_outputs(
         if any(kind.startswith("summary") for kind in paths.lanes):
             summary = metering_summary(result, tolerance_db=opts.lanes.tolerance_db)
             extra_report = {**(extra_report or {}), "metering": summary.to_dict()}
-        lane_data = lane_outputs(result, list(paths.lanes), paths=paths, options=opts.lanes, summary=summary)
+        try:
+            lane_data = lane_outputs(result, list(paths.lanes), paths=paths, options=opts.lanes, summary=summary)
+        except (UnicodeError, ValueError) as e:
+            # An encoder's own failure (a name a format cannot hold, ...) becomes one
+            # clear error naming the files, not a traceback or an OSC "internal".
+            names = ", ".join(p.name for p in paths.lanes.values())
+            raise OutputError(f"could not encode the lane files ({names}): {e}") from e
 
         def bytes_job(data: bytes) -> Callable[[BinaryIO], object]:
             return lambda f: f.write(data)

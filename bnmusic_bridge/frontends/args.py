@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import os
 import typing
-from pathlib import Path
 from typing import Any
 
 from bnmusic_bridge.audio import BIT_DEPTHS, FILE_TYPES
@@ -22,6 +21,7 @@ from bnmusic_bridge.request import (
     TRACK_GENERATOR,
     FieldSpec,
     RenderRequest,
+    expand_path,
     field_default,
 )
 
@@ -85,7 +85,7 @@ def add_render_args(parser: argparse.ArgumentParser) -> None:
     """Flags that override preset/request fields (render, batch, eval, serve, presets)."""
     g = parser.add_argument_group("render parameters (override the preset)")
     g.add_argument("--preset", help="preset name or .toml file (see `bnmusic presets list`)")
-    g.add_argument("--presets-dir", type=Path, help="folder of user presets (overrides shipped ones)")
+    g.add_argument("--presets-dir", type=expand_path, help="folder of user presets (overrides shipped ones)")
     defaults = RenderRequest()
     for name in RENDER_FLAG_FIELDS:
         spec = FIELD_SPECS[name]
@@ -113,7 +113,7 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     opts = ExportOptions()
     lanes = opts.lanes
     g = parser.add_argument_group("outputs")
-    g.add_argument("--out", type=Path, help="output folder (default: next to the input)")
+    g.add_argument("--out", type=expand_path, help="output folder (default: next to the input)")
     g.add_argument("--force", action="store_true", help="overwrite existing outputs")
     add_format_args(g)
     g.add_argument("--lane-tolerance-db", type=float,
@@ -139,7 +139,8 @@ def add_format_args(parser: Any) -> None:
     parser.add_argument("--format", dest="file_type", choices=list(FILE_TYPES),
                         help=f"audio file type (default {opts.file_type})")
     parser.add_argument("--lane", default=None,
-                        help=f"lane formats, comma-separated (default {','.join(opts.lane_formats)})")
+                        help="lane formats, comma-separated: json, csv, midi, reaper, summary; json and csv "
+                        f"are always written (default {','.join(opts.lane_formats)})")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
 
 
@@ -164,10 +165,14 @@ def build_request(args: argparse.Namespace) -> RenderRequest:
         base = load_preset(args.preset, presets_dir=args.presets_dir).request
     overrides = {k: getattr(args, k) for k in RENDER_FLAG_FIELDS if getattr(args, k, None) is not None}
     overrides = {k: (None if v is NO_VALUE else v) for k, v in overrides.items()}
+    if isinstance(overrides.get("model"), str):
+        # A local model folder may be given as ~/models/x or $MODELS/x; a Hub id is
+        # left as it is.
+        overrides["model"] = str(expand_path(overrides["model"]))
     if overrides.get("music") is not None:
         # A path from the command line is the shell's working folder's; batch workers
         # (and Ray) may run elsewhere.
-        overrides["music"] = os.path.abspath(os.path.expanduser(overrides["music"]))
+        overrides["music"] = os.path.abspath(expand_path(overrides["music"]))
         # --music FILE is a music source of its own: it picks the track generator
         # unless --generator says otherwise.
         overrides.setdefault("generator", TRACK_GENERATOR)
@@ -196,8 +201,15 @@ def preset_export(args: argparse.Namespace) -> ExportOptions | None:
     return None
 
 
+ALWAYS_LANE_FORMATS = ("json", "csv")
+"""Lane files every front end writes, whatever ``--lane`` (or a preset's
+``lane_formats``) asks for: the CLI and batch as the OSC server (whose done message
+names them), so ``--lane midi,reaper`` adds MIDI and Reaper files to JSON and CSV."""
+
+
 def build_export_options(args: argparse.Namespace, base: ExportOptions | None = None) -> ExportOptions:
-    """``base`` (a preset's, or the defaults) with every output flag that was given."""
+    """``base`` (a preset's, or the defaults) with every output flag that was given; the
+    lane formats always include :data:`ALWAYS_LANE_FORMATS`."""
     opts = base or ExportOptions()
     changes: dict[str, Any] = {}
     if getattr(args, "bit_depth", None):
@@ -225,6 +237,8 @@ def build_export_options(args: argparse.Namespace, base: ExportOptions | None = 
         lane_changes["time_signature"] = (num, den)
     if lane_changes:
         changes["lanes"] = dataclasses.replace(opts.lanes, **lane_changes)
+    asked = changes.get("lane_formats", opts.lane_formats)
+    changes["lane_formats"] = tuple(dict.fromkeys([*ALWAYS_LANE_FORMATS, *asked]))
     opts = dataclasses.replace(opts, **changes)
     opts.check()
     return opts

@@ -28,6 +28,7 @@ from bnmusic_bridge.evaluation import (
     write_report,
 )
 from bnmusic_bridge.frontends.args import EXIT_OK, add_render_args, build_request
+from bnmusic_bridge.request import expand_path
 
 
 def register(subparsers: Any) -> None:
@@ -51,16 +52,16 @@ def register(subparsers: Any) -> None:
         help=f"comma-separated methods (default {','.join(DEFAULT_METHODS)}); any generator name works too",
     )
     p.add_argument(
-        "--prompts", type=Path, help="text file, one prompt per line, cycled over the clips"
+        "--prompts", type=expand_path, help="text file, one prompt per line, cycled over the clips"
     )
-    p.add_argument("--music-dir", type=Path, help="folder of music files for random-music")
+    p.add_argument("--music-dir", type=expand_path, help="folder of music files for random-music")
     p.add_argument(
         "--track",
-        type=Path,
+        type=expand_path,
         help="your own music file: adds the rows track-raw (looped as it is) and track-aligned "
         "(fitted to the noise's tempo and beat, then the alignment step)",
     )
-    p.add_argument("--reference-dir", type=Path, help="folder of reference music for FAD/KL")
+    p.add_argument("--reference-dir", type=expand_path, help="folder of reference music for FAD/KL")
     p.add_argument(
         "--embedding-model", help="local folder (or cached id) of an audio classifier for FAD/KL"
     )
@@ -83,7 +84,7 @@ def register(subparsers: Any) -> None:
         help="share of high-energy bins the loudness-for-coverage metric asks for (default "
         f"{NEEDED_LOUDNESS_COVERAGE:g}; --target-coverage is the render's coverage objective)",
     )
-    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--out", type=expand_path, required=True, help="report folder")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.add_argument("--no-plot", action="store_true", help="skip the PNGs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from bnmusic_bridge.frontends.args import (
     build_export_options,
     build_request,
 )
+from bnmusic_bridge.request import expand_path
 
 
 def register(subparsers: Any) -> None:
@@ -31,18 +33,18 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="presets_command", required=True)
 
     q = sub.add_parser("list", help="every preset by name, with where it comes from")
-    q.add_argument("--presets-dir", type=Path, help="folder of user presets")
+    q.add_argument("--presets-dir", type=expand_path, help="folder of user presets")
     q.add_argument("--json", action="store_true", help="print the list as JSON")
     q.set_defaults(func=cmd_list)
 
     q = sub.add_parser("show", help="print a preset as complete TOML (every field)")
     q.add_argument("name", help="preset name or .toml file")
-    q.add_argument("--presets-dir", type=Path, help="folder of user presets")
+    q.add_argument("--presets-dir", type=expand_path, help="folder of user presets")
     q.set_defaults(func=cmd_show)
 
     q = sub.add_parser("validate", help="check preset files; exit 1 if any is invalid")
     q.add_argument("files", nargs="+", help=".toml preset files (or preset names)")
-    q.add_argument("--presets-dir", type=Path, help="folder of user presets (for names)")
+    q.add_argument("--presets-dir", type=expand_path, help="folder of user presets (for names)")
     q.add_argument(
         "--load-plugins",
         action="store_true",
@@ -56,7 +58,12 @@ def register(subparsers: Any) -> None:
         description="Write a complete preset file: --preset (if given) first, then every "
         "render flag. The file name must be <name>.toml.",
     )
-    q.add_argument("file", type=Path, help="target file, <name>.toml")
+    q.add_argument(
+        "file",
+        help="NAME or NAME.toml: saved in the user presets folder (--presets-dir, else the "
+        "first folder of $BNMUSIC_PRESETS_DIR, else ~/.config/bnmusic/presets), where "
+        "--preset NAME finds it; a path with a folder (./NAME.toml) is saved there",
+    )
     q.add_argument("--description", help="description to store (default: the base preset's)")
     q.add_argument("--force", action="store_true", help="overwrite an existing file")
     add_format_args(q)
@@ -124,22 +131,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failures else EXIT_OK
 
 
+def save_target(file: str, presets_dir: Path | None) -> Path:
+    """Where ``bnmusic presets save FILE`` writes: a bare ``NAME`` or ``NAME.toml`` goes
+    into the first user presets folder (so ``--preset NAME`` finds it), a path with a
+    folder part where it says."""
+    from bnmusic_bridge.presets import user_presets_dirs
+
+    if os.path.dirname(file):
+        return expand_path(file)
+    name = file if file.endswith(".toml") else f"{file}.toml"
+    return user_presets_dirs(presets_dir)[0] / name
+
+
 def cmd_save(args: argparse.Namespace) -> int:
-    from bnmusic_bridge.presets import load_preset, make_preset, save_preset
+    from bnmusic_bridge.presets import load_preset, make_preset, save_preset, user_presets_dirs
 
     base = load_preset(args.preset, presets_dir=args.presets_dir) if args.preset else None
     request = build_request(args)
     # --force means "overwrite the file" here, not an export option to store.
     force, args.force = args.force, False
     export = build_export_options(args, base.export if base else None)
-    name = args.file.stem
+    target = save_target(args.file, args.presets_dir)
+    name = target.stem
     description = (
         args.description if args.description is not None else (base.description if base else "")
     )
     try:
         preset = make_preset(name, request, export, description)
     except ParameterError as e:
-        raise ParameterError(f"{args.file}: {e}") from e
-    written = save_preset(preset, args.file, force=force)
-    print(f"saved {written}")
+        raise ParameterError(f"{target}: {e}") from e
+    written = save_preset(preset, target, force=force)
+    folders = [os.path.realpath(d) for d in user_presets_dirs(args.presets_dir)]
+    if os.path.realpath(written.parent) in folders:
+        print(f"saved {written}; --preset {name} finds it")
+    else:
+        print(
+            f"saved {written}; --preset {name} does not look in {written.parent}: use "
+            f"--preset {written}, or --presets-dir {written.parent} (or add it to "
+            "$BNMUSIC_PRESETS_DIR)"
+        )
     return EXIT_OK

@@ -18,6 +18,7 @@ from bnmusic_bridge.frontends.args import (
     build_request,
     preset_export,
 )
+from bnmusic_bridge.request import expand_path
 
 
 def register(subparsers: Any) -> None:
@@ -66,7 +67,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from bnmusic_bridge.export import output_paths, write_outputs
     from bnmusic_bridge.pipeline import render_file
 
-    noise = Path(args.noise)
+    noise = expand_path(args.noise)
     request = build_request(args)
     options = build_export_options(args, preset_export(args))
     out_dir = args.out or noise.parent

@@ -64,9 +64,11 @@ from .styles import (
     DrumPattern,
     Style,
     instruments_in,
+    mode_from_prompt,
     note_name,
     parse_key,
     parse_progression,
+    prompt_warning,
     style_from_prompt,
 )
 from .synth import (
@@ -233,6 +235,8 @@ class MusicPlan:
             the noise's loud band) the noise's spectral envelope.
         bass_tilt: the bass's (milder) tilt; drum_envelope: the noise colour the drum
             kit is filtered with (None: unfiltered).
+        prompt_warning: one line naming the prompt words not understood and the
+            closest-timbre approximations made (None: every word understood exactly).
     """
 
     style: Style
@@ -261,6 +265,7 @@ class MusicPlan:
     bed_tilt: SpectralTilt | None = None
     bass_tilt: SpectralTilt | None = None
     drum_envelope: SpectralTilt | None = None
+    prompt_warning: str | None = None
 
     @property
     def key_name(self) -> str:
@@ -351,7 +356,7 @@ def make_plan(
         style_source = f"prompt word {word!r}" if word else "default"
     style = STYLES[style_name]
     wanted, negated = instruments_in(settings.prompt)
-    unwanted = set(negated) | set(sum(instruments_in(settings.negative_prompt), []))
+    unwanted = set(negated) | set(sum(instruments_in(settings.negative_prompt, closest=False), []))
     roles = _choose_roles(style, wanted, unwanted)
     drums_on = style.drums is not None or "drums" in wanted
     if "drums" in unwanted:
@@ -367,7 +372,10 @@ def make_plan(
     # the music off A440 onto the peaks was tried: it moved the masking figures by under
     # 1 LU and left the key unclear to an independent key finder; so the key is chosen,
     # the tuning kept.)
-    tonic_pc, minor, key_source = _choose_key(analysis, style, options, settings.seed)
+    mood_minor, mood_word = mode_from_prompt(settings.prompt)
+    tonic_pc, minor, key_source = _choose_key(
+        analysis, style, options, settings.seed, mood_minor, mood_word
+    )
     shares = _region_shares(analysis)
     centroid_hz = _mask_centroid_hz(analysis)
     centroid_midi = 69.0 + 12.0 * math.log2(max(centroid_hz, 20.0) / 440.0)
@@ -437,6 +445,9 @@ def make_plan(
         bed_tilt=_bed_tilt(profile, match),
         bass_tilt=_voice_tilt(profile, match, BASS_ENVELOPE_POWER, BASS_TILT_RANGE_DB),
         drum_envelope=_drum_envelope(profile, match),
+        prompt_warning=prompt_warning(
+            settings.prompt, settings.negative_prompt, style_from_params=options.style is not None
+        ),
     )
 
 
@@ -514,12 +525,28 @@ def _choose_tempo(
 
 
 def _choose_key(
-    analysis: StemAnalysis, style: Style, options: ProceduralOptions, seed: int
+    analysis: StemAnalysis,
+    style: Style,
+    options: ProceduralOptions,
+    seed: int,
+    mood_minor: bool | None = None,
+    mood_word: str | None = None,
 ) -> tuple[int, bool, str]:
-    minor = style.minor
+    # A mood word ("dark", "happy") picks the mode over the style's; a key parameter
+    # that names its mode picks it over both.
+    minor = style.minor if mood_minor is None else mood_minor
     if options.key is not None:
         pc, mode = parse_key(options.key)
         return pc, minor if mode is None else mode, "params"
+    tonic_pc, minor, source = _key_from_noise_or_seed(analysis, minor, seed)
+    if mood_minor is not None and mood_minor != style.minor:
+        source += f", {'minor' if minor else 'major'} from prompt word {mood_word!r}"
+    return tonic_pc, minor, source
+
+
+def _key_from_noise_or_seed(
+    analysis: StemAnalysis, minor: bool, seed: int
+) -> tuple[int, bool, str]:
     profile = _peak_profile(analysis)
     if profile.sum() >= 6.0:
         scale = MINOR_SCALE if minor else MAJOR_SCALE
@@ -620,7 +647,9 @@ def noise_profile(analysis: StemAnalysis) -> NoiseProfile:
     w = _band_weights(analysis)
     cum = np.cumsum(w)
     cum = cum / cum[-1] if cum[-1] > 0 else np.linspace(0.0, 1.0, cum.size)
-    lo, centre, hi = (float(hz[min(int(np.searchsorted(cum, q)), hz.size - 1)]) for q in (0.1, 0.5, 0.9))
+    lo, centre, hi = (
+        float(hz[min(int(np.searchsorted(cum, q)), hz.size - 1)]) for q in (0.1, 0.5, 0.9)
+    )
     lo, centre, hi = max(lo, 20.0), max(centre, 20.0), max(hi, 20.0)
 
     db = np.maximum(np.asarray(analysis.band_energy_db, dtype=np.float64), _ENVELOPE_FLOOR_DB)
@@ -680,9 +709,7 @@ BASS_TILT_RANGE_DB = 12.0
 DRUM_ENVELOPE_POWER = 1.0
 
 
-def _voice_tilt(
-    profile: NoiseProfile, match: float, power: float, range_db: float
-) -> SpectralTilt:
+def _voice_tilt(profile: NoiseProfile, match: float, power: float, range_db: float) -> SpectralTilt:
     """A voice's harmonics follow the noise's envelope to ``power`` (``match`` 0: flat),
     over at most ``range_db`` dB (each note keeps its power)."""
     db = 20.0 * np.log10(profile.envelope.gains)
@@ -1375,8 +1402,12 @@ class ProceduralGenerator:
     Prompt words pick the style (lo-fi, jazz, ambient, EDM, rock, classical, pop,
     hip-hop, with synonyms such as "house", "punk", "orchestral", "rap"; the first
     style word wins; default pop) and instruments (piano, rhodes/keys, pad/synth,
-    strings/violin, bass, pluck/harp/arp, guitar, bell/vibes, drums/beat). Words in
-    the negative prompt remove instruments ("drums", "piano", ...).
+    strings/violin, bass, pluck/harp/arp, guitar, bell/vibes, drums/beat). Without a
+    style word a mood word picks the closest style ("ethereal" -> ambient), mood words
+    pick the mode ("dark" -> minor), and instruments without a voice map to the closest
+    one (:data:`~.styles.CLOSEST_TIMBRES`: choir -> pad). Words in the negative prompt
+    remove instruments ("drums", "piano", ...). Words not understood and the
+    approximations made are named in one warning (diagnostics ``warnings``).
 
     ``settings.params`` (all optional; any other key raises ParameterError):
         style (str): a style name or synonym; overrides the prompt.
@@ -1481,6 +1512,7 @@ def _plan_diagnostics(plan: MusicPlan) -> dict[str, Any]:
         },
         "register_midi": round(plan.chord_centre_midi, 1),
         "noise_profile": _profile_diagnostics(plan.profile),
+        **({"warnings": [plan.prompt_warning]} if plan.prompt_warning else {}),
     }
 
 
@@ -1488,8 +1520,11 @@ def _profile_diagnostics(profile: NoiseProfile | None) -> dict[str, Any] | None:
     if profile is None:
         return None
     return {
-        "band_hz": [round(profile.band_lo_hz), round(profile.band_centre_hz),
-                    round(profile.band_hi_hz)],  # fmt: skip
+        "band_hz": [
+            round(profile.band_lo_hz),
+            round(profile.band_centre_hz),
+            round(profile.band_hi_hz),
+        ],  # fmt: skip
         "stationarity": round(profile.stationarity, 3),
         "impulsiveness": round(profile.impulsiveness, 3),
         "events": int(profile.event_times_s.size),

@@ -118,9 +118,10 @@ _check_scheduler_classes()
 
 MODEL_HOWTO = (
     "Get the Riffusion weights (Stable Diffusion 1.5 fine-tuned on spectrograms) with\n"
-    f"    huggingface-cli download {DEFAULT_MODEL_ID}\n"
-    f"(or `hf download {DEFAULT_MODEL_ID} --local-dir DIR`; add --exclude '*.ckpt'\n"
-    "'unet_traced/*' 'safety_checker/*' to skip what is not used), or point at a local\n"
+    f"    hf download {DEFAULT_MODEL_ID}\n"
+    "(huggingface_hub's `hf` command; add --local-dir DIR for a folder to copy, and\n"
+    "--exclude '*.ckpt' --exclude 'unet_traced/*' --exclude 'safety_checker/*' to skip\n"
+    "what is not used: one --exclude per pattern), or point at a local\n"
     "diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,\n"
     "scheduler/) with --model /path/to/folder (copy it to a machine without network),\n"
     "or render without weights with --generator procedural."

@@ -481,17 +481,100 @@ INSTRUMENT_WORDS: dict[str, tuple[str, ...]] = {
     "pad": ("pad", "pads", "synth", "synths", "synthesizer"),
     "strings": ("strings", "string", "violin", "violins", "viola", "cello", "orchestra"),
     "bass": ("bass", "bassline", "808"),
-    "pluck": ("pluck", "plucks", "plucked", "harp", "arp", "arpeggio", "arpeggios", "kalimba"),
+    "pluck": (
+        "pluck",
+        "plucks",
+        "plucked",
+        "plucky",
+        "harp",
+        "arp",
+        "arpeggio",
+        "arpeggios",
+        "kalimba",
+    ),
     "guitar": ("guitar", "guitars"),
     "bell": ("bell", "bells", "glockenspiel", "celesta", "vibraphone", "vibes", "chimes"),
     "drums": ("drum", "drums", "beat", "beats", "percussion", "groove"),
 }
+# Drum-kit pieces and how drums are played ask for the kit as it is (no approximation).
+INSTRUMENT_WORDS["drums"] += (
+    "kick", "kicks", "snare", "snares", "hihat", "hi-hat", "hats", "cymbal", "cymbals",
+    "clap", "claps", "shaker", "brushes", "brushed", "punchy", "snappy", "tabla", "taiko",
+    "bongos", "congas",
+)  # fmt: skip
+
+
+CLOSEST_TIMBRES: dict[str, str] = {
+    # Voices and reeds: sustained, soft-attack, detuned: the synth pad is the closest.
+    **dict.fromkeys(("choir", "choirs", "chorus", "chorale", "voice", "voices", "vocal"), "pad"),
+    **dict.fromkeys(("vocals", "vox", "chant", "chants", "humming", "aahs", "ooh"), "pad"),
+    **dict.fromkeys(("organ", "organs", "harmonium", "accordion", "bagpipe", "bagpipes"), "pad"),
+    **dict.fromkeys(("synthesiser", "analog", "analogue"), "pad"),
+    # Winds and brass: sustained with vibrato: the string voice is the closest.
+    **dict.fromkeys(("flute", "flutes", "whistle", "recorder", "piccolo", "ocarina"), "strings"),
+    **dict.fromkeys(("clarinet", "oboe", "bassoon", "sax", "saxophone", "saxophones"), "strings"),
+    **dict.fromkeys(("brass", "horn", "horns", "trumpet", "trumpets", "trombone"), "strings"),
+    **dict.fromkeys(("fiddle", "erhu", "quartet"), "strings"),
+    # Plucked and struck strings.
+    **dict.fromkeys(("harpsichord", "koto", "sitar", "zither", "lute", "oud"), "pluck"),
+    **dict.fromkeys(("acoustic", "ukulele", "banjo", "mandolin"), "guitar"),
+    # Mallets and music boxes: the FM bell.
+    **dict.fromkeys(("marimba", "xylophone", "musicbox", "glass", "crystal"), "bell"),
+    **dict.fromkeys(("upright", "contrabass", "double-bass", "sub"), "bass"),
+}
+"""Instrument words the generator has no voice for, mapped to the closest voice it
+has (:data:`INSTRUMENT_WORDS`' names): named in the prompt warning as approximations."""
+
+MOOD_STYLES: dict[str, str] = {
+    **dict.fromkeys(("ethereal", "airy", "floating", "spacey", "space", "dark"), "ambient"),
+    **dict.fromkeys(("eerie", "mysterious", "ominous", "haunting", "serene"), "ambient"),
+    **dict.fromkeys(("tranquil", "soothing", "quiet", "slow", "evolving"), "ambient"),
+    **dict.fromkeys(("energetic", "driving", "pumping", "hype", "disco", "fast"), "edm"),
+    **dict.fromkeys(("aggressive", "heavy", "angry", "raw", "powerful"), "rock"),
+    **dict.fromkeys(
+        ("epic", "dramatic", "majestic", "elegant", "heroic", "grandiose"), "classical"
+    ),
+    **dict.fromkeys(("sad", "melancholy", "melancholic", "somber", "sombre", "moody"), "lo-fi"),
+    **dict.fromkeys(("warm", "nostalgic", "lazy", "rainy"), "lo-fi"),
+    **dict.fromkeys(("cheerful", "joyful", "bright", "sunny", "uplifting", "fun"), "pop"),
+    **dict.fromkeys(("folk", "country", "playful", "hopeful"), "pop"),
+    **dict.fromkeys(("funk", "funky", "soul", "groovy", "neo-soul"), "hip-hop"),
+    **dict.fromkeys(("smooth", "sophisticated", "sultry", "latin", "walking"), "jazz"),
+    **dict.fromkeys(("four-on-the-floor", "sidechain", "sidechained"), "edm"),
+    **dict.fromkeys(("distorted", "distortion", "power", "riffs", "riff"), "rock"),
+    **dict.fromkeys(("dusty", "tape", "hazy"), "lo-fi"),
+}
+"""Mood words and genres without a style of their own, mapped to the closest style.
+A style word (:attr:`Style.words`) anywhere in the prompt wins over them."""
+
+MODE_WORDS: dict[str, bool] = {
+    **dict.fromkeys(("minor", "dark", "sad", "melancholy", "melancholic", "somber"), True),
+    **dict.fromkeys(("sombre", "moody", "eerie", "mysterious", "ominous", "haunting"), True),
+    **dict.fromkeys(("tense", "tragic", "gloomy"), True),
+    **dict.fromkeys(("major", "happy", "cheerful", "joyful", "bright", "sunny"), False),
+    **dict.fromkeys(("uplifting", "hopeful", "triumphant"), False),
+}
+"""Mood words that choose the key's mode (True: minor) when no ``key`` parameter does."""
+
+_FILLER_TEXT = (
+    "a an the and or with of in on for to from by at as some very but also plus into "
+    "over under featuring feat like style styled music musical song songs track tracks "
+    "tune tunes piece sound sounds sounding vibe vibes feel feeling mood background "
+    "instrumental band trio solo sample samples bit little lots more less soft gentle "
+    "light lightly subtle simple melody melodic harmony chords chord rhythm tempo"
+)
+FILLER_WORDS = frozenset(_FILLER_TEXT.split())
+"""Words a prompt may hold that need no action (articles, "music", "track", ...): never
+reported as not understood."""
 
 
 def prompt_words(text: str) -> list[str]:
     """Lower-case words of a prompt, keeping ``hip-hop``, ``lo-fi``, ``r&b``, ``e-piano``
-    whole and joining the spaced forms ``hip hop`` and ``lo fi``."""
+    whole and joining the spaced forms ``hip hop``, ``lo fi`` and ``four on the floor``
+    (``electric piano`` reads as ``e-piano``, ``electric guitar`` as ``guitar``)."""
     lowered = text.lower().replace("hip hop", "hip-hop").replace("lo fi", "lo-fi")
+    lowered = lowered.replace("electric piano", "e-piano").replace("electric guitar", "guitar")
+    lowered = re.sub(r"four[\s-]+on[\s-]+the[\s-]+floor", "four-on-the-floor", lowered)
     return re.findall(r"[a-z0-9&]+(?:-[a-z0-9]+)*", lowered)
 
 
@@ -500,22 +583,125 @@ def style_from_prompt(prompt: str) -> tuple[str, str | None]:
 
     Returns ``(DEFAULT_STYLE, None)`` when no style word is present.
     """
-    for word in prompt_words(prompt):
+    words = prompt_words(prompt)
+    for word in words:
         for name, style in STYLES.items():
             if word in style.words:
                 return name, word
+    for word in words:
+        if word in MOOD_STYLES:
+            return MOOD_STYLES[word], word
     return DEFAULT_STYLE, None
+
+
+def mode_from_prompt(prompt: str) -> tuple[bool | None, str | None]:
+    """The key's mode a prompt's first mood word asks for (True: minor), and that word;
+    ``(None, None)`` when none does."""
+    for word in prompt_words(prompt):
+        if word in MODE_WORDS:
+            return MODE_WORDS[word], word
+    return None, None
+
+
+@dataclass(frozen=True)
+class PromptReading:
+    """What the procedural generator understood of a prompt.
+
+    Attributes:
+        style: the chosen style; ``style_word`` the word that chose it (None: default).
+        minor: the mode a mood word asks for (None: the style's); ``mode_word`` that word.
+        instruments: ``(word, instrument)`` for each instrument word, in prompt order.
+        closest: the subset of ``instruments`` that are approximations
+            (:data:`CLOSEST_TIMBRES`: "choir" -> pad).
+        unknown: words that do nothing, in prompt order, each once.
+    """
+
+    style: str
+    style_word: str | None
+    minor: bool | None
+    mode_word: str | None
+    instruments: tuple[tuple[str, str], ...]
+    closest: tuple[tuple[str, str], ...]
+    unknown: tuple[str, ...]
+
+
+def _instrument_of() -> dict[str, str]:
+    exact = {w: name for name, ws in INSTRUMENT_WORDS.items() for w in ws}
+    return {**CLOSEST_TIMBRES, **exact}
+
+
+def read_prompt(prompt: str) -> PromptReading:
+    """Every word of ``prompt`` sorted into style, mode, instrument, filler or unknown."""
+    words = prompt_words(prompt)
+    style, style_word = style_from_prompt(prompt)
+    minor, mode_word = mode_from_prompt(prompt)
+    instrument_of = _instrument_of()
+    style_words = {w for st in STYLES.values() for w in st.words}
+    known = (
+        (style_words | set(MOOD_STYLES) | set(MODE_WORDS) | set(instrument_of) | FILLER_WORDS)
+        | _NEGATIONS
+        | _CONNECTORS
+    )
+    instruments = tuple((w, instrument_of[w]) for w in words if w in instrument_of)
+    closest = tuple(
+        (w, i) for w, i in instruments if w in CLOSEST_TIMBRES and w not in _exact_words()
+    )
+    unknown = tuple(dict.fromkeys(w for w in words if w not in known and not w.isdigit()))
+    return PromptReading(style, style_word, minor, mode_word, instruments, closest, unknown)
+
+
+def _exact_words() -> set[str]:
+    return {w for ws in INSTRUMENT_WORDS.values() for w in ws}
+
+
+def prompt_warning(
+    prompt: str, negative_prompt: str = "", *, style_from_params: bool = False
+) -> str | None:
+    """One warning line (starting "prompt: ") naming the words of ``prompt`` and
+    ``negative_prompt`` the procedural generator does not understand and the
+    approximations it made (choir -> pad), with what the understood words chose; None
+    when every word was understood exactly."""
+    r = read_prompt(prompt)
+    neg = read_prompt(negative_prompt) if negative_prompt else None
+    unknown = list(r.unknown)
+    neg_unknown = [w for w in (neg.unknown if neg else ()) if w not in unknown]
+    closest = list(r.closest)  # in the negative prompt they remove nothing: no voice
+    if not (unknown or neg_unknown or closest):
+        return None
+    parts = []
+    if unknown:
+        parts.append(
+            "the procedural generator does not understand "
+            + ", ".join(repr(w) for w in unknown)
+            + " (ignored)"
+        )
+    if neg_unknown:
+        parts.append("nor, in the negative prompt, " + ", ".join(repr(w) for w in neg_unknown))
+    if closest:
+        parts.append("closest timbres: " + ", ".join(f"{w} -> {i}" for w, i in closest))
+    if style_from_params:
+        chose = "style from the style parameter"
+    elif r.style_word is None:
+        chose = f"style {r.style} (the default: no style or mood word)"
+    else:
+        chose = f"style {r.style} (from {r.style_word!r})"
+    if r.mode_word is not None:
+        chose += f", {'minor' if r.minor else 'major'} (from {r.mode_word!r})"
+    return "prompt: " + "; ".join(parts) + f"; it used {chose}"
 
 
 _NEGATIONS = frozenset({"no", "without", "minus", "sans", "except"})
 _CONNECTORS = frozenset({"any", "or", "and", "nor", "a", "the", "real", "heavy", "loud"})
 
 
-def instruments_in(text: str) -> tuple[list[str], list[str]]:
+def instruments_in(text: str, *, closest: bool = True) -> tuple[list[str], list[str]]:
     """Instruments a prompt asks for and those it negates ("no drums", "without piano"),
-    each in :data:`INSTRUMENT_WORDS` order."""
+    each in :data:`INSTRUMENT_WORDS` order. ``closest``: words of
+    :data:`CLOSEST_TIMBRES` ask for their closest voice ("choir" -> pad); a negation
+    never removes an approximation ("no vocals" keeps the pad: there are no vocals)."""
     words = prompt_words(text)
-    instrument_of = {w: name for name, ws in INSTRUMENT_WORDS.items() for w in ws}
+    exact = {w: name for name, ws in INSTRUMENT_WORDS.items() for w in ws}
+    instrument_of = _instrument_of() if closest else exact
     asked: set[str] = set()
     negated: set[str] = set()
     negating = False
@@ -523,7 +709,10 @@ def instruments_in(text: str) -> tuple[list[str], list[str]]:
         if word in _NEGATIONS:
             negating = True
         elif word in instrument_of:
-            (negated if negating else asked).add(instrument_of[word])
+            if not negating:
+                asked.add(instrument_of[word])
+            elif word in exact:
+                negated.add(exact[word])
         elif word not in _CONNECTORS:
             # "no piano or drums" negates both; "no drums, warm piano" only the drums.
             negating = False

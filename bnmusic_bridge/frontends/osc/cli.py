@@ -22,6 +22,7 @@ from bnmusic_bridge.frontends.args import (
     build_request,
     preset_export,
 )
+from bnmusic_bridge.request import expand_path
 
 if TYPE_CHECKING:
     from .server import OscServer, ServerConfig
@@ -83,7 +84,7 @@ def register(subparsers: Any) -> None:
     )
     net.add_argument(
         "--secret-file",
-        type=Path,
+        type=expand_path,
         metavar="FILE",
         help="file whose first line is the shared secret every client must send with "
         f"/bnmusic/auth first (at least 16 characters; or set ${SECRET_ENV})",
@@ -105,21 +106,21 @@ def register(subparsers: Any) -> None:
     files.add_argument(
         "--root",
         action="append",
-        type=Path,
+        type=expand_path,
         metavar="DIR",
         help="folder clients may read stems from and write outputs to (repeatable; default: the current folder)",
     )
     files.add_argument(
         "--read-root",
         action="append",
-        type=Path,
+        type=expand_path,
         metavar="DIR",
         help="folder clients and presets may read from but not write to: plugins, impulse "
         "responses, a music library (repeatable)",
     )
     files.add_argument(
         "--out",
-        type=Path,
+        type=expand_path,
         metavar="DIR",
         help="default output folder inside a root (default: next to each input)",
     )

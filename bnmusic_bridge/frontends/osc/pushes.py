@@ -1,5 +1,6 @@
 """Messages the server sends unasked: a job's progress and failure as they happen, and
-after each finished job its lambda lane, its coverage meter and its done message.
+after each finished job its lambda lane, its coverage meter, its warnings and its done
+message.
 
 Progress and failures go out from the job threads at once. Finished jobs queue up for
 one pusher thread (:meth:`Pusher.run`), which streams each job's lane (time-tagged
@@ -16,6 +17,8 @@ import threading
 import time
 from typing import Any
 
+from bnmusic_bridge.result import SHORTFALL_PREFIX
+
 from . import protocol as P
 from .jobs import Job, Outcome
 from .routing import Outbox
@@ -26,6 +29,20 @@ log = logging.getLogger("bnmusic.osc")
 LANE_POINTS_PER_DATAGRAM = 16
 DONE_OUTPUTS = ("music", "blended", "lambda_csv", "lambda_json", "report")
 """Outputs the done message names in fixed places (others follow as kind/path pairs)."""
+
+
+WARNING_KINDS = {SHORTFALL_PREFIX: "shortfall", "prompt: ": "prompt"}
+"""``/bnmusic/warning`` kinds by the warning's first words; any other is "render"."""
+
+
+def warning_kind(text: str) -> str:
+    """The kind of a render warning for ``/bnmusic/warning``: "shortfall" (the blend
+    fell short of its target), "prompt" (prompt words the generator does not know) or
+    "render" (anything else)."""
+    for prefix, kind in WARNING_KINDS.items():
+        if text.startswith(prefix):
+            return kind
+    return "render"
 
 
 class Pusher:
@@ -101,6 +118,10 @@ class Pusher:
                 job, P.encode_message(P.PREFIX + "meter", job.job_id, float(t_s), float(cov))
             )
             meter_points += 1
+        for text in outcome.warnings:
+            self._push(
+                job, P.encode_message(P.PREFIX + "warning", job.job_id, warning_kind(text), text)
+            )
         self._send_done(job, outcome, lane_points=lane_points, meter_points=meter_points)
 
     def _stream_lane(self, job: Job, outcome: Outcome, bucket: TokenBucket) -> int:

@@ -104,6 +104,7 @@ class Outcome:
         lane_times_s / lane_gain_db: the compacted lambda lane, float64 ``(points,)``.
         meter_times_s / meter_coverage: coverage per meter block, float64 ``(blocks,)``.
         seconds: wall time of the render and export.
+        warnings: the render's warnings, one line each (sent as ``/bnmusic/warning``).
     """
 
     outputs: dict[str, str]
@@ -116,6 +117,7 @@ class Outcome:
     meter_times_s: np.ndarray
     meter_coverage: np.ndarray
     seconds: float
+    warnings: tuple[str, ...] = ()
 
 
 class JobFailed(Exception):
@@ -388,6 +390,7 @@ def _outcome(spec: JobSpec, result: Any, outputs: dict[str, str], seconds: float
         meter_times_s=meter_t,
         meter_coverage=meter_c,
         seconds=seconds,
+        warnings=tuple(" ".join(str(w).split()) for w in result.warnings),
     )
 
 
