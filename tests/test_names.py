@@ -63,7 +63,9 @@ def check_outputs(folder: Path, stem: str, suffix: str = ".wav") -> None:
     name, text = midi_text(folder / f"{stem}.lambda.mid")
     assert name.startswith("lambda CC11") and stem in text
     rpp = parse((folder / f"{stem}.lambda.reaper.rpp").read_text(encoding="utf-8"))
-    track = rpp.child("TRACK")
+    # the noise on its own track, the music under it
+    noise_track, track = [c for c in rpp.children if c.tag == "TRACK"]
+    assert noise_track.line("NAME") == [stem]
     source = track.child("ITEM").child("SOURCE")
     assert Path(source.line("FILE")[0]) == (folder / f"{stem}.music{suffix}").resolve()
     assert track.line("NAME")[0] == f"{stem}.music ({'lambda'})"

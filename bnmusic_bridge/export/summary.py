@@ -292,11 +292,17 @@ def summary_plot_png(
         2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
     )
     name = result.source.name if result.source is not None else "render"
+    # Same rule as the overview picture: a font that has the name's characters, or "?"
+    # for those no installed font has (never a box and a warning on stderr).
+    from .plot import title_font
+
+    families, name, _ = title_font(name)
     fig.suptitle(
         f"{name}: coverage {s.coverage * 100:.1f} %, NMR {_fmt(s.nmr_db, '.1f', ' dB')}, "
         f"lambda {s.lambda_min_db:+.1f}..{s.lambda_max_db:+.1f} dB, "
         f"music {s.music_lufs:.1f} LUFS over noise {s.noise_lufs:.1f} LUFS",
         fontsize=10,
+        fontfamily=families,
     )
     lx, ly, lband = _decimate(times_s, gain_db, max_points)
     ax1.fill_between(lx, lband[0], lband[1], color="tab:blue", alpha=0.25, lw=0)
