@@ -99,11 +99,13 @@ def connect(address: str | None) -> Any:
         ClusterUnreachableError: the address does not answer, or Ray refused to connect.
     """
     ray = import_ray()
-    if ray.is_initialized():
-        return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is not None:
         check_reachable(address)
+    if ray.is_initialized():
+        # One process, one cluster: a caller that connected already (a test, a script
+        # around run_batch) keeps its connection.
+        return ray
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, TimeoutError) as e:
