@@ -21,6 +21,7 @@ Ray is imported only inside these functions (``pip install 'bnmusic-bridge[ray]'
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import socket
@@ -136,8 +137,9 @@ class WorkerStats:
         pid: its process id.
         node: the cluster node's IP address.
         stems: stems it rendered.
-        generator_loads: generators (models) it created; the rest were reused.
-        load_s: seconds spent creating them.
+        generator_loads: generators (models) its process created; every other stem
+            reused one (the registry's per-process cache).
+        load_s: seconds spent creating them (imports and weights included).
         render_s: seconds spent rendering.
     """
 
@@ -147,6 +149,26 @@ class WorkerStats:
     generator_loads: int
     load_s: float
     render_s: float
+
+
+_PROCESS_GENERATORS: dict[int, float] = {}
+"""Generators this process created (by id; the registry keeps them alive, so ids are
+not reused) and the seconds each took: what :class:`StemWorker` reports as loads."""
+
+
+def use_generator(request: RenderRequest) -> None:
+    """Create (or reuse, from the process cache) the generator ``request`` names, load
+    its model now if it has one (``load()``; otherwise its first window would), and
+    count it in :data:`_PROCESS_GENERATORS` when it is new to this process."""
+    from ..pipeline import generator_for
+
+    t0 = time.perf_counter()
+    generator = generator_for(request)
+    if id(generator) not in _PROCESS_GENERATORS:  # the process cache missed: a load
+        load = getattr(generator, "load", None)
+        if callable(load):
+            load()
+        _PROCESS_GENERATORS[id(generator)] = time.perf_counter() - t0
 
 
 class StemWorker:
@@ -159,39 +181,37 @@ class StemWorker:
 
     def __init__(self, setup: Sequence[str] = ()) -> None:
         run_setup(setup)
-        self._generators: set[int] = set()
         self._stems = 0
-        self._load_s = 0.0
         self._render_s = 0.0
 
     def render(self, stem: Any, request: RenderRequest, load_s: float) -> Any:
         """:func:`~bnmusic_bridge.batch.task.render_loaded` on this worker."""
         t0 = time.perf_counter()
-        try:
-            from ..pipeline import generator_for
-
-            generator = generator_for(request)
-            if id(generator) not in self._generators:  # the process cache missed: a load
-                self._generators.add(id(generator))
-                self._load_s += time.perf_counter() - t0
-        except BNMusicError:
-            pass  # the render reports the same error for this stem
+        # A generator that cannot be created fails the render below with its own
+        # message and code; here it is only counted.
+        with contextlib.suppress(Exception):
+            use_generator(request)
         out = render_loaded(stem, request, load_s)
         self._stems += 1
         self._render_s += time.perf_counter() - t0
         return out
 
     def stats(self) -> WorkerStats:
-        import ray
+        return worker_stats(self._stems, self._render_s)
 
-        return WorkerStats(
-            pid=os.getpid(),
-            node=ray.util.get_node_ip_address(),
-            stems=self._stems,
-            generator_loads=len(self._generators),
-            load_s=self._load_s,
-            render_s=self._render_s,
-        )
+
+def worker_stats(stems: int, render_s: float) -> WorkerStats:
+    """This process's :class:`WorkerStats` (run inside a Ray worker)."""
+    import ray
+
+    return WorkerStats(
+        pid=os.getpid(),
+        node=ray.util.get_node_ip_address(),
+        stems=stems,
+        generator_loads=len(_PROCESS_GENERATORS),
+        load_s=sum(_PROCESS_GENERATORS.values()),
+        render_s=render_s,
+    )
 
 
 def start_workers(ray: Any, count: int, num_gpus: float, setup: Sequence[str]) -> list[Any]:
