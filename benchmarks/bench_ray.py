@@ -132,8 +132,12 @@ def is_pool_worker(cmd: str) -> bool:
     return "multiprocessing" in cmd and "resource_tracker" not in cmd
 
 
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+"""Ray system processes that are named like workers."""
+
+
 def is_ray_worker(cmd: str) -> bool:
-    return cmd.startswith("ray::")
+    return cmd.startswith("ray::") and not cmd.startswith(RAY_AGENTS)
 
 
 # --------------------------------------------------------------------------------------
@@ -278,6 +282,24 @@ def model_loads(stems, work: Path) -> dict[str, Any]:
     return result
 
 
+def payload_sizes(stem: Path, work: Path, request: Any, export: Any) -> dict[str, Any]:
+    """Pickled bytes of what crosses the network for one stem: the decoded audio and
+    request out, the render result back (and the input file, for scale)."""
+    import pickle
+
+    from bnmusic_bridge.batch import StemTask
+    from bnmusic_bridge.batch.task import load_task, render_loaded
+
+    task = StemTask("s", str(stem), str(work / "sizes"), request, export)
+    loaded = load_task(task)
+    result = render_loaded(loaded.stem, request, loaded.load_s)
+    return {
+        "input_file_bytes": stem.stat().st_size,
+        "sent_audio_and_request_bytes": len(pickle.dumps((loaded.stem, request))),
+        "returned_result_bytes": len(pickle.dumps(result)),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -296,6 +318,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_ray"))
     try:
         stems = make_stems(work / "stems", args.stems, args.seconds)
+        sizes = payload_sizes(stems[0], work, request, export)
         t0 = time.perf_counter()
         ray.init(
             num_cpus=2,
@@ -331,13 +354,14 @@ def main() -> None:
             "every run_batch starts its own pool processes or Ray actors",
             "repeats": args.repeats,
             "ray_start_s": round(start_s, 2),
+            "bytes_per_stem_over_the_object_store": sizes,
             "local_pool": pool,
             "ray": on_ray,
             "ray_over_pool_wall_ratio": spread(ratio),
             "ray_overhead_s_per_stem": spread(overhead),
             "model_load": loads,
             "notes": "PSS: proportional set size from /proc/<pid>/smaps_rollup, sampled every "
-            "0.2 s; 'workers' = pool worker processes or Ray 'ray::' worker processes; "
+            "0.2 s; 'workers' = pool worker processes or Ray's worker processes (ray::IDLE, ray::StemWorker, ...; not its agents); "
             "'all_processes' adds the driver and every process it started (Ray: GCS, raylet, "
             "agents). Ray start-up (ray.init) is not in the Ray wall times. Load = a generator "
             "created in a process (imports of torch/diffusers and the weights), as counted "
