@@ -132,3 +132,23 @@ def test_ray_is_imported_only_for_the_ray_backend():
         "bnmusic_bridge.frontends.osc.server; assert 'ray' not in sys.modules, 'ray imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
+
+
+def test_a_model_generator_asks_for_a_gpu_and_a_cluster_without_one_is_refused(
+    tmp_path, ray_address
+):
+    from bnmusic_bridge.batch.ray_backend import gpus_for
+    from bnmusic_bridge.errors import ParameterError
+
+    assert gpus_for(REQUEST.replace(generator="riffusion")) == 1.0
+    assert gpus_for(REQUEST) == 0.0  # the procedural generator runs on CPUs
+    stems = make_stems(tmp_path / "stems", 1, seconds=0.6)
+    with pytest.raises(ParameterError, match=r"1 GPU per worker.*has 0.*--ray-gpus 0"):
+        run_batch(
+            stems,
+            tmp_path / "o",
+            REQUEST.replace(generator="riffusion"),
+            FAST,
+            backend="ray",
+            ray_address=ray_address,
+        )

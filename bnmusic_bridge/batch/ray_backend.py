@@ -129,6 +129,24 @@ def gpus_for(request: RenderRequest) -> float:
     return 1.0 if request.generator in MODEL_GENERATORS else 0.0
 
 
+def check_gpus(ray: Any, gpus: float, address: str | None) -> None:
+    """Refuse a GPU request the cluster cannot meet now (Ray would wait for ever).
+
+    Raises:
+        ParameterError: names the cluster's GPU count and the way out.
+    """
+    if gpus <= 0:
+        return
+    have = float(ray.cluster_resources().get("GPU", 0.0))
+    if have < gpus:
+        where = f"the Ray cluster at {address}" if address else "the Ray cluster"
+        raise ParameterError(
+            f"a model generator asks Ray for {gpus:g} GPU per worker, but {where} has "
+            f"{have:g}; start a machine with a GPU in the cluster (ray start --address=...) "
+            "or pass --ray-gpus 0 to render on CPUs"
+        )
+
+
 @dataclass(frozen=True)
 class WorkerStats:
     """What one :class:`StemWorker` did.
@@ -246,7 +264,7 @@ def run_on_ray(
         stats: when given, each actor's :class:`WorkerStats` is appended at the end.
 
     Raises:
-        ParameterError: Ray is missing.
+        ParameterError: Ray is missing, or the cluster has fewer GPUs than asked for.
         ClusterUnreachableError: the cluster does not answer.
         KeyboardInterrupt: passed on after the stems in flight were cancelled.
     """
@@ -254,6 +272,7 @@ def run_on_ray(
         return
     ray = connect(address)
     gpus = gpus_for(tasks[0].request) if num_gpus is None else float(num_gpus)
+    check_gpus(ray, gpus, address)
     workers = start_workers(ray, min(jobs, len(tasks)), gpus, setup)
     queue = list(reversed(tasks))
     idle = list(workers)

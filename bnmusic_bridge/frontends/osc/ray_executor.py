@@ -19,7 +19,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from bnmusic_bridge.batch.ray_backend import connect, first_line, remote_stream
+from bnmusic_bridge.batch.ray_backend import (
+    check_gpus,
+    connect,
+    first_line,
+    gpus_for,
+    remote_stream,
+)
 from bnmusic_bridge.errors import BNMusicError, CancelledError
 
 from .worker import JobSpec, Outcome, ProgressFn, execute_job
@@ -81,6 +87,7 @@ class RayExecutor:
         from bnmusic_bridge.audio import read_stem
 
         ray = self._connect()
+        check_gpus(ray, gpus_for(spec.request), self.address)  # else it would wait for ever
         stem = read_stem(spec.noise_path, max_duration_s=spec.max_stem_s)  # here, by value
         stream = remote_stream(ray, spec.request).remote(stem, spec.request, self.setup)
         try:
