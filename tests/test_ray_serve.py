@@ -84,3 +84,19 @@ def test_unreachable_cluster_gives_a_clear_error_and_the_server_lives(tmp_path):
             assert c.request("/bnmusic/ping", "still", reply="/bnmusic/pong").values == ["still"]
     finally:
         srv.stop(timeout_s=10)
+
+
+def test_serve_and_batch_flags_name_the_backend_and_address(tmp_path):
+    from bnmusic_bridge.frontends.cli import make_parser
+    from bnmusic_bridge.frontends.osc.cli import server_config
+
+    args = make_parser().parse_args(
+        ["serve", "--root", str(tmp_path), "--backend", "ray", "--address", "10.0.0.5:6379"]
+    )
+    config = server_config(args)
+    assert (config.backend, config.ray_address) == ("ray", "10.0.0.5:6379")
+    assert server_config(make_parser().parse_args(["serve"])).backend == "local"
+    batch = make_parser().parse_args(
+        ["batch", "x.wav", "--out", "o", "--backend", "ray", "--address", "h:1"]
+    )
+    assert (batch.backend, batch.ray_address, batch.ray_gpus) == ("ray", "h:1", None)
