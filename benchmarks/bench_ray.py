@@ -161,7 +161,7 @@ def make_stems(folder: Path, count: int, seconds: float) -> list[Path]:
     return out
 
 
-def spread(values: list[float]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, Any]:
     return {
         "median": round(statistics.median(values), 3),
         "min": round(min(values), 3),
@@ -210,7 +210,7 @@ def model_loads(stems, work: Path) -> dict[str, Any]:
 
     from bnmusic_bridge.batch import plan_batch
     from bnmusic_bridge.batch.ray_backend import StemWorker, run_on_ray
-    from bnmusic_bridge.batch.task import finish_task, load_task
+    from bnmusic_bridge.batch.task import LoadedStem, finish_task, load_task
     from bnmusic_bridge.export import ExportOptions
     from bnmusic_bridge.request import RenderRequest
 
@@ -261,7 +261,11 @@ def model_loads(stems, work: Path) -> dict[str, Any]:
 
     task_fn = ray.remote(num_cpus=1, max_calls=1)(render_in_fresh_process)
     plan = plan_batch(stems, work / "tasks", request, export)
-    loaded = [(t, load_task(t)) for t in plan.tasks]
+    loaded: list[tuple[Any, LoadedStem]] = []
+    for t in plan.tasks:
+        ls = load_task(t)
+        assert isinstance(ls, LoadedStem), ls
+        loaded.append((t, ls))
     with MemorySampler(is_ray_worker) as mem:
         t0 = time.perf_counter()
         refs = [task_fn.remote(ls.stem, t.request, ls.load_s) for t, ls in loaded]
@@ -288,10 +292,11 @@ def payload_sizes(stem: Path, work: Path, request: Any, export: Any) -> dict[str
     import pickle
 
     from bnmusic_bridge.batch import StemTask
-    from bnmusic_bridge.batch.task import load_task, render_loaded
+    from bnmusic_bridge.batch.task import LoadedStem, load_task, render_loaded
 
     task = StemTask("s", str(stem), str(work / "sizes"), request, export)
     loaded = load_task(task)
+    assert isinstance(loaded, LoadedStem), loaded
     result = render_loaded(loaded.stem, request, loaded.load_s)
     return {
         "input_file_bytes": stem.stat().st_size,

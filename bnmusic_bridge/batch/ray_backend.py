@@ -348,14 +348,15 @@ def stream_render(
     run_setup(setup)
     events: queue.Queue[tuple[Any, ...]] = queue.Queue()
     stop = threading.Event()
-    last = {"stage": "", "at": 0.0}
+    last_stage, last_at = "", 0.0
 
     def progress(stage: str, fraction: float) -> None:
+        nonlocal last_stage, last_at
         if stop.is_set():  # the job was cancelled: end the render at this step
             raise CancelledError("cancelled")
         now = time.monotonic()
-        if stage != last["stage"] or fraction >= 1.0 or now - last["at"] >= PROGRESS_INTERVAL_S:
-            last["stage"], last["at"] = stage, now
+        if stage != last_stage or fraction >= 1.0 or now - last_at >= PROGRESS_INTERVAL_S:
+            last_stage, last_at = stage, now
             events.put(("progress", stage, float(fraction)))
 
     def work() -> None:

@@ -28,7 +28,7 @@ from bnmusic_bridge.batch.ray_backend import (
 )
 from bnmusic_bridge.errors import BNMusicError, CancelledError
 
-from .worker import JobSpec, Outcome, ProgressFn, execute_job
+from .worker import Gate, JobSpec, Outcome, ProgressFn, execute_job
 
 WAIT_S = 0.05
 """How often a job thread looks at its cancel flag while the cluster works (s)."""
@@ -42,7 +42,7 @@ class RemoteJobError(BNMusicError):
         self.code = code
 
 
-class OpenGate:
+class OpenGate(Gate):
     """No generation gate here: the cluster schedules the GPUs (one job per GPU)."""
 
     def acquire(self, cancel: threading.Event) -> None:
