@@ -100,3 +100,25 @@ def test_serve_and_batch_flags_name_the_backend_and_address(tmp_path):
         ["batch", "x.wav", "--out", "o", "--backend", "ray", "--address", "h:1"]
     )
     assert (batch.backend, batch.ray_address, batch.ray_gpus) == ("ray", "h:1", None)
+
+
+def test_a_job_whose_worker_dies_is_retried_and_one_that_kills_it_twice_fails(
+    tmp_path, ray_address
+):
+    write_noise(tmp_path / "a_crash_once.wav", seconds=0.6)
+    write_noise(tmp_path / "b_crash_always.wav", seconds=0.6, seed=1)
+    srv = ray_server(tmp_path, ray_address, worker_setup=("ray_hooks:die_in_server_jobs",))
+    try:
+        with OscClient(srv.udp_address) as c:
+            c.send("/bnmusic/render_ex", "once", "a_crash_once.wav", "out")
+            c.wait("/bnmusic/done", "once", timeout_s=120)
+            c.send("/bnmusic/render_ex", "always", "b_crash_always.wav", "out")
+            err = c.wait("/bnmusic/error", "always", timeout_s=120)
+            assert err.values[1] == "internal" and "lost" in err.values[2]
+            assert c.request("/bnmusic/ping", "up", reply="/bnmusic/pong").values == ["up"]
+    finally:
+        srv.stop(timeout_s=20)
+    assert len((tmp_path / "a_crash_once.wav.tries").read_text().split()) == 2
+    assert len((tmp_path / "b_crash_always.wav.tries").read_text().split()) == 2
+    assert (tmp_path / "out" / "a_crash_once.music.wav").is_file()
+    assert not list((tmp_path / "out").glob("b_crash_always*"))
