@@ -57,3 +57,9 @@ class CancelledError(BNMusicError):
     """The render was cancelled through the progress callback."""
 
     code = "cancelled"
+
+
+class ClusterUnreachableError(BNMusicError):
+    """The Ray cluster at the given address does not answer (``--backend ray``)."""
+
+    code = "cluster_unreachable"

@@ -118,6 +118,24 @@ def render_file(
     return _render_stem(stem, req, progress, load_s=time.perf_counter() - t0)
 
 
+def render_stem(
+    stem: audio_io.Stem,
+    request: RenderRequest | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    load_s: float = 0.0,
+) -> RenderResult:
+    """:func:`render` a stem already read by :func:`~bnmusic_bridge.audio.read_stem`
+    (possibly on another machine: a Ray worker gets the audio by value, not the file).
+
+    The result is the one :func:`render_file` gives for the stem's file: its ``source``
+    is ``stem.path``. ``load_s`` (seconds) is recorded as the "load" timing.
+    """
+    req = request or RenderRequest()
+    check_request(req)
+    return _render_stem(stem, req, progress, load_s=load_s)
+
+
 def render(
     noise: np.ndarray,
     sample_rate_hz: int,

@@ -1,50 +1,63 @@
-"""Render a library of noise stems on a Ray cluster: one independent task per stem.
+"""Render a library of noise stems on a Ray cluster, audio by value (no shared folders).
 
-    pip install "ray[default]"
-    python examples/batch_ray.py STEMS... --out OUT_DIR [--preset NAME] [--address auto]
-        [--gpus-per-stem 1]
+    pip install "bnmusic-bridge[ray]"
+    python examples/batch_ray.py STEMS... --out OUT_DIR [--preset NAME] [--address HOST:6379]
 
 The same as ``bnmusic batch STEMS... --out OUT_DIR --preset NAME --backend ray``, spelled
-out: :func:`bnmusic_bridge.batch.plan_batch` expands the inputs and skips stems an
-earlier run finished; each :class:`~bnmusic_bridge.batch.StemTask` names its input file,
-output folder and parameters, and :func:`~bnmusic_bridge.batch.render_task` (a pure
-function) renders it wherever Ray schedules it. Inputs and OUT_DIR must be on storage
-every node sees at the same path (NFS, a mounted bucket). See docs/batch.md.
+out with the batch's building blocks: :func:`~bnmusic_bridge.batch.plan_batch` expands the
+inputs and skips stems an earlier run finished; for each due stem this machine reads the
+file (:func:`~bnmusic_bridge.batch.task.load_task`), a Ray actor renders the audio it is
+sent (:class:`~bnmusic_bridge.batch.ray_backend.StemWorker`, which keeps its generator
+loaded from stem to stem), and this machine writes the outputs
+(:func:`~bnmusic_bridge.batch.task.finish_task`). See docs/batch.md.
 """
 
 import argparse
 import sys
 
-try:
-    import ray
-except ImportError:
-    sys.exit('this example needs Ray: pip install "ray[default]"')
-
-from bnmusic_bridge.batch import plan_batch, render_task
+from bnmusic_bridge.batch import plan_batch
+from bnmusic_bridge.batch.ray_backend import connect, fetch, gpus_for, start_workers
+from bnmusic_bridge.batch.task import TaskResult, finish_task, load_task
 from bnmusic_bridge.presets import load_preset
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("stems", nargs="+", help="noise files, folders or glob patterns")
-parser.add_argument("--out", required=True, help="output folder (shared storage)")
+parser.add_argument("--out", required=True, help="output folder (on this machine)")
 parser.add_argument("--preset", default="lofi-commute")
 parser.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or local)")
-parser.add_argument(
-    "--gpus-per-stem", type=float, default=0.0, help="1 for the riffusion generator"
-)
+parser.add_argument("--workers", type=int, default=2, help="Ray actors (stems in flight)")
 args = parser.parse_args()
 
 preset = load_preset(args.preset)
 plan = plan_batch(args.stems, args.out, preset.request, preset.export)
 print(f"{len(plan.tasks)} to render, {len(plan.skipped)} done before, {len(plan.failed)} refused")
-ray.init(address=args.address)
-# Ray reuses worker processes, so a model-based generator loads its weights once per worker.
-remote_task = ray.remote(num_cpus=1, num_gpus=args.gpus_per_stem)(render_task)
-pending = {remote_task.remote(task): task for task in plan.tasks}
+if not plan.tasks:
+    sys.exit(1 if plan.failed else 0)
+ray = connect(args.address)  # a clear error naming the address if it does not answer
+workers = start_workers(ray, args.workers, gpus_for(preset.request), setup=())
 failed = list(plan.failed)
-while pending:
+pending = {}
+queue = list(plan.tasks)
+idle = list(workers)
+while queue or pending:
+    while queue and idle:
+        task = queue.pop(0)
+        loaded = load_task(task)  # hashed and decoded here: the worker sees no disk
+        if isinstance(loaded, TaskResult):
+            failed.append(loaded)
+            continue
+        worker = idle.pop()
+        pending[worker.render.remote(loaded.stem, task.request, loaded.load_s)] = (
+            task,
+            loaded,
+            worker,
+        )
+    if not pending:
+        continue
     done, _ = ray.wait(list(pending), num_returns=1)
-    result = ray.get(done[0])
-    del pending[done[0]]
+    task, loaded, worker = pending.pop(done[0])
+    idle.append(worker)
+    result = finish_task(task, loaded, fetch(ray, done[0]))  # written here, atomically
     print(
         f"{result.status:8s} {result.stem_name}: coverage {result.coverage}  {result.error or ''}"
     )

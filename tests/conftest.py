@@ -28,3 +28,31 @@ def _hermetic_user_presets(_empty_config_home: Path, monkeypatch: pytest.MonkeyP
     """The default user presets folder (``$XDG_CONFIG_HOME/bnmusic/presets``) is an
     empty one of the test session's, so a developer's own presets never change a test."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(_empty_config_home))
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """A real local Ray instance (2 CPUs, no dashboard, a short temp folder) for the whole
+    session; its GCS address. Skips when Ray is not installed (CI installs it:
+    scripts/test). Workers find tests/ (test-only hooks) through PYTHONPATH."""
+    import os
+    import shutil
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    # Ray's socket paths must stay under 108 characters: a short folder in /tmp.
+    temp = tempfile.mkdtemp(prefix="bnray", dir="/tmp")
+    paths = os.pathsep.join([str(REPO), str(REPO / "tests")])
+    context = ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=200 * 1024 * 1024,
+        _temp_dir=temp,
+        runtime_env={"env_vars": {"PYTHONPATH": paths}},
+    )
+    try:
+        yield context.address_info["gcs_address"]
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)

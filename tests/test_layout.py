@@ -205,12 +205,18 @@ def test_cycle_finder_finds_a_cycle() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["bnmusic_bridge.grid", "bnmusic_bridge.request", "bnmusic_bridge.frontends.cli"],
+    [
+        "bnmusic_bridge.grid",
+        "bnmusic_bridge.request",
+        "bnmusic_bridge.frontends.cli",
+        "bnmusic_bridge.batch.backends",
+        "bnmusic_bridge.batch.ray_backend",
+    ],
 )
 def test_light_modules_import_nothing_heavy_at_the_top(module: str) -> None:
     path = _modules()[module]
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    heavy = {"torch", "diffusers", "transformers", "matplotlib", "scipy"}
+    heavy = {"torch", "diffusers", "transformers", "matplotlib", "scipy", "ray"}
     top_level = [
         n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
     ]

@@ -1,12 +1,12 @@
 """Where a batch's tasks run: in this process, in a local process pool, or on a Ray
-cluster. Every backend runs the same :func:`~bnmusic_bridge.batch.task.render_task` and
-hands each result back in this process as it finishes."""
+cluster (:mod:`.ray_backend`, imported only then). Every backend renders with the same
+functions of :mod:`~bnmusic_bridge.batch.task` and hands each result back in this
+process as it finishes."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from ..errors import ParameterError
 from .task import StemTask, TaskResult, failed_result, render_task
@@ -25,7 +25,8 @@ def run_tasks(
     jobs: int = 1,
     backend: str = "local",
     ray_address: str | None = None,
-    ray_num_gpus: float = 0.0,
+    ray_num_gpus: float | None = None,
+    worker_setup: Sequence[str] = (),
 ) -> None:
     """Run ``tasks`` with :func:`render_task` and hand each result to ``on_result`` as it
     finishes (in completion order).
@@ -33,14 +34,18 @@ def run_tasks(
     Args:
         tasks: the stems.
         on_result: called in this process for every result.
-        jobs: parallel tasks: processes for "local" (1 = in this process), tasks in
-            flight for "ray".
+        jobs: parallel tasks: processes for "local" (1 = in this process), Ray actors
+            (stems in flight) for "ray".
         backend: "local" or "ray".
         ray_address: Ray cluster address (None: ``$RAY_ADDRESS`` or a local Ray).
-        ray_num_gpus: GPUs Ray reserves per task (1 for a GPU generator).
+        ray_num_gpus: GPUs Ray reserves per actor (None: 1 for a model generator such
+            as riffusion, 0 otherwise).
+        worker_setup: ``"module:function"`` names each Ray actor calls when it starts
+            (e.g. to register a generator); "ray" only.
 
     Raises:
         ParameterError: bad ``jobs`` or ``backend``, or Ray missing.
+        ClusterUnreachableError: ("ray") the cluster's address does not answer.
         KeyboardInterrupt: passed on after pending tasks were cancelled.
     """
     if not isinstance(jobs, int) or jobs < 1:
@@ -48,7 +53,7 @@ def run_tasks(
     if backend not in BACKENDS:
         raise ParameterError(f"backend={backend!r} unknown; allowed: {', '.join(BACKENDS)}")
     if backend == "ray":
-        run_on_ray(tasks, on_result, jobs, ray_address, ray_num_gpus)
+        run_on_ray(tasks, on_result, jobs, ray_address, ray_num_gpus, worker_setup)
     elif jobs == 1 or len(tasks) <= 1:
         run_in_process(tasks, on_result)
     else:
@@ -104,37 +109,11 @@ def run_on_ray(
     on_result: ResultHook,
     jobs: int,
     address: str | None,
-    num_gpus: float,
+    num_gpus: float | None,
+    setup: Sequence[str] = (),
 ) -> None:
-    """One Ray task per stem (1 CPU, ``num_gpus`` GPUs, retried once), at most ``jobs``
-    in flight."""
-    try:
-        import ray
-    except ImportError as e:
-        raise ParameterError(
-            "--backend ray needs Ray, which is not installed: pip install 'ray[default]' "
-            "(see docs/batch.md)"
-        ) from e
-    if not ray.is_initialized():
-        ray.init(address=address)
-    remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=1)(render_task)
-    queue = list(tasks)
-    in_flight: dict[Any, StemTask] = {}
-    try:
-        while queue or in_flight:
-            # Keep at most `jobs` tasks submitted, so a 10,000-stem batch does not
-            # hold 10,000 requests in the object store at once.
-            while queue and len(in_flight) < jobs:
-                task = queue.pop(0)
-                in_flight[remote.remote(task)] = task
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in done:
-                task = in_flight.pop(ref)
-                try:
-                    on_result(ray.get(ref))
-                except Exception as e:  # a lost node or worker: this stem failed
-                    on_result(failed_result(task, f"Ray task failed: {e}", "internal"))
-    except BaseException:
-        for ref in in_flight:
-            ray.cancel(ref)
-        raise
+    """One Ray actor per stem in flight (at most ``jobs``); audio and results travel by
+    value, files are written here (see :mod:`~bnmusic_bridge.batch.ray_backend`)."""
+    from .ray_backend import run_on_ray as run
+
+    run(tasks, on_result, jobs, address, num_gpus, setup)

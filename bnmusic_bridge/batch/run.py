@@ -52,7 +52,8 @@ def run_batch(
     preset: str | None = None,
     progress: bool = False,
     ray_address: str | None = None,
-    ray_num_gpus: float = 0.0,
+    ray_num_gpus: float | None = None,
+    worker_setup: Sequence[str] = (),
 ) -> BatchSummary:
     """Render every stem named by ``inputs`` into ``out_dir`` and write the manifest.
 
@@ -66,7 +67,9 @@ def run_batch(
         preset: the preset's name, recorded in the manifest.
         progress: show a tqdm progress bar on stderr.
         ray_address: Ray cluster address, for ``backend="ray"``.
-        ray_num_gpus: GPUs per task, for ``backend="ray"``.
+        ray_num_gpus: GPUs per Ray worker (None: 1 for a model generator, else 0).
+        worker_setup: ``"module:function"`` names each Ray worker calls when it
+            starts (e.g. to register a generator), for ``backend="ray"``.
 
     Returns:
         a :class:`BatchSummary`; failed stems are in it, not raised.
@@ -113,6 +116,7 @@ def run_batch(
             backend=backend,
             ray_address=ray_address,
             ray_num_gpus=ray_num_gpus,
+            worker_setup=worker_setup,
         )
     finally:
         if bar is not None:

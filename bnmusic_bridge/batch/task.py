@@ -159,43 +159,62 @@ def finite_or_none(x: float | None) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def render_task(task: StemTask) -> TaskResult:
-    """Render one stem and write its outputs; never raises for a bad stem.
+@dataclass(frozen=True)
+class LoadedStem:
+    """A stem read on the calling machine, ready to travel by value to a worker that
+    does not see this machine's disk.
 
-    A pure function of ``task``: it reads ``task.input_path`` and writes only the files
-    named by ``task.out_dir``, ``task.stem_name`` and ``task.export`` (the report records
-    the task key used to resume). Safe to run in another process or on another machine
-    that sees the same paths.
-
-    Returns:
-        a :class:`TaskResult` with status "rendered" or "failed" (the error and its code).
+    Attributes:
+        key: the task key (see :func:`task_key`).
+        input_sha256: SHA-256 of the input file's bytes.
+        stem: the decoded audio (float32 ``(channels, samples)``, its own rate in Hz; its
+            ``path`` names the file, as a label only).
+        load_s: seconds spent reading and decoding the file.
+        t0: ``time.perf_counter()`` when the task started (this machine's clock).
     """
-    from ..export import write_outputs
-    from ..pipeline import render_file
+
+    key: str
+    input_sha256: str
+    stem: Any
+    load_s: float
+    t0: float
+
+
+@dataclass(frozen=True)
+class RenderFailure:
+    """A render that raised, as a picklable value (it crosses process and machine
+    boundaries where an exception might not unpickle).
+
+    Attributes:
+        code: the error code (see :mod:`bnmusic_bridge.errors`), or "internal".
+        message: the message (for "internal": the exception's type and message).
+    """
+
+    code: str
+    message: str
+
+
+def load_task(task: StemTask) -> LoadedStem | TaskResult:
+    """Hash and read ``task``'s input on this machine: a :class:`LoadedStem`, or the
+    stem's "failed" result (unreadable, not audio, truncated, ...)."""
+    from ..audio import read_stem
 
     t0 = time.perf_counter()
     try:
         digest = file_sha256(task.input_path)
     except OSError as e:
-        return failed_result(task, f"{task.input_path}: cannot read ({e.strerror or e})", "bad_audio")
-    key = task_key(digest, task.request, task.export)
-    try:
-        result = render_file(task.input_path, task.request)
-        Path(task.out_dir).mkdir(parents=True, exist_ok=True)
-        paths = write_outputs(
-            result,
-            task.out_dir,
-            stem_name=task.stem_name,
-            options=task.export,
-            extra_report={"batch": {"key": key, "input_sha256": digest}},
+        return failed_result(
+            task, f"{task.input_path}: cannot read ({e.strerror or e})", "bad_audio"
         )
+    key = task_key(digest, task.request, task.export)
+    t_read = time.perf_counter()
+    try:
+        stem = read_stem(task.input_path)
     except BNMusicError as e:
         return failed_result(
             task, e, e.code, key=key, input_sha256=digest, seconds=time.perf_counter() - t0
         )
-    except Exception as e:
-        # An unexpected failure of one stem must not stop the batch; it is reported with
-        # its type so it can be filed as a bug.
+    except Exception as e:  # a decoder's own error: this stem fails, the batch goes on
         return failed_result(
             task,
             f"{type(e).__name__}: {e}",
@@ -204,15 +223,69 @@ def render_task(task: StemTask) -> TaskResult:
             input_sha256=digest,
             seconds=time.perf_counter() - t0,
         )
+    return LoadedStem(key, digest, stem, time.perf_counter() - t_read, t0)
+
+
+def render_loaded(stem: Any, request: RenderRequest, load_s: float = 0.0) -> Any:
+    """Render a stem read by :func:`load_task`: pure computation (no file is read or
+    written, except a model's weights), so it runs wherever the audio is sent.
+
+    Returns:
+        the :class:`~bnmusic_bridge.result.RenderResult`, or a :class:`RenderFailure`
+        (never raises for a bad stem or a generator error).
+    """
+    from ..pipeline import render_stem
+
+    try:
+        return render_stem(stem, request, load_s=load_s)
+    except BNMusicError as e:
+        return RenderFailure(e.code, str(e))
+    except Exception as e:
+        # An unexpected failure of one stem must not stop the batch; it is reported with
+        # its type so it can be filed as a bug.
+        return RenderFailure("internal", f"{type(e).__name__}: {e}")
+
+
+def finish_task(task: StemTask, loaded: LoadedStem, rendered: Any) -> TaskResult:
+    """Write a rendered stem's outputs on this machine (atomically, as named by
+    ``task``) and sum it up; ``rendered`` is what :func:`render_loaded` returned."""
+    from ..export import write_outputs
+
+    def failed(code: str, message: object) -> TaskResult:
+        return failed_result(
+            task,
+            message if isinstance(message, BaseException) else str(message),
+            code,
+            key=loaded.key,
+            input_sha256=loaded.input_sha256,
+            seconds=time.perf_counter() - loaded.t0,
+        )
+
+    if isinstance(rendered, RenderFailure):
+        return failed(rendered.code, rendered.message)
+    result = rendered
+    try:
+        Path(task.out_dir).mkdir(parents=True, exist_ok=True)
+        paths = write_outputs(
+            result,
+            task.out_dir,
+            stem_name=task.stem_name,
+            options=task.export,
+            extra_report={"batch": {"key": loaded.key, "input_sha256": loaded.input_sha256}},
+        )
+    except BNMusicError as e:
+        return failed(e.code, e)
+    except Exception as e:
+        return failed("internal", f"{type(e).__name__}: {e}")
     lane = result.lane_gain_db
     return TaskResult(
         stem_name=task.stem_name,
         input_path=task.input_path,
         status="rendered",
-        key=key,
-        input_sha256=digest,
+        key=loaded.key,
+        input_sha256=loaded.input_sha256,
         outputs=paths.as_dict(),
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - loaded.t0,
         timings_s={k: round(v, 4) for k, v in result.timings_s.items()},
         coverage=float(result.coverage),
         nmr_db=finite_or_none(result.nmr_db),
@@ -225,3 +298,21 @@ def render_task(task: StemTask) -> TaskResult:
         parameters=request_parameters(task.request),
         finished_at=utc_now(),
     )
+
+
+def render_task(task: StemTask) -> TaskResult:
+    """Render one stem and write its outputs; never raises for a bad stem.
+
+    A pure function of ``task``: it reads ``task.input_path`` and writes only the files
+    named by ``task.out_dir``, ``task.stem_name`` and ``task.export`` (the report records
+    the task key used to resume). It is :func:`load_task`, :func:`render_loaded` and
+    :func:`finish_task` in a row; the Ray backend runs the middle one on a worker and
+    the other two here, so both give the same files.
+
+    Returns:
+        a :class:`TaskResult` with status "rendered" or "failed" (the error and its code).
+    """
+    loaded = load_task(task)
+    if isinstance(loaded, TaskResult):
+        return loaded
+    return finish_task(task, loaded, render_loaded(loaded.stem, task.request, loaded.load_s))

@@ -40,12 +40,20 @@ def register(subparsers: Any) -> None:
         default="local",
         help="local processes (default) or a Ray cluster",
     )
-    p.add_argument("--ray-address", help="Ray cluster address (default $RAY_ADDRESS or local)")
+    p.add_argument(
+        "--address",
+        "--ray-address",
+        dest="ray_address",
+        metavar="HOST:PORT",
+        help="Ray cluster address, e.g. 192.168.1.20:6379 (default $RAY_ADDRESS, else a "
+        "local Ray instance)",
+    )
     p.add_argument(
         "--ray-gpus",
         type=float,
-        default=0.0,
-        help="GPUs Ray reserves per stem (1 for the riffusion generator)",
+        default=None,
+        help="GPUs Ray reserves per worker (default: 1 for a model generator such as "
+        "riffusion, 0 otherwise)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

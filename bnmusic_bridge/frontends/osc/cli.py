@@ -196,6 +196,21 @@ def register(subparsers: Any) -> None:
         default=config_default("isolation"),
         help="run renders in a worker process that owns the model (default) or in server threads (debugging)",
     )
+    jobs.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default=config_default("backend"),
+        help="render on this machine (default) or on a Ray cluster: the bounce and the "
+        "results travel by value, outputs are written here (docs/batch.md)",
+    )
+    jobs.add_argument(
+        "--address",
+        dest="ray_address",
+        metavar="HOST:PORT",
+        default=config_default("ray_address"),
+        help="the Ray cluster's head, e.g. 192.168.1.20:6379 (--backend ray; default "
+        "$RAY_ADDRESS, else a Ray instance started here)",
+    )
     niceness = config_default("worker_niceness")
     jobs.add_argument(
         "--worker-nice",
@@ -354,6 +369,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_stem_s=args.max_stem_minutes * 60.0,
         tcp_idle_timeout_s=args.idle_timeout,
         folder_quota=args.folder_quota,
+        backend=args.backend,
+        ray_address=args.ray_address,
     )
 
 

@@ -18,6 +18,8 @@ DEFAULT_MAX_STEM_S = 30 * 60.0
 needs several GB; bounded memory for long stems is separate work)."""
 LANE_TIMETAGS = ("playback", "immediate")
 ISOLATIONS = ("process", "thread")
+BACKENDS = ("local", "ray")
+"""Where jobs render: "local" (this machine, as ``isolation`` says) or "ray" (a cluster)."""
 
 
 def default_render_threads() -> int:
@@ -71,6 +73,11 @@ class ServerConfig:
             no queued or running job is closed (seconds).
         folder_quota: new output folders each client host may have created, over the
             server's lifetime.
+        backend: "local" (renders on this machine, as ``isolation`` says) or "ray"
+            (renders on a Ray cluster; the audio and results travel by value and the
+            outputs are written here).
+        ray_address: the Ray cluster's address, ``HOST:PORT`` (None: ``$RAY_ADDRESS``,
+            else a local Ray instance); ``backend="ray"`` only.
     """
 
     host: str = "127.0.0.1"
@@ -99,3 +106,5 @@ class ServerConfig:
     max_stem_s: float = DEFAULT_MAX_STEM_S
     tcp_idle_timeout_s: float = 60.0
     folder_quota: int = 64
+    backend: str = "local"
+    ray_address: str | None = None

@@ -19,16 +19,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bnmusic_bridge.export import ExportOptions
 from bnmusic_bridge.request import RenderRequest
 
-from .config import ISOLATIONS
+from .config import BACKENDS, ISOLATIONS
 from .paths import RootSet
 from .protocol import OscArg, OscError
 from .transport import Endpoint
 from .worker import WRITE_STAGE, JobFailed, JobSpec, Outcome, ProcessExecutor, ThreadExecutor
+
+if TYPE_CHECKING:
+    from .ray_executor import RayExecutor
 
 log = logging.getLogger("bnmusic.osc")
 
@@ -129,6 +132,9 @@ class JobManager:
         roots: the server's roots, handed to the worker, which opens the output folder
             beneath its root and checks the read paths again after the render.
         max_stem_s: longest stem (seconds) a job may render; None: no limit.
+        backend: "local" (as ``isolation`` says) or "ray" (jobs render on the Ray
+            cluster at ``ray_address``: :mod:`~bnmusic_bridge.frontends.osc.ray_executor`).
+        ray_address: the cluster's address (None: ``$RAY_ADDRESS`` or a local Ray).
     """
 
     def __init__(
@@ -146,6 +152,8 @@ class JobManager:
         worker_niceness: int,
         roots: RootSet | None = None,
         max_stem_s: float | None = None,
+        backend: str = "local",
+        ray_address: str | None = None,
     ) -> None:
         if max_queued < 1 or render_threads < 1:
             raise ValueError(
@@ -153,6 +161,8 @@ class JobManager:
             )
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation={isolation!r}; use 'process' or 'thread'")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}; use one of {', '.join(BACKENDS)}")
         self.events = events
         self.max_queued = max_queued
         self.meter_hz = meter_hz
@@ -162,11 +172,15 @@ class JobManager:
         self.roots = roots
         self.max_stem_s = max_stem_s
         self._used_ids: set[bytes] = set()
-        self.executor: ProcessExecutor | ThreadExecutor = (
-            ProcessExecutor(render_threads, worker_setup, worker_niceness)
-            if isolation == "process"
-            else ThreadExecutor(worker_setup)
-        )
+        self.executor: ProcessExecutor | ThreadExecutor | RayExecutor
+        if backend == "ray":
+            from .ray_executor import RayExecutor  # Ray itself loads at the first job
+
+            self.executor = RayExecutor(ray_address, worker_setup)
+        elif isolation == "process":
+            self.executor = ProcessExecutor(render_threads, worker_setup, worker_niceness)
+        else:
+            self.executor = ThreadExecutor(worker_setup)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: collections.deque[Job] = collections.deque()

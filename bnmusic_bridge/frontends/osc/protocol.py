@@ -83,6 +83,7 @@ ERROR_CODES = {
     "output_failed": "the outputs could not be written (a full disk, ...); the message says which set survived",
     "model_not_found": "the generator's weights are not on this machine",
     "generator_failed": "the generator failed (including out of memory)",
+    "cluster_unreachable": "(--backend ray) the Ray cluster does not answer; the message names its address",
     "cancelled": "the job was cancelled (by /bnmusic/cancel or server shutdown)",
     "internal": "an unexpected error in the server (a bug); the server keeps running",
     "error": "any other bnmusic error",

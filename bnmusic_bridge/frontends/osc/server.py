@@ -161,6 +161,8 @@ class OscServer:
             worker_niceness=cfg.worker_niceness,
             roots=self.roots,
             max_stem_s=cfg.max_stem_s,
+            backend=cfg.backend,
+            ray_address=cfg.ray_address,
         )
         # 4. Receive, dispatch, push.
         dispatcher = Dispatcher(

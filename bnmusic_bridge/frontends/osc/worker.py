@@ -218,8 +218,14 @@ def execute_job(
     cancel: threading.Event,
     gate: Gate,
     export_lock: threading.Lock,
+    render: Callable[[JobSpec, ProgressFn], Any] | None = None,
 ) -> Outcome:
     """Render, write and summarise one job.
+
+    ``render(spec, hook)`` computes the :class:`~bnmusic_bridge.result.RenderResult`
+    (default: :func:`~bnmusic_bridge.pipeline.render_file` here; the Ray executor sends
+    the audio to a cluster); it reports progress through ``hook``, which raises
+    :class:`~bnmusic_bridge.errors.CancelledError` once the job is cancelled.
 
     Raises:
         JobFailed: with the OSC error code (``cancelled``, ``bad_audio``, ...).
@@ -254,7 +260,10 @@ def execute_job(
             # the render and written through that handle: swapping it for a symlink
             # while the job runs cannot redirect the outputs.
             folder = _open_out(spec)
-            result = render_file(spec.noise_path, spec.request, progress=hook)
+            if render is None:
+                result = render_file(spec.noise_path, spec.request, progress=hook)
+            else:
+                result = render(spec, hook)
             if cancel.is_set():
                 raise CancelledError(f"job {spec.key!r} was cancelled")
             _recheck_reads(spec, before)
