@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bnmusic_bridge"
 ROOT = "bnmusic_bridge"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "grid", "version"),
+    ("errors", "grid", "version", "threads", "progress"),
     ("request", "loudness", "device"),
     ("result",),
     ("audio", "spectrogram", "mask", "analysis", "windows", "masking", "alignment"),
@@ -205,7 +205,12 @@ def test_cycle_finder_finds_a_cycle() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["bnmusic_bridge.grid", "bnmusic_bridge.request", "bnmusic_bridge.frontends.cli"],
+    [
+        "bnmusic_bridge.grid",
+        "bnmusic_bridge.request",
+        "bnmusic_bridge.frontends.cli",
+        "bnmusic_bridge.threads",
+    ],
 )
 def test_light_modules_import_nothing_heavy_at_the_top(module: str) -> None:
     path = _modules()[module]

@@ -53,6 +53,7 @@ def run_batch(
     progress: bool = False,
     ray_address: str | None = None,
     ray_num_gpus: float = 0.0,
+    threads: int | None = None,
 ) -> BatchSummary:
     """Render every stem named by ``inputs`` into ``out_dir`` and write the manifest.
 
@@ -67,6 +68,8 @@ def run_batch(
         progress: show a tqdm progress bar on stderr.
         ray_address: Ray cluster address, for ``backend="ray"``.
         ray_num_gpus: GPUs per task, for ``backend="ray"``.
+        threads: torch/BLAS threads per stem's render (None: the free cores shared
+            among ``jobs``, :func:`bnmusic_bridge.threads.default_threads`).
 
     Returns:
         a :class:`BatchSummary`; failed stems are in it, not raised.
@@ -113,6 +116,7 @@ def run_batch(
             backend=backend,
             ray_address=ray_address,
             ray_num_gpus=ray_num_gpus,
+            threads=threads,
         )
     finally:
         if bar is not None:

@@ -33,9 +33,12 @@ def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
     music_gained = music * gain[None, :]
     vmax = float(_db(np.maximum(noise, music_gained)).max())
     extent = (0.0, duration_s, 0.0, 10.0)
+    # Fixed margins rather than constrained layout: the layout pass drew the figure a
+    # second time and was about a third of the picture's cost.
     fig, axes = plt.subplots(
-        4, 1, figsize=(12, 11), sharex=True, gridspec_kw={"height_ratios": [3, 3, 3, 2]}, layout="constrained"
+        4, 1, figsize=(12, 11), sharex=True, gridspec_kw={"height_ratios": [3, 3, 3, 2]}
     )
+    fig.subplots_adjust(left=0.06, right=0.87, bottom=0.05, top=0.94, hspace=0.18)
     name = result.source.name if result.source is not None else "render"
     fig.suptitle(
         f"{name}: {result.request.generator}, seed {result.request.seed}, {result.request.threshold_model} model, "
@@ -50,7 +53,7 @@ def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
         ax.set_ylabel("mel band (0-10 kHz)")
         ax.set_yticks([])
     # One colour bar for every panel keeps the panels equally wide, so a time lines up.
-    fig.colorbar(im, ax=list(axes), pad=0.01, fraction=0.02, label="mel level (dB)")
+    fig.colorbar(im, cax=fig.add_axes((0.925, 0.3, 0.01, 0.64)), label="mel level (dB)")
     axes[1].imshow(mask[:, ::step], origin="lower", aspect="auto", extent=extent, cmap="gray_r", interpolation="nearest")
     axes[1].set_title(f"high-energy mask M ({mask.mean() * 100:.1f} % of bins)", fontsize=9)
     axes[1].set_yticks([])
@@ -70,6 +73,8 @@ def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
     ax2.set_ylabel("coverage (%)", color="tab:orange")
     ax.set_xlim(0, duration_s)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    # zlib level 1: a fifth larger file, twice as fast to encode (the PNG encode was a
+    # quarter of the picture's cost at the default level 6).
+    fig.savefig(buf, format="png", dpi=90, pil_kwargs={"compress_level": 1})
     plt.close(fig)
     return buf.getvalue()

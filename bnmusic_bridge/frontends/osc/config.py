@@ -71,6 +71,9 @@ class ServerConfig:
             no queued or running job is closed (seconds).
         folder_quota: new output folders each client host may have created, over the
             server's lifetime.
+        threads: torch/BLAS threads each job uses (``--threads``); None: the free cores
+            (one kept for the server and the DAW, busy ones left out) shared among the
+            ``render_threads`` jobs (:func:`bnmusic_bridge.threads.default_threads`).
     """
 
     host: str = "127.0.0.1"
@@ -99,3 +102,4 @@ class ServerConfig:
     max_stem_s: float = DEFAULT_MAX_STEM_S
     tcp_idle_timeout_s: float = 60.0
     folder_quota: int = 64
+    threads: int | None = None

@@ -129,6 +129,8 @@ class JobManager:
         roots: the server's roots, handed to the worker, which opens the output folder
             beneath its root and checks the read paths again after the render.
         max_stem_s: longest stem (seconds) a job may render; None: no limit.
+        threads: torch/BLAS threads of each job (None: the free cores shared among
+            ``render_threads`` jobs).
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class JobManager:
         worker_niceness: int,
         roots: RootSet | None = None,
         max_stem_s: float | None = None,
+        threads: int | None = None,
     ) -> None:
         if max_queued < 1 or render_threads < 1:
             raise ValueError(
@@ -163,9 +166,9 @@ class JobManager:
         self.max_stem_s = max_stem_s
         self._used_ids: set[bytes] = set()
         self.executor: ProcessExecutor | ThreadExecutor = (
-            ProcessExecutor(render_threads, worker_setup, worker_niceness)
+            ProcessExecutor(render_threads, worker_setup, worker_niceness, threads)
             if isolation == "process"
-            else ThreadExecutor(worker_setup)
+            else ThreadExecutor(worker_setup, threads)
         )
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)

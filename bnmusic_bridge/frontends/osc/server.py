@@ -161,6 +161,7 @@ class OscServer:
             worker_niceness=cfg.worker_niceness,
             roots=self.roots,
             max_stem_s=cfg.max_stem_s,
+            threads=cfg.threads,
         )
         # 4. Receive, dispatch, push.
         dispatcher = Dispatcher(
