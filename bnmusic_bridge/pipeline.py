@@ -30,6 +30,7 @@ from .generators.base import (
 from .grid import FRAME_RATE_HZ, IMAGE_FRAMES, SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from .loudness import integrated_lufs
 from .mask import enlarge_mask, high_energy_mask
+from .progress import sub_progress
 from .request import RenderRequest, check_request
 from .result import AlignmentSummary, AnalysisArrays, RenderDetails, RenderResult
 from .windows import WindowPlan, plan_windows, stitch
@@ -57,6 +58,11 @@ class _Progress:
         self.timings_s: dict[str, float] = {}
         self._stage: str | None = None
         self._t0 = 0.0
+
+    @property
+    def stage(self) -> str:
+        """The stage now running ("" before the first)."""
+        return self._stage or ""
 
     def start(self, stage: str) -> None:
         self._finish()
@@ -212,12 +218,12 @@ def _render_stem(
     # 1. Check the noise: silence, DC offset, clipping, and its loudness.
     prog.start("analyse")
     noise = _check_noise(stem)
+    prog("analyse", 0.1)
 
     # 2. Analyse it: analysis-rate mono, generation windows, mel, high-energy mask,
     #    rhythm and bands.
-    analysed = _analyse_noise(stem, req)
-    prog("analyse", 0.7)
-    windows = _noise_windows(analysed)
+    analysed = _analyse_noise(stem, req, sub_progress(prog, "analyse", 0.1, 0.9))
+    windows = _noise_windows(analysed, sub_progress(prog, "analyse", 0.9, 1.0))
 
     # 3. Stage 1: music per window.
     prog.start("generate")
@@ -232,7 +238,10 @@ def _render_stem(
     #    effects chain.
     prog.start("align")
     music_44k, alignment = align_music(
-        music_44k, analysed.padded[: music_44k.shape[1]], AlignSettings.from_request(req)
+        music_44k,
+        analysed.padded[: music_44k.shape[1]],
+        AlignSettings.from_request(req),
+        sub_progress(prog, "align", 0.0, 0.9),
     )
     if req.effects:
         from .fx import apply_effects
@@ -242,12 +251,18 @@ def _render_stem(
 
     # 6. Bring the music to the stem's rate, length and channels, as loud as the noise.
     music_44k, music = _match_to_stem(music_44k, stem, noise.lufs)
+    prog(prog.stage, 1.0)
 
     # 7. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak mode),
     #    coverage, NMR.
     prog.start("amplify")
-    music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
-    planned = _plan_stage2(analysed, music_mel, music_44k, stem, noise.lufs, req)
+    music_mel = spec.audio_to_mel(
+        music_44k.mean(axis=0), progress=sub_progress(prog, "amplify", 0.0, 0.3)
+    )
+    planned = _plan_stage2(
+        analysed, music_mel, music_44k, stem, noise.lufs, req,
+        sub_progress(prog, "amplify", 0.3, 1.0),
+    )
 
     # 8. Apply the lane to the music on the stem's rate, channels and length, check
     #    the loudness ceiling (and the peak limit, peak_mode="lane") on that very stem
@@ -305,16 +320,26 @@ def _check_noise(stem: audio_io.Stem) -> _CheckedNoise:
     return _CheckedNoise(peak_dbfs=peak_dbfs, lufs=lufs, warnings=tuple(warnings))
 
 
-def _analyse_noise(stem: audio_io.Stem, req: RenderRequest) -> _NoiseAnalysis:
+def _analyse_noise(
+    stem: audio_io.Stem, req: RenderRequest, progress: Callable[[float], None] | None = None
+) -> _NoiseAnalysis:
     """The noise as analysis-rate mono cut into generation windows, its mel, its
-    high-energy mask (per image window, as the paper's) and its rhythm and bands."""
+    high-energy mask (per image window, as the paper's) and its rhythm and bands;
+    ``progress(fraction)`` between the steps and per block of the mel."""
     from . import spectrogram as spec
 
+    def step(fraction: float) -> None:
+        if progress is not None:
+            progress(fraction)
+
     mono = audio_io.to_analysis_mono(stem)
+    step(0.15)
     n = mono.shape[0]
     plan = plan_windows(n, req.overlap_frames)
     padded = audio_io.fit_length(mono[None, :], plan.padded_samples)[0]
-    mel_padded = spec.audio_to_mel(padded)
+    mel_padded = spec.audio_to_mel(
+        padded, progress=None if progress is None else lambda f: step(0.15 + 0.45 * f)
+    )
     mask_padded = high_energy_mask(
         mel_padded,
         req.mask_area,
@@ -322,9 +347,12 @@ def _analyse_noise(stem: audio_io.Stem, req: RenderRequest) -> _NoiseAnalysis:
         window_frames=IMAGE_FRAMES,
         valid_frames=plan.valid_frames,
     )
+    step(0.7)
     frames = spec.num_frames(n)
     mel = mel_padded[:, :frames]
     mask = mask_padded[:, :frames]
+    rhythm = analyse_stem(mono, mel, mask)
+    step(1.0)
     return _NoiseAnalysis(
         plan=plan,
         padded=padded,
@@ -332,13 +360,15 @@ def _analyse_noise(stem: audio_io.Stem, req: RenderRequest) -> _NoiseAnalysis:
         mask_padded=mask_padded,
         mel=mel,
         mask=mask,
-        stem=analyse_stem(mono, mel, mask),
+        stem=rhythm,
     )
 
 
-def _noise_windows(analysed: _NoiseAnalysis) -> list[NoiseWindow]:
+def _noise_windows(
+    analysed: _NoiseAnalysis, progress: Callable[[float], None] | None = None
+) -> list[NoiseWindow]:
     """The noise cut into Stage 1's windows: audio, Riffusion image, mask and enlarged
-    mask of each (picture orientation)."""
+    mask of each (picture orientation); ``progress(fraction)`` after each window."""
     from .spectrogram import mel_to_image
 
     plan, padded = analysed.plan, analysed.padded
@@ -362,6 +392,8 @@ def _noise_windows(analysed: _NoiseAnalysis) -> list[NoiseWindow]:
                 mask_enlarged=np.ascontiguousarray(enlarge_mask(core)[::-1]),
             )
         )
+        if progress is not None:
+            progress((k + 1) / plan.count)
     return windows
 
 
@@ -437,6 +469,7 @@ def _plan_stage2(
     stem: audio_io.Stem,
     noise_lufs: float,
     req: RenderRequest,
+    progress: Callable[[float], None] | None = None,
 ) -> Blend:
     """Stage 2 planned on the 44.1 kHz music: masking field, caps, lambda lane, metering."""
     from .blend import BlendSettings, plan_blend
@@ -451,6 +484,7 @@ def _plan_stage2(
         music_out,
         noise_lufs,
         BlendSettings.from_request(req),
+        progress=progress,
     )
 
 

@@ -210,6 +210,7 @@ def test_cycle_finder_finds_a_cycle() -> None:
         "bnmusic_bridge.request",
         "bnmusic_bridge.frontends.cli",
         "bnmusic_bridge.threads",
+        "bnmusic_bridge.progress",
     ],
 )
 def test_light_modules_import_nothing_heavy_at_the_top(module: str) -> None:

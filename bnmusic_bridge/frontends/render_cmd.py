@@ -40,23 +40,58 @@ def register(subparsers: Any) -> None:
 
 
 class ProgressBar:
-    """A tqdm progress bar over the pipeline's stage events; silent when not enabled
-    (stderr not a terminal, or ``--quiet``)."""
+    """One tqdm bar for a whole render, outputs included: the share of the render done
+    in percent (never reset between stages), the stage now running and an estimate of
+    the time left (:class:`bnmusic_bridge.progress.RenderProgress`). Silent when not
+    enabled (stderr not a terminal, or ``--quiet``).
 
-    def __init__(self, label: str, enabled: bool) -> None:
+    Args:
+        label: shown before the bar (the stem's name).
+        enabled: draw it.
+        weights: the stages' expected shares (:func:`~bnmusic_bridge.progress.stage_weights`).
+    """
+
+    REFRESH_S = 0.1
+    """Least time between two redraws within a stage."""
+
+    def __init__(self, label: str, enabled: bool, weights: dict[str, float] | None = None) -> None:
+        from bnmusic_bridge.progress import RenderProgress
+
         self.enabled = enabled
         self.bar: Any = None  # a tqdm bar once the first event arrives
         self.label = label
+        self.tracker = RenderProgress(weights)
+        self._last_draw = -1.0
+        self._last_stage = ""
 
     def __call__(self, stage: str, fraction: float) -> None:
+        state = self.tracker.update(stage, fraction)
         if not self.enabled:
             return
+        if (
+            stage == self._last_stage
+            and fraction < 1.0
+            and state.elapsed_s - self._last_draw < self.REFRESH_S
+        ):
+            return
+        self._last_draw, self._last_stage = state.elapsed_s, stage
         from tqdm import tqdm
 
+        from bnmusic_bridge.progress import format_eta
+
         if self.bar is None:
-            self.bar = tqdm(total=1000, desc=self.label, unit="‰", leave=False, file=sys.stderr)
-        self.bar.set_postfix_str(stage)
-        self.bar.n = int(fraction * 1000)
+            self.bar = tqdm(
+                total=100,
+                desc=self.label,
+                leave=False,
+                file=sys.stderr,
+                bar_format="{percentage:3.0f}%|{bar}| {desc}",
+            )
+        eta = format_eta(state.eta_s)
+        self.bar.set_description_str(
+            f"{self.label}: {stage}" + (f", {eta}" if eta else ""), refresh=False
+        )
+        self.bar.n = round(state.overall * 100, 1)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -87,6 +122,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from bnmusic_bridge.audio import check_output_dir
     from bnmusic_bridge.export import output_paths, write_outputs
     from bnmusic_bridge.pipeline import render_file
+    from bnmusic_bridge.progress import stage_weights
     from bnmusic_bridge.threads import set_threads
 
     # Before torch is imported (the render imports it), so its pool starts at this size.
@@ -104,12 +140,22 @@ def cmd_render(args: argparse.Namespace) -> int:
             raise BNMusicError(f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite")
     if options.plot:
         preload_picture()
-    bar = ProgressBar(noise.name, enabled=sys.stderr.isatty() and not args.quiet)
+    bar = ProgressBar(
+        noise.name,
+        enabled=sys.stderr.isatty() and not args.quiet,
+        weights=stage_weights(request, startup=True, write=True),
+    )
     try:
         result = render_file(noise, request, progress=bar)
+        written = write_outputs(
+            result,
+            out_dir,
+            stem_name=noise.stem,
+            options=options,
+            progress=lambda f: bar("write", f),
+        )
     finally:
         bar.close()
-    written = write_outputs(result, out_dir, stem_name=noise.stem, options=options)
     for w in (*result.warnings, *written.notes):
         print(f"warning: {w}", file=sys.stderr)
     lane = result.lane_gain_db

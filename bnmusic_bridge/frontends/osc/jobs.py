@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bnmusic_bridge.export import ExportOptions
+from bnmusic_bridge.progress import RenderProgress, stage_weights
 from bnmusic_bridge.request import RenderRequest
 
 from .config import ISOLATIONS
@@ -65,6 +66,9 @@ class Job:
         state: one of queued, running, writing, done, failed, cancelled.
         stage: the pipeline stage last reported ("" before the first).
         fraction: progress of that stage, 0..1.
+        overall: share of the whole job done, 0..1, never decreasing
+            (:class:`bnmusic_bridge.progress.RenderProgress`).
+        eta_s: estimated seconds left; None while too little is done to tell.
     """
 
     job_id: OscArg
@@ -77,6 +81,8 @@ class Job:
     state: str = QUEUED
     stage: str = ""
     fraction: float = 0.0
+    overall: float = 0.0
+    eta_s: float | None = None
     created_s: float = field(default_factory=time.monotonic)
     started_s: float | None = None
     finished_s: float | None = None
@@ -337,8 +343,14 @@ class JobManager:
                 self._fail(job, "internal", f"{type(e).__name__}: {e}")
 
     def _run(self, job: Job) -> None:
+        # One figure for the whole job (stages weighed by their expected time); the
+        # worker has imported everything before its first job, so no startup share.
+        tracker = RenderProgress(stage_weights(job.request, startup=False, write=True))
+
         def progress(stage: str, fraction: float) -> None:
+            state = tracker.update(stage, fraction)
             job.stage, job.fraction = stage, fraction
+            job.overall, job.eta_s = state.overall, state.eta_s
             if stage == WRITE_STAGE and job.state == RUNNING:
                 with self._lock:
                     job.state = WRITING

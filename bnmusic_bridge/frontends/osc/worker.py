@@ -272,7 +272,9 @@ def execute_job(
                 gate.release()
         progress(WRITE_STAGE, 0.0)
         try:
-            outputs = _write(spec, result, folder, export_lock)
+            outputs = _write(
+                spec, result, folder, export_lock, lambda f: progress(WRITE_STAGE, min(f, 0.99))
+            )
         except BNMusicError as e:
             raise JobFailed(getattr(e, "code", "error"), str(e)) from e
         except OSError as e:
@@ -340,7 +342,13 @@ def _open_out(spec: JobSpec) -> Any:
     )
 
 
-def _write(spec: JobSpec, result: Any, folder: Any, export_lock: threading.Lock) -> dict[str, str]:
+def _write(
+    spec: JobSpec,
+    result: Any,
+    folder: Any,
+    export_lock: threading.Lock,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, str]:
     from bnmusic_bridge.export import output_paths, write_outputs
 
     options = dataclasses.replace(spec.export, force=False)
@@ -358,6 +366,7 @@ def _write(spec: JobSpec, result: Any, folder: Any, export_lock: threading.Lock)
                     stem_name=name,
                     options=options,
                     extra_report={"osc": {"job_id": spec.key, "client": spec.client}},
+                    progress=progress,
                 )
             except OutputExistsError:
                 continue  # another program took the name meanwhile: try the next
