@@ -66,9 +66,9 @@ lifted."""
 FLOOR_POWER = 1e-20
 """Power added before taking dB, so silence gives a finite (very low) level."""
 BLOCK_FRAMES = 2_048
+"""STFT frames processed at a time (about 20 s of audio): bounded memory on long stems."""
 PROGRESS_FRAMES = 256
 """Frames of the overlap-add between two progress calls (2.56 s of audio)."""
-"""STFT frames processed at a time (about 20 s of audio): bounded memory on long stems."""
 
 
 @dataclass(frozen=True)
