@@ -101,8 +101,8 @@ class ProgressBar:
 
 def preload_picture() -> threading.Thread:
     """Import matplotlib (Agg) on a background thread while the render runs: the
-    picture is drawn last, and its import (0.2 to 0.5 s) then overlaps the render's
-    numpy and torch work, which runs without the interpreter lock."""
+    picture is drawn last, and its import then overlaps the render's numpy and torch
+    work, which runs without the interpreter lock."""
 
     def load() -> None:
         with contextlib.suppress(Exception):  # the picture's own import reports errors
@@ -138,15 +138,25 @@ def cmd_render(args: argparse.Namespace) -> int:
         existing = [str(p) for p in paths.all() if p.exists()]
         if existing:
             raise BNMusicError(f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite")
-    if options.plot:
-        preload_picture()
     bar = ProgressBar(
         noise.name,
         enabled=sys.stderr.isatty() and not args.quiet,
         weights=stage_weights(request, startup=True, write=True),
     )
+    picture_pending = options.plot
+
+    def progress(stage: str, fraction: float) -> None:
+        nonlocal picture_pending
+        # Once the imports are done: loaded beside them, it would only slow them down
+        # (both hold the interpreter lock); beside the stages' numpy and torch work it
+        # runs on the core they leave.
+        if picture_pending and stage != "startup":
+            picture_pending = False
+            preload_picture()
+        bar(stage, fraction)
+
     try:
-        result = render_file(noise, request, progress=bar)
+        result = render_file(noise, request, progress=progress)
         written = write_outputs(
             result,
             out_dir,
