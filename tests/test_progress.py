@@ -234,3 +234,30 @@ def test_osc_progress_message_carries_overall_and_time_left():
     assert values[:3] == ["j1", "align", 0.5]
     assert values[3] == pytest.approx(0.42) and values[4] == -1.0
     assert second.args[4].value == pytest.approx(3.5)
+
+
+def test_imports_stay_lazy(stem, tmp_path):
+    """The CLI's parser imports no torch, pyloudnorm or matplotlib; a render without the
+    picture never imports matplotlib (it is only for the picture)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from bnmusic_bridge.frontends.cli import make_parser\n"
+        "make_parser()\n"
+        "heavy = ('torch', 'pyloudnorm', 'matplotlib', 'scipy.signal')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "from bnmusic_bridge.frontends.cli import main\n"
+        f"main(['render', {str(stem)!r}, '--out', {str(tmp_path)!r}, '--no-plot', '-q'])\n"
+        "print('torch' in sys.modules, 'matplotlib' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "True False"
