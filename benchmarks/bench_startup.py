@@ -107,6 +107,8 @@ def main() -> None:
             arms["before"] = (args.before.resolve(), [])
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in arms}
         warm: list[float] = []
+        gaps: list[float] = []
+        gap_where: list[str] = []
 
         sys.path.insert(0, str(REPO))
         from bnmusic_bridge.pipeline import render_file
@@ -122,9 +124,23 @@ def main() -> None:
                 out = tmp_path / f"out-{name}"
                 runs[name].append(_cli_run(checkout, stem, out, extra))
                 print(k, name, round(runs[name][-1]["wall_s"], 2), flush=True)
+            events: list[tuple[float, str]] = []
             t0 = time.perf_counter()
-            render_file(stem, RenderRequest())
+            render_file(
+                stem,
+                RenderRequest(),
+                progress=lambda s, f, ev=events: ev.append((time.perf_counter(), s)),
+            )
             warm.append(time.perf_counter() - t0)
+            # The longest wait between two progress events (where a cancel is noticed),
+            # after startup.
+            gap, where = max(
+                (b[0] - a[0], f"{a[1]} -> {b[1]}")
+                for a, b in zip(events, events[1:], strict=False)
+                if b[1] != "startup"
+            )
+            gaps.append(gap)
+            gap_where.append(where)
             print(k, "warm pipeline", round(warm[-1], 2), flush=True)
 
     def ratios(name: str, key: str) -> list[float]:
@@ -163,6 +179,12 @@ def main() -> None:
             "before_commit": _commit(args.before) if args.before else None,
             "commit": _commit(REPO),
             "warm_pipeline_s": _spread(warm),
+            "longest_progress_gap_s": {
+                "what": "the longest time between two progress events of the warm render "
+                "(a cancel waits at most this long), startup left out",
+                **_spread(gaps),
+                "between": gap_where,
+            },
             "summary": summary,
             "runs": runs,
         },
