@@ -147,9 +147,7 @@ def _padded(audio: np.ndarray) -> np.ndarray:
     return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(half, half)], mode=mode)
 
 
-def band_powers(
-    mono: np.ndarray, progress: Callable[[float], None] | None = None
-) -> np.ndarray:
+def band_powers(mono: np.ndarray, progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Power per equaliser band per frame of mono audio, float64 ``(bands, frames)``;
     ``progress(fraction)`` is called after each block of frames."""
     x = np.asarray(mono, dtype=np.float64)
@@ -162,10 +160,16 @@ def band_powers(
     out = np.empty((weights.shape[0], frames))
     for first in range(0, frames, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, frames - first)
-        spectrum = np.fft.rfft(_frames(padded, first, count) * window, axis=-1)
-        out[:, first : first + count] = weights @ (np.abs(spectrum) ** 2).T
-        if progress is not None:
-            progress((first + count) / frames)
+        power = np.empty((count, N_FFT // 2 + 1))
+        for sub in range(0, count, PROGRESS_FRAMES):
+            # Each frame's FFT is its own: computed in slices (a progress call after
+            # each), the block's values are the same bit for bit.
+            k = min(PROGRESS_FRAMES, count - sub)
+            spectrum = np.fft.rfft(_frames(padded, first + sub, k) * window, axis=-1)
+            power[sub : sub + k] = np.abs(spectrum) ** 2
+            if progress is not None:
+                progress((first + sub + k) / frames)
+        out[:, first : first + count] = weights @ power.T
     return out
 
 
@@ -254,17 +258,32 @@ def apply_band_gains(
     norm = np.zeros(padded.shape[-1])
     for first in range(0, frames, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, frames - first)
-        spectrum = np.fft.rfft(_frames(padded, first, count) * window, axis=-1)
+
+        def report(share: float, first: int = first, count: int = count) -> None:
+            # Share of this block's work done: the FFTs 0..0.6 slice by slice, then the
+            # overlap-add 0.6..1.
+            if progress is not None:
+                progress((first + share * count) / frames)
+
         bin_gain = 10.0 ** ((interp @ gain_db[:, first : first + count]).T / 20.0)
-        frames_out = np.fft.irfft(spectrum * bin_gain[None], n=N_FFT, axis=-1) * window
+        frames_out = np.empty((channels, count, N_FFT))
+        for sub in range(0, count, PROGRESS_FRAMES):
+            # Frame by frame as before, in slices with a progress call after each (each
+            # frame's FFT is its own, so the result is the same bit for bit).
+            k = min(PROGRESS_FRAMES, count - sub)
+            spectrum = np.fft.rfft(_frames(padded, first + sub, k) * window, axis=-1)
+            report(0.6 * (sub + 0.5 * k) / count)
+            frames_out[:, sub : sub + k] = (
+                np.fft.irfft(spectrum * bin_gain[None, sub : sub + k], n=N_FFT, axis=-1) * window
+            )
+            report(0.6 * (sub + k) / count)
         for i in range(count):
             start = (first + i) * HOP_SAMPLES
             out[:, start : start + N_FFT] += frames_out[:, i]
             norm[start : start + N_FFT] += window**2
-            if progress is not None and (i + 1) % PROGRESS_FRAMES == 0:
-                progress((first + i + 1) / frames)
-        if progress is not None:
-            progress((first + count) / frames)
+            if (i + 1) % PROGRESS_FRAMES == 0:
+                report(0.6 + 0.4 * (i + 1) / count)
+        report(1.0)
     half = N_FFT // 2
     body = out[:, half : half + n] / np.maximum(norm[half : half + n], 1e-12)
     return body.astype(np.float32)

@@ -261,3 +261,20 @@ def test_imports_stay_lazy(stem, tmp_path):
     ).stdout.split("\n")
     assert out[0] == "[]"
     assert out[1] == "True False"
+
+
+def test_alignment_slices_keep_every_value():
+    """The alignment's FFTs run in slices (a progress call after each); the values are
+    those of one FFT over the whole block, bit for bit."""
+    from bnmusic_bridge import align
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(44100 * 9).astype(np.float64)
+    frames = align.num_stft_frames(x.size)
+    assert frames > align.PROGRESS_FRAMES  # several slices in the one block
+    padded = align._padded(x)
+    spectrum = np.fft.rfft(align._frames(padded, 0, frames) * align._window(), axis=-1)
+    whole = align.band_weights() @ (np.abs(spectrum) ** 2).T
+    calls: list[float] = []
+    assert np.array_equal(align.band_powers(x, progress=calls.append), whole)
+    assert len(calls) == -(-frames // align.PROGRESS_FRAMES)
