@@ -1,5 +1,5 @@
 """``python -m bnmusic_bridge``: the ``bnmusic`` command."""
 
-from .frontends.cli import main
+from .frontends.cli import run
 
-raise SystemExit(main())
+run()

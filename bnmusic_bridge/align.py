@@ -35,6 +35,7 @@ alike. Work is done in blocks of STFT frames, so memory does not grow with the s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,8 @@ FLOOR_POWER = 1e-20
 """Power added before taking dB, so silence gives a finite (very low) level."""
 BLOCK_FRAMES = 2_048
 """STFT frames processed at a time (about 20 s of audio): bounded memory on long stems."""
+PROGRESS_FRAMES = 256
+"""Frames of the overlap-add between two progress calls (2.56 s of audio)."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,9 @@ def _padded(audio: np.ndarray) -> np.ndarray:
     return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(half, half)], mode=mode)
 
 
-def band_powers(mono: np.ndarray) -> np.ndarray:
-    """Power per equaliser band per frame of mono audio, float64 ``(bands, frames)``."""
+def band_powers(mono: np.ndarray, progress: Callable[[float], None] | None = None) -> np.ndarray:
+    """Power per equaliser band per frame of mono audio, float64 ``(bands, frames)``;
+    ``progress(fraction)`` is called after each block of frames."""
     x = np.asarray(mono, dtype=np.float64)
     if x.ndim != 1:
         raise ParameterError(f"band_powers takes mono audio (samples,), got shape {x.shape}")
@@ -156,8 +160,16 @@ def band_powers(mono: np.ndarray) -> np.ndarray:
     out = np.empty((weights.shape[0], frames))
     for first in range(0, frames, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, frames - first)
-        spectrum = np.fft.rfft(_frames(padded, first, count) * window, axis=-1)
-        out[:, first : first + count] = weights @ (np.abs(spectrum) ** 2).T
+        power = np.empty((count, N_FFT // 2 + 1))
+        for sub in range(0, count, PROGRESS_FRAMES):
+            # Each frame's FFT is its own: computed in slices (a progress call after
+            # each), the block's values are the same bit for bit.
+            k = min(PROGRESS_FRAMES, count - sub)
+            spectrum = np.fft.rfft(_frames(padded, first + sub, k) * window, axis=-1)
+            power[sub : sub + k] = np.abs(spectrum) ** 2
+            if progress is not None:
+                progress((first + sub + k) / frames)
+        out[:, first : first + count] = weights @ power.T
     return out
 
 
@@ -215,13 +227,19 @@ def band_gains_db(
     return gain, np.minimum(event_db, np.maximum(gain, 0.0))
 
 
-def apply_band_gains(audio: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
+def apply_band_gains(
+    audio: np.ndarray,
+    gain_db: np.ndarray,
+    progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
     """Filter ``audio`` with a time-varying equaliser (STFT, weighted overlap-add).
 
     Args:
         audio: float ``(channels, samples)`` at 44.1 kHz.
         gain_db: float ``(bands, frames)``, one gain per equaliser band and 10 ms frame
             (``frames == num_stft_frames(samples)``).
+        progress: called with the share of frames done, every
+            :data:`PROGRESS_FRAMES` frames (so a cancel is noticed within that many).
 
     Returns:
         float32 ``(channels, samples)``: with all gains 0 dB, the input (to rounding).
@@ -240,20 +258,42 @@ def apply_band_gains(audio: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
     norm = np.zeros(padded.shape[-1])
     for first in range(0, frames, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, frames - first)
-        spectrum = np.fft.rfft(_frames(padded, first, count) * window, axis=-1)
+
+        def report(share: float, first: int = first, count: int = count) -> None:
+            # Share of this block's work done: the FFTs 0..0.6 slice by slice, then the
+            # overlap-add 0.6..1.
+            if progress is not None:
+                progress((first + share * count) / frames)
+
         bin_gain = 10.0 ** ((interp @ gain_db[:, first : first + count]).T / 20.0)
-        frames_out = np.fft.irfft(spectrum * bin_gain[None], n=N_FFT, axis=-1) * window
+        frames_out = np.empty((channels, count, N_FFT))
+        for sub in range(0, count, PROGRESS_FRAMES):
+            # Frame by frame as before, in slices with a progress call after each (each
+            # frame's FFT is its own, so the result is the same bit for bit).
+            k = min(PROGRESS_FRAMES, count - sub)
+            spectrum = np.fft.rfft(_frames(padded, first + sub, k) * window, axis=-1)
+            report(0.6 * (sub + 0.5 * k) / count)
+            frames_out[:, sub : sub + k] = (
+                np.fft.irfft(spectrum * bin_gain[None, sub : sub + k], n=N_FFT, axis=-1) * window
+            )
+            report(0.6 * (sub + k) / count)
         for i in range(count):
             start = (first + i) * HOP_SAMPLES
             out[:, start : start + N_FFT] += frames_out[:, i]
             norm[start : start + N_FFT] += window**2
+            if (i + 1) % PROGRESS_FRAMES == 0:
+                report(0.6 + 0.4 * (i + 1) / count)
+        report(1.0)
     half = N_FFT // 2
     body = out[:, half : half + n] / np.maximum(norm[half : half + n], 1e-12)
     return body.astype(np.float32)
 
 
 def align_music(
-    music: np.ndarray, noise: np.ndarray, settings: AlignSettings
+    music: np.ndarray,
+    noise: np.ndarray,
+    settings: AlignSettings,
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[np.ndarray, AlignmentSummary]:
     """Move the music's band energy toward the noise's (see the module docstring).
 
@@ -261,6 +301,7 @@ def align_music(
         music: float ``(channels, samples)`` at 44.1 kHz, any level.
         noise: mono float ``(samples,)`` at 44.1 kHz, the same length.
         settings: strength and bound.
+        progress: called with the share done (0..1) as the work goes on.
 
     Returns:
         ``(aligned, alignment)``: float32 ``(channels, samples)`` and what was done.
@@ -274,8 +315,12 @@ def align_music(
         )
     if not settings.enabled or not np.any(music):
         return music, AlignmentSummary(settings.strength, settings.max_db, 0.0, 0.0, 0.0)
-    gain_db, event_db = band_gains_db(band_powers(music.mean(axis=0)), band_powers(noise), settings)
-    aligned = apply_band_gains(music, gain_db)
+    music_power = band_powers(music.mean(axis=0), _part(progress, 0.0, 0.15))
+    noise_power = band_powers(noise, _part(progress, 0.15, 0.3))
+    gain_db, event_db = band_gains_db(music_power, noise_power, settings)
+    if progress is not None:
+        progress(0.35)
+    aligned = apply_band_gains(music, gain_db, _part(progress, 0.35, 1.0))
     return aligned, AlignmentSummary(
         strength=settings.strength,
         max_db=settings.max_db,
@@ -283,3 +328,12 @@ def align_music(
         share_at_bound=float(np.mean(np.abs(gain_db) >= settings.max_db - 1e-9)),
         event_lift_db=float(np.mean(event_db)),
     )
+
+
+def _part(
+    progress: Callable[[float], None] | None, start: float, end: float
+) -> Callable[[float], None] | None:
+    # A step's own 0..1 mapped onto start..end of the caller's progress.
+    if progress is None:
+        return None
+    return lambda f: progress(start + (end - start) * f)

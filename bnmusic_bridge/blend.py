@@ -45,6 +45,7 @@ at 44.1 kHz); audio is ``(channels, samples)`` linear amplitude (pedalboard layo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -293,6 +294,7 @@ def plan_blend(
     music: np.ndarray,
     noise_lufs: float,
     settings: BlendSettings,
+    progress: Callable[[float], None] | None = None,
 ) -> Blend:
     """Stage 2: masking field, frame caps, lambda lane, metering and shortfalls.
 
@@ -304,8 +306,16 @@ def plan_blend(
             in the output's channel layout (for the loudness and peak caps).
         noise_lufs: the noise's integrated loudness in that layout, LUFS.
         settings: the controls.
+        progress: called with the share done (0..1) between the steps (a cancel raised
+            from it stops Stage 2 there).
     """
+
+    def step(fraction: float) -> None:
+        if progress is not None:
+            progress(fraction)
+
     field = masking_field(settings.threshold_model, noise_mel, music_mel, smr_db=settings.smr_db)
+    step(0.35)
     num_frames = field.num_frames
     bounds = window_bounds(num_frames, settings.lane.window_frames, settings.lane.hop_frames)
     caps = FrameCaps(
@@ -316,7 +326,9 @@ def plan_blend(
         if settings.peak_mode == "lane"
         else np.full(num_frames, np.inf),
     )
+    step(0.5)
     lane = lambda_lane(music_mel, field, mask, settings.lane, frame_cap_db=caps.combined_db)
+    step(0.8)
     return _metered(
         field=field,
         caps=caps,

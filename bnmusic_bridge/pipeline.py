@@ -32,6 +32,7 @@ from .generators.base import (
 from .grid import FRAME_RATE_HZ, IMAGE_FRAMES, SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from .loudness import integrated_lufs
 from .mask import enlarge_mask, high_energy_mask
+from .progress import sub_progress
 from .request import TRACK_GENERATOR, RenderRequest, check_request
 from .result import AlignmentSummary, AnalysisArrays, RenderDetails, RenderResult
 from .windows import WindowPlan, plan_windows, stitch
@@ -59,6 +60,11 @@ class _Progress:
         self.timings_s: dict[str, float] = {}
         self._stage: str | None = None
         self._t0 = 0.0
+
+    @property
+    def stage(self) -> str:
+        """The stage now running ("" before the first)."""
+        return self._stage or ""
 
     def start(self, stage: str) -> None:
         self._finish()
@@ -185,14 +191,49 @@ class _NoiseAnalysis:
     stem: StemAnalysis  # rhythm and bands
 
 
+WARM_UP_MODULES = (
+    "bnmusic_bridge.spectrogram",  # torch
+    "bnmusic_bridge.blend",  # masking, amplify, metering
+    "bnmusic_bridge.align",
+    "bnmusic_bridge.analysis",
+    "scipy.ndimage",
+    "scipy.signal",
+    "pyloudnorm",  # through scipy.signal
+    "bnmusic_bridge.generators.registry",
+)
+"""What every render imports, in order: :func:`warm_up` imports them up front, so the
+report's ``startup`` timing holds the one-off import cost and the stage timings measure
+the stages."""
+
+
+def warm_up(progress: Callable[[float], None] | None = None) -> None:
+    """Import the modules every render needs (:data:`WARM_UP_MODULES`: torch, scipy,
+    pyloudnorm, the stages); already imported modules cost nothing. No model is loaded
+    (a model generator loads its weights in the ``generate`` stage).
+
+    Args:
+        progress: called with the share of the modules imported so far (0..1).
+    """
+    import importlib
+
+    for k, module in enumerate(WARM_UP_MODULES):
+        importlib.import_module(module)
+        if progress is not None:
+            progress((k + 1) / len(WARM_UP_MODULES))
+
+
 def _render_stem(
     stem: audio_io.Stem, req: RenderRequest, callback: ProgressFn | None, load_s: float = 0.0
 ) -> RenderResult:
-    from . import spectrogram as spec
-    from .blend import finish_blend
-
     prog = _Progress(callback)
     prog.timings_s["load"] = load_s
+
+    # 0. One-off imports (torch, scipy, pyloudnorm): their own timing, "startup", so the
+    #    stages' timings measure the stages (a warm process pays nothing here).
+    prog.start("startup")
+    warm_up(lambda f: prog("startup", f))
+    from . import spectrogram as spec
+    from .blend import finish_blend
 
     # 1. Check the noise: silence, DC offset, clipping, and its loudness.
     prog.start("analyse")
@@ -203,12 +244,12 @@ def _render_stem(
     noise_out = _noise_in_layout(stem, len(speakers))
     if noise_out is not stem.audio:
         noise = dataclasses.replace(noise, lufs=_lufs(noise_out, stem.sample_rate_hz))
+    prog("analyse", 0.1)
 
     # 2. Analyse it: analysis-rate mono, generation windows, mel, high-energy mask,
     #    rhythm and bands.
-    analysed = _analyse_noise(stem, req)
-    prog("analyse", 0.7)
-    windows = _noise_windows(analysed)
+    analysed = _analyse_noise(stem, req, sub_progress(prog, "analyse", 0.1, 0.9))
+    windows = _noise_windows(analysed, sub_progress(prog, "analyse", 0.9, 1.0))
 
     # 3. Stage 1: music per window.
     prog.start("generate")
@@ -223,7 +264,10 @@ def _render_stem(
     #    effects chain.
     prog.start("align")
     music_44k, alignment = align_music(
-        music_44k, analysed.padded[: music_44k.shape[1]], AlignSettings.from_request(req)
+        music_44k,
+        analysed.padded[: music_44k.shape[1]],
+        AlignSettings.from_request(req),
+        sub_progress(prog, "align", 0.0, 0.9),
     )
     if req.effects:
         from .fx import apply_effects
@@ -237,12 +281,18 @@ def _render_stem(
         music_44k, len(speakers), req.seed, widen_it=req.generator != TRACK_GENERATOR
     )
     music_44k, music = _match_to_stem(music_44k, stem, noise.lufs, speakers)
+    prog(prog.stage, 1.0)
 
     # 7. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak mode),
     #    coverage, NMR.
     prog.start("amplify")
-    music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
-    planned = _plan_stage2(analysed, music_mel, music_44k, speakers, noise.lufs, req)
+    music_mel = spec.audio_to_mel(
+        music_44k.mean(axis=0), progress=sub_progress(prog, "amplify", 0.0, 0.3)
+    )
+    planned = _plan_stage2(
+        analysed, music_mel, music_44k, speakers, noise.lufs, req,
+        sub_progress(prog, "amplify", 0.3, 1.0),
+    )
 
     # 8. Apply the lane to the music on the stem's rate, channels and length, check
     #    the loudness ceiling (and the peak limit, peak_mode="lane") on that very stem
@@ -301,16 +351,26 @@ def _check_noise(stem: audio_io.Stem) -> _CheckedNoise:
     return _CheckedNoise(peak_dbfs=peak_dbfs, lufs=lufs, warnings=tuple(warnings))
 
 
-def _analyse_noise(stem: audio_io.Stem, req: RenderRequest) -> _NoiseAnalysis:
+def _analyse_noise(
+    stem: audio_io.Stem, req: RenderRequest, progress: Callable[[float], None] | None = None
+) -> _NoiseAnalysis:
     """The noise as analysis-rate mono cut into generation windows, its mel, its
-    high-energy mask (per image window, as the paper's) and its rhythm and bands."""
+    high-energy mask (per image window, as the paper's) and its rhythm and bands;
+    ``progress(fraction)`` between the steps and per block of the mel."""
     from . import spectrogram as spec
 
+    def step(fraction: float) -> None:
+        if progress is not None:
+            progress(fraction)
+
     mono = audio_io.to_analysis_mono(stem)
+    step(0.15)
     n = mono.shape[0]
     plan = plan_windows(n, req.overlap_frames)
     padded = audio_io.fit_length(mono[None, :], plan.padded_samples)[0]
-    mel_padded = spec.audio_to_mel(padded)
+    mel_padded = spec.audio_to_mel(
+        padded, progress=None if progress is None else lambda f: step(0.15 + 0.45 * f)
+    )
     mask_padded = high_energy_mask(
         mel_padded,
         req.mask_area,
@@ -318,9 +378,12 @@ def _analyse_noise(stem: audio_io.Stem, req: RenderRequest) -> _NoiseAnalysis:
         window_frames=IMAGE_FRAMES,
         valid_frames=plan.valid_frames,
     )
+    step(0.7)
     frames = spec.num_frames(n)
     mel = mel_padded[:, :frames]
     mask = mask_padded[:, :frames]
+    rhythm = analyse_stem(mono, mel, mask)
+    step(1.0)
     return _NoiseAnalysis(
         plan=plan,
         padded=padded,
@@ -328,13 +391,15 @@ def _analyse_noise(stem: audio_io.Stem, req: RenderRequest) -> _NoiseAnalysis:
         mask_padded=mask_padded,
         mel=mel,
         mask=mask,
-        stem=analyse_stem(mono, mel, mask),
+        stem=rhythm,
     )
 
 
-def _noise_windows(analysed: _NoiseAnalysis) -> list[NoiseWindow]:
+def _noise_windows(
+    analysed: _NoiseAnalysis, progress: Callable[[float], None] | None = None
+) -> list[NoiseWindow]:
     """The noise cut into Stage 1's windows: audio, Riffusion image, mask and enlarged
-    mask of each (picture orientation)."""
+    mask of each (picture orientation); ``progress(fraction)`` after each window."""
     from .spectrogram import mel_to_image
 
     plan, padded = analysed.plan, analysed.padded
@@ -358,6 +423,8 @@ def _noise_windows(analysed: _NoiseAnalysis) -> list[NoiseWindow]:
                 mask_enlarged=np.ascontiguousarray(enlarge_mask(core)[::-1]),
             )
         )
+        if progress is not None:
+            progress((k + 1) / plan.count)
     return windows
 
 
@@ -485,6 +552,7 @@ def _plan_stage2(
     speakers: tuple[str, ...],
     noise_lufs: float,
     req: RenderRequest,
+    progress: Callable[[float], None] | None = None,
 ) -> Blend:
     """Stage 2 planned on the 44.1 kHz music: masking field, caps, lambda lane, metering."""
     from .blend import BlendSettings, plan_blend
@@ -501,6 +569,7 @@ def _plan_stage2(
         music_out,
         noise_lufs,
         BlendSettings.from_request(req),
+        progress=progress,
     )
 
 

@@ -37,6 +37,7 @@ only relative levels; pass the ``max_value`` that :func:`audio_to_image` returne
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -256,12 +257,18 @@ def linear_magnitude(audio: np.ndarray, params: SpectrogramParams = DEFAULT_PARA
     return spec.abs().numpy()
 
 
-def audio_to_mel(audio: np.ndarray, params: SpectrogramParams = DEFAULT_PARAMS) -> np.ndarray:
+def audio_to_mel(
+    audio: np.ndarray,
+    params: SpectrogramParams = DEFAULT_PARAMS,
+    progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
     """Riffusion's mel spectrogram of mono audio.
 
     Args:
         audio: mono float ``(num_samples,)`` at ``params.sample_rate_hz``, linear amplitude;
             at least ``n_fft // 2 + 1`` (8,821) samples, as reflect padding needs.
+        progress: called with the share of frames done after each block of
+            :data:`MEL_CHUNK_FRAMES` (and once at the end).
 
     Returns:
         float32 ``(n_mels, num_frames(num_samples))``, linear magnitude (no power, no log),
@@ -271,7 +278,10 @@ def audio_to_mel(audio: np.ndarray, params: SpectrogramParams = DEFAULT_PARAMS) 
     arr = _check_audio(audio, params)
     frames = num_frames(arr.shape[0], params)
     if frames <= MEL_CHUNK_FRAMES:
-        return _mel_block(arr, params)
+        mel = _mel_block(arr, params)
+        if progress is not None:
+            progress(1.0)
+        return mel
     # Long stems go through in blocks of frames so memory stays bounded (a full-length
     # complex STFT of one hour would need about 25 GB). Each block's audio reaches
     # n_fft / 2 samples past its outer frames, so its frames are computed from exactly
@@ -286,6 +296,8 @@ def audio_to_mel(audio: np.ndarray, params: SpectrogramParams = DEFAULT_PARAMS) 
         block = _mel_block(arr[s0:s1], params)
         k0 = (f0 * hop - s0) // hop
         out[:, f0:f1] = block[:, k0 : k0 + (f1 - f0)]
+        if progress is not None:
+            progress(f1 / frames)
     return out
 
 

@@ -183,7 +183,12 @@ def cmd_render(c: Client, args: argparse.Namespace) -> int:
                 if not args.wait:
                     return finish(result, args)
             elif address == "/bnmusic/progress":
-                print(f"{job}: {values[1]:8s} {values[2] * 100:5.1f} %", file=sys.stderr)
+                # job, stage, stage fraction[, whole job's fraction, seconds left or -1]
+                line = f"{job}: {values[1]:8s} {values[2] * 100:5.1f} %"
+                if len(values) >= 5:
+                    line += f"  (job {values[3] * 100:3.0f} %"
+                    line += f", ~{values[4]:.0f} s left)" if values[4] >= 0 else ")"
+                print(line, file=sys.stderr)
             elif address == "/bnmusic/lane":
                 lane.append((values[1], values[2]))
             elif address == "/bnmusic/meter":

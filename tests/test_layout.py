@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bnmusic_bridge"
 ROOT = "bnmusic_bridge"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "grid", "version"),
+    ("errors", "grid", "version", "threads", "progress"),
     ("request", "loudness", "device", "channel_layout", "stereo"),
     ("result",),
     ("audio", "spectrogram", "mask", "analysis", "windows", "masking", "alignment"),
@@ -211,6 +211,8 @@ def test_cycle_finder_finds_a_cycle() -> None:
         "bnmusic_bridge.frontends.cli",
         "bnmusic_bridge.batch.backends",
         "bnmusic_bridge.batch.ray_backend",
+        "bnmusic_bridge.threads",
+        "bnmusic_bridge.progress",
     ],
 )
 def test_light_modules_import_nothing_heavy_at_the_top(module: str) -> None:

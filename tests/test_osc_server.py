@@ -108,6 +108,11 @@ def test_render_acks_then_progress_lane_meter_done(client: OscClient, root: Path
     meters = client.of("/bnmusic/meter", "r1")
     assert progress and ack.at_s <= progress[0].at_s
     assert {p.values[1] for p in progress} >= {"analyse", "generate", "amplify"}
+    # Then the whole job's share done (never falling, 1 once written) and the seconds
+    # left (-1 while not known).
+    overall = [p.values[3] for p in progress]
+    assert all(len(p.values) == 5 for p in progress) and overall == sorted(overall)
+    assert overall[-1] == pytest.approx(1.0) and all(p.values[4] >= -1.0 for p in progress)
     assert len(lanes) == lane_n >= 2 and len(meters) == meter_n >= 1
     assert max(r.at_s for r in lanes + meters) <= done.at_s
     # Lane points are time-tagged stream start + t, so their tags increase like t does.

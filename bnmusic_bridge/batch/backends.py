@@ -5,10 +5,10 @@ process as it finishes."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 
 from ..errors import ParameterError
+from ..threads import default_threads, set_threads
 from .task import StemTask, TaskResult, failed_result, render_task
 
 BACKENDS = ("local", "ray")
@@ -27,6 +27,7 @@ def run_tasks(
     ray_address: str | None = None,
     ray_num_gpus: float | None = None,
     worker_setup: Sequence[str] = (),
+    threads: int | None = None,
 ) -> None:
     """Run ``tasks`` with :func:`render_task` and hand each result to ``on_result`` as it
     finishes (in completion order).
@@ -42,6 +43,9 @@ def run_tasks(
             as riffusion, 0 otherwise).
         worker_setup: ``"module:function"`` names each Ray actor calls when it starts
             (e.g. to register a generator); "ray" only.
+        threads: torch/BLAS threads per render, local backend (None: the free cores
+            shared among ``jobs``, :func:`~bnmusic_bridge.threads.default_threads`); Ray
+            gives each task one CPU and its own thread limit.
 
     Raises:
         ParameterError: bad ``jobs`` or ``backend``, or Ray missing.
@@ -55,9 +59,10 @@ def run_tasks(
     if backend == "ray":
         run_on_ray(tasks, on_result, jobs, ray_address, ray_num_gpus, worker_setup)
     elif jobs == 1 or len(tasks) <= 1:
+        set_threads(threads or default_threads(1))
         run_in_process(tasks, on_result)
     else:
-        run_in_pool(tasks, on_result, jobs)
+        run_in_pool(tasks, on_result, jobs, threads or default_threads(jobs))
 
 
 def run_in_process(tasks: Sequence[StemTask], on_result: ResultHook) -> None:
@@ -69,17 +74,19 @@ def run_in_process(tasks: Sequence[StemTask], on_result: ResultHook) -> None:
 def limit_worker_threads(threads: int) -> None:
     """Pool worker initializer: keep N workers from each starting one BLAS/torch thread
     per core."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
+    set_threads(threads)
 
 
-def run_in_pool(tasks: Sequence[StemTask], on_result: ResultHook, jobs: int) -> None:
-    """``jobs`` spawned worker processes, each limited to ``cpu_count / jobs`` threads."""
+def run_in_pool(
+    tasks: Sequence[StemTask], on_result: ResultHook, jobs: int, threads: int | None = None
+) -> None:
+    """``jobs`` spawned worker processes, each limited to ``threads`` threads (default:
+    the free cores shared among them, :func:`~bnmusic_bridge.threads.default_threads`)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or default_threads(jobs)
     # spawn, not fork: a forked copy of a process that already runs torch threads can hang.
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(

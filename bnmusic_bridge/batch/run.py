@@ -54,6 +54,7 @@ def run_batch(
     ray_address: str | None = None,
     ray_num_gpus: float | None = None,
     worker_setup: Sequence[str] = (),
+    threads: int | None = None,
 ) -> BatchSummary:
     """Render every stem named by ``inputs`` into ``out_dir`` and write the manifest.
 
@@ -70,6 +71,8 @@ def run_batch(
         ray_num_gpus: GPUs per Ray worker (None: 1 for a model generator, else 0).
         worker_setup: ``"module:function"`` names each Ray worker calls when it
             starts (e.g. to register a generator), for ``backend="ray"``.
+        threads: torch/BLAS threads per stem's render (None: the free cores shared
+            among ``jobs``, :func:`bnmusic_bridge.threads.default_threads`).
 
     Returns:
         a :class:`BatchSummary`; failed stems are in it, not raised.
@@ -117,6 +120,7 @@ def run_batch(
             ray_address=ray_address,
             ray_num_gpus=ray_num_gpus,
             worker_setup=worker_setup,
+            threads=threads,
         )
     finally:
         if bar is not None:

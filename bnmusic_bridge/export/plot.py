@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import unicodedata
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -148,15 +149,34 @@ def title_font(text: str) -> tuple[list[str], str, int]:
     return families or ["DejaVu Sans"], safe, sum(1 for c in text if ord(c) in missing)
 
 
-def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
+def render_plot_png(
+    result: RenderResult,
+    *,
+    max_columns: int = 3000,
+    progress: Callable[[float], None] | None = None,
+) -> bytes:
     """The overview PNG (see the module doc). Long stems are decimated in time for the
-    picture only."""
+    picture only. ``progress(fraction)`` is called between the steps (import, figure,
+    encoding)."""
+
+    def report(fraction: float) -> None:
+        if progress is not None:
+            progress(fraction)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    report(0.1)
     fig = overview_figure(result, max_columns=max_columns)
+    report(0.5)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    # zlib level 1: a fifth larger file, twice as fast to encode (the PNG encode was a
+    # quarter of the picture's cost at the default level 6).
+    fig.savefig(buf, format="png", dpi=90, pil_kwargs={"compress_level": 1})
     plt.close(fig)
+    report(1.0)
     return buf.getvalue()
 
 

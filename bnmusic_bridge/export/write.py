@@ -31,6 +31,9 @@ from .plot import render_plot_png
 from .report import report_json
 from .summary import metering_summary
 
+PICTURE_COST = 8.0
+"""The picture's expected write time relative to one stem or lane file (for progress)."""
+
 INTEGER_ONLY_FILE_TYPES = ("flac", "aiff")
 """File types written as integers only: FLAC has no float samples, and pedalboard writes
 AIFF at 8 to 24 bits."""
@@ -112,6 +115,7 @@ def write_outputs(
     stem_name: str | None = None,
     options: ExportOptions | None = None,
     extra_report: dict | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> OutputPaths:
     """Write every output of ``result`` into ``out_dir``; returns the paths written.
 
@@ -126,6 +130,10 @@ def write_outputs(
     files really are. ``out_dir`` may be an
     :class:`~bnmusic_bridge.export.fileset.OutputFolder` the caller opened (the OSC
     server opens it beneath its root).
+
+    ``progress(fraction)`` is called as files are written (0..1; the picture, the
+    slowest, reports its own steps). Raising from it stops the write like any error:
+    the temporary files are removed and the earlier set kept.
 
     Raises:
         OutputExistsError: some target exists and ``options.force`` is False (checked for
@@ -183,15 +191,31 @@ def write_outputs(
 
         for kind, p in paths.lanes.items():
             jobs.append((p, bytes_job(lane_data[kind])))
+        # Expected share of the write's time per file (for progress): one unit per stem,
+        # lane file and the report; the picture dominates.
+        costs = [1.0] * len(jobs)
         if paths.plot is not None:
-            jobs.append((paths.plot, lambda f: f.write(render_plot_png(result))))
-        for p, job in jobs:
+            before = sum(costs)
+            costs.append(PICTURE_COST)
+            whole = sum(costs) + 1.0
+            picture_progress = _scaled(progress, before / whole, (before + PICTURE_COST) / whole)
+            jobs.append(
+                (paths.plot, lambda f: f.write(render_plot_png(result, progress=picture_progress)))
+            )
+        total_cost = sum(costs) + 1.0  # the report
+        done_cost = 0.0
+        for (p, job), cost in zip(jobs, costs, strict=True):
             staged.append((p.name, folder.write_temp(p.name, job)))
+            done_cost += cost
+            if progress is not None:
+                progress(done_cost / total_cost)
         report = report_json(result, paths.as_dict(), extra=extra_report)
         staged.append((paths.report.name, folder.write_temp(paths.report.name, bytes_job(report))))
         # Every file is on disk under a temporary name: now the set changes as one.
         notes.extend(commit_set(folder, staged, replace=opts.force))
         final_dir = folder.report_path()
+        if progress is not None:
+            progress(1.0)
     except BaseException as exc:
         for _, tmp in staged:
             with contextlib.suppress(OSError):
@@ -218,3 +242,10 @@ def _channel_mask(result: RenderResult) -> int | None:
     from ..channel_layout import mask_of
 
     return mask_of(speakers) or None
+def _scaled(
+    progress: Callable[[float], None] | None, start: float, end: float
+) -> Callable[[float], None] | None:
+    # The picture's own 0..1 mapped onto its share of the write.
+    if progress is None:
+        return None
+    return lambda f: progress(start + (end - start) * min(max(f, 0.0), 1.0))

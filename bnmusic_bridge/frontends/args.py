@@ -242,3 +242,33 @@ def build_export_options(args: argparse.Namespace, base: ExportOptions | None = 
     opts = dataclasses.replace(opts, **changes)
     opts.check()
     return opts
+
+
+def add_threads_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--threads N``: torch and BLAS threads ``what`` uses (see
+    :func:`bnmusic_bridge.threads.default_threads` for the default)."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"torch and BLAS threads {what} (default: the free cores, one kept for the DAW "
+        "and those other programs keep busy left out, shared among renders running at once; "
+        "1 on a 2-core machine)",
+    )
+
+
+def resolve_threads(args: argparse.Namespace, jobs: int = 1) -> int:
+    """``--threads`` or the default for ``jobs`` renders at once.
+
+    Raises:
+        BNMusicError: ``--threads`` below 1.
+    """
+    from bnmusic_bridge.threads import default_threads
+
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return default_threads(jobs)
+    if threads < 1:
+        raise BNMusicError(f"--threads {threads}: need a whole number >= 1")
+    return int(threads)

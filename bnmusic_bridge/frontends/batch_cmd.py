@@ -17,9 +17,11 @@ from bnmusic_bridge.frontends.args import (
     EXIT_OK,
     add_output_args,
     add_render_args,
+    add_threads_arg,
     build_export_options,
     build_request,
     preset_export,
+    resolve_threads,
 )
 
 
@@ -59,6 +61,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_render_args(p)
     add_output_args(p)
+    add_threads_arg(p, "each stem's render uses (default shares the free cores among --jobs)")
     p.set_defaults(func=cmd_batch)
 
 
@@ -81,6 +84,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             progress=sys.stderr.isatty() and not args.quiet,
             ray_address=args.ray_address,
             ray_num_gpus=args.ray_gpus,
+            threads=resolve_threads(args, jobs=max(1, args.jobs)),
         )
     except KeyboardInterrupt:
         print(

@@ -4,8 +4,10 @@ generators`` (the names ``--generator`` takes)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,11 @@ from bnmusic_bridge.frontends.args import (
     EXIT_OK,
     add_output_args,
     add_render_args,
+    add_threads_arg,
     build_export_options,
     build_request,
     preset_export,
+    resolve_threads,
 )
 from bnmusic_bridge.request import expand_path
 
@@ -27,6 +31,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("noise", help="noise stem (WAV, FLAC, AIFF, MP3, OGG)")
     add_render_args(p)
     add_output_args(p)
+    add_threads_arg(p, "the render uses")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_render)
@@ -36,28 +41,80 @@ def register(subparsers: Any) -> None:
 
 
 class ProgressBar:
-    """A tqdm progress bar over the pipeline's stage events; silent when not enabled
-    (stderr not a terminal, or ``--quiet``)."""
+    """One tqdm bar for a whole render, outputs included: the share of the render done
+    in percent (never reset between stages), the stage now running and an estimate of
+    the time left (:class:`bnmusic_bridge.progress.RenderProgress`). Silent when not
+    enabled (stderr not a terminal, or ``--quiet``).
 
-    def __init__(self, label: str, enabled: bool) -> None:
+    Args:
+        label: shown before the bar (the stem's name).
+        enabled: draw it.
+        weights: the stages' expected shares (:func:`~bnmusic_bridge.progress.stage_weights`).
+    """
+
+    REFRESH_S = 0.1
+    """Least time between two redraws within a stage."""
+
+    def __init__(self, label: str, enabled: bool, weights: dict[str, float] | None = None) -> None:
+        from bnmusic_bridge.progress import RenderProgress
+
         self.enabled = enabled
         self.bar: Any = None  # a tqdm bar once the first event arrives
         self.label = label
+        self.tracker = RenderProgress(weights)
+        self._last_draw = -1.0
+        self._last_stage = ""
 
     def __call__(self, stage: str, fraction: float) -> None:
+        state = self.tracker.update(stage, fraction)
         if not self.enabled:
             return
+        if (
+            stage == self._last_stage
+            and fraction < 1.0
+            and state.elapsed_s - self._last_draw < self.REFRESH_S
+        ):
+            return
+        self._last_draw, self._last_stage = state.elapsed_s, stage
         from tqdm import tqdm
 
+        from bnmusic_bridge.progress import format_eta
+
         if self.bar is None:
-            self.bar = tqdm(total=1000, desc=self.label, unit="‰", leave=False, file=sys.stderr)
-        self.bar.set_postfix_str(stage)
-        self.bar.n = int(fraction * 1000)
+            self.bar = tqdm(
+                total=100,
+                desc=self.label,
+                leave=False,
+                file=sys.stderr,
+                bar_format="{percentage:3.0f}%|{bar}| {desc}",
+            )
+        eta = format_eta(state.eta_s)
+        self.bar.set_description_str(
+            f"{self.label}: {stage}" + (f", {eta}" if eta else ""), refresh=False
+        )
+        self.bar.n = round(state.overall * 100, 1)
         self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def preload_picture() -> threading.Thread:
+    """Import matplotlib (Agg) on a background thread while the render runs: the
+    picture is drawn last, and its import then overlaps the render's numpy and torch
+    work, which runs without the interpreter lock."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # the picture's own import reports errors
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+
+    thread = threading.Thread(target=load, name="bnmusic-preload-picture", daemon=True)
+    thread.start()
+    return thread
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -66,7 +123,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     from bnmusic_bridge.audio import check_output_dir
     from bnmusic_bridge.export import output_paths, write_outputs
     from bnmusic_bridge.pipeline import render_file
+    from bnmusic_bridge.progress import stage_weights
+    from bnmusic_bridge.threads import set_threads
 
+    # Before torch is imported (the render imports it), so its pool starts at this size.
+    set_threads(resolve_threads(args))
     noise = expand_path(args.noise)
     request = build_request(args)
     options = build_export_options(args, preset_export(args))
@@ -78,12 +139,34 @@ def cmd_render(args: argparse.Namespace) -> int:
         existing = [str(p) for p in paths.all() if p.exists()]
         if existing:
             raise BNMusicError(f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite")
-    bar = ProgressBar(noise.name, enabled=sys.stderr.isatty() and not args.quiet)
+    bar = ProgressBar(
+        noise.name,
+        enabled=sys.stderr.isatty() and not args.quiet,
+        weights=stage_weights(request, startup=True, write=True),
+    )
+    picture_pending = options.plot
+
+    def progress(stage: str, fraction: float) -> None:
+        nonlocal picture_pending
+        # Once the imports are done: loaded beside them, it would only slow them down
+        # (both hold the interpreter lock); beside the stages' numpy and torch work it
+        # runs on the core they leave.
+        if picture_pending and stage != "startup":
+            picture_pending = False
+            preload_picture()
+        bar(stage, fraction)
+
     try:
-        result = render_file(noise, request, progress=bar)
+        result = render_file(noise, request, progress=progress)
+        written = write_outputs(
+            result,
+            out_dir,
+            stem_name=noise.stem,
+            options=options,
+            progress=lambda f: bar("write", f),
+        )
     finally:
         bar.close()
-    written = write_outputs(result, out_dir, stem_name=noise.stem, options=options)
     for w in (*result.warnings, *written.notes):
         print(f"warning: {w}", file=sys.stderr)
     lane = result.lane_gain_db

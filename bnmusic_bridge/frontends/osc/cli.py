@@ -147,6 +147,15 @@ def register(subparsers: Any) -> None:
         help="jobs run side by side (default 2, but 1 on a 2-core machine so a core stays "
         "free for replies; generation is serialized anyway)",
     )
+    jobs.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch and BLAS threads each job uses (default: the free cores, one kept for "
+        "the server and the DAW and those other programs keep busy left out, shared among "
+        "--render-threads jobs; 1 on a 2-core machine)",
+    )
     meter_hz = config_default("meter_hz")
     jobs.add_argument(
         "--meter-hz",
@@ -341,6 +350,13 @@ def check_host(host: str, allow_remote: bool, has_secret: bool = False) -> bool:
     return True
 
 
+def _threads_flag(args: argparse.Namespace) -> int | None:
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise BNMusicError(f"--threads {threads}: need a whole number >= 1")
+    return threads
+
+
 def server_config(args: argparse.Namespace) -> ServerConfig:
     """The :class:`~bnmusic_bridge.frontends.osc.server.ServerConfig` of the flags; the
     base request is ``--preset`` (if any) with the render flags applied."""
@@ -358,6 +374,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         allow_remote=args.allow_remote,
         max_queued=args.queue_size,
         render_threads=args.render_threads or default_render_threads(),
+        threads=_threads_flag(args),
         meter_hz=args.meter_hz,
         stream_rate_hz=args.stream_rate,
         lane_timetags=args.lane_timetags,

@@ -78,6 +78,9 @@ class ServerConfig:
             outputs are written here).
         ray_address: the Ray cluster's address, ``HOST:PORT`` (None: ``$RAY_ADDRESS``,
             else a local Ray instance); ``backend="ray"`` only.
+        threads: torch/BLAS threads each job uses (``--threads``); None: the free cores
+            (one kept for the server and the DAW, busy ones left out) shared among the
+            ``render_threads`` jobs (:func:`bnmusic_bridge.threads.default_threads`).
     """
 
     host: str = "127.0.0.1"
@@ -108,3 +111,4 @@ class ServerConfig:
     folder_quota: int = 64
     backend: str = "local"
     ray_address: str | None = None
+    threads: int | None = None

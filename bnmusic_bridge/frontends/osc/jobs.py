@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bnmusic_bridge.export import ExportOptions
+from bnmusic_bridge.progress import RenderProgress, stage_weights
 from bnmusic_bridge.request import RenderRequest
 
 from .config import BACKENDS, ISOLATIONS
@@ -68,6 +69,9 @@ class Job:
         state: one of queued, running, writing, done, failed, cancelled.
         stage: the pipeline stage last reported ("" before the first).
         fraction: progress of that stage, 0..1.
+        overall: share of the whole job done, 0..1, never decreasing
+            (:class:`bnmusic_bridge.progress.RenderProgress`).
+        eta_s: estimated seconds left; None while too little is done to tell.
     """
 
     job_id: OscArg
@@ -80,6 +84,8 @@ class Job:
     state: str = QUEUED
     stage: str = ""
     fraction: float = 0.0
+    overall: float = 0.0
+    eta_s: float | None = None
     created_s: float = field(default_factory=time.monotonic)
     started_s: float | None = None
     finished_s: float | None = None
@@ -135,6 +141,8 @@ class JobManager:
         backend: "local" (as ``isolation`` says) or "ray" (jobs render on the Ray
             cluster at ``ray_address``: :mod:`~bnmusic_bridge.frontends.osc.ray_executor`).
         ray_address: the cluster's address (None: ``$RAY_ADDRESS`` or a local Ray).
+        threads: torch/BLAS threads of each job (None: the free cores shared among
+            ``render_threads`` jobs).
     """
 
     def __init__(
@@ -154,6 +162,7 @@ class JobManager:
         max_stem_s: float | None = None,
         backend: str = "local",
         ray_address: str | None = None,
+        threads: int | None = None,
     ) -> None:
         if max_queued < 1 or render_threads < 1:
             raise ValueError(
@@ -178,9 +187,9 @@ class JobManager:
 
             self.executor = RayExecutor(ray_address, worker_setup)
         elif isolation == "process":
-            self.executor = ProcessExecutor(render_threads, worker_setup, worker_niceness)
+            self.executor = ProcessExecutor(render_threads, worker_setup, worker_niceness, threads)
         else:
-            self.executor = ThreadExecutor(worker_setup)
+            self.executor = ThreadExecutor(worker_setup, threads)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: collections.deque[Job] = collections.deque()
@@ -348,8 +357,14 @@ class JobManager:
                 self._fail(job, "internal", f"{type(e).__name__}: {e}")
 
     def _run(self, job: Job) -> None:
+        # One figure for the whole job (stages weighed by their expected time); the
+        # worker has imported everything before its first job, so no startup share.
+        tracker = RenderProgress(stage_weights(job.request, startup=False, write=True))
+
         def progress(stage: str, fraction: float) -> None:
+            state = tracker.update(stage, fraction)
             job.stage, job.fraction = stage, fraction
+            job.overall, job.eta_s = state.overall, state.eta_s
             if stage == WRITE_STAGE and job.state == RUNNING:
                 with self._lock:
                     job.state = WRITING

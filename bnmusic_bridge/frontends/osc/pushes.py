@@ -68,7 +68,21 @@ class Pusher:
     # -- job events (job threads) --------------------------------------------------
 
     def progress(self, job: Job, stage: str, fraction: float) -> None:
-        self._push(job, P.encode_message(P.PREFIX + "progress", job.job_id, stage, float(fraction)))
+        # job_id, stage, the stage's fraction (as before), then the whole job's share done
+        # and the seconds left (-1: not known yet): added at the end so clients that read
+        # the first three arguments keep working.
+        eta = -1.0 if job.eta_s is None else float(job.eta_s)
+        self._push(
+            job,
+            P.encode_message(
+                P.PREFIX + "progress",
+                job.job_id,
+                stage,
+                float(fraction),
+                float(job.overall),
+                eta,
+            ),
+        )
 
     def failed(self, job: Job, code: str, message: str) -> None:
         self._push(job, self.out.error_packet(job.job_id, code, message))

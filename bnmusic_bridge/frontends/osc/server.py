@@ -163,6 +163,7 @@ class OscServer:
             max_stem_s=cfg.max_stem_s,
             backend=cfg.backend,
             ray_address=cfg.ray_address,
+            threads=cfg.threads,
         )
         # 4. Receive, dispatch, push.
         dispatcher = Dispatcher(

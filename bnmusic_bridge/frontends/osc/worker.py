@@ -283,7 +283,9 @@ def execute_job(
                 gate.release()
         progress(WRITE_STAGE, 0.0)
         try:
-            outputs = _write(spec, result, folder, export_lock)
+            outputs = _write(
+                spec, result, folder, export_lock, lambda f: progress(WRITE_STAGE, min(f, 0.99))
+            )
         except BNMusicError as e:
             raise JobFailed(getattr(e, "code", "error"), str(e)) from e
         except OSError as e:
@@ -351,7 +353,13 @@ def _open_out(spec: JobSpec) -> Any:
     )
 
 
-def _write(spec: JobSpec, result: Any, folder: Any, export_lock: threading.Lock) -> dict[str, str]:
+def _write(
+    spec: JobSpec,
+    result: Any,
+    folder: Any,
+    export_lock: threading.Lock,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, str]:
     from bnmusic_bridge.export import output_paths, write_outputs
 
     options = dataclasses.replace(spec.export, force=False)
@@ -369,6 +377,7 @@ def _write(spec: JobSpec, result: Any, folder: Any, export_lock: threading.Lock)
                     stem_name=name,
                     options=options,
                     extra_report={"osc": {"job_id": spec.key, "client": spec.client}},
+                    progress=progress,
                 )
             except OutputExistsError:
                 continue  # another program took the name meanwhile: try the next
@@ -413,6 +422,10 @@ def run_setup(setup: Sequence[str]) -> None:
 def warm_imports() -> None:
     """Import what every render needs (pipeline, stages, audio I/O, export), so the first
     job does not pay for it; no model is loaded."""
+    with contextlib.suppress(ImportError):
+        from bnmusic_bridge.pipeline import warm_up
+
+        warm_up()  # torch, scipy, pyloudnorm: the render's own list
     for module in (
         "bnmusic_bridge.pipeline",
         "bnmusic_bridge.spectrogram",
@@ -443,7 +456,11 @@ def preload(request: Any) -> None:
 class ThreadExecutor:
     """Runs jobs in the calling thread (the server process)."""
 
-    def __init__(self, setup: Sequence[str]) -> None:
+    def __init__(self, setup: Sequence[str], threads: int | None = None) -> None:
+        if threads is not None:
+            from bnmusic_bridge.threads import set_threads
+
+            set_threads(threads)  # the server's own process: only when asked
         run_setup(setup)
         self._gate = Gate()
         self._export_lock = threading.Lock()
@@ -466,10 +483,20 @@ class ProcessExecutor:
         threads: jobs the worker runs at once.
         setup: ``"module:function"`` names called in the worker at start.
         niceness: how much the worker lowers its CPU priority (Unix ``nice``, 0 to 19).
+        compute_threads: torch/BLAS threads of each job (``--threads``); None: the free
+            cores shared among ``threads`` jobs
+            (:func:`bnmusic_bridge.threads.default_threads`).
     """
 
-    def __init__(self, threads: int, setup: Sequence[str], niceness: int) -> None:
+    def __init__(
+        self,
+        threads: int,
+        setup: Sequence[str],
+        niceness: int,
+        compute_threads: int | None = None,
+    ) -> None:
         self.threads = threads
+        self.compute_threads = compute_threads
         self.setup = tuple(setup)
         self.niceness = niceness
         self._ctx = multiprocessing.get_context("spawn")
@@ -490,7 +517,14 @@ class ProcessExecutor:
         self._events: Any = self._ctx.Queue()
         self._proc = self._ctx.Process(
             target=_worker_main,
-            args=(self._commands, self._events, self.setup, self.threads, self.niceness),
+            args=(
+                self._commands,
+                self._events,
+                self.setup,
+                self.threads,
+                self.niceness,
+                self.compute_threads,
+            ),
             name="bnmusic-render-worker",
             daemon=True,
         )
@@ -587,7 +621,12 @@ class ProcessExecutor:
 
 
 def _worker_main(
-    commands: Any, events: Any, setup: Sequence[str], threads: int, niceness: int
+    commands: Any,
+    events: Any,
+    setup: Sequence[str],
+    threads: int,
+    niceness: int,
+    compute_threads: int | None = None,
 ) -> None:
     """The worker process: runs jobs on a thread pool until told to stop or orphaned."""
     # Ctrl-C in a terminal signals the whole process group; the server decides what
@@ -598,14 +637,14 @@ def _worker_main(
     # server's threads first in line for a CPU when the renders use every core.
     with contextlib.suppress(AttributeError, OSError):
         os.nice(niceness)
+    # Before torch is imported: the jobs share the free cores, and one core stays with
+    # the server's socket threads (and the DAW): with every core busy in torch, reply
+    # latency grows by milliseconds even at a lower priority.
+    from bnmusic_bridge.threads import default_threads, set_threads
+
+    set_threads(compute_threads or default_threads(threads))
     run_setup(setup)
     warm_imports()
-    # Leave one core to the server's socket threads: with every core busy in torch,
-    # reply latency grows by milliseconds even at a lower priority.
-    with contextlib.suppress(ImportError):
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
 
     gate = Gate()
     export_lock = threading.Lock()
