@@ -134,8 +134,9 @@ def num_stft_frames(num_samples: int) -> int:
 
 
 def _frames(padded: np.ndarray, first: int, count: int) -> np.ndarray:
-    idx = (first + np.arange(count))[:, None] * HOP_SAMPLES + np.arange(N_FFT)[None, :]
-    return padded[..., idx]
+    # a strided view (no gathered copy): the caller's windowing makes the only copy
+    views = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)
+    return views[..., first * HOP_SAMPLES : (first + count - 1) * HOP_SAMPLES + 1 : HOP_SAMPLES, :]
 
 
 def _padded(audio: np.ndarray) -> np.ndarray:
@@ -215,6 +216,27 @@ def band_gains_db(
     return gain, np.minimum(event_db, np.maximum(gain, 0.0))
 
 
+def _overlap_add(out: np.ndarray, frames: np.ndarray, first: int) -> np.ndarray:
+    """Add ``frames`` (``(channels, count, N_FFT)``, frame ``i`` starting at sample
+    ``(first + i) * HOP_SAMPLES``) into ``out`` (``(channels, samples)``, room for
+    ``first + count + N_FFT / HOP_SAMPLES`` whole hops) in place.
+
+    A frame spans ``N_FFT / HOP_SAMPLES`` hops: its pieces of one hop each are added
+    for all frames at once, one piece offset at a time. The offsets run from the last
+    piece to the first, so every output sample receives its frames in frame order, as
+    a loop over frames adds them: the same sums, bit for bit.
+    """
+    count = frames.shape[1]
+    pieces = -(-N_FFT // HOP_SAMPLES)
+    for p in range(pieces - 1, -1, -1):
+        lo = p * HOP_SAMPLES
+        width = min(HOP_SAMPLES, N_FFT - lo)
+        start = (first + p) * HOP_SAMPLES
+        dest = out[:, start : start + count * HOP_SAMPLES].reshape(out.shape[0], count, HOP_SAMPLES)
+        dest[:, :, :width] += frames[:, :, lo : lo + width]
+    return out
+
+
 def apply_band_gains(audio: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
     """Filter ``audio`` with a time-varying equaliser (STFT, weighted overlap-add).
 
@@ -236,17 +258,17 @@ def apply_band_gains(audio: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
     interp = _interpolation()
     window = _window()
     padded = _padded(x)
-    out = np.zeros_like(padded)
-    norm = np.zeros(padded.shape[-1])
+    # room for the last frame's whole last hop (the overlap-add adds hop-wide pieces)
+    room = padded.shape[-1] + HOP_SAMPLES * -(-N_FFT // HOP_SAMPLES)
+    out = np.zeros((channels, room))
+    norm = np.zeros(room)
     for first in range(0, frames, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, frames - first)
         spectrum = np.fft.rfft(_frames(padded, first, count) * window, axis=-1)
         bin_gain = 10.0 ** ((interp @ gain_db[:, first : first + count]).T / 20.0)
         frames_out = np.fft.irfft(spectrum * bin_gain[None], n=N_FFT, axis=-1) * window
-        for i in range(count):
-            start = (first + i) * HOP_SAMPLES
-            out[:, start : start + N_FFT] += frames_out[:, i]
-            norm[start : start + N_FFT] += window**2
+        _overlap_add(out, frames_out, first)
+        _overlap_add(norm[None, :], np.broadcast_to(window**2, (1, count, N_FFT)), first)
     half = N_FFT // 2
     body = out[:, half : half + n] / np.maximum(norm[half : half + n], 1e-12)
     return body.astype(np.float32)

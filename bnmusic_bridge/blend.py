@@ -54,7 +54,14 @@ from .errors import AudioInputError, ParameterError
 from .grid import FRAME_PERIOD_S, HOP_SAMPLES, SAMPLE_RATE_HZ
 from .loudness import SILENCE_LUFS, integrated_lufs
 from .masking import MaskingField, masking_field
-from .metering import coverage, lane_motion, nmr_db, sample_peak_dbfs, true_peak_dbtp
+from .metering import (
+    coverage,
+    lane_motion,
+    masked_counts,
+    nmr_db,
+    sample_peak_dbfs,
+    true_peak_dbtp,
+)
 from .request import PEAK_MODES, RenderRequest
 from .result import LIMITS, BlendSummary, BusTrim, LaneMotion, RenderedLevels, Shortfall
 
@@ -340,9 +347,11 @@ def _metered(
     overall, per_frame = coverage(field, mask, gain)
     nmr_total, nmr_frames = nmr_db(noise_mel, field, gain)
     bounds = window_bounds(field.num_frames, settings.lane.window_frames, settings.lane.hop_frames)
-    masked = field.masked(gain) & mask
+    # per-frame counts (metered in blocks of frames), summed per window: the same
+    # integers as counting each window's bins, without a whole-stem bool array
+    hit, bins = masked_counts(field, mask, gain)
     reached = np.array(
-        [masked[:, a:b].sum() / m if (m := int(mask[:, a:b].sum())) else np.nan for a, b in bounds]
+        [int(hit[a:b].sum()) / m if (m := int(bins[a:b].sum())) else np.nan for a, b in bounds]
     )
     lane = replace(lane, window_coverage=reached)
     shortfalls = find_shortfalls(lane, caps, bounds)
@@ -362,9 +371,7 @@ def _metered(
         mask=mask,
         trim_db=trim_db,
         rendered=rendered,
-        motion=lane_motion(
-            lane.frame_gain_db, FRAME_PERIOD_S, settings.lane.max_slew_db_per_s
-        ),
+        motion=lane_motion(lane.frame_gain_db, FRAME_PERIOD_S, settings.lane.max_slew_db_per_s),
     )
 
 
@@ -439,7 +446,7 @@ def _shortfall_warnings(
             ]
             more_db = f" (up to {max(room):.0f} dB)" if room else ""
             remedy = (
-                " The music's peaks, not its loudness, stop it here (peak_mode=\"lane\"): "
+                ' The music\'s peaks, not its loudness, stop it here (peak_mode="lane"): '
                 'set peak_mode to "bus-trim" (the music at the level the blend needs, as '
                 "32-bit float where it passes full scale, with a bus trim for noise and music), "
                 f"render the noise stem quieter{more_db} (the blend is relative to its level), "
