@@ -252,8 +252,9 @@ def _check_noise(stem: audio_io.Stem) -> _CheckedNoise:
     # Loudness as a DAW meters it (the stem's own rate and layout): the music is matched
     # to it, and the ceiling is relative to it.
     # DC is inaudible but K-weighting's start-up turns a DC step into loudness: remove it.
-    lufs = integrated_lufs(stem.audio - stem.audio.mean(axis=1, keepdims=True), stem.sample_rate_hz)
-    dc = float(np.max(np.abs(stem.audio.mean(axis=1))))
+    means = stem.audio.mean(axis=1, keepdims=True)
+    lufs = integrated_lufs(stem.audio, stem.sample_rate_hz, offset=means)
+    dc = float(np.max(np.abs(means[:, 0])))
     if dc > DC_WARNING_LEVEL:
         warnings.append(f"{where}: DC offset of {dc:.3f} (linear): high-pass the stem before bouncing")
     if lufs <= SILENCE_LUFS_GATE:

@@ -105,3 +105,179 @@ def test_mel_of_long_audio_is_computed_in_blocks_identically():
     whole = sp._mel_block(x, sp.DEFAULT_PARAMS)
     assert blocks.shape == whole.shape == (512, n // 441 + 1)
     np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-6 * float(whole.max()))
+
+
+# --- long stems in bounded memory: every blocked computation equals the whole one ------
+
+
+def _music_like_mel(frames: int, seed: int = 0) -> np.ndarray:
+    """A mel magnitude with tonal peaks over a noise floor (plenty of maskers), the peaks
+    from 20 to 100 dB SPL on the masking model's scale (so many upper-slope classes)."""
+    from bnmusic_bridge.masking import sine_response
+
+    rng = np.random.default_rng(seed)
+    full_scale = sine_response()  # a full-scale sine's mel magnitude = 96 dB SPL
+    mel = (1e-6 * full_scale[:, None] * rng.random((512, frames))).astype(np.float32)
+    for _ in range(60):
+        band = int(rng.integers(2, 510))
+        start = int(rng.integers(0, frames))
+        level = full_scale[band] * 10 ** (rng.uniform(-76, 4) / 20)
+        mel[band, start : start + int(rng.integers(20, 400))] += np.float32(level)
+    return mel
+
+
+def test_spreading_field_in_blocks_is_the_whole_array_bit_for_bit(monkeypatch):
+    from bnmusic_bridge import masking as mk
+
+    music = _music_like_mel(2600, seed=1)
+    noise = _music_like_mel(2600, seed=2)
+    monkeypatch.setattr(mk, "SPREADING_BLOCK_FRAMES", 10**9)
+    whole = mk.spreading_field(noise, music)
+    monkeypatch.setattr(mk, "SPREADING_BLOCK_FRAMES", 333)  # blocks of other class counts
+    blocks = mk.spreading_field(noise, music)
+    assert np.array_equal(whole.capacity, blocks.capacity)
+    assert np.array_equal(whole.required, blocks.required)
+    # and the whole array is today's single call of the threshold
+    geo = mk._geometry(mk.DEFAULT_PARAMS, mk.FULL_SCALE_DB_SPL)
+    power = mk.masking_threshold_power(
+        mk.find_maskers(mk._power_spl(music, geo.cal_db)), music.shape
+    )
+    expected = np.sqrt(power * (10.0 ** (-geo.cal_db / 10.0))[:, None]).astype(np.float32)
+    assert np.array_equal(expected, whole.capacity)
+
+
+def test_threshold_with_more_slope_classes_is_unchanged():
+    from bnmusic_bridge import masking as mk
+
+    music = _music_like_mel(700, seed=3)
+    geo = mk._geometry(mk.DEFAULT_PARAMS, mk.FULL_SCALE_DB_SPL)
+    maskers = mk.find_maskers(mk._power_spl(music, geo.cal_db))
+    base = mk.masking_threshold_power(maskers, music.shape)
+    more = mk.masking_threshold_power(maskers, music.shape, num_classes=26)
+    assert np.array_equal(base, more)
+    with pytest.raises(Exception, match="num_classes"):
+        mk.masking_threshold_power(maskers, music.shape, num_classes=1)
+
+
+def test_metering_in_blocks_is_the_whole_array_bit_for_bit(monkeypatch):
+    from bnmusic_bridge import metering
+    from bnmusic_bridge.masking import smr_field, spreading_field
+
+    frames = 2500
+    music = _music_like_mel(frames, seed=4)
+    noise = _music_like_mel(frames, seed=5)
+    mask = noise > np.percentile(noise, 70)
+    gain = 10 ** (np.random.default_rng(6).uniform(-20, 20, frames) / 20)
+    for field in (spreading_field(noise, music), smr_field(noise, music, 21.0)):
+        # today's whole-array formulas
+        masked = field.masked(gain) & mask
+        hit_ref, bins_ref = masked.sum(axis=0), mask.sum(axis=0)
+        ratio = metering._noise_to_mask_power(noise, field, gain)
+        nmr_frames_ref = 10 * np.log10(ratio.mean(axis=0))
+        disturbed_ref = float((ratio > 10 ** (1.5 / 10)).any(axis=0).mean())
+        for size in (10**9, 257):
+            monkeypatch.setattr(metering, "METER_BLOCK_FRAMES", size)
+            hit, bins = metering.masked_counts(field, mask, gain)
+            assert np.array_equal(hit, hit_ref) and np.array_equal(bins, bins_ref)
+            overall, per_frame = metering.coverage(field, mask, gain)
+            assert overall == hit_ref.sum() / bins_ref.sum()
+            total, nmr_frames = metering.nmr_db(noise, field, gain)
+            assert np.array_equal(nmr_frames, nmr_frames_ref)
+            assert total == 10 * np.log10(ratio.mean(axis=0).mean())
+            assert metering.relative_disturbed_frames(noise, field, gain) == disturbed_ref
+
+
+def _overlap_add_loop(audio: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
+    """The equaliser as it was first written: one frame at a time (the reference)."""
+    from bnmusic_bridge import align as al
+
+    x = np.asarray(audio, dtype=np.float64)
+    n = x.shape[1]
+    frames = al.num_stft_frames(n)
+    window = al._window()
+    padded = al._padded(x)
+    idx = np.arange(frames)[:, None] * 441 + np.arange(al.N_FFT)[None, :]
+    spectrum = np.fft.rfft(padded[..., idx] * window, axis=-1)
+    bin_gain = 10.0 ** ((al._interpolation() @ gain_db).T / 20.0)
+    frames_out = np.fft.irfft(spectrum * bin_gain[None], n=al.N_FFT, axis=-1) * window
+    out = np.zeros_like(padded)
+    norm = np.zeros(padded.shape[-1])
+    for i in range(frames):
+        out[:, i * 441 : i * 441 + al.N_FFT] += frames_out[:, i]
+        norm[i * 441 : i * 441 + al.N_FFT] += window**2
+    half = al.N_FFT // 2
+    return (out[:, half : half + n] / np.maximum(norm[half : half + n], 1e-12)).astype(np.float32)
+
+
+def test_alignment_overlap_add_in_blocks_is_the_frame_loop_bit_for_bit(monkeypatch):
+    from bnmusic_bridge import align as al
+
+    rng = np.random.default_rng(7)
+    n = 441 * 700 + 123
+    audio = (0.1 * rng.standard_normal((2, n))).astype(np.float32)
+    gain_db = rng.uniform(-6, 6, (al.band_centres_hz().size, al.num_stft_frames(n)))
+    monkeypatch.setattr(al, "BLOCK_FRAMES", 256)  # several blocks, a ragged last one
+    assert np.array_equal(al.apply_band_gains(audio, gain_db), _overlap_add_loop(audio, gain_db))
+
+
+@pytest.mark.parametrize(
+    ("channels", "rate", "seconds"),
+    [(1, 44100, 31.3), (2, 48000, 12.0), (5, 22050, 9.05), (1, 44100, 0.2)],
+)
+def test_streamed_loudness_is_pyloudnorms(monkeypatch, channels, rate, seconds):
+    import warnings
+
+    import pyloudnorm
+
+    from bnmusic_bridge import loudness
+
+    rng = np.random.default_rng(channels)
+    n = int(seconds * rate)
+    # loud and quiet stretches, so both gates drop blocks
+    env = np.repeat(10 ** (rng.uniform(-80, 0, int(seconds) + 1) / 20), rate)[:n]
+    x = (0.3 * env * rng.standard_normal((channels, n))).astype(np.float32)
+    dc = np.float32(0.02) * np.arange(1, channels + 1, dtype=np.float32)[:, None]
+    monkeypatch.setattr(loudness, "LOUDNESS_CHUNK_SAMPLES", 40_000)  # many chunks
+    got = loudness.integrated_lufs(x + dc, rate, offset=dc)
+    ref_in = np.asarray((x + dc) - dc, dtype=np.float64)
+    block = int(np.ceil(0.4 * rate)) + 1
+    if n < block:
+        ref_in = np.pad(ref_in, ((0, 0), (0, block - n)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = pyloudnorm.Meter(rate).integrated_loudness(ref_in.T)
+    # the issue asks for 0.01 LU; the streamed meter is pyloudnorm's arithmetic
+    assert abs(got - ref) < 0.01
+    assert got == pytest.approx(ref, abs=1e-9)
+
+
+def test_streamed_loudness_of_silence_and_digital_zero():
+    from bnmusic_bridge.loudness import SILENCE_LUFS, integrated_lufs
+
+    assert integrated_lufs(np.zeros((2, 44100 * 3), np.float32), 44100) == SILENCE_LUFS
+    quiet = np.full((1, 44100 * 2), 1e-6, np.float32)  # far under the absolute gate
+    assert integrated_lufs(quiet, 44100) == SILENCE_LUFS
+
+
+def test_spreading_field_memory_does_not_grow_with_the_slope_classes():
+    """The threshold of 4x the frames costs about 4x the output arrays, not 4x a
+    512 x classes x frames float64 field (50 kB a frame)."""
+    import tracemalloc
+
+    from bnmusic_bridge.masking import spreading_field
+
+    spreading_field(_music_like_mel(100, seed=9), _music_like_mel(100, seed=8))  # caches
+
+    def peak(frames: int) -> int:
+        music = _music_like_mel(frames, seed=8)
+        noise = _music_like_mel(frames, seed=9)
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        spreading_field(noise, music)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(1500), peak(6000)
+    # outputs and input copies: 4 float32 (512,) columns a frame = 8 kB; allow twice that
+    assert (large - small) / 4500 < 16 * 1024, (small, large)
