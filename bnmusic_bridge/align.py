@@ -145,21 +145,68 @@ def _padded(audio: np.ndarray) -> np.ndarray:
     return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(half, half)], mode=mode)
 
 
+def _padded_block(audio: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``_padded(audio)[..., lo:hi]`` as float64, without padding (or copying) the whole
+    stem: the same samples, reflected at the ends as ``np.pad`` reflects them."""
+    n = audio.shape[-1]
+    half = N_FFT // 2
+    if n <= half:  # a tiny stem: zero-padded as a whole
+        return _padded(np.asarray(audio, dtype=np.float64))[..., lo:hi]
+    src = np.arange(lo, hi) - half
+    if src.size and (src[0] < 0 or src[-1] >= n):
+        # reflect mode: x[-k] = x[k], x[n - 1 + k] = x[n - 1 - k]
+        src = np.abs(src)
+        src = np.where(src >= n, 2 * (n - 1) - src, src)
+        a = int(src.min())
+        return np.asarray(audio[..., a : int(src.max()) + 1], dtype=np.float64)[..., src - a]
+    return np.asarray(audio[..., lo - half : hi - half], dtype=np.float64)
+
+
+def _block_frames(audio: np.ndarray, first: int, count: int) -> np.ndarray:
+    """Frames ``first..first + count`` of the centred STFT of ``audio``: float64
+    ``(..., count, N_FFT)`` (a strided view of one padded block)."""
+    lo = first * HOP_SAMPLES
+    block = _padded_block(audio, lo, lo + (count - 1) * HOP_SAMPLES + N_FFT)
+    return _frames(block, 0, count)
+
+
 def band_powers(mono: np.ndarray) -> np.ndarray:
-    """Power per equaliser band per frame of mono audio, float64 ``(bands, frames)``."""
-    x = np.asarray(mono, dtype=np.float64)
+    """Power per equaliser band per frame of mono audio, float64 ``(bands, frames)``.
+
+    Works through the audio in blocks of :data:`BLOCK_FRAMES` frames (each converted to
+    float64 on its own): memory does not grow with the stem beyond the result."""
+    x = np.asarray(mono)
     if x.ndim != 1:
         raise ParameterError(f"band_powers takes mono audio (samples,), got shape {x.shape}")
     frames = num_stft_frames(x.size)
-    padded = _padded(x)
     weights = band_weights()
     window = _window()
     out = np.empty((weights.shape[0], frames))
     for first in range(0, frames, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, frames - first)
-        spectrum = np.fft.rfft(_frames(padded, first, count) * window, axis=-1)
+        spectrum = np.fft.rfft(_block_frames(x, first, count) * window, axis=-1)
         out[:, first : first + count] = weights @ (np.abs(spectrum) ** 2).T
     return out
+
+
+class _MonoMix:
+    """The mono mix (mean over channels) of ``(channels, samples)`` audio, computed
+    only for the samples asked for: ``mix[a:b]`` is ``audio[:, a:b].mean(axis=0)``."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self.audio = audio
+        self.shape = (audio.shape[1],)
+        self.ndim = 1
+        self.size = audio.shape[1]
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        if isinstance(key, tuple):  # (..., slice) as _padded_block asks
+            key = key[-1]
+        return self.audio[:, key].mean(axis=0)  # type: ignore[index]
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        mix = self.audio.mean(axis=0)
+        return mix if dtype is None else mix.astype(dtype)
 
 
 def _smooth(x: np.ndarray, span_s: float) -> np.ndarray:
@@ -248,7 +295,7 @@ def apply_band_gains(audio: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
     Returns:
         float32 ``(channels, samples)``: with all gains 0 dB, the input (to rounding).
     """
-    x = np.asarray(audio, dtype=np.float64)
+    x = np.asarray(audio)
     if x.ndim != 2:
         raise ParameterError(f"audio must be (channels, samples), got shape {x.shape}")
     channels, n = x.shape
@@ -257,21 +304,34 @@ def apply_band_gains(audio: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
         raise ParameterError(f"gain_db has {gain_db.shape[1]} frames; the audio has {frames}")
     interp = _interpolation()
     window = _window()
-    padded = _padded(x)
-    # room for the last frame's whole last hop (the overlap-add adds hop-wide pieces)
-    room = padded.shape[-1] + HOP_SAMPLES * -(-N_FFT // HOP_SAMPLES)
-    out = np.zeros((channels, room))
-    norm = np.zeros(room)
+    half = N_FFT // 2
+    result = np.empty((channels, n), dtype=np.float32)
+    pieces = -(-N_FFT // HOP_SAMPLES)
+    # The overlap-add runs in a buffer that starts at the current block's first frame
+    # (padded coordinates); what no later frame reaches is divided out and emitted.
+    tail = np.zeros((channels, 0))
+    tail_norm = np.zeros(0)
     for first in range(0, frames, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, frames - first)
-        spectrum = np.fft.rfft(_frames(padded, first, count) * window, axis=-1)
+        spectrum = np.fft.rfft(_block_frames(x, first, count) * window, axis=-1)
         bin_gain = 10.0 ** ((interp @ gain_db[:, first : first + count]).T / 20.0)
         frames_out = np.fft.irfft(spectrum * bin_gain[None], n=N_FFT, axis=-1) * window
-        _overlap_add(out, frames_out, first)
-        _overlap_add(norm[None, :], np.broadcast_to(window**2, (1, count, N_FFT)), first)
-    half = N_FFT // 2
-    body = out[:, half : half + n] / np.maximum(norm[half : half + n], 1e-12)
-    return body.astype(np.float32)
+        out = np.zeros((channels, (count + pieces) * HOP_SAMPLES))
+        norm = np.zeros((count + pieces) * HOP_SAMPLES)
+        out[:, : tail.shape[1]] = tail
+        norm[: tail_norm.size] = tail_norm
+        _overlap_add(out, frames_out, 0)
+        _overlap_add(norm[None, :], np.broadcast_to(window**2, (1, count, N_FFT)), 0)
+        origin = first * HOP_SAMPLES  # padded position of out[:, 0]
+        last = first + count == frames
+        done = out.shape[1] if last else count * HOP_SAMPLES
+        t0, t1 = max(origin - half, 0), min(origin + done - half, n)
+        if t1 > t0:
+            a, b = t0 + half - origin, t1 + half - origin
+            body = out[:, a:b] / np.maximum(norm[a:b], 1e-12)
+            result[:, t0:t1] = body.astype(np.float32)
+        tail, tail_norm = out[:, done:], norm[done:]
+    return result
 
 
 def align_music(
@@ -288,7 +348,7 @@ def align_music(
         ``(aligned, alignment)``: float32 ``(channels, samples)`` and what was done.
     """
     music = np.asarray(music, dtype=np.float32)
-    noise = np.asarray(noise, dtype=np.float64)
+    noise = np.asarray(noise)  # converted to float64 block by block
     if music.ndim != 2 or noise.ndim != 1 or music.shape[1] != noise.size:
         raise ParameterError(
             f"align_music: music (channels, samples) and mono noise of the same length, got "
@@ -296,7 +356,7 @@ def align_music(
         )
     if not settings.enabled or not np.any(music):
         return music, AlignmentSummary(settings.strength, settings.max_db, 0.0, 0.0, 0.0)
-    gain_db, event_db = band_gains_db(band_powers(music.mean(axis=0)), band_powers(noise), settings)
+    gain_db, event_db = band_gains_db(band_powers(_MonoMix(music)), band_powers(noise), settings)
     aligned = apply_band_gains(music, gain_db)
     return aligned, AlignmentSummary(
         strength=settings.strength,

@@ -281,3 +281,24 @@ def test_spreading_field_memory_does_not_grow_with_the_slope_classes():
     small, large = peak(1500), peak(6000)
     # outputs and input copies: 4 float32 (512,) columns a frame = 8 kB; allow twice that
     assert (large - small) / 4500 < 16 * 1024, (small, large)
+
+
+def test_alignment_band_powers_in_blocks_are_the_whole_stft(monkeypatch):
+    from bnmusic_bridge import align as al
+
+    rng = np.random.default_rng(11)
+    stereo = (0.1 * rng.standard_normal((2, 441 * 900 + 77))).astype(np.float32)
+    # the reference pads the whole stem and gathers its frames (as first written);
+    # the matrix products are per block of 300 frames in both (BLAS may sum a product
+    # of another width in another order)
+    padded = al._padded(stereo.mean(axis=0).astype(np.float64))
+    frames = al.num_stft_frames(stereo.shape[1])
+    whole = np.empty((al.band_weights().shape[0], frames))
+    for first in range(0, frames, 300):
+        count = min(300, frames - first)
+        idx = (first + np.arange(count))[:, None] * 441 + np.arange(al.N_FFT)[None, :]
+        spectrum = np.fft.rfft(padded[idx] * al._window(), axis=-1)
+        whole[:, first : first + count] = al.band_weights() @ (np.abs(spectrum) ** 2).T
+    monkeypatch.setattr(al, "BLOCK_FRAMES", 300)
+    assert np.array_equal(al.band_powers(al._MonoMix(stereo)), whole)
+    assert np.array_equal(al.band_powers(stereo.mean(axis=0)), whole)
