@@ -197,14 +197,49 @@ _TRUE_PEAK_PAD = 64
 half length is 40 at 4x)."""
 
 
-def sample_peak_dbfs(audio: np.ndarray) -> float:
-    """Largest ``|x|`` over all channels and samples in dBFS (-inf for silence)."""
+def _blocks_f64(audio: np.ndarray, plus: np.ndarray | None):  # type: ignore[no-untyped-def]
+    """``audio`` (+ ``plus``) as ``(channels, samples)``, and a reader of float64 blocks:
+    ``read(a, b) = audio[:, a:b].astype(float64) (+ plus[:, a:b])``, no whole copy."""
     arr = np.asarray(audio)
-    peak = float(np.max(np.abs(arr))) if arr.size else 0.0
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    other = None
+    if plus is not None:
+        other = np.asarray(plus)
+        if other.ndim == 1:
+            other = other[None, :]
+        if other.shape != arr.shape:
+            raise ParameterError(f"plus has shape {other.shape}, the audio {arr.shape}")
+
+    def read(a: int, b: int) -> np.ndarray:
+        part = arr[:, a:b].astype(np.float64)
+        return part if other is None else part + other[:, a:b]
+
+    return arr, read
+
+
+def sample_peak_dbfs(audio: np.ndarray, *, plus: np.ndarray | None = None) -> float:
+    """Largest ``|x|`` over all channels and samples in dBFS (-inf for silence).
+
+    ``plus``: an array of the same shape added (in float64) first: the peak of a mix,
+    metered block by block without a copy of it.
+    """
+    arr, read = _blocks_f64(audio, plus)
+    peak = 0.0
+    for lo in range(0, arr.shape[1], _TRUE_PEAK_CHUNK):
+        part = (
+            read(lo, lo + _TRUE_PEAK_CHUNK)
+            if plus is not None
+            else arr[:, lo : lo + _TRUE_PEAK_CHUNK]
+        )
+        if part.size:
+            peak = max(peak, float(np.max(np.abs(part))))
     return 20.0 * math.log10(peak) if peak > 0.0 else -math.inf
 
 
-def true_peak_dbtp(audio: np.ndarray, sample_rate_hz: int) -> float:
+def true_peak_dbtp(
+    audio: np.ndarray, sample_rate_hz: int, *, plus: np.ndarray | None = None
+) -> float:
     """True peak as ITU-R BS.1770-4 Annex 2 meters it: the sample peak of the signal
     oversampled to at least 176.4 kHz (4x at 44.1 and 48 kHz, 2x at 88.2 and 96 kHz),
     in dB true peak; never under the sample peak.
@@ -212,25 +247,29 @@ def true_peak_dbtp(audio: np.ndarray, sample_rate_hz: int) -> float:
     Args:
         audio: float ``(channels, samples)`` or ``(samples,)``, linear.
         sample_rate_hz: its rate, Hz.
+        plus: optional array of the same shape added (in float64) first: the true peak
+            of a mix, metered block by block without a copy of it.
 
     Returns:
         dBTP (-inf for silence).
     """
-    arr = np.asarray(audio, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[None, :]
     if sample_rate_hz <= 0:
         raise ParameterError(f"sample_rate_hz must be > 0, got {sample_rate_hz}")
+    arr, read = _blocks_f64(audio, plus)
     factor = max(1, math.ceil(176_400 / sample_rate_hz))
-    peak = float(np.max(np.abs(arr))) if arr.size else 0.0
-    if factor > 1 and arr.shape[1] > 1:
+    n = arr.shape[1]
+    peak = 0.0
+    for lo in range(0, n, _TRUE_PEAK_CHUNK):
+        part = read(lo, lo + _TRUE_PEAK_CHUNK)
+        if part.size:
+            peak = max(peak, float(np.max(np.abs(part))))
+    if factor > 1 and n > 1:
         from scipy.signal import resample_poly
 
-        n = arr.shape[1]
         for lo in range(0, n, _TRUE_PEAK_CHUNK):
             hi = min(n, lo + _TRUE_PEAK_CHUNK)
             a, b = max(0, lo - _TRUE_PEAK_PAD), min(n, hi + _TRUE_PEAK_PAD)
-            up = resample_poly(arr[:, a:b], factor, 1, axis=1)
+            up = resample_poly(read(a, b), factor, 1, axis=1)
             # keep only the block's own span (its edges see the zero padding)
             up = up[:, (lo - a) * factor : (hi - a) * factor]
             peak = max(peak, float(np.max(np.abs(up))) if up.size else 0.0)
