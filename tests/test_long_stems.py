@@ -217,6 +217,7 @@ def test_alignment_overlap_add_in_blocks_is_the_frame_loop_bit_for_bit(monkeypat
     audio = (0.1 * rng.standard_normal((2, n))).astype(np.float32)
     gain_db = rng.uniform(-6, 6, (al.band_centres_hz().size, al.num_stft_frames(n)))
     monkeypatch.setattr(al, "BLOCK_FRAMES", 256)  # several blocks, a ragged last one
+    monkeypatch.setattr(al, "FFT_FRAMES", 100)  # and transforms of part of a block
     assert np.array_equal(al.apply_band_gains(audio, gain_db), _overlap_add_loop(audio, gain_db))
 
 
@@ -300,5 +301,6 @@ def test_alignment_band_powers_in_blocks_are_the_whole_stft(monkeypatch):
         spectrum = np.fft.rfft(padded[idx] * al._window(), axis=-1)
         whole[:, first : first + count] = al.band_weights() @ (np.abs(spectrum) ** 2).T
     monkeypatch.setattr(al, "BLOCK_FRAMES", 300)
+    monkeypatch.setattr(al, "FFT_FRAMES", 70)
     assert np.array_equal(al.band_powers(al._MonoMix(stereo)), whole)
     assert np.array_equal(al.band_powers(stereo.mean(axis=0)), whole)
