@@ -304,3 +304,45 @@ def test_alignment_band_powers_in_blocks_are_the_whole_stft(monkeypatch):
     monkeypatch.setattr(al, "FFT_FRAMES", 70)
     assert np.array_equal(al.band_powers(al._MonoMix(stereo)), whole)
     assert np.array_equal(al.band_powers(stereo.mean(axis=0)), whole)
+
+
+def test_long_stem_report_moves_per_frame_series_to_a_side_file(monkeypatch, tmp_path):
+    import csv
+    import json
+
+    from bnmusic_bridge import write_outputs
+    from bnmusic_bridge.export import outputs
+
+    noise = clacks(4.0, RATE, period_s=0.5)[None, :]
+    res = render(noise, RATE, RenderRequest(seed=1))
+    frames = res.coverage_per_frame.size
+    # a short stem: the report keeps the per-frame lists, no side file
+    short = write_outputs(res, tmp_path / "short", stem_name="x")
+    assert short.frames is None
+    rep = json.loads(short.report.read_text())
+    assert len(rep["coverage"]["per_frame"]) == frames
+    assert len(rep["details"]["nmr_per_frame_db"]) == frames
+    # the same render counted as long: the lists go to x.frames.csv
+    monkeypatch.setattr(outputs, "LONG_STEM_FRAMES", frames - 1)
+    long = write_outputs(res, tmp_path / "long", stem_name="x")
+    assert long.frames is not None and long.frames.name == "x.frames.csv"
+    rep_long = json.loads(long.report.read_text())
+    assert rep_long["coverage"]["per_frame_file"] == str(long.frames)
+    assert rep_long["lambda"]["per_frame_file"] == str(long.frames)
+    assert "per_frame" not in rep_long["coverage"] and "gain_db" not in rep_long["lambda"]
+    assert rep_long["details"]["nmr_per_frame_file"] == str(long.frames)
+    assert rep_long["coverage"]["overall"] == rep["coverage"]["overall"]
+    assert rep_long["outputs"]["frames"] == str(long.frames)
+    with long.frames.open() as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["time_s", "lane_gain_db", "coverage", "nmr_db"]
+    assert len(rows) == frames + 1
+    # the side file holds what the short report held, to its digits
+    for k in (0, frames // 2, frames - 1):
+        t, gain, cov, nmr = rows[k + 1]
+        assert float(t) == pytest.approx(rep["lambda"]["times_s"][k], abs=1e-3)
+        assert float(gain) == pytest.approx(rep["lambda"]["gain_db"][k], abs=1e-3)
+        want_cov = rep["coverage"]["per_frame"][k]
+        assert (cov == "") if want_cov is None else float(cov) == pytest.approx(want_cov, abs=1e-4)
+        want_nmr = rep["details"]["nmr_per_frame_db"][k]
+        assert (nmr == "") if want_nmr is None else float(nmr) == pytest.approx(want_nmr, abs=1e-3)

@@ -28,7 +28,7 @@ from .lane_files import lane_outputs
 from .lanes import LANE_FORMATS
 from .outputs import ExportOptions, OutputPaths, output_paths
 from .plot import render_plot_png
-from .report import report_json
+from .report import report_json, write_frames_csv
 from .summary import metering_summary
 
 INTEGER_ONLY_FILE_TYPES = ("flac", "aiff")
@@ -141,7 +141,8 @@ def write_outputs(
     staged: list[tuple[str, str]] = []
     existed = False
     try:
-        paths = output_paths(stem_name, folder.report_path(), opts)
+        num_frames = int(np.size(result.coverage_per_frame))
+        paths = output_paths(stem_name, folder.report_path(), opts, num_frames=num_frames)
         for p in paths.all():
             check_name(p.name)
         existing = [str(p) for p in paths.all() if folder.exists(p.name)]
@@ -178,6 +179,8 @@ def write_outputs(
             jobs.append((p, bytes_job(lane_data[kind])))
         if paths.plot is not None:
             jobs.append((paths.plot, lambda f: f.write(render_plot_png(result))))
+        if paths.frames is not None:
+            jobs.append((paths.frames, lambda f: write_frames_csv(f, result)))
         for p, job in jobs:
             staged.append((p.name, folder.write_temp(p.name, job)))
         report = report_json(result, paths.as_dict(), extra=extra_report)
@@ -198,5 +201,5 @@ def write_outputs(
         if owned:
             folder.close()
     if final_dir != paths.music.parent:
-        paths = output_paths(stem_name, final_dir, opts)
+        paths = output_paths(stem_name, final_dir, opts, num_frames=num_frames)
     return dataclasses.replace(paths, notes=tuple(notes))

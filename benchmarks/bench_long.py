@@ -1,0 +1,189 @@
+"""Long stems: wall time, real-time factor and peak memory of whole renders by length.
+
+Each render is the CLI's (``python -m bnmusic_bridge render STEM --out DIR``, default
+settings, the picture and every default output included) in a fresh process, timed from
+outside; its peak resident memory is the child's own ``ru_maxrss`` (``os.wait4``). The
+stems are the real recordings in ``shared/data/noise`` joined and looped
+(``_long_stems.write_long_stem``) to 10 s, 60 s, 10 min and 60 min, mono 44.1 kHz.
+Both threshold models are measured (``spreading``, the default, and ``smr``).
+
+One untimed warm-up render (10 s) comes first (bytecode, file cache). Short stems are
+rendered ``--repeats`` times (median, with min and max); 10 min and longer once. The
+JSON (``results/long.json``) is rewritten after every render, so a long run that is cut
+short keeps its finished rows. Ratios are against the 60 s row of the same model in the
+same run: ``time_per_minute_ratio`` (goal: within 1.2 of it from 1 to 60 minutes) and
+``peak_rss_ratio``; goals: peak RSS under 1.5 GB at every length, the 60-minute render
+faster than 10x real time (real-time factor under 0.1).
+
+Usage::
+
+    python benchmarks/bench_long.py                      # 10 s, 60 s, 10 min
+    python benchmarks/bench_long.py --lengths 10,60,600,3600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _common import RESULTS, write_result  # noqa: E402
+from _long_stems import write_long_stem  # noqa: E402
+
+GOAL_PEAK_RSS_MB = 1500.0
+GOAL_PER_MINUTE_SPREAD = 0.2
+GOAL_HOUR_RTF = 0.1
+
+
+def render_once(stem: Path, model: str, out: Path) -> dict[str, Any]:
+    """One CLI render in a fresh process: wall time (s), the child's peak RSS (MB) and
+    the report's stage timings."""
+    cmd = [sys.executable, "-m", "bnmusic_bridge", "render", str(stem), "--out", str(out)]
+    cmd += ["--force", "-q", "--threshold-model", model]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    row: dict[str, Any] = {
+        "wall_s": round(wall, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1),  # Linux: kB
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "exit_status": proc.returncode,
+    }
+    if proc.returncode != 0:
+        row["error"] = err.decode(errors="replace")[-2000:]
+        return row
+    report = json.loads((out / f"{stem.stem}.report.json").read_text())
+    row["stage_timings_s"] = report.get("timings_s")
+    return row
+
+
+def summarise(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    walls = [r["wall_s"] for r in rows if r["exit_status"] == 0]
+    rss = [r["peak_rss_mb"] for r in rows if r["exit_status"] == 0]
+    if not walls:
+        return {"failed": True}
+    wall = statistics.median(walls)
+    return {
+        "wall_s": wall,
+        "wall_s_min": min(walls),
+        "wall_s_max": max(walls),
+        "real_time_factor": round(wall / seconds, 4),
+        "time_per_minute_s": round(wall / (seconds / 60.0), 3),
+        "peak_rss_mb": max(rss),
+    }
+
+
+def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
+    base = rows.get("60")
+    if not base or base.get("failed"):
+        return
+    for row in rows.values():
+        if row.get("failed"):
+            continue
+        row["time_per_minute_ratio"] = round(
+            row["time_per_minute_s"] / base["time_per_minute_s"], 3
+        )
+        row["peak_rss_ratio"] = round(row["peak_rss_mb"] / base["peak_rss_mb"], 3)
+
+
+def goals(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model, rows in results.items():
+        ok = [r for r in rows.values() if not r.get("failed")]
+        minute_rows = [r for k, r in rows.items() if float(k) >= 60 and not r.get("failed")]
+        ratios = [
+            r.get("time_per_minute_ratio") for r in minute_rows if "time_per_minute_ratio" in r
+        ]
+        out[model] = {
+            "peak_rss_under_1500_mb": all(r["peak_rss_mb"] < GOAL_PEAK_RSS_MB for r in ok),
+            "max_peak_rss_mb": max((r["peak_rss_mb"] for r in ok), default=None),
+            "time_per_minute_ratio_range": [min(ratios), max(ratios)] if ratios else None,
+            "time_per_minute_within_20_percent": all(
+                abs(x - 1.0) <= GOAL_PER_MINUTE_SPREAD for x in ratios
+            )
+            if ratios
+            else None,
+            "hour_rtf_under_0.1": rows["3600"]["real_time_factor"] < GOAL_HOUR_RTF
+            if "3600" in rows and not rows["3600"].get("failed")
+            else None,
+        }
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lengths", default="10,60,600", help="stem lengths in seconds")
+    parser.add_argument("--models", default="spreading,smr")
+    parser.add_argument("--repeats", type=int, default=3, help="renders of stems under 10 min")
+    parser.add_argument("--name", default="long", help="results/NAME.json")
+    parser.add_argument("--scratch", default=None, help="folder for stems and outputs")
+    args = parser.parse_args()
+    lengths = [float(x) for x in args.lengths.split(",")]
+    models = args.models.split(",")
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="bench_long_"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    stems = {}
+    for seconds in sorted(set(lengths) | {10.0}):
+        path = scratch / f"joined_{int(seconds)}s.wav"
+        if not path.exists():
+            write_long_stem(path, seconds)
+        stems[seconds] = path
+    # warm-up (not recorded): bytecode, the file cache, the generator's tables
+    render_once(stems[10.0], models[0], scratch / "warmup")
+    results: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in models}
+    raw: list[dict[str, Any]] = []
+    data: dict[str, Any] = {
+        "what": "whole CLI renders of joined real recordings, default settings, fresh process each",
+        "lengths_s": lengths,
+        "models": models,
+        "repeats_under_10_min": args.repeats,
+        "goals": {
+            "peak_rss_mb_under": GOAL_PEAK_RSS_MB,
+            "time_per_minute_within": GOAL_PER_MINUTE_SPREAD,
+            "hour_real_time_factor_under": GOAL_HOUR_RTF,
+        },
+        "results": results,
+        "renders": raw,
+    }
+    for seconds in lengths:
+        for model in models:
+            repeats = args.repeats if seconds < 600 else 1
+            rows = []
+            for k in range(repeats):
+                row = render_once(stems[seconds], model, scratch / f"out_{model}")
+                row.update({"seconds": seconds, "model": model, "repeat": k})
+                rows.append(row)
+                raw.append(row)
+                print(
+                    json.dumps({k2: v for k2, v in row.items() if k2 != "stage_timings_s"}),
+                    flush=True,
+                )
+            results[model][f"{seconds:g}"] = summarise(rows, seconds)
+            add_ratios(results[model])
+            data["goal_check"] = goals(results)
+            write_result(args.name, data)
+    path = RESULTS / f"{args.name}.json"
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
