@@ -192,6 +192,10 @@ def _render_stem(
     prog.start("decode")
     per_window_audio = _window_audio(music_windows, windows, req.seed, prog)
     music_44k, join_correlations = stitch(analysed.plan, per_window_audio)
+    # The joined music is all that is needed from here: the windows' audio and images
+    # go (on a long stem they are as big as the music itself); their diagnostics stay.
+    del per_window_audio, windows
+    music_windows = [WindowMusic(diagnostics=m.diagnostics) for m in music_windows]
 
     # 5. The alignment step: the music's band energy moved toward the noise's; then the
     #    effects chain.
@@ -213,6 +217,7 @@ def _render_stem(
     prog.start("amplify")
     music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
     planned = _plan_stage2(analysed, music_mel, music_44k, stem, noise.lufs, req)
+    del music_44k  # planned on; the stem-rate music is what is applied and kept
 
     # 8. Apply the lane to the music on the stem's rate, channels and length, check
     #    the loudness ceiling (and the peak limit, peak_mode="lane") on that very stem
