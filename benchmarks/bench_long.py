@@ -19,6 +19,12 @@ Usage::
 
     python benchmarks/bench_long.py                      # 10 s, 60 s, 10 min
     python benchmarks/bench_long.py --lengths 10,60,600,3600
+    python benchmarks/bench_long.py --lengths 3600 --append   # add rows to long.json
+    python benchmarks/bench_long.py --lengths "" --append     # re-summarise only
+
+Under contention (a shared machine) wall time measures the neighbours too: the JSON
+also gives each render's CPU time (user + system of the child) and per-minute CPU
+ratios.
 """
 
 from __future__ import annotations
@@ -46,15 +52,15 @@ GOAL_PER_MINUTE_SPREAD = 0.2
 GOAL_HOUR_RTF = 0.1
 
 
-def render_once(stem: Path, model: str, out: Path) -> dict[str, Any]:
-    """One CLI render in a fresh process: wall time (s), the child's peak RSS (MB) and
-    the report's stage timings."""
+def render_once(stem: Path, model: str, out: Path, src: Path = ROOT) -> dict[str, Any]:
+    """One CLI render in a fresh process (the package from ``src``): wall time (s), the
+    child's peak RSS (MB) and CPU time (s), and the report's stage timings."""
     cmd = [sys.executable, "-m", "bnmusic_bridge", "render", str(stem), "--out", str(out)]
     cmd += ["--force", "-q", "--threshold-model", model]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(src)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+        cmd, cwd=src, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
     )
     assert proc.stderr is not None
     err = proc.stderr.read()
@@ -76,22 +82,32 @@ def render_once(stem: Path, model: str, out: Path) -> dict[str, Any]:
 
 
 def summarise(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    walls = [r["wall_s"] for r in rows if r["exit_status"] == 0]
-    rss = [r["peak_rss_mb"] for r in rows if r["exit_status"] == 0]
-    if not walls:
-        return {"failed": True}
-    wall = statistics.median(walls)
+    """Median wall and CPU time of a length's renders (with min and max), real-time
+    factor, time per minute of audio and the highest peak RSS."""
+    good = [r for r in rows if r["exit_status"] == 0]
+    if not good:
+        return {"failed": True, "error": rows[-1].get("error", "")[-500:] if rows else ""}
+    walls = [r["wall_s"] for r in good]
+    cpus = [r["cpu_s"] for r in good]
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
     return {
+        "renders": len(good),
         "wall_s": wall,
         "wall_s_min": min(walls),
         "wall_s_max": max(walls),
+        "cpu_s": cpu,
+        "cpu_s_min": min(cpus),
+        "cpu_s_max": max(cpus),
         "real_time_factor": round(wall / seconds, 4),
+        "cpu_real_time_factor": round(cpu / seconds, 4),
         "time_per_minute_s": round(wall / (seconds / 60.0), 3),
-        "peak_rss_mb": max(rss),
+        "cpu_per_minute_s": round(cpu / (seconds / 60.0), 3),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in good),
     }
 
 
 def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
+    """Ratios against the 60 s row of the same model (same run)."""
     base = rows.get("60")
     if not base or base.get("failed"):
         return
@@ -101,28 +117,68 @@ def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
         row["time_per_minute_ratio"] = round(
             row["time_per_minute_s"] / base["time_per_minute_s"], 3
         )
+        row["cpu_per_minute_ratio"] = round(row["cpu_per_minute_s"] / base["cpu_per_minute_s"], 3)
         row["peak_rss_ratio"] = round(row["peak_rss_mb"] / base["peak_rss_mb"], 3)
+
+
+def build_results(raw: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Summaries per model and length from the raw renders."""
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for key in dict.fromkeys(_key(r) for r in raw):
+        mine = [r for r in raw if _key(r) == key]
+        rows: dict[str, dict[str, Any]] = {}
+        for seconds in sorted({r["seconds"] for r in mine}):
+            rows[f"{seconds:g}"] = summarise([r for r in mine if r["seconds"] == seconds], seconds)
+        add_ratios(rows)
+        results[key] = rows
+    # this code against the baseline code, same length and model, same run
+    for key, rows in results.items():
+        base = results.get(f"{key}@baseline")
+        if base is None:
+            continue
+        for length, row in rows.items():
+            other = base.get(length)
+            if other and not other.get("failed") and not row.get("failed"):
+                row["vs_baseline"] = {
+                    "peak_rss_ratio": round(row["peak_rss_mb"] / other["peak_rss_mb"], 3),
+                    "cpu_ratio": round(row["cpu_s"] / other["cpu_s"], 3),
+                    "wall_ratio": round(row["wall_s"] / other["wall_s"], 3),
+                }
+    return results
+
+
+def _key(row: dict[str, Any]) -> str:
+    return row["model"] + ("@baseline" if row.get("code") == "baseline" else "")
 
 
 def goals(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model, rows in results.items():
+        if model.endswith("@baseline"):
+            continue
         ok = [r for r in rows.values() if not r.get("failed")]
         minute_rows = [r for k, r in rows.items() if float(k) >= 60 and not r.get("failed")]
-        ratios = [
-            r.get("time_per_minute_ratio") for r in minute_rows if "time_per_minute_ratio" in r
-        ]
+
+        def spread(key: str, minute_rows: list[dict[str, Any]] = minute_rows) -> Any:
+            ratios = [r[key] for r in minute_rows if key in r]
+            if not ratios:
+                return None, None
+            return [min(ratios), max(ratios)], all(
+                abs(x - 1.0) <= GOAL_PER_MINUTE_SPREAD for x in ratios
+            )
+
+        wall_range, wall_ok = spread("time_per_minute_ratio")
+        cpu_range, cpu_ok = spread("cpu_per_minute_ratio")
+        hour = rows.get("3600")
         out[model] = {
             "peak_rss_under_1500_mb": all(r["peak_rss_mb"] < GOAL_PEAK_RSS_MB for r in ok),
             "max_peak_rss_mb": max((r["peak_rss_mb"] for r in ok), default=None),
-            "time_per_minute_ratio_range": [min(ratios), max(ratios)] if ratios else None,
-            "time_per_minute_within_20_percent": all(
-                abs(x - 1.0) <= GOAL_PER_MINUTE_SPREAD for x in ratios
-            )
-            if ratios
-            else None,
-            "hour_rtf_under_0.1": rows["3600"]["real_time_factor"] < GOAL_HOUR_RTF
-            if "3600" in rows and not rows["3600"].get("failed")
+            "time_per_minute_ratio_range": wall_range,
+            "time_per_minute_within_20_percent": wall_ok,
+            "cpu_per_minute_ratio_range": cpu_range,
+            "cpu_per_minute_within_20_percent": cpu_ok,
+            "hour_rtf_under_0.1": hour["real_time_factor"] < GOAL_HOUR_RTF
+            if hour and not hour.get("failed")
             else None,
         }
     return out
@@ -135,24 +191,37 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="renders of stems under 10 min")
     parser.add_argument("--name", default="long", help="results/NAME.json")
     parser.add_argument("--scratch", default=None, help="folder for stems and outputs")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the renders already in results/NAME.json (e.g. add the 60-minute rows)",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="a checkout of the code before (e.g. `git archive main`): every render is "
+        "made with it too, rows keyed MODEL@baseline, ratios in vs_baseline",
+    )
     args = parser.parse_args()
-    lengths = [float(x) for x in args.lengths.split(",")]
+    lengths = [float(x) for x in args.lengths.split(",") if x]
+    codes = [("this", ROOT)]
+    if args.baseline_src:
+        codes.append(("baseline", Path(args.baseline_src).resolve()))
     models = args.models.split(",")
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="bench_long_"))
     scratch.mkdir(parents=True, exist_ok=True)
     stems = {}
-    for seconds in sorted(set(lengths) | {10.0}):
+    for seconds in sorted(set(lengths) | {10.0}) if lengths else []:
         path = scratch / f"joined_{int(seconds)}s.wav"
         if not path.exists():
             write_long_stem(path, seconds)
         stems[seconds] = path
-    # warm-up (not recorded): bytecode, the file cache, the generator's tables
-    render_once(stems[10.0], models[0], scratch / "warmup")
-    results: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in models}
     raw: list[dict[str, Any]] = []
+    if args.append and (RESULTS / f"{args.name}.json").exists():
+        raw = json.loads((RESULTS / f"{args.name}.json").read_text()).get("renders", [])
     data: dict[str, Any] = {
         "what": "whole CLI renders of joined real recordings, default settings, fresh process each",
-        "lengths_s": lengths,
+        "lengths_s": sorted({r["seconds"] for r in raw} | set(lengths)),
         "models": models,
         "repeats_under_10_min": args.repeats,
         "goals": {
@@ -160,26 +229,27 @@ def main() -> int:
             "time_per_minute_within": GOAL_PER_MINUTE_SPREAD,
             "hour_real_time_factor_under": GOAL_HOUR_RTF,
         },
-        "results": results,
         "renders": raw,
     }
+    if lengths:
+        # warm-up (not recorded): bytecode, the file cache, the generator's tables
+        render_once(stems[10.0], models[0], scratch / "warmup")
     for seconds in lengths:
         for model in models:
             repeats = args.repeats if seconds < 600 else 1
-            rows = []
             for k in range(repeats):
-                row = render_once(stems[seconds], model, scratch / f"out_{model}")
-                row.update({"seconds": seconds, "model": model, "repeat": k})
-                rows.append(row)
-                raw.append(row)
-                print(
-                    json.dumps({k2: v for k2, v in row.items() if k2 != "stage_timings_s"}),
-                    flush=True,
-                )
-            results[model][f"{seconds:g}"] = summarise(rows, seconds)
-            add_ratios(results[model])
-            data["goal_check"] = goals(results)
-            write_result(args.name, data)
+                for code, src in codes:
+                    row = render_once(stems[seconds], model, scratch / f"out_{model}", src)
+                    row.update({"seconds": seconds, "model": model, "repeat": k, "code": code})
+                    raw.append(row)
+                    shown = {k2: v for k2, v in row.items() if k2 != "stage_timings_s"}
+                    print(json.dumps(shown), flush=True)
+                    data["results"] = build_results(raw)
+                    data["goal_check"] = goals(data["results"])
+                    write_result(args.name, data)
+    data["results"] = build_results(raw)
+    data["goal_check"] = goals(data["results"])
+    write_result(args.name, data)
     path = RESULTS / f"{args.name}.json"
     print(f"wrote {path}")
     return 0
