@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -218,6 +218,8 @@ def _render_stem(
     music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
     planned = _plan_stage2(analysed, music_mel, music_44k, stem, noise.lufs, req)
     del music_44k  # planned on; the stem-rate music is what is applied and kept
+    # the analysis-rate noise audio has served (alignment, windows): let it go
+    analysed = replace(analysed, padded=analysed.padded[:0])
 
     # 8. Apply the lane to the music on the stem's rate, channels and length, check
     #    the loudness ceiling (and the peak limit, peak_mode="lane") on that very stem
@@ -396,8 +398,10 @@ def _match_to_stem(
     )
     if np.any(music):
         unity = np.float32(10.0 ** ((noise_lufs - integrated_lufs(music, stem.sample_rate_hz)) / 20.0))
-        music_44k = music_44k * unity
+        # ``music`` may share memory with ``music_44k`` (same rate and layout): scale it
+        # into a new array first, then the 44.1 kHz music in place (no third copy)
         music = music * unity
+        music_44k *= unity
     return music_44k, music
 
 
@@ -455,7 +459,7 @@ def _collect_result(
     return RenderResult(
         sample_rate_hz=stem.sample_rate_hz,
         num_samples=stem.num_samples,
-        music=music.astype(np.float32),
+        music=music.astype(np.float32, copy=False),
         music_gained=music_gained,
         lane_times_s=np.asarray(lane.frame_times_s, dtype=np.float64),
         lane_gain_db=np.asarray(lane.frame_gain_db, dtype=np.float64),
