@@ -346,3 +346,21 @@ def test_long_stem_report_moves_per_frame_series_to_a_side_file(monkeypatch, tmp
         assert (cov == "") if want_cov is None else float(cov) == pytest.approx(want_cov, abs=1e-4)
         want_nmr = rep["details"]["nmr_per_frame_db"][k]
         assert (nmr == "") if want_nmr is None else float(nmr) == pytest.approx(want_nmr, abs=1e-3)
+
+
+def test_loudness_match_in_place_scales_shared_memory_once():
+    """A stereo 44.1 kHz stem: the stem-rate music can be the 44.1 kHz array itself; the
+    in-place scaling must still scale each exactly once."""
+    from bnmusic_bridge import audio as audio_io
+    from bnmusic_bridge.loudness import integrated_lufs
+    from bnmusic_bridge.pipeline import _match_to_stem
+
+    rng = np.random.default_rng(12)
+    n = RATE * 3
+    stem = audio_io.check_audio((0.1 * rng.standard_normal((2, n))).astype(np.float32), RATE)
+    music = (0.3 * rng.standard_normal((2, n))).astype(np.float32)
+    unity = np.float32(10.0 ** ((-23.0 - integrated_lufs(music, RATE)) / 20.0))
+    music_44k, at_stem = _match_to_stem(music.copy(), stem, -23.0)
+    assert np.array_equal(music_44k, music * unity)
+    assert np.array_equal(at_stem, music * unity)
+    assert not np.shares_memory(music_44k, at_stem)
