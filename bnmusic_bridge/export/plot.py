@@ -30,8 +30,14 @@ def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
     step = max(1, int(np.ceil(frames / max_columns)))
     duration_s = frames / result.frame_rate_hz
     gain = 10 ** (np.interp(np.arange(frames) / result.frame_rate_hz, result.lane_times_s, result.lane_gain_db) / 20)
-    music_gained = music * gain[None, :]
-    vmax = float(_db(np.maximum(noise, music_gained)).max())
+    # The colour scale's top over every frame, block by block (a float64 copy of a long
+    # stem's mels would be 4 kB a frame, several times over); the picture itself only
+    # needs the decimated columns.
+    vmax = max(
+        float(_db(np.maximum(noise[:, a : a + 2048], music[:, a : a + 2048] * gain[None, a : a + 2048])).max())
+        for a in range(0, frames, 2048)
+    )
+    music_gained = music[:, ::step] * gain[None, ::step]
     extent = (0.0, duration_s, 0.0, 10.0)
     fig, axes = plt.subplots(
         4, 1, figsize=(12, 11), sharex=True, gridspec_kw={"height_ratios": [3, 3, 3, 2]}, layout="constrained"
@@ -43,7 +49,7 @@ def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
     )
     for ax, data, title in (
         (axes[0], _db(noise[:, ::step]), "noise (mel dB)"),
-        (axes[2], _db(music_gained[:, ::step]), "music with lambda applied (mel dB)"),
+        (axes[2], _db(music_gained), "music with lambda applied (mel dB)"),
     ):
         im = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=vmax - 80, vmax=vmax)
         ax.set_title(title, fontsize=9)
