@@ -33,10 +33,11 @@ def render_plot_png(result: RenderResult, *, max_columns: int = 3000) -> bytes:
     # The colour scale's top over every frame, block by block (a float64 copy of a long
     # stem's mels would be 4 kB a frame, several times over); the picture itself only
     # needs the decimated columns.
-    vmax = max(
-        float(_db(np.maximum(noise[:, a : a + 2048], music[:, a : a + 2048] * gain[None, a : a + 2048])).max())
-        for a in range(0, frames, 2048)
-    )
+    vmax = -np.inf
+    for a in range(0, frames, 2048):
+        cols = slice(a, a + 2048)
+        top = np.maximum(noise[:, cols], music[:, cols] * gain[None, cols])
+        vmax = max(vmax, float(_db(top).max()))
     music_gained = music[:, ::step] * gain[None, ::step]
     extent = (0.0, duration_s, 0.0, 10.0)
     fig, axes = plt.subplots(
