@@ -203,6 +203,8 @@ def _render_stem(
     music_44k, alignment = align_music(
         music_44k, analysed.padded[: music_44k.shape[1]], AlignSettings.from_request(req)
     )
+    # the analysis-rate noise audio has served (windows, alignment): let it go
+    analysed = replace(analysed, padded=analysed.padded[:0])
     if req.effects:
         from .fx import apply_effects
 
@@ -216,10 +218,13 @@ def _render_stem(
     #    coverage, NMR.
     prog.start("amplify")
     music_mel = spec.audio_to_mel(music_44k.mean(axis=0))
-    planned = _plan_stage2(analysed, music_mel, music_44k, stem, noise.lufs, req)
-    del music_44k  # planned on; the stem-rate music is what is applied and kept
-    # the analysis-rate noise audio has served (alignment, windows): let it go
-    analysed = replace(analysed, padded=analysed.padded[:0])
+    # Loudness and peaks are planned in the output's channel layout (music copied or
+    # mixed as match_channels does it; noise as the stem is), on the 44.1 kHz music;
+    # the 44.1 kHz music itself is not needed past this point.
+    music_out = audio_io.match_channels(music_44k, stem.num_channels)
+    del music_44k
+    planned = _plan_stage2(analysed, music_mel, music_out, noise.lufs, req)
+    del music_out
 
     # 8. Apply the lane to the music on the stem's rate, channels and length, check
     #    the loudness ceiling (and the peak limit, peak_mode="lane") on that very stem
@@ -408,17 +413,14 @@ def _match_to_stem(
 def _plan_stage2(
     analysed: _NoiseAnalysis,
     music_mel: np.ndarray,
-    music_44k: np.ndarray,
-    stem: audio_io.Stem,
+    music_out: np.ndarray,
     noise_lufs: float,
     req: RenderRequest,
 ) -> Blend:
-    """Stage 2 planned on the 44.1 kHz music: masking field, caps, lambda lane, metering."""
+    """Stage 2 planned on the 44.1 kHz music in the output's channel layout
+    (``music_out``): masking field, caps, lambda lane, metering."""
     from .blend import BlendSettings, plan_blend
 
-    # Loudness and peaks are planned in the output's channel layout (music copied or
-    # mixed as match_channels does it; noise as the stem is), on the 44.1 kHz music.
-    music_out = audio_io.match_channels(music_44k, stem.num_channels)
     return plan_blend(
         analysed.mel,
         music_mel,
