@@ -107,10 +107,27 @@ def summarise(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
 
 
 def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
-    """Ratios against the 60 s row of the same model (same run)."""
+    """Ratios against the 60 s row of the same model (same run). With a 10 s row, also
+    the marginal CPU per minute, ``(cpu - cpu_10s) / (length - 10 s)``: the render's
+    cost without its fixed start-up (imports, the picture), which the plain per-minute
+    figure spreads over short stems."""
+    short = rows.get("10")
+    if short and not short.get("failed"):
+        for key, row in rows.items():
+            if float(key) > 10.0 and not row.get("failed"):
+                extra_min = (float(key) - 10.0) / 60.0
+                row["marginal_cpu_per_minute_s"] = round(
+                    (row["cpu_s"] - short["cpu_s"]) / extra_min, 3
+                )
     base = rows.get("60")
     if not base or base.get("failed"):
         return
+    if "marginal_cpu_per_minute_s" in base:
+        for row in rows.values():
+            if "marginal_cpu_per_minute_s" in row:
+                row["marginal_cpu_per_minute_ratio"] = round(
+                    row["marginal_cpu_per_minute_s"] / base["marginal_cpu_per_minute_s"], 3
+                )
     for row in rows.values():
         if row.get("failed"):
             continue
@@ -169,6 +186,7 @@ def goals(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
         wall_range, wall_ok = spread("time_per_minute_ratio")
         cpu_range, cpu_ok = spread("cpu_per_minute_ratio")
+        marginal_range, marginal_ok = spread("marginal_cpu_per_minute_ratio")
         hour = rows.get("3600")
         out[model] = {
             "peak_rss_under_1500_mb": all(r["peak_rss_mb"] < GOAL_PEAK_RSS_MB for r in ok),
@@ -177,6 +195,8 @@ def goals(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
             "time_per_minute_within_20_percent": wall_ok,
             "cpu_per_minute_ratio_range": cpu_range,
             "cpu_per_minute_within_20_percent": cpu_ok,
+            "marginal_cpu_per_minute_ratio_range": marginal_range,
+            "marginal_cpu_per_minute_within_20_percent": marginal_ok,
             "hour_rtf_under_0.1": hour["real_time_factor"] < GOAL_HOUR_RTF
             if hour and not hour.get("failed")
             else None,
