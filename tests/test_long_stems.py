@@ -364,3 +364,31 @@ def test_loudness_match_in_place_scales_shared_memory_once():
     assert np.array_equal(music_44k, music * unity)
     assert np.array_equal(at_stem, music * unity)
     assert not np.shares_memory(music_44k, at_stem)
+
+
+def test_metering_memory_does_not_grow_with_the_stem():
+    """Coverage and NMR of 4x the frames need about the same working memory: the
+    float64 products are per block of frames, not per stem (4 kB a frame each)."""
+    import tracemalloc
+
+    from bnmusic_bridge import metering
+    from bnmusic_bridge.masking import smr_field
+
+    def peak(frames: int) -> int:
+        music = _music_like_mel(frames, seed=13)
+        noise = _music_like_mel(frames, seed=14)
+        mask = noise > np.percentile(noise, 70)
+        field = smr_field(noise, music, 21.0)
+        gain = np.full(frames, 2.0)
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        metering.coverage(field, mask, gain)
+        metering.nmr_db(noise, field, gain)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(3000), peak(12000)
+    # per-frame outputs (a few float64 and int values a frame) may grow; whole-stem
+    # float64 (512, frames) arrays would add over 4 kB a frame each
+    assert (large - small) / 9000 < 1024, (small, large)
