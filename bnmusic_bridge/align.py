@@ -66,9 +66,12 @@ lifted."""
 FLOOR_POWER = 1e-20
 """Power added before taking dB, so silence gives a finite (very low) level."""
 BLOCK_FRAMES = 2_048
-"""STFT frames processed at a time (about 20 s of audio): bounded memory on long stems."""
-PROGRESS_FRAMES = 256
-"""Frames of the overlap-add between two progress calls (2.56 s of audio)."""
+"""STFT frames whose band powers and gains are one matrix product (about 20 s of audio):
+bounded memory on long stems. The products' width stays 2,048 (a BLAS product of another
+width may sum in another order, and renders are kept bit for bit)."""
+FFT_FRAMES = 256
+"""STFT frames transformed at a time inside a block (about 17 MB a channel of complex
+spectrum, instead of 134 MB for the whole block)."""
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,9 @@ def num_stft_frames(num_samples: int) -> int:
 
 
 def _frames(padded: np.ndarray, first: int, count: int) -> np.ndarray:
-    idx = (first + np.arange(count))[:, None] * HOP_SAMPLES + np.arange(N_FFT)[None, :]
-    return padded[..., idx]
+    # a strided view (no gathered copy): the caller's windowing makes the only copy
+    views = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)
+    return views[..., first * HOP_SAMPLES : (first + count - 1) * HOP_SAMPLES + 1 : HOP_SAMPLES, :]
 
 
 def _padded(audio: np.ndarray) -> np.ndarray:
@@ -147,30 +151,75 @@ def _padded(audio: np.ndarray) -> np.ndarray:
     return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(half, half)], mode=mode)
 
 
+def _padded_block(audio: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``_padded(audio)[..., lo:hi]`` as float64, without padding (or copying) the whole
+    stem: the same samples, reflected at the ends as ``np.pad`` reflects them."""
+    n = audio.shape[-1]
+    half = N_FFT // 2
+    if n <= half:  # a tiny stem: zero-padded as a whole
+        return _padded(np.asarray(audio, dtype=np.float64))[..., lo:hi]
+    src = np.arange(lo, hi) - half
+    if src.size and (src[0] < 0 or src[-1] >= n):
+        # reflect mode: x[-k] = x[k], x[n - 1 + k] = x[n - 1 - k]
+        src = np.abs(src)
+        src = np.where(src >= n, 2 * (n - 1) - src, src)
+        a = int(src.min())
+        return np.asarray(audio[..., a : int(src.max()) + 1], dtype=np.float64)[..., src - a]
+    return np.asarray(audio[..., lo - half : hi - half], dtype=np.float64)
+
+
+def _block_frames(audio: np.ndarray, first: int, count: int) -> np.ndarray:
+    """Frames ``first..first + count`` of the centred STFT of ``audio``: float64
+    ``(..., count, N_FFT)`` (a strided view of one padded block)."""
+    lo = first * HOP_SAMPLES
+    block = _padded_block(audio, lo, lo + (count - 1) * HOP_SAMPLES + N_FFT)
+    return _frames(block, 0, count)
+
+
 def band_powers(mono: np.ndarray, progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Power per equaliser band per frame of mono audio, float64 ``(bands, frames)``;
-    ``progress(fraction)`` is called after each block of frames."""
-    x = np.asarray(mono, dtype=np.float64)
+    ``progress(fraction)`` is called after every :data:`FFT_FRAMES` frames.
+
+    Works through the audio in blocks of :data:`BLOCK_FRAMES` frames (each converted to
+    float64 on its own): memory does not grow with the stem beyond the result."""
+    x = np.asarray(mono)
     if x.ndim != 1:
         raise ParameterError(f"band_powers takes mono audio (samples,), got shape {x.shape}")
     frames = num_stft_frames(x.size)
-    padded = _padded(x)
     weights = band_weights()
     window = _window()
     out = np.empty((weights.shape[0], frames))
     for first in range(0, frames, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, frames - first)
         power = np.empty((count, N_FFT // 2 + 1))
-        for sub in range(0, count, PROGRESS_FRAMES):
-            # Each frame's FFT is its own: computed in slices (a progress call after
-            # each), the block's values are the same bit for bit.
-            k = min(PROGRESS_FRAMES, count - sub)
-            spectrum = np.fft.rfft(_frames(padded, first + sub, k) * window, axis=-1)
-            power[sub : sub + k] = np.abs(spectrum) ** 2
+        for sub in range(0, count, FFT_FRAMES):
+            c = min(FFT_FRAMES, count - sub)
+            spectrum = np.fft.rfft(_block_frames(x, first + sub, c) * window, axis=-1)
+            power[sub : sub + c] = np.abs(spectrum) ** 2
             if progress is not None:
-                progress((first + sub + k) / frames)
+                progress((first + sub + c) / frames)
         out[:, first : first + count] = weights @ power.T
     return out
+
+
+class _MonoMix:
+    """The mono mix (mean over channels) of ``(channels, samples)`` audio, computed
+    only for the samples asked for: ``mix[a:b]`` is ``audio[:, a:b].mean(axis=0)``."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self.audio = audio
+        self.shape = (audio.shape[1],)
+        self.ndim = 1
+        self.size = audio.shape[1]
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        if isinstance(key, tuple):  # (..., slice) as _padded_block asks
+            key = key[-1]
+        return self.audio[:, key].mean(axis=0)  # type: ignore[index]
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        mix = self.audio.mean(axis=0)
+        return mix if dtype is None else mix.astype(dtype)
 
 
 def _smooth(x: np.ndarray, span_s: float) -> np.ndarray:
@@ -227,6 +276,27 @@ def band_gains_db(
     return gain, np.minimum(event_db, np.maximum(gain, 0.0))
 
 
+def _overlap_add(out: np.ndarray, frames: np.ndarray, first: int) -> np.ndarray:
+    """Add ``frames`` (``(channels, count, N_FFT)``, frame ``i`` starting at sample
+    ``(first + i) * HOP_SAMPLES``) into ``out`` (``(channels, samples)``, room for
+    ``first + count + N_FFT / HOP_SAMPLES`` whole hops) in place.
+
+    A frame spans ``N_FFT / HOP_SAMPLES`` hops: its pieces of one hop each are added
+    for all frames at once, one piece offset at a time. The offsets run from the last
+    piece to the first, so every output sample receives its frames in frame order, as
+    a loop over frames adds them: the same sums, bit for bit.
+    """
+    count = frames.shape[1]
+    pieces = -(-N_FFT // HOP_SAMPLES)
+    for p in range(pieces - 1, -1, -1):
+        lo = p * HOP_SAMPLES
+        width = min(HOP_SAMPLES, N_FFT - lo)
+        start = (first + p) * HOP_SAMPLES
+        dest = out[:, start : start + count * HOP_SAMPLES].reshape(out.shape[0], count, HOP_SAMPLES)
+        dest[:, :, :width] += frames[:, :, lo : lo + width]
+    return out
+
+
 def apply_band_gains(
     audio: np.ndarray,
     gain_db: np.ndarray,
@@ -239,12 +309,12 @@ def apply_band_gains(
         gain_db: float ``(bands, frames)``, one gain per equaliser band and 10 ms frame
             (``frames == num_stft_frames(samples)``).
         progress: called with the share of frames done, every
-            :data:`PROGRESS_FRAMES` frames (so a cancel is noticed within that many).
+            :data:`FFT_FRAMES` frames (so a cancel is noticed within that many).
 
     Returns:
         float32 ``(channels, samples)``: with all gains 0 dB, the input (to rounding).
     """
-    x = np.asarray(audio, dtype=np.float64)
+    x = np.asarray(audio)
     if x.ndim != 2:
         raise ParameterError(f"audio must be (channels, samples), got shape {x.shape}")
     channels, n = x.shape
@@ -253,40 +323,40 @@ def apply_band_gains(
         raise ParameterError(f"gain_db has {gain_db.shape[1]} frames; the audio has {frames}")
     interp = _interpolation()
     window = _window()
-    padded = _padded(x)
-    out = np.zeros_like(padded)
-    norm = np.zeros(padded.shape[-1])
+    half = N_FFT // 2
+    result = np.empty((channels, n), dtype=np.float32)
+    pieces = -(-N_FFT // HOP_SAMPLES)
+    # The overlap-add runs in a buffer that starts at the current block's first frame
+    # (padded coordinates); what no later frame reaches is divided out and emitted.
+    tail = np.zeros((channels, 0))
+    tail_norm = np.zeros(0)
     for first in range(0, frames, BLOCK_FRAMES):
         count = min(BLOCK_FRAMES, frames - first)
-
-        def report(share: float, first: int = first, count: int = count) -> None:
-            # Share of this block's work done: the FFTs 0..0.6 slice by slice, then the
-            # overlap-add 0.6..1.
-            if progress is not None:
-                progress((first + share * count) / frames)
-
         bin_gain = 10.0 ** ((interp @ gain_db[:, first : first + count]).T / 20.0)
-        frames_out = np.empty((channels, count, N_FFT))
-        for sub in range(0, count, PROGRESS_FRAMES):
-            # Frame by frame as before, in slices with a progress call after each (each
-            # frame's FFT is its own, so the result is the same bit for bit).
-            k = min(PROGRESS_FRAMES, count - sub)
-            spectrum = np.fft.rfft(_frames(padded, first + sub, k) * window, axis=-1)
-            report(0.6 * (sub + 0.5 * k) / count)
-            frames_out[:, sub : sub + k] = (
-                np.fft.irfft(spectrum * bin_gain[None, sub : sub + k], n=N_FFT, axis=-1) * window
+        out = np.zeros((channels, (count + pieces) * HOP_SAMPLES))
+        norm = np.zeros((count + pieces) * HOP_SAMPLES)
+        out[:, : tail.shape[1]] = tail
+        norm[: tail_norm.size] = tail_norm
+        for sub in range(0, count, FFT_FRAMES):
+            c = min(FFT_FRAMES, count - sub)
+            spectrum = np.fft.rfft(_block_frames(x, first + sub, c) * window, axis=-1)
+            frames_out = (
+                np.fft.irfft(spectrum * bin_gain[None, sub : sub + c], n=N_FFT, axis=-1) * window
             )
-            report(0.6 * (sub + k) / count)
-        for i in range(count):
-            start = (first + i) * HOP_SAMPLES
-            out[:, start : start + N_FFT] += frames_out[:, i]
-            norm[start : start + N_FFT] += window**2
-            if (i + 1) % PROGRESS_FRAMES == 0:
-                report(0.6 + 0.4 * (i + 1) / count)
-        report(1.0)
-    half = N_FFT // 2
-    body = out[:, half : half + n] / np.maximum(norm[half : half + n], 1e-12)
-    return body.astype(np.float32)
+            _overlap_add(out, frames_out, sub)
+            _overlap_add(norm[None, :], np.broadcast_to(window**2, (1, c, N_FFT)), sub)
+            if progress is not None:
+                progress((first + sub + c) / frames)
+        origin = first * HOP_SAMPLES  # padded position of out[:, 0]
+        last = first + count == frames
+        done = out.shape[1] if last else count * HOP_SAMPLES
+        t0, t1 = max(origin - half, 0), min(origin + done - half, n)
+        if t1 > t0:
+            a, b = t0 + half - origin, t1 + half - origin
+            body = out[:, a:b] / np.maximum(norm[a:b], 1e-12)
+            result[:, t0:t1] = body.astype(np.float32)
+        tail, tail_norm = out[:, done:], norm[done:]
+    return result
 
 
 def align_music(
@@ -307,7 +377,7 @@ def align_music(
         ``(aligned, alignment)``: float32 ``(channels, samples)`` and what was done.
     """
     music = np.asarray(music, dtype=np.float32)
-    noise = np.asarray(noise, dtype=np.float64)
+    noise = np.asarray(noise)  # converted to float64 block by block
     if music.ndim != 2 or noise.ndim != 1 or music.shape[1] != noise.size:
         raise ParameterError(
             f"align_music: music (channels, samples) and mono noise of the same length, got "
@@ -315,7 +385,7 @@ def align_music(
         )
     if not settings.enabled or not np.any(music):
         return music, AlignmentSummary(settings.strength, settings.max_db, 0.0, 0.0, 0.0)
-    music_power = band_powers(music.mean(axis=0), _part(progress, 0.0, 0.15))
+    music_power = band_powers(_MonoMix(music), _part(progress, 0.0, 0.15))
     noise_power = band_powers(noise, _part(progress, 0.15, 0.3))
     gain_db, event_db = band_gains_db(music_power, noise_power, settings)
     if progress is not None:

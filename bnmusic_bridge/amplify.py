@@ -532,7 +532,7 @@ class _WindowBins:
     start: int
     stop: int
     gain_db: np.ndarray  # float64 (bins,), 20 log10 of the required linear gain
-    frame: np.ndarray  # int64 (bins,), absolute frame index
+    frame: np.ndarray  # int32 (bins,), absolute frame index (half of int64's memory)
 
 
 def _window_bins(
@@ -550,7 +550,7 @@ def _window_bins(
         gain[need & ~ok] = np.inf
         with np.errstate(divide="ignore"):
             gain_db = 20.0 * np.log10(gain)
-        frame = np.nonzero(sub_mask)[1].astype(np.int64) + start
+        frame = np.nonzero(sub_mask)[1].astype(np.int32) + np.int32(start)
         out.append(_WindowBins(start, stop, gain_db, frame))
     return out
 

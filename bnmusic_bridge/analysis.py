@@ -122,19 +122,21 @@ def analyse_stem(audio: np.ndarray, mel: np.ndarray, mask: np.ndarray) -> StemAn
     if not np.all(np.isfinite(samples)):
         raise AudioInputError("audio holds NaN or inf samples")
     frames = samples.shape[0] // HOP_SAMPLES + 1
-    mel_arr = np.asarray(mel, dtype=np.float64)
+    # The mel stays in its own dtype (float32 from audio_to_mel): a float64 copy of an
+    # hour's mel is 1.5 GB. Its summaries are taken row by row and block by block below.
+    mel_arr = np.asarray(mel)
     if mel_arr.shape != (N_MELS, frames):
         raise ParameterError(
             f"mel has shape {mel_arr.shape}; expected ({N_MELS}, {frames}) for "
             f"{samples.shape[0]} samples"
         )
-    if not np.all(np.isfinite(mel_arr)):
+    if not all(np.all(np.isfinite(mel_arr[:, a:b])) for a, b in _frame_blocks(frames)):
         raise ParameterError("mel holds NaN or inf values")
     mask_arr = np.asarray(mask, dtype=bool)
     if mask_arr.shape != mel_arr.shape:
         raise ParameterError(f"mask has shape {mask_arr.shape}; mel has {mel_arr.shape}")
 
-    envelope = onset_envelope(samples.astype(np.float64), frames)
+    envelope = onset_envelope(samples, frames)
     onsets_s = pick_onsets(envelope)
     period_s, strength = estimate_period(envelope)
     tempo_bpm: float | None = None
@@ -145,11 +147,16 @@ def analyse_stem(audio: np.ndarray, mel: np.ndarray, mask: np.ndarray) -> StemAn
         tempo_bpm = 60.0 / beat_period_s
         phase_s = estimate_phase(envelope, beat_period_s)
 
-    band_mean = mel_arr.mean(axis=1)
-    frame_energy = np.sum(mel_arr * mel_arr, axis=0)
+    # float64 as before: each band's mean over its own row (the same pairwise sum as
+    # over the whole array), each frame's energy over its own column block
+    band_mean = np.array([row.astype(np.float64).mean() for row in mel_arr])
+    frame_energy = np.empty(frames)
+    for a, b in _frame_blocks(frames):
+        part = mel_arr[:, a:b].astype(np.float64)
+        frame_energy[a:b] = np.sum(part * part, axis=0)
     total_mask = int(mask_arr.sum())
     share = mask_arr.sum(axis=1) / total_mask if total_mask > 0 else np.zeros(N_MELS, np.float64)
-    peaks_hz, peaks_db = tonal_peaks(samples.astype(np.float64))
+    peaks_hz, peaks_db = tonal_peaks(samples)
     return StemAnalysis(
         sample_rate_hz=SAMPLE_RATE_HZ,
         num_samples=int(samples.shape[0]),
@@ -168,6 +175,11 @@ def analyse_stem(audio: np.ndarray, mel: np.ndarray, mask: np.ndarray) -> StemAn
     )
 
 
+def _frame_blocks(frames: int, size: int = 2048) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of at most ``size`` frames covering ``0..frames``."""
+    return [(a, min(a + size, frames)) for a in range(0, frames, size)]
+
+
 def tonal_peaks(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tonal peaks of mono 44.1 kHz audio: (frequencies in Hz, prominences in dB).
 
@@ -182,16 +194,16 @@ def tonal_peaks(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy import ndimage, signal
 
     n = PEAK_FFT_SAMPLES
-    x = np.asarray(audio, dtype=np.float64)
+    x = np.asarray(audio)  # each segment is taken to float64 on its own
     if x.size < n:
-        x = np.pad(x, (0, n - x.size))
+        x = np.pad(x.astype(np.float64), (0, n - x.size))
     starts = np.arange(0, x.size - n + 1, n // 2)
     if starts.size > MAX_PEAK_SEGMENTS:
         starts = starts[np.linspace(0, starts.size - 1, MAX_PEAK_SEGMENTS).round().astype(int)]
     window = np.hanning(n + 1)[:-1]
     power = np.zeros(n // 2 + 1)
     for s0 in starts:
-        spec = np.fft.rfft(x[s0 : s0 + n] * window)
+        spec = np.fft.rfft(x[s0 : s0 + n].astype(np.float64) * window)
         power += spec.real**2 + spec.imag**2
     if power.max() <= 0.0:
         return np.zeros(0), np.zeros(0)
@@ -233,7 +245,8 @@ def onset_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
         float64 ``(num_frames,)``, non-negative, in dB (summed over bands).
     """
     half = ONSET_WINDOW_SAMPLES // 2
-    padded = np.pad(audio, (half, half + HOP_SAMPLES), mode="reflect")
+    # padded in the audio's own dtype; each block of frames is taken to float64
+    padded = np.pad(np.asarray(audio), (half, half + HOP_SAMPLES), mode="reflect")
     starts = np.arange(num_frames) * HOP_SAMPLES
     window = np.hanning(ONSET_WINDOW_SAMPLES + 1)[:-1]
     bands = _onset_band_edges()
@@ -242,7 +255,7 @@ def onset_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
     block = 1_024
     for b0 in range(0, num_frames, block):
         idx = starts[b0 : b0 + block, None] + np.arange(ONSET_WINDOW_SAMPLES)[None, :]
-        spec = np.fft.rfft(padded[idx] * window, axis=1)
+        spec = np.fft.rfft(padded[idx].astype(np.float64) * window, axis=1)
         cums = np.cumsum(spec.real**2 + spec.imag**2, axis=1)
         power[:, b0 : b0 + block] = (cums[:, bands[1:] - 1] - cums[:, bands[:-1] - 1]).T
     peak = float(power.max())

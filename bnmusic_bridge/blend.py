@@ -55,7 +55,14 @@ from .errors import AudioInputError, ParameterError
 from .grid import FRAME_PERIOD_S, HOP_SAMPLES, SAMPLE_RATE_HZ
 from .loudness import SILENCE_LUFS, integrated_lufs
 from .masking import MaskingField, masking_field
-from .metering import coverage, lane_motion, nmr_db, sample_peak_dbfs, true_peak_dbtp
+from .metering import (
+    coverage,
+    lane_motion,
+    masked_counts,
+    nmr_db,
+    sample_peak_dbfs,
+    true_peak_dbtp,
+)
 from .request import PEAK_MODES, RenderRequest
 from .result import (
     LIMITS,
@@ -235,7 +242,11 @@ def loudness_caps_db(
         raise ParameterError(f"max_loudness_lu must be finite or None, got {max_loudness_lu}")
     if not math.isfinite(noise_lufs):
         raise ParameterError(f"noise_lufs must be finite, got {noise_lufs}")
-    audio = _as_2d(music)
+    audio = np.asarray(music)  # each window is taken to float64 by the meter
+    if audio.ndim == 1:
+        audio = audio[None, :]
+    if audio.ndim != 2:
+        raise AudioInputError(f"audio must be (channels, samples), got shape {audio.shape}")
     for a, b in bounds:
         seg = audio[:, a * HOP_SAMPLES : b * HOP_SAMPLES]
         level = integrated_lufs(seg, SAMPLE_RATE_HZ) if seg.size else SILENCE_LUFS
@@ -266,25 +277,26 @@ def peak_caps_db(music: np.ndarray, num_frames: int, peak_ceiling_dbfs: float) -
     """
     if not math.isfinite(peak_ceiling_dbfs):
         raise ParameterError(f"peak_ceiling_dbfs must be finite, got {peak_ceiling_dbfs}")
-    audio = np.abs(_as_2d(music)).max(axis=0)
+    audio = np.asarray(music)
+    if audio.ndim == 1:
+        audio = audio[None, :]
+    if audio.ndim != 2:
+        raise AudioInputError(f"audio must be (channels, samples), got shape {audio.shape}")
     blocks = num_frames + 1
-    padded = np.zeros(blocks * HOP_SAMPLES, dtype=np.float64)
-    n = min(audio.size, padded.size)
-    padded[:n] = audio[:n]
-    block_peak = padded.reshape(blocks, HOP_SAMPLES).max(axis=1)
+    block_peak = np.zeros(blocks)
+    # a few thousand hops at a time (no whole-stem float64 copy); past the end: silence
+    step = 4096
+    for k0 in range(0, blocks, step):
+        k1 = min(k0 + step, blocks)
+        part = np.zeros((k1 - k0) * HOP_SAMPLES)
+        lo, hi = k0 * HOP_SAMPLES, min(k1 * HOP_SAMPLES, audio.shape[1])
+        if hi > lo:
+            part[: hi - lo] = np.abs(audio[:, lo:hi].astype(np.float64)).max(axis=0)
+        block_peak[k0:k1] = part.reshape(k1 - k0, HOP_SAMPLES).max(axis=1)
     frame_peak = block_peak[:num_frames].copy()
     frame_peak[1:] = np.maximum(frame_peak[1:], block_peak[: num_frames - 1])
     with np.errstate(divide="ignore"):
         return peak_ceiling_dbfs - 20.0 * np.log10(frame_peak)
-
-
-def _as_2d(audio: np.ndarray) -> np.ndarray:
-    arr = np.asarray(audio, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise AudioInputError(f"audio must be (channels, samples), got shape {arr.shape}")
-    return arr
 
 
 def plan_blend(
@@ -360,9 +372,11 @@ def _metered(
     overall, per_frame = coverage(field, mask, gain)
     nmr_total, nmr_frames = nmr_db(noise_mel, field, gain)
     bounds = window_bounds(field.num_frames, settings.lane.window_frames, settings.lane.hop_frames)
-    masked = field.masked(gain) & mask
+    # per-frame counts (metered in blocks of frames), summed per window: the same
+    # integers as counting each window's bins, without a whole-stem bool array
+    hit, bins = masked_counts(field, mask, gain)
     reached = np.array(
-        [masked[:, a:b].sum() / m if (m := int(mask[:, a:b].sum())) else np.nan for a, b in bounds]
+        [int(hit[a:b].sum()) / m if (m := int(bins[a:b].sum())) else np.nan for a, b in bounds]
     )
     lane = replace(lane, window_coverage=reached)
     shortfalls = find_shortfalls(lane, caps, bounds)
@@ -632,14 +646,14 @@ def bus_trim(
         sample_rate_hz: their rate, Hz.
         settings: the blend's settings (ceiling and peak mode).
     """
-    mix = music_gained if noise is None else music_gained.astype(np.float64) + noise
-    mix_tp = true_peak_dbtp(mix, sample_rate_hz)
+    # the mix (noise + music in float64) is metered block by block, never copied whole
+    mix_tp = true_peak_dbtp(music_gained, sample_rate_hz, plus=noise)
     trim = min(0.0, settings.peak_ceiling_dbfs - mix_tp) if math.isfinite(mix_tp) else 0.0
     return BusTrim(
         trim_db=trim,
         ceiling_dbtp=settings.peak_ceiling_dbfs,
         mix_true_peak_dbtp=mix_tp,
-        mix_peak_dbfs=sample_peak_dbfs(mix),
+        mix_peak_dbfs=sample_peak_dbfs(music_gained, plus=noise),
         music_peak_dbfs=sample_peak_dbfs(music_gained),
         noise_peak_dbfs=sample_peak_dbfs(noise) if noise is not None else -math.inf,
         peak_mode=settings.peak_mode,

@@ -185,8 +185,12 @@ def smr_field(noise_mel: np.ndarray, music_mel: np.ndarray, smr_db: float) -> Ma
         raise ParameterError(f"smr_db must be finite, got {smr_db}")
     noise, music = _check_pair(noise_mel, music_mel)
     scale = np.float32(10.0 ** (smr_db / 20.0))
+    # capacity is the music itself, read-only (a copy would cost 2 kB a frame: 0.7 GB
+    # for an hour)
+    capacity = music.view()
+    capacity.flags.writeable = False
     return MaskingField(
-        required=noise * scale, capacity=music.copy(), model="smr", margin_db=float(smr_db)
+        required=noise * scale, capacity=capacity, model="smr", margin_db=float(smr_db)
     )
 
 
@@ -370,6 +374,8 @@ def masking_threshold_power(
     shape: tuple[int, int],
     params: SpectrogramParams = DEFAULT_PARAMS,
     full_scale_db_spl: float = FULL_SCALE_DB_SPL,
+    *,
+    num_classes: int | None = None,
 ) -> np.ndarray:
     """PAM-1 steps 5-6 without the ATH term: summed masker thresholds, linear power.
 
@@ -384,6 +390,17 @@ def masking_threshold_power(
     its spread is exact at the masker and 40 dB under it. For one masker the error is
     under 0.25 dB down to 40 dB under its peak and under 0.65 dB down to 60 dB (checked
     against :func:`spreading_threshold_reference` in the tests).
+
+    Memory is ``n_mels x classes x frames`` float64 (about 50 kB per frame): callers
+    with long stems pass blocks of frames (:func:`spreading_field` does, in blocks of
+    :data:`SPREADING_BLOCK_FRAMES`); frames are independent, so blocks give the same
+    values.
+
+    Args:
+        num_classes: upper-slope classes to allocate (at least the maskers' own need:
+            their loudest level's class + 2); None: exactly what the maskers need.
+            A block of frames passes the whole stem's count, so its classes (and so its
+            arithmetic) are the whole stem's.
 
     Returns:
         float64 ``shape`` = ``(n_mels, frames)``, power on the dB SPL scale
@@ -411,9 +428,13 @@ def masking_threshold_power(
     lower *= (10.0 ** (27.0 * z / 10.0))[:, None]
 
     # upper side, strictly above the masker: one running sum per slope class
-    slope = np.minimum(-27.0 + 0.37 * np.maximum(p - 40.0, 0.0), _SHALLOWEST_SLOPE_DB_PER_BARK)
-    cls0 = np.floor(np.log(27.0 / -slope) / math.log(_SLOPE_CLASS_RATIO)).astype(np.int64)
-    num_classes = int(cls0.max()) + 2
+    slope = _upper_slope(p)
+    cls0 = _slope_class(slope)
+    needed = int(cls0.max()) + 2
+    if num_classes is None:
+        num_classes = needed
+    elif num_classes < needed:
+        raise ParameterError(f"num_classes={num_classes} is under the maskers' need ({needed})")
     slopes = -27.0 / _SLOPE_CLASS_RATIO ** np.arange(num_classes)
     # weights: exact at the masker (they sum to 1) and where the masker's own spread
     # has fallen by _SLOPE_FIT_DB
@@ -432,6 +453,23 @@ def masking_threshold_power(
     rise = 10.0 ** (np.outer(z[1:], slopes) / 10.0)  # (n_mels - 1, classes)
     lower[1:] += np.matmul(rise[:, None, :], state[:-1])[:, 0, :]
     return lower
+
+
+def _upper_slope(level_db_spl: np.ndarray) -> np.ndarray:
+    """PAM-1's level-dependent upper slope (dB/Bark), stopped at the shallowest class."""
+    return np.minimum(
+        -27.0 + 0.37 * np.maximum(level_db_spl - 40.0, 0.0), _SHALLOWEST_SLOPE_DB_PER_BARK
+    )
+
+
+def _slope_class(slope: np.ndarray) -> np.ndarray:
+    """The steeper of the two slope classes a slope (dB/Bark, < 0) is split between."""
+    return np.floor(np.log(27.0 / -slope) / math.log(_SLOPE_CLASS_RATIO)).astype(np.int64)
+
+
+SPREADING_BLOCK_FRAMES = 1024
+"""Frames (10 ms each) :func:`spreading_field` works on at a time: bounded memory (about
+50 MB of slope-class sums per block) whatever the stem's length."""
 
 
 def spreading_field(
@@ -487,12 +525,22 @@ def spreading_field(
         raise ParameterError(f"mels must have n_mels={params.n_mels} rows, got shape {noise.shape}")
     if not np.isfinite(full_scale_db_spl):
         raise ParameterError(f"full_scale_db_spl must be finite, got {full_scale_db_spl}")
-    geo = _geometry(params, float(full_scale_db_spl))
-    maskers = find_maskers(_power_spl(music, geo.cal_db), params, float(full_scale_db_spl))
-    threshold = masking_threshold_power(maskers, music.shape, params, float(full_scale_db_spl))
-    # dB SPL power -> mel magnitude: divide out the calibration
-    threshold *= (10.0 ** (-geo.cal_db / 10.0))[:, None]
-    capacity = np.sqrt(threshold, out=threshold).astype(np.float32)
+    fs = float(full_scale_db_spl)
+    geo = _geometry(params, fs)
+    num_frames = music.shape[1]
+    # Blocks of frames, so memory does not grow with the stem: frames are independent
+    # (maskers and spreading are per frame), and each block sizes its slope classes to
+    # its own maskers (extra classes hold zeros and leave the sums as they are; a test
+    # checks blocks against the whole array, bit for bit).
+    capacity = np.empty(music.shape, dtype=np.float32)
+    to_mel = (10.0 ** (-geo.cal_db / 10.0))[:, None]
+    for a in range(0, num_frames, SPREADING_BLOCK_FRAMES):
+        part = music[:, a : a + SPREADING_BLOCK_FRAMES]
+        maskers = find_maskers(_power_spl(part, geo.cal_db), params, fs)
+        threshold = masking_threshold_power(maskers, part.shape, params, fs)
+        # dB SPL power -> mel magnitude: divide out the calibration
+        threshold *= to_mel
+        capacity[:, a : a + part.shape[1]] = np.sqrt(threshold, out=threshold)
     ath_mag = (10.0 ** ((geo.ath_db - geo.cal_db) / 20.0)).astype(np.float32)
     required = np.where(noise >= ath_mag[:, None], noise, np.float32(0.0))
     return MaskingField(

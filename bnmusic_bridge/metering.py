@@ -49,15 +49,56 @@ def coverage(
         mask is empty: nothing is left unmasked; never NaN); ``per_frame`` float64
         ``(frames,)`` in 0..1, NaN for frames without mask bins (no share to speak of).
     """
-    m = _check_mask(field, mask)
-    masked = field.masked(gain) & m
-    per_bins = m.sum(axis=0)
-    hit = masked.sum(axis=0)
+    hit, per_bins = masked_counts(field, mask, gain)
     with np.errstate(divide="ignore", invalid="ignore"):
         per_frame = np.where(per_bins > 0, hit / np.maximum(per_bins, 1), np.nan)
     total = int(per_bins.sum())
     overall = float(hit.sum() / total) if total > 0 else 1.0
     return overall, per_frame.astype(np.float64)
+
+
+METER_BLOCK_FRAMES = 2048
+"""Frames metered at a time (about 20 s): the float64 work arrays of coverage and NMR stay
+about 8 MB each whatever the stem's length; frames are independent, so the results are
+the whole array's, bit for bit."""
+
+
+def frame_blocks(num_frames: int, size: int | None = None) -> list[tuple[int, int]]:
+    """``(start, stop)`` frame ranges of at most ``size`` (default
+    :data:`METER_BLOCK_FRAMES`) covering ``0..num_frames``."""
+    step = METER_BLOCK_FRAMES if size is None else size
+    return [(a, min(a + step, num_frames)) for a in range(0, num_frames, step)]
+
+
+def masked_block(field: MaskingField, gain: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """:meth:`MaskingField.masked` of frames ``start..stop`` only: bool ``(n_mels,
+    stop - start)``; ``gain`` is float64 ``(frames,)`` for the whole field (linear)."""
+    cap = field.capacity[:, start:stop].astype(np.float64)
+    return gain[None, start:stop] * cap >= field.required[:, start:stop]
+
+
+def masked_counts(
+    field: MaskingField, mask: np.ndarray, gain: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, the mask bins the music masks at ``gain`` and the mask bins in all.
+
+    Args:
+        field: the masking field ``(n_mels, frames)``.
+        mask: bool ``(n_mels, frames)``, the high-energy mask M.
+        gain: linear gain, scalar or ``(frames,)``.
+
+    Returns:
+        ``(hit, bins)``: int ``(frames,)`` each; a window's coverage is
+        ``hit[a:b].sum() / bins[a:b].sum()``.
+    """
+    m = _check_mask(field, mask)
+    g = gain_per_frame(gain, field.num_frames)
+    per_bins = m.sum(axis=0)
+    hit = np.empty(field.num_frames, dtype=per_bins.dtype)
+    # in blocks of frames: the float64 products of a long stem would not fit in memory
+    for a, b in frame_blocks(field.num_frames):
+        hit[a:b] = (masked_block(field, g, a, b) & m[:, a:b]).sum(axis=0)
+    return hit, per_bins
 
 
 def _noise_to_mask_power(
@@ -104,8 +145,19 @@ def nmr_db(
         ``(total_db, per_frame_db)``: total NMR in dB and float64 ``(frames,)`` per-frame
         NMR in dB (``-inf`` for a silent noise frame). Negative = noise under the mask.
     """
-    ratio = _noise_to_mask_power(noise_mel, field, gain)
-    per_frame = ratio.mean(axis=0)
+    noise = np.asarray(noise_mel)
+    if noise.shape != field.required.shape:
+        raise ParameterError(
+            f"noise_mel shape {noise.shape} differs from the field's {field.required.shape}"
+        )
+    g = gain_per_frame(gain, field.num_frames)
+    per_frame = np.empty(field.num_frames, dtype=np.float64)
+    # in blocks of frames (each frame's mean is over its own bands: the same sums)
+    for a, b in frame_blocks(field.num_frames):
+        sub = MaskingField(
+            field.required[:, a:b], field.capacity[:, a:b], field.model, field.margin_db
+        )
+        per_frame[a:b] = _noise_to_mask_power(noise[:, a:b], sub, g[a:b]).mean(axis=0)
     with np.errstate(divide="ignore"):
         per_frame_db = 10.0 * np.log10(per_frame)
         total_db = float(10.0 * np.log10(per_frame.mean())) if per_frame.size else -np.inf
@@ -120,10 +172,21 @@ def relative_disturbed_frames(
 ) -> float:
     """PEAQ's relative disturbed frames: share (0..1) of frames where some band's noise
     power exceeds its masking threshold by more than ``margin_db`` dB."""
-    ratio = _noise_to_mask_power(noise_mel, field, gain)
-    if ratio.shape[1] == 0:
+    noise = np.asarray(noise_mel)
+    if noise.shape != field.required.shape:
+        raise ParameterError(
+            f"noise_mel shape {noise.shape} differs from the field's {field.required.shape}"
+        )
+    if field.num_frames == 0:
         return 0.0
-    disturbed = (ratio > 10.0 ** (margin_db / 10.0)).any(axis=0)
+    g = gain_per_frame(gain, field.num_frames)
+    disturbed = np.empty(field.num_frames, dtype=bool)
+    for a, b in frame_blocks(field.num_frames):
+        sub = MaskingField(
+            field.required[:, a:b], field.capacity[:, a:b], field.model, field.margin_db
+        )
+        ratio = _noise_to_mask_power(noise[:, a:b], sub, g[a:b])
+        disturbed[a:b] = (ratio > 10.0 ** (margin_db / 10.0)).any(axis=0)
     return float(disturbed.mean())
 
 
@@ -134,14 +197,49 @@ _TRUE_PEAK_PAD = 64
 half length is 40 at 4x)."""
 
 
-def sample_peak_dbfs(audio: np.ndarray) -> float:
-    """Largest ``|x|`` over all channels and samples in dBFS (-inf for silence)."""
+def _blocks_f64(audio: np.ndarray, plus: np.ndarray | None):  # type: ignore[no-untyped-def]
+    """``audio`` (+ ``plus``) as ``(channels, samples)``, and a reader of float64 blocks:
+    ``read(a, b) = audio[:, a:b].astype(float64) (+ plus[:, a:b])``, no whole copy."""
     arr = np.asarray(audio)
-    peak = float(np.max(np.abs(arr))) if arr.size else 0.0
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    other = None
+    if plus is not None:
+        other = np.asarray(plus)
+        if other.ndim == 1:
+            other = other[None, :]
+        if other.shape != arr.shape:
+            raise ParameterError(f"plus has shape {other.shape}, the audio {arr.shape}")
+
+    def read(a: int, b: int) -> np.ndarray:
+        part = arr[:, a:b].astype(np.float64)
+        return part if other is None else part + other[:, a:b]
+
+    return arr, read
+
+
+def sample_peak_dbfs(audio: np.ndarray, *, plus: np.ndarray | None = None) -> float:
+    """Largest ``|x|`` over all channels and samples in dBFS (-inf for silence).
+
+    ``plus``: an array of the same shape added (in float64) first: the peak of a mix,
+    metered block by block without a copy of it.
+    """
+    arr, read = _blocks_f64(audio, plus)
+    peak = 0.0
+    for lo in range(0, arr.shape[1], _TRUE_PEAK_CHUNK):
+        part = (
+            read(lo, lo + _TRUE_PEAK_CHUNK)
+            if plus is not None
+            else arr[:, lo : lo + _TRUE_PEAK_CHUNK]
+        )
+        if part.size:
+            peak = max(peak, float(np.max(np.abs(part))))
     return 20.0 * math.log10(peak) if peak > 0.0 else -math.inf
 
 
-def true_peak_dbtp(audio: np.ndarray, sample_rate_hz: int) -> float:
+def true_peak_dbtp(
+    audio: np.ndarray, sample_rate_hz: int, *, plus: np.ndarray | None = None
+) -> float:
     """True peak as ITU-R BS.1770-4 Annex 2 meters it: the sample peak of the signal
     oversampled to at least 176.4 kHz (4x at 44.1 and 48 kHz, 2x at 88.2 and 96 kHz),
     in dB true peak; never under the sample peak.
@@ -149,25 +247,29 @@ def true_peak_dbtp(audio: np.ndarray, sample_rate_hz: int) -> float:
     Args:
         audio: float ``(channels, samples)`` or ``(samples,)``, linear.
         sample_rate_hz: its rate, Hz.
+        plus: optional array of the same shape added (in float64) first: the true peak
+            of a mix, metered block by block without a copy of it.
 
     Returns:
         dBTP (-inf for silence).
     """
-    arr = np.asarray(audio, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[None, :]
     if sample_rate_hz <= 0:
         raise ParameterError(f"sample_rate_hz must be > 0, got {sample_rate_hz}")
+    arr, read = _blocks_f64(audio, plus)
     factor = max(1, math.ceil(176_400 / sample_rate_hz))
-    peak = float(np.max(np.abs(arr))) if arr.size else 0.0
-    if factor > 1 and arr.shape[1] > 1:
+    n = arr.shape[1]
+    peak = 0.0
+    for lo in range(0, n, _TRUE_PEAK_CHUNK):
+        part = read(lo, lo + _TRUE_PEAK_CHUNK)
+        if part.size:
+            peak = max(peak, float(np.max(np.abs(part))))
+    if factor > 1 and n > 1:
         from scipy.signal import resample_poly
 
-        n = arr.shape[1]
         for lo in range(0, n, _TRUE_PEAK_CHUNK):
             hi = min(n, lo + _TRUE_PEAK_CHUNK)
             a, b = max(0, lo - _TRUE_PEAK_PAD), min(n, hi + _TRUE_PEAK_PAD)
-            up = resample_poly(arr[:, a:b], factor, 1, axis=1)
+            up = resample_poly(read(a, b), factor, 1, axis=1)
             # keep only the block's own span (its edges see the zero padding)
             up = up[:, (lo - a) * factor : (hi - a) * factor]
             peak = max(peak, float(np.max(np.abs(up))) if up.size else 0.0)

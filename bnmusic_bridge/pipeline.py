@@ -12,7 +12,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -259,6 +259,10 @@ def _render_stem(
     prog.start("decode")
     per_window_audio = _window_audio(music_windows, windows, req.seed, prog)
     music_44k, join_correlations = stitch(analysed.plan, per_window_audio)
+    # The joined music is all that is needed from here: the windows' audio and images
+    # go (on a long stem they are as big as the music itself); their diagnostics stay.
+    del per_window_audio, windows
+    music_windows = [WindowMusic(diagnostics=m.diagnostics) for m in music_windows]
 
     # 5. The alignment step: the music's band energy moved toward the noise's; then the
     #    effects chain.
@@ -269,6 +273,8 @@ def _render_stem(
         AlignSettings.from_request(req),
         sub_progress(prog, "align", 0.0, 0.9),
     )
+    # the analysis-rate noise audio has served (windows, alignment): let it go
+    analysed = replace(analysed, padded=analysed.padded[:0])
     if req.effects:
         from .fx import apply_effects
 
@@ -289,10 +295,17 @@ def _render_stem(
     music_mel = spec.audio_to_mel(
         music_44k.mean(axis=0), progress=sub_progress(prog, "amplify", 0.0, 0.3)
     )
+    # Loudness and peaks are planned in the output's channel layout (the music on its
+    # speakers, the noise as that layout plays it), on the 44.1 kHz music. Masking (the
+    # mel fields) is computed on the mono sums of noise and music: what masks the noise
+    # wherever the listener sits between the speakers; the widening leaves it unchanged.
+    # The 44.1 kHz music itself is not needed past this point.
+    music_out = _in_layout(music_44k, speakers)
+    del music_44k
     planned = _plan_stage2(
-        analysed, music_mel, music_44k, speakers, noise.lufs, req,
-        sub_progress(prog, "amplify", 0.3, 1.0),
+        analysed, music_mel, music_out, noise.lufs, req, sub_progress(prog, "amplify", 0.3, 1.0)
     )
+    del music_out
 
     # 8. Apply the lane to the music on the stem's rate, channels and length, check
     #    the loudness ceiling (and the peak limit, peak_mode="lane") on that very stem
@@ -333,8 +346,9 @@ def _check_noise(stem: audio_io.Stem) -> _CheckedNoise:
     # Loudness as a DAW meters it (the stem's own rate and layout): the music is matched
     # to it, and the ceiling is relative to it.
     # DC is inaudible but K-weighting's start-up turns a DC step into loudness: remove it.
-    lufs = integrated_lufs(stem.audio - stem.audio.mean(axis=1, keepdims=True), stem.sample_rate_hz)
-    dc = float(np.max(np.abs(stem.audio.mean(axis=1))))
+    means = stem.audio.mean(axis=1, keepdims=True)
+    lufs = integrated_lufs(stem.audio, stem.sample_rate_hz, offset=means)
+    dc = float(np.max(np.abs(means[:, 0])))
     if dc > DC_WARNING_LEVEL:
         warnings.append(f"{where}: DC offset of {dc:.3f} (linear): high-pass the stem before bouncing")
     if lufs <= SILENCE_LUFS_GATE:
@@ -540,28 +554,25 @@ def _match_to_stem(
     )
     if np.any(music):
         unity = np.float32(10.0 ** ((noise_lufs - integrated_lufs(music, stem.sample_rate_hz)) / 20.0))
-        music_44k = music_44k * unity
+        # ``music`` may share memory with ``music_44k`` (same rate and layout): scale it
+        # into a new array first, then the 44.1 kHz music in place (no third copy)
         music = music * unity
+        music_44k *= unity
     return music_44k, music
 
 
 def _plan_stage2(
     analysed: _NoiseAnalysis,
     music_mel: np.ndarray,
-    music_44k: np.ndarray,
-    speakers: tuple[str, ...],
+    music_out: np.ndarray,
     noise_lufs: float,
     req: RenderRequest,
     progress: Callable[[float], None] | None = None,
 ) -> Blend:
-    """Stage 2 planned on the 44.1 kHz music: masking field, caps, lambda lane, metering."""
+    """Stage 2 planned on the 44.1 kHz music in the output's channel layout
+    (``music_out``): masking field, caps, lambda lane, metering."""
     from .blend import BlendSettings, plan_blend
 
-    # Loudness and peaks are planned in the output's channel layout (the music on its
-    # speakers, the noise as that layout plays it), on the 44.1 kHz music. Masking (the
-    # mel fields) is computed on the mono sums of noise and music: what masks the noise
-    # wherever the listener sits between the speakers; the widening leaves it unchanged.
-    music_out = _in_layout(music_44k, speakers)
     return plan_blend(
         analysed.mel,
         music_mel,
@@ -604,7 +615,7 @@ def _collect_result(
     return RenderResult(
         sample_rate_hz=stem.sample_rate_hz,
         num_samples=stem.num_samples,
-        music=music.astype(np.float32),
+        music=music.astype(np.float32, copy=False),
         music_gained=music_gained,
         lane_times_s=np.asarray(lane.frame_times_s, dtype=np.float64),
         lane_gain_db=np.asarray(lane.frame_gain_db, dtype=np.float64),

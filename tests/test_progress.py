@@ -151,13 +151,13 @@ def test_cancel_inside_a_stage_stops_at_that_event(tmp_path, stage):
 def test_long_loops_report_per_block():
     from bnmusic_bridge import align, spectrogram
 
-    # The overlap-add: a progress call every PROGRESS_FRAMES frames.
+    # The overlap-add: a progress call every FFT_FRAMES frames.
     audio = np.zeros((1, 44100 * 12), dtype=np.float32)
     frames = align.num_stft_frames(audio.shape[1])
     gains = np.zeros((align.band_weights().shape[0], frames))
     calls: list[float] = []
     align.apply_band_gains(audio, gains, progress=calls.append)
-    assert len(calls) >= frames // align.PROGRESS_FRAMES
+    assert len(calls) >= frames // align.FFT_FRAMES
     assert calls == sorted(calls) and calls[-1] == 1.0
     # The mel: one call per block of MEL_CHUNK_FRAMES frames.
     mel_calls: list[float] = []
@@ -271,10 +271,10 @@ def test_alignment_slices_keep_every_value():
     rng = np.random.default_rng(5)
     x = rng.standard_normal(44100 * 9).astype(np.float64)
     frames = align.num_stft_frames(x.size)
-    assert frames > align.PROGRESS_FRAMES  # several slices in the one block
+    assert frames > align.FFT_FRAMES  # several slices in the one block
     padded = align._padded(x)
     spectrum = np.fft.rfft(align._frames(padded, 0, frames) * align._window(), axis=-1)
     whole = align.band_weights() @ (np.abs(spectrum) ** 2).T
     calls: list[float] = []
     assert np.array_equal(align.band_powers(x, progress=calls.append), whole)
-    assert len(calls) == -(-frames // align.PROGRESS_FRAMES)
+    assert len(calls) == -(-frames // align.FFT_FRAMES)

@@ -112,23 +112,46 @@ class OutputPaths:
     lanes: dict[str, Path]
     notes: tuple[str, ...] = ()
     """What the export changed for safety (e.g. a stem written as float), for the user."""
+    frames: Path | None = None
+    """The per-frame side file (``x.frames.csv``) of a long stem (:data:`LONG_STEM_FRAMES`),
+    which holds the per-frame series instead of the report; None for shorter stems."""
 
     def all(self) -> list[Path]:
         paths = [self.music, self.blended, self.report, *self.lanes.values()]
         if self.plot is not None:
             paths.append(self.plot)
+        if self.frames is not None:
+            paths.append(self.frames)
         return paths
 
     def as_dict(self) -> dict[str, str]:
         d = {"music": str(self.music), "blended": str(self.blended), "report": str(self.report)}
         if self.plot is not None:
             d["plot"] = str(self.plot)
+        if self.frames is not None:
+            d["frames"] = str(self.frames)
         d.update({f"lambda_{kind.replace('-', '_')}": str(p) for kind, p in self.lanes.items()})
         return d
 
 
-def output_paths(stem_name: str, out_dir: str | os.PathLike[str], options: ExportOptions) -> OutputPaths:
-    """The names a render of ``stem_name`` gets in ``out_dir`` (``x.music.wav``, ...)."""
+LONG_STEM_FRAMES = 30_000
+"""A stem of more 10 ms frames than this (5 minutes) is long: its per-frame series (lane,
+coverage, NMR) go to a side file, ``x.frames.csv``, instead of the JSON report, which
+then stays small (the lists would add about 0.34 MB a minute: 3.4 MB for 10 minutes)."""
+
+
+def output_paths(
+    stem_name: str,
+    out_dir: str | os.PathLike[str],
+    options: ExportOptions,
+    *,
+    num_frames: int | None = None,
+) -> OutputPaths:
+    """The names a render of ``stem_name`` gets in ``out_dir`` (``x.music.wav``, ...).
+
+    ``num_frames``: the render's 10 ms frames; over :data:`LONG_STEM_FRAMES`, the paths
+    include the per-frame side file (``x.frames.csv``).
+    """
     options.check()
     d = Path(out_dir)
 
@@ -143,4 +166,7 @@ def output_paths(stem_name: str, out_dir: str | os.PathLike[str], options: Expor
         if options.plot
         else None,
         lanes={kind: name("lambda", LANE_SUFFIXES[kind]) for kind in lane_kinds(options.lane_formats)},
+        frames=name("frames", ".csv")
+        if num_frames is not None and num_frames > LONG_STEM_FRAMES
+        else None,
     )

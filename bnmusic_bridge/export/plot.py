@@ -198,8 +198,15 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
     duration_s = frames / result.frame_rate_hz
     frame_t = np.arange(frames) / result.frame_rate_hz
     gain = 10 ** (np.interp(frame_t, result.lane_times_s, result.lane_gain_db) / 20)
-    music_gained = music * gain[None, :]
-    vmax = float(_db(np.maximum(noise, music_gained)).max())
+    # The colour scale's top over every frame, block by block (a float64 copy of a long
+    # stem's mels would be 4 kB a frame, several times over); the picture itself only
+    # needs the decimated columns.
+    vmax = -np.inf
+    for a in range(0, frames, 2048):
+        cols = slice(a, a + 2048)
+        top = np.maximum(noise[:, cols], music[:, cols] * gain[None, cols])
+        vmax = max(vmax, float(_db(top).max()))
+    music_gained = music[:, ::step] * gain[None, ::step]
     extent = (0.0, duration_s, 0.0, float(n_mels))
 
     fig = plt.figure(figsize=(12, 13), layout="constrained")
@@ -219,7 +226,7 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
     # 1-3: spectrograms on a kHz axis; one colour bar for the two level panels.
     for row, data, title in (
         (0, _db(noise[:, ::step]), "noise (mel dB)"),
-        (2, _db(music_gained[:, ::step]), "music with lambda applied (mel dB)"),
+        (2, _db(music_gained), "music with lambda applied (mel dB)"),
     ):
         ax = axes[row]
         im = ax.imshow(

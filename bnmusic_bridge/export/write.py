@@ -28,7 +28,7 @@ from .lane_files import lane_outputs
 from .lanes import LANE_FORMATS
 from .outputs import ExportOptions, OutputPaths, output_paths
 from .plot import render_plot_png
-from .report import report_json
+from .report import report_json, write_frames_csv
 from .summary import metering_summary
 
 PICTURE_COST = 8.0
@@ -149,7 +149,8 @@ def write_outputs(
     staged: list[tuple[str, str]] = []
     existed = False
     try:
-        paths = output_paths(stem_name, folder.report_path(), opts)
+        num_frames = int(np.size(result.coverage_per_frame))
+        paths = output_paths(stem_name, folder.report_path(), opts, num_frames=num_frames)
         for p in paths.all():
             check_name(p.name)
         existing = [str(p) for p in paths.all() if folder.exists(p.name)]
@@ -202,6 +203,9 @@ def write_outputs(
             jobs.append(
                 (paths.plot, lambda f: f.write(render_plot_png(result, progress=picture_progress)))
             )
+        if paths.frames is not None:
+            costs.append(1.0)
+            jobs.append((paths.frames, lambda f: write_frames_csv(f, result)))
         total_cost = sum(costs) + 1.0  # the report
         done_cost = 0.0
         for (p, job), cost in zip(jobs, costs, strict=True):
@@ -229,7 +233,7 @@ def write_outputs(
         if owned:
             folder.close()
     if final_dir != paths.music.parent:
-        paths = output_paths(stem_name, final_dir, opts)
+        paths = output_paths(stem_name, final_dir, opts, num_frames=num_frames)
     return dataclasses.replace(paths, notes=tuple(notes))
 
 
