@@ -360,7 +360,7 @@ def test_loudness_match_in_place_scales_shared_memory_once():
     stem = audio_io.check_audio((0.1 * rng.standard_normal((2, n))).astype(np.float32), RATE)
     music = (0.3 * rng.standard_normal((2, n))).astype(np.float32)
     unity = np.float32(10.0 ** ((-23.0 - integrated_lufs(music, RATE)) / 20.0))
-    music_44k, at_stem = _match_to_stem(music.copy(), stem, -23.0)
+    music_44k, at_stem = _match_to_stem(music.copy(), stem, -23.0, ("FL", "FR"))
     assert np.array_equal(music_44k, music * unity)
     assert np.array_equal(at_stem, music * unity)
     assert not np.shares_memory(music_44k, at_stem)
