@@ -57,3 +57,9 @@ class CancelledError(BNMusicError):
     """The render was cancelled through the progress callback."""
 
     code = "cancelled"
+
+
+class LiveIOError(BNMusicError):
+    """A live audio backend (JACK, the sound device) could not be opened or failed."""
+
+    code = "live_io"

@@ -116,7 +116,7 @@ class LiveSettings:
     history_s: float = 12.0
     analysis_hop_s: float = 2.56
     hysteresis_s: float = 7.68
-    lane_lead_s: float = 0.5
+    lane_lead_s: float = 0.75
     start_lead_s: float = 0.5
     record: bool = False
 
@@ -386,7 +386,7 @@ class LiveEngine:
         self._mix = m1
         if m1 == 1.0:
             self._texture_live = True
-        if self._started_music and m1 < 1.0:
+        if self._started_music and not self._on_music:
             self.stats.underrun_frames += n
 
         g1 = self._lane_at(pos + n)
@@ -594,9 +594,13 @@ class LiveWorker:
     # -- one pass ---------------------------------------------------------------------
 
     def step(self) -> bool:
-        did = self._drain_noise()
+        # The lane is extended between the heavier jobs too: it is what runs out first.
+        did = self._extend_lane()
+        did = self._drain_noise() or did
         did = self._analyse() or did
+        self._extend_lane()
         did = self._generate() or did
+        self._extend_lane()
         did = self._music_mel() or did
         did = self._solve() or did
         did = self._extend_lane() or did
@@ -619,7 +623,7 @@ class LiveWorker:
         self.noise_pos = wp
         # mel frames with their full right context
         ready = (self.noise_pos - 1 - MEL_CONTEXT_FRAMES * HOP_SAMPLES) // HOP_SAMPLES + 1
-        if ready - self.noise_mel_done >= 16:
+        if ready - self.noise_mel_done >= 32:  # batches: each mel call pays 40 frames of context
             f0 = max(self.noise_mel_done, ready - self.noise_mel.capacity + 1)
             mel = _mel_frames(lambda a, b: self.noise.get(a, b)[0], f0, ready)
             self.noise_mel.put_at(f0, mel)
