@@ -814,8 +814,11 @@ class LiveWorker:
             gain = solve_lambda_exact(music_mel * unity, field, mask, ls.alpha)
         raw_db = 20.0 * math.log10(gain) if gain > 0 else -math.inf
         target = min(max(raw_db, ls.min_gain_db), ls.max_gain_db)
-        if req.max_loudness_lu is not None:
-            target = min(target, req.max_loudness_lu)
+        if req.max_loudness_lu is not None and self.noise_levels:
+            # The ceiling follows the noise window's own loudness (a render's is relative
+            # to the whole stem's): the music at most max_loudness_lu over the noise now.
+            now = noise_lufs if noise_lufs > -70.0 else _power_mean_db(self.noise_levels)
+            target = min(target, req.max_loudness_lu + now - _power_mean_db(self.noise_levels))
         peak = float(np.max(np.abs(self.music_mono.get(m0 * HOP_SAMPLES, (m0 + w) * HOP_SAMPLES))))
         if peak > 0:
             # the mono peak understates a stereo one by at most the pan law: 3 dB more room

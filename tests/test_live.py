@@ -1,0 +1,183 @@
+"""The live engine without a sound server: rings, the offline check against a render,
+the lane's reaction to a level step, the held texture when the worker stalls, joins.
+
+The worker is stepped by hand after every block here (``run_offline``), so these runs
+are deterministic and independent of the machine's load; tests/test_live_jack.py runs
+the engine in real time on a JACK dummy server.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnmusic_bridge.errors import ParameterError
+from bnmusic_bridge.grid import HOP_SAMPLES
+from bnmusic_bridge.live import LiveEngine, LiveSettings, SampleRing, lane_latency_s, run_offline
+from bnmusic_bridge.live.engine import TEMPO_TOLERANCE, XFADE_SAMPLES
+from bnmusic_bridge.request import RenderRequest
+from tests.noise_signals import clacks
+
+SR = 44_100
+TRAIN = Path(__file__).resolve().parents[1] / "examples" / "noise" / "train.wav"
+
+
+def _join_stats(x: np.ndarray, block: int, start: int) -> tuple[float, float]:
+    """Mean |first difference| across block joins and elsewhere, from ``start`` on."""
+    d = np.abs(np.diff(x.astype(np.float64)))
+    joins = np.arange(block - 1, d.size, block)
+    joins = joins[joins >= start]
+    inside = np.ones(d.size, dtype=bool)
+    inside[joins] = False
+    inside[:start] = False
+    return float(d[joins].mean()), float(d[inside].mean())
+
+
+def _step_noise(seconds: float, step_s: float) -> np.ndarray:
+    """Clacks whose level rises by 10 dB at ``step_s``."""
+    x = clacks(seconds, SR, period_s=0.5, seed=3) * 0.2
+    x[int(step_s * SR) :] *= np.float32(10.0 ** (10.0 / 20.0))
+    return x
+
+
+def test_ring_wraps_and_reports_what_is_valid() -> None:
+    ring = SampleRing(2, 10)
+    ring.write_from(np.arange(14, dtype=np.float32).reshape(2, 7))
+    ring.read_pos = 7
+    ring.write_from(np.arange(100, 106, dtype=np.float32).reshape(2, 3))
+    out = np.zeros((2, 6), dtype=np.float32)
+    assert ring.read_into(out, 5, 6) == 5  # 5..9 written, 10 not yet
+    assert out[0].tolist() == [5, 6, 100, 101, 102, 0]
+    ring.write_at(20, np.ones((2, 2), dtype=np.float32))  # a gap: 10..19 invalid
+    assert ring.read_into(out, 8, 2) == 0
+    assert ring.read_into(out, 20, 4) == 2
+
+
+def test_settings_refuse_other_rates_and_block_sizes() -> None:
+    with pytest.raises(ParameterError, match="44100"):
+        LiveSettings(sample_rate_hz=48_000)
+    with pytest.raises(ParameterError, match="max_block"):
+        LiveSettings(max_block=8192)
+    with pytest.raises(ParameterError, match="procedural"):
+        LiveEngine(RenderRequest(generator="riffusion"))
+
+
+@pytest.fixture(scope="module")
+def train_runs() -> tuple[np.ndarray, object, object]:
+    if not TRAIN.is_file():
+        pytest.skip(f"{TRAIN} not present")
+    from bnmusic_bridge import audio as audio_io
+    from bnmusic_bridge.pipeline import render
+
+    stem = audio_io.read_stem(TRAIN)
+    noise = np.tile(stem.audio.mean(axis=0), 4)  # 28 s: the live engine needs history
+    live = run_offline(noise, SR, block=512)
+    offline = render(noise[None, :], SR)
+    return noise, live, offline
+
+
+def test_offline_check_tempo_key_and_lane_close_to_a_render(train_runs) -> None:  # type: ignore[no-untyped-def]
+    """The live engine fed the recording block by block against a render of it.
+
+    Stated closeness (docs/live.md): the same key and style, the tempo within the
+    hysteresis' 4 %, and the lane's median distance to the render's lambda lane under
+    1.5 dB once the music plays (4 s warm-up plus one lane window). Not identical: the
+    live analysis sees a 12 s history (the render the whole stem), the lane is causal
+    (the render's is zero-phase and sees the future), and live has no alignment step.
+    """
+    _, live, offline = train_runs
+    diag = offline.generator_diagnostics[0]
+    assert live.stats.key == diag["key"]
+    assert live.stats.style == diag["style"]
+    assert abs(math.log(live.stats.tempo_bpm / diag["tempo_bpm"])) <= math.log1p(TEMPO_TOLERANCE)
+    start_s = live.stats.music_start_s + 2.56
+    t = live.lane_times_s
+    keep = t >= start_s
+    ref = np.interp(t[keep], offline.lane_times_s, offline.lane_gain_db)
+    median_db = float(np.median(np.abs(live.lane_db[keep] - ref)))
+    assert keep.sum() > 1500  # at least 15 s of lane compared
+    assert median_db < 1.5, median_db
+    assert live.stats.underruns == 0 and live.stats.late_blocks == 0
+
+
+def test_offline_music_plays_with_smooth_joins(train_runs) -> None:  # type: ignore[no-untyped-def]
+    noise, live, _ = train_runs
+    assert live.music.shape == (2, noise.size // 512 * 512)
+    start = int((live.stats.music_start_s + 0.5) * SR)
+    music = live.music[0, start:]
+    assert np.sqrt(np.mean(music**2)) > 1e-3  # music, not silence
+    at_joins, elsewhere = _join_stats(live.music[0], 512, start)
+    assert at_joins < 1.3 * elsewhere, (at_joins, elsewhere)
+
+
+@pytest.mark.parametrize("block", [64, 4096])
+def test_smallest_and_largest_blocks_play_smoothly(block: int) -> None:
+    noise = clacks(10.0, SR, seed=1)
+    rec = run_offline(noise, SR, block=block)
+    assert rec.music.shape == (2, noise.size // block * block)
+    assert rec.stats.underruns == 0 and rec.stats.lane_late_blocks == 0
+    # the plan is the noise's (0.5 s clacks: 120 BPM or an octave of it)
+    assert rec.stats.tempo_bpm is not None
+    octave = math.log2(rec.stats.tempo_bpm / 120.0)
+    assert abs(octave - round(octave)) < 0.05
+    start = int((rec.stats.music_start_s + 0.5) * SR)
+    assert np.sqrt(np.mean(rec.music[0, start:] ** 2)) > 1e-3
+    at_joins, elsewhere = _join_stats(rec.music[0], block, start)
+    assert at_joins < 1.3 * elsewhere + 1e-6, (at_joins, elsewhere)
+
+
+def test_lane_reacts_to_a_10_db_step_within_the_stated_latency() -> None:
+    step_s = 16.0
+    rec = run_offline(_step_noise(24.0, step_s), SR, block=256)
+    latency = lane_latency_s(RenderRequest(), LiveSettings())
+    before = float(np.median(rec.gain_db[(rec.lane_times_s > step_s - 4) & (rec.lane_times_s < step_s)]))
+    after = rec.gain_db[rec.lane_times_s >= step_s]
+    moved = np.nonzero(after >= before + 5.0)[0]
+    assert moved.size, "the lane never rose by half of the step"
+    reaction = float(rec.lane_times_s[rec.lane_times_s >= step_s][moved[0]] - step_s)
+    assert reaction <= latency, (reaction, latency)
+    # and it is a reaction, not noise: 8 s after the step it has taken most of it
+    late = float(np.median(rec.gain_db[rec.lane_times_s > step_s + 6]))
+    assert late - before > 7.0
+
+
+def test_a_stalled_worker_crossfades_to_the_texture_and_back() -> None:
+    noise = clacks(20.0, SR, seed=2)
+    block = 256
+    engine = LiveEngine(RenderRequest(), LiveSettings(record=True))
+    engine.start(threaded=False)
+    out = np.zeros((2, block), dtype=np.float32)
+    stall = (int(9.0 * SR) // block, int(14.0 * SR) // block)  # 5 s without the worker
+    for k, p in enumerate(range(0, noise.size - block + 1, block)):
+        engine.process(noise[p : p + block], out)
+        if not stall[0] <= k < stall[1]:
+            while engine.step():
+                pass
+    engine.stop()
+    rec = engine.recording()
+    st = rec.stats
+    assert st.underruns == 1
+    assert 0 < st.underrun_frames < 5 * SR
+    x = rec.music[0].astype(np.float64)
+    # the texture keeps sounding while the worker is away
+    held = x[int(11.0 * SR) : int(13.0 * SR)]
+    playing = x[int(6.0 * SR) : int(8.0 * SR)]
+    assert np.sqrt(np.mean(held**2)) > 0.2 * np.sqrt(np.mean(playing**2))
+    # the music comes back after the stall
+    back = x[int(17.0 * SR) : int(19.0 * SR)]
+    assert np.sqrt(np.mean(back**2)) > 0.2 * np.sqrt(np.mean(playing**2))
+    # no click where it left the music (the fade had music to fade out)
+    leave = int(np.argmax(np.arange(x.size) >= stall[0] * block))
+    d = np.abs(np.diff(x))
+    around = d[leave - 2 * XFADE_SAMPLES : leave + 3 * XFADE_SAMPLES]
+    assert around.max() < 4.0 * np.percentile(d[int(5 * SR) : int(9 * SR)], 99.9)
+
+
+def test_lane_frames_are_written_on_the_10_ms_grid() -> None:
+    rec = run_offline(clacks(8.0, SR, seed=4), SR, block=1024)
+    frames = np.round(rec.lane_times_s * SR / HOP_SAMPLES)
+    assert np.all(np.diff(frames) == 1)
+    assert np.all(np.isfinite(rec.lane_db)) and rec.lane_db.size > 200
