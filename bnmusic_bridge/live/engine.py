@@ -64,6 +64,9 @@ MEL_CONTEXT_FRAMES = 20
 """Frames of audio context each side of a mel frame (the 17,640-sample FFT's half)."""
 MEL_CONTEXT_S = MEL_CONTEXT_FRAMES * HOP_SAMPLES / SAMPLE_RATE_HZ
 """How far the newest mel frame lags the newest noise sample, s (0.2 s)."""
+MEL_BATCH_FRAMES = 32
+"""Noise mel frames are computed in batches of this many (each call pays 40 frames of
+context; 0.32 s)."""
 UNITY_HISTORY_S = 30.0
 """The music is loudness-matched to the noise's loudness over this much history, s (a
 render matches it to the whole stem's integrated loudness)."""
@@ -73,6 +76,8 @@ PHASE_TOLERANCE_BEATS = 0.15
 """Beat phases closer than this share of a beat count as the same."""
 REGISTER_TOLERANCE_ST = 4.0
 """Chord registers (from the high-energy bands) closer than this, semitones, count as the same."""
+WORKER_SLACK_S = 0.75
+"""Time allowed for a Stage 2 solve and a worker the machine slows, s (lane latency)."""
 PEAK_CEILING_DBFS = -1.0
 """The lane keeps the music's sample peak at or under this, dBFS (live has no bus trim)."""
 _LANE_RING_FRAMES = 8_192
@@ -150,15 +155,20 @@ def lane_latency_s(request: RenderRequest, settings: LiveSettings) -> float:
     the applied gain has moved half of the step's dB.
 
     The sum of: the wait for the next solve (``lane_hop_s``), the mel's right context
-    (:data:`MEL_CONTEXT_S`), the lane already written ahead (``lane_lead_s``), the
-    one-pole's half-time (``smoothing_s / 2 * ln 2``, or the slew limit's time for half
-    of a 10 dB step if slower), and 0.25 s for the solve itself.
+    (:data:`MEL_CONTEXT_S`) and its batch (:data:`MEL_BATCH_FRAMES`), the frames a block
+    may still read (``max_block``), the one-pole's half-time (``smoothing_s / 2 * ln 2``,
+    or the slew limit's time for half of a 10 dB step if slower), and
+    :data:`WORKER_SLACK_S` for the solve and a worker slowed by a loaded machine. (The
+    lane written ahead, ``lane_lead_s``, is rewritten after each solve: it adds nothing.)
+    Defaults: 3.33 s.
     """
     tau = request.smoothing_s / 2.0
     half = tau * math.log(2.0)
     if request.max_slew_db_per_s:
         half = max(half, 5.0 / request.max_slew_db_per_s)
-    return request.lane_hop_s + MEL_CONTEXT_S + settings.lane_lead_s + half + 0.25
+    batch_s = MEL_BATCH_FRAMES * HOP_SAMPLES / SAMPLE_RATE_HZ
+    block_s = settings.max_block / settings.sample_rate_hz
+    return request.lane_hop_s + MEL_CONTEXT_S + batch_s + block_s + half + WORKER_SLACK_S
 
 
 @dataclass(frozen=True)
@@ -581,6 +591,8 @@ class LiveWorker:
         self.next_lane_frame = 0
         self.lane_db: float | None = None  # smoothed total gain, dB
         self.target_db: float | None = None  # the latest solve's total gain, dB
+        self.lane_y = np.zeros(_LANE_RING_FRAMES)  # the lane as written, dB (total gain)
+        self.rewind_to: int | None = None  # first frame to rewrite after a new solve
         self.unity_db = 0.0
         self.noise_levels: deque[float] = deque(maxlen=max(1, int(UNITY_HISTORY_S / req.lane_hop_s)))
         self.music_levels: deque[float] = deque(maxlen=max(1, int(UNITY_HISTORY_S * self.sr / CHUNK_SAMPLES)))
@@ -623,7 +635,7 @@ class LiveWorker:
         self.noise_pos = wp
         # mel frames with their full right context
         ready = (self.noise_pos - 1 - MEL_CONTEXT_FRAMES * HOP_SAMPLES) // HOP_SAMPLES + 1
-        if ready - self.noise_mel_done >= 32:  # batches: each mel call pays 40 frames of context
+        if ready - self.noise_mel_done >= MEL_BATCH_FRAMES:
             f0 = max(self.noise_mel_done, ready - self.noise_mel.capacity + 1)
             mel = _mel_frames(lambda a, b: self.noise.get(a, b)[0], f0, ready)
             self.noise_mel.put_at(f0, mel)
@@ -826,6 +838,14 @@ class LiveWorker:
         self.target_db = target + self.unity_db
         if self.lane_db is None:
             self.lane_db = self.target_db
+        else:
+            # Rewrite the lane not yet played from the new target on, so the lead written
+            # ahead adds no latency. The callback ramps from the gain it last applied, so
+            # a frame changed under it only changes a ramp's slope: no step.
+            safe = (e.pos + e.settings.max_block) // HOP_SAMPLES + 2
+            if e.lane_write_frame > safe:
+                self.lane_db = float(self.lane_y[(safe - 1) % _LANE_RING_FRAMES])
+                self.rewind_to = safe
         self._extend_lane()
         lam = self.lane_db - self.unity_db
         need = field.required_gain()[mask]
@@ -856,6 +876,8 @@ class LiveWorker:
         target_db = self.target_db
         play = e.pos // HOP_SAMPLES
         first = max(e.lane_write_frame, play)
+        if self.rewind_to is not None:
+            first, self.rewind_to = self.rewind_to, None
         last = play + 2 + int(e.settings.lane_lead_s * self.sr / HOP_SAMPLES)
         if last <= first:
             return False
@@ -871,11 +893,12 @@ class LiveWorker:
             elif d < -step:
                 d = -step
             y += d
+            self.lane_y[f % cap] = y
             e.lane_gain[f % cap] = 10.0 ** (y / 20.0)
             if e.settings.record:
                 self.rec_lane.append((f, y - self.unity_db, y))
         self.lane_db = y
-        e.lane_write_frame = last  # publish after the frames are in
+        e.lane_write_frame = max(last, e.lane_write_frame)  # publish after the frames are in
         return True
 
     # -- recording -----------------------------------------------------------------------
