@@ -133,7 +133,9 @@ def test_lane_reacts_to_a_10_db_step_within_the_stated_latency() -> None:
     step_s = 16.0
     rec = run_offline(_step_noise(24.0, step_s), SR, block=256)
     latency = lane_latency_s(RenderRequest(), LiveSettings())
-    before = float(np.median(rec.gain_db[(rec.lane_times_s > step_s - 4) & (rec.lane_times_s < step_s)]))
+    before = float(
+        np.median(rec.gain_db[(rec.lane_times_s > step_s - 4) & (rec.lane_times_s < step_s)])
+    )
     after = rec.gain_db[rec.lane_times_s >= step_s]
     moved = np.nonzero(after >= before + 5.0)[0]
     assert moved.size, "the lane never rose by half of the step"

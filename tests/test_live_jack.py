@@ -184,7 +184,9 @@ def test_the_lane_reacts_to_a_10_db_step_within_the_stated_latency(session) -> N
     assert after.size, "the lane never rose by half of the step"
     reaction = float(t_lane[after[0]] - step_s)
     stated = lane_latency_s(RenderRequest(), LiveSettings())
-    print(f"step at {step_s:.2f} s of the stream; lane +5 dB after {reaction:.2f} s (stated {stated:.2f} s)")
+    print(
+        f"step at {step_s:.2f} s of the stream; lane +5 dB after {reaction:.2f} s (stated {stated:.2f} s)"
+    )
     assert reaction <= stated
 
 

@@ -31,27 +31,64 @@ def register(subparsers: Any) -> None:
     )
     add_render_args(p)
     g = p.add_argument_group("live audio")
-    g.add_argument("--backend", choices=["auto", "jack", "device"], default="auto",
-                   help="JACK, the default sound device, or auto: JACK if a server runs (default auto)")
+    g.add_argument(
+        "--backend",
+        choices=["auto", "jack", "device"],
+        default="auto",
+        help="JACK, the default sound device, or auto: JACK if a server runs (default auto)",
+    )
     g.add_argument("--jack-server", help="JACK server name (default: the default server)")
     g.add_argument("--client-name", default="bnmusic", help="JACK client name (default bnmusic)")
-    g.add_argument("--inputs", default="",
-                   help="comma-separated JACK ports to connect to our inputs, e.g. system:capture_1")
-    g.add_argument("--outputs", default="",
-                   help="comma-separated JACK ports to connect our outputs to, e.g. system:playback_1,system:playback_2")
-    g.add_argument("--input-channels", type=int, default=1, help="noise channels (mixed to mono; default 1)")
+    g.add_argument(
+        "--inputs",
+        default="",
+        help="comma-separated JACK ports to connect to our inputs, e.g. system:capture_1",
+    )
+    g.add_argument(
+        "--outputs",
+        default="",
+        help="comma-separated JACK ports to connect our outputs to, e.g. system:playback_1,system:playback_2",
+    )
+    g.add_argument(
+        "--input-channels", type=int, default=1, help="noise channels (mixed to mono; default 1)"
+    )
     g.add_argument("--output-channels", type=int, default=2, help="output channels (default 2)")
-    g.add_argument("--monitor", action="store_true", help="add the noise to the outputs (music plus monitor)")
-    g.add_argument("--block", type=int, default=256, help="device backend: frames per block (default 256)")
-    g.add_argument("--ahead-s", type=float, default=3.0, help="music generated ahead of the play head, s (default 3)")
-    g.add_argument("--warm-up-s", type=float, default=4.0, help="noise heard before the music starts, s (default 4)")
-    g.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
-    g.add_argument("--record", type=Path, metavar="DIR",
-                   help="write noise.wav, music.wav, lane.csv, lane.json and session.json to DIR at the end")
+    g.add_argument(
+        "--monitor", action="store_true", help="add the noise to the outputs (music plus monitor)"
+    )
+    g.add_argument(
+        "--block", type=int, default=256, help="device backend: frames per block (default 256)"
+    )
+    g.add_argument(
+        "--ahead-s",
+        type=float,
+        default=3.0,
+        help="music generated ahead of the play head, s (default 3)",
+    )
+    g.add_argument(
+        "--warm-up-s",
+        type=float,
+        default=4.0,
+        help="noise heard before the music starts, s (default 4)",
+    )
+    g.add_argument(
+        "--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)"
+    )
+    g.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="write noise.wav, music.wav, lane.csv, lane.json and session.json to DIR at the end",
+    )
     g.add_argument("--force", action="store_true", help="overwrite files in the --record folder")
-    g.add_argument("--osc", metavar="HOST:PORT",
-                   help="send the meter (coverage, lambda, loudness) as OSC messages to HOST:PORT")
-    g.add_argument("--json", action="store_true", help="print the session's counters as JSON at the end")
+    g.add_argument(
+        "--osc",
+        metavar="HOST:PORT",
+        help="send the meter (coverage, lambda, loudness) as OSC messages to HOST:PORT",
+    )
+    g.add_argument(
+        "--json", action="store_true", help="print the session's counters as JSON at the end"
+    )
     p.set_defaults(func=cmd_live)
 
 
@@ -80,7 +117,9 @@ class OscMeter:
         for packet in (
             encode_message(PREFIX + "meter", OSC_JOB_ID, t, float(point.coverage)),
             encode_message(PREFIX + "lane", OSC_JOB_ID, t, float(point.lambda_db)),
-            encode_message(PREFIX + "loudness", OSC_JOB_ID, t, float(point.noise_lufs), float(point.music_lufs)),
+            encode_message(
+                PREFIX + "loudness", OSC_JOB_ID, t, float(point.noise_lufs), float(point.music_lufs)
+            ),
         ):
             try:
                 self.sock.sendto(packet, self.address)
@@ -113,9 +152,10 @@ def cmd_live(args: argparse.Namespace) -> int:
     meter = OscMeter(parse_host_port(args.osc)) if args.osc else None
     engine = LiveEngine(request, settings, on_meter=meter)
     _one_torch_thread()
-    split = [p.strip() for p in args.inputs.split(",") if p.strip()], [
-        p.strip() for p in args.outputs.split(",") if p.strip()
-    ]
+    split = (
+        [p.strip() for p in args.inputs.split(",") if p.strip()],
+        [p.strip() for p in args.outputs.split(",") if p.strip()],
+    )
     stream = open_stream(
         engine,
         args.backend,
@@ -169,4 +209,3 @@ def _one_torch_thread() -> None:
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-

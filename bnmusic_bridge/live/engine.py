@@ -132,13 +132,22 @@ class LiveSettings:
                 "only (run the JACK server or the device at 44.1 kHz)"
             )
         if not MIN_BLOCK <= self.max_block <= MAX_BLOCK:
-            raise ParameterError(f"max_block must be {MIN_BLOCK}..{MAX_BLOCK} frames, got {self.max_block}")
+            raise ParameterError(
+                f"max_block must be {MIN_BLOCK}..{MAX_BLOCK} frames, got {self.max_block}"
+            )
         if not 1 <= self.input_channels <= 8 or not 1 <= self.output_channels <= 8:
             raise ParameterError(
                 f"input_channels and output_channels must be 1..8, got {self.input_channels}, "
                 f"{self.output_channels}"
             )
-        for name in ("ahead_s", "warm_up_s", "history_s", "analysis_hop_s", "lane_lead_s", "start_lead_s"):
+        for name in (
+            "ahead_s",
+            "warm_up_s",
+            "history_s",
+            "analysis_hop_s",
+            "lane_lead_s",
+            "start_lead_s",
+        ):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ParameterError(f"{name} must be a positive number of seconds, got {v!r}")
@@ -290,7 +299,9 @@ class LiveEngine:
             )
         s = settings or LiveSettings()
         if s.ahead_s < req.lane_window_s:
-            raise ParameterError(f"ahead_s={s.ahead_s} must be at least lane_window_s={req.lane_window_s}")
+            raise ParameterError(
+                f"ahead_s={s.ahead_s} must be at least lane_window_s={req.lane_window_s}"
+            )
         self.request = req
         self.settings = s
         self.on_meter = on_meter
@@ -312,7 +323,9 @@ class LiveEngine:
         self._tex = np.zeros((2, n), dtype=np.float32)
         self._tmp = np.zeros((2, n), dtype=np.float32)
         self._w = np.zeros(n, dtype=np.float32)
-        self._ramps: dict[int, np.ndarray] = {}  # block size -> (k + 1) / n ramp, filled outside the callback
+        self._ramps: dict[
+            int, np.ndarray
+        ] = {}  # block size -> (k + 1) / n ramp, filled outside the callback
         self._mix = 0.0  # weight of the live music (1) vs the fallback (0)
         self._on_music = False
         self._gain_prev = 0.0
@@ -360,13 +373,15 @@ class LiveEngine:
 
         ring = self.music_ring
         music = self._music[:, :n]
-        got = ring.read_into(music, pos, n)
+        ring.read_into(music, pos, n)  # zeros where nothing valid is buffered
         ahead = ring.write_pos - pos if pos >= ring.valid_from else 0
         if self._on_music:
             if ahead < n + XFADE_SAMPLES:
                 self._on_music = False
                 self.stats.underruns += 1
-        elif ahead >= n + XFADE_SAMPLES + (RESUME_MARGIN_S * s.sample_rate_hz if self._started_music else 0):
+        elif ahead >= n + XFADE_SAMPLES + (
+            RESUME_MARGIN_S * s.sample_rate_hz if self._started_music else 0
+        ):
             self._on_music = True
             if not self._started_music:
                 self._started_music = True
@@ -392,7 +407,9 @@ class LiveEngine:
             tex -= tmp
             music += tex
         else:
-            self._tex_pos = (self._tex_pos + n) % self.texture.shape[1] if self.texture is not None else 0
+            self._tex_pos = (
+                (self._tex_pos + n) % self.texture.shape[1] if self.texture is not None else 0
+            )
         self._mix = m1
         if m1 == 1.0:
             self._texture_live = True
@@ -466,7 +483,9 @@ class LiveEngine:
         """Start the worker thread (``threaded``) or leave the worker to :meth:`step`."""
         if threaded and self._thread is None:
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run_worker, name="bnmusic-live-worker", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run_worker, name="bnmusic-live-worker", daemon=True
+            )
             self._thread.start()
 
     def step(self) -> bool:
@@ -594,8 +613,12 @@ class LiveWorker:
         self.lane_y = np.zeros(_LANE_RING_FRAMES)  # the lane as written, dB (total gain)
         self.rewind_to: int | None = None  # first frame to rewrite after a new solve
         self.unity_db = 0.0
-        self.noise_levels: deque[float] = deque(maxlen=max(1, int(UNITY_HISTORY_S / req.lane_hop_s)))
-        self.music_levels: deque[float] = deque(maxlen=max(1, int(UNITY_HISTORY_S * self.sr / CHUNK_SAMPLES)))
+        self.noise_levels: deque[float] = deque(
+            maxlen=max(1, int(UNITY_HISTORY_S / req.lane_hop_s))
+        )
+        self.music_levels: deque[float] = deque(
+            maxlen=max(1, int(UNITY_HISTORY_S * self.sr / CHUNK_SAMPLES))
+        )
         self.meter: list[MeterPoint] = []
         # recording
         self.rec_noise: list[np.ndarray] = []
@@ -710,7 +733,9 @@ class LiveWorker:
         st.tempo_bpm, st.key, st.style = float(plan.tempo_bpm), plan.key_name, plan.style.name
         st.plans.append(
             {
-                "from_s": (self.origin + self.next_chunk * self.chunk) / self.sr if self.origin is not None else 0.0,
+                "from_s": (self.origin + self.next_chunk * self.chunk) / self.sr
+                if self.origin is not None
+                else 0.0,
                 "tempo_bpm": round(float(plan.tempo_bpm), 3),
                 "tempo_source": plan.tempo_source,
                 "key": plan.key_name,
@@ -851,7 +876,11 @@ class LiveWorker:
         need = field.required_gain()[mask]
         # music_mel was scaled by unity: the field's gains are relative to the matched music
         cov = float(np.mean(need <= 10.0 ** (lam / 20.0))) if need.size else 1.0
-        music_lufs = (_power_mean_db(self.music_levels) if self.music_levels else -70.0) + self.unity_db + lam
+        music_lufs = (
+            (_power_mean_db(self.music_levels) if self.music_levels else -70.0)
+            + self.unity_db
+            + lam
+        )
         point = MeterPoint(
             time_s=end * HOP_SAMPLES / self.sr,
             coverage=cov,
@@ -914,7 +943,11 @@ class LiveWorker:
 
     def recording(self) -> LiveRecording:
         noise = np.concatenate(self.rec_noise) if self.rec_noise else np.zeros(0, np.float32)
-        music = np.concatenate(self.rec_music, axis=1) if self.rec_music else np.zeros((2, 0), np.float32)
+        music = (
+            np.concatenate(self.rec_music, axis=1)
+            if self.rec_music
+            else np.zeros((2, 0), np.float32)
+        )
         lane: dict[int, tuple[float, float]] = {}
         for f, lam, g in self.rec_lane:
             lane[f] = (lam, g)  # a rewrite (after a late worker) replaces the frame
@@ -969,7 +1002,13 @@ def run_offline(
     if x.ndim == 2:
         x = x.mean(axis=0)
     base = settings or LiveSettings()
-    s = replace(base, sample_rate_hz=sample_rate_hz, record=True, input_channels=1, max_block=max(block, MIN_BLOCK))
+    s = replace(
+        base,
+        sample_rate_hz=sample_rate_hz,
+        record=True,
+        input_channels=1,
+        max_block=max(block, MIN_BLOCK),
+    )
     engine = LiveEngine(request, s)
     engine.ramp_for(block)
     engine.start(threaded=False)

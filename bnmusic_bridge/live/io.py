@@ -10,6 +10,7 @@ Both modules are imported only when a stream is opened (the ``live`` extra).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -80,7 +81,9 @@ class JackStream:
         try:
             self.client = jack.Client(client_name, servername=server_name, no_start_server=True)
         except jack.JackOpenError as e:
-            raise LiveIOError(f"no JACK server {server_name or '(default)'} to connect to: {e}") from e
+            raise LiveIOError(
+                f"no JACK server {server_name or '(default)'} to connect to: {e}"
+            ) from e
         s = engine.settings
         c = self.client
         if c.samplerate != s.sample_rate_hz:
@@ -90,7 +93,9 @@ class JackStream:
             )
         if c.blocksize > s.max_block:
             c.close()
-            raise LiveIOError(f"the JACK period is {c.blocksize} frames; the engine takes at most {s.max_block}")
+            raise LiveIOError(
+                f"the JACK period is {c.blocksize} frames; the engine takes at most {s.max_block}"
+            )
         self.inports = [c.inports.register(f"in_{i + 1}") for i in range(s.input_channels)]
         self.outports = [c.outports.register(f"out_{i + 1}") for i in range(s.output_channels)]
         self._in = np.zeros((s.input_channels, s.max_block), dtype=np.float32)
@@ -144,10 +149,8 @@ class JackStream:
 
     def close(self) -> None:
         """Deactivate and close the client (idempotent)."""
-        try:
+        with contextlib.suppress(Exception):  # closing after a server shutdown
             self.client.deactivate()
-        except Exception:  # noqa: BLE001 - closing after a server shutdown
-            pass
         self.client.close()
 
 
@@ -158,7 +161,9 @@ class DeviceStream:
         try:
             import sounddevice as sd
         except (ImportError, OSError) as e:  # pragma: no cover - depends on the install
-            raise LiveIOError(f"the default-device backend needs sounddevice and PortAudio: {e}") from e
+            raise LiveIOError(
+                f"the default-device backend needs sounddevice and PortAudio: {e}"
+            ) from e
         s = engine.settings
         if not 64 <= block <= s.max_block:
             raise ParameterError(f"--block must be 64..{s.max_block} frames, got {block}")
@@ -182,9 +187,13 @@ class DeviceStream:
                 device=device,
             )
         except Exception as e:  # noqa: BLE001 - PortAudio errors have no common base
-            raise LiveIOError(f"could not open the default sound device at {s.sample_rate_hz} Hz: {e}") from e
+            raise LiveIOError(
+                f"could not open the default sound device at {s.sample_rate_hz} Hz: {e}"
+            ) from e
 
-    def _callback(self, indata: np.ndarray, outdata: np.ndarray, frames: int, t: Any, status: Any) -> None:
+    def _callback(
+        self, indata: np.ndarray, outdata: np.ndarray, frames: int, t: Any, status: Any
+    ) -> None:
         if status.input_overflow or status.output_underflow:
             self.info.xruns += 1
             self.info.xrun_times_s.append(self.engine.pos / self.engine.settings.sample_rate_hz)
@@ -267,18 +276,25 @@ def write_recording(
     if not force:
         taken = [n for n in RECORD_FILES if (d / n).exists()]
         if taken:
-            raise OutputExistsError(f"{d}: {', '.join(taken)} exist already; pass --force to overwrite")
+            raise OutputExistsError(
+                f"{d}: {', '.join(taken)} exist already; pass --force to overwrite"
+            )
     sr = rec.sample_rate_hz
     out = [
         write_audio(d / "noise.wav", rec.noise[None, :], sr, bit_depth=32, force=force),
         write_audio(d / "music.wav", rec.music, sr, bit_depth=32, force=force),
     ]
     rows = ["time_s,lambda_db,gain_db"] + [
-        f"{t:.2f},{lam:.3f},{g:.3f}" for t, lam, g in zip(rec.lane_times_s, rec.lane_db, rec.gain_db, strict=True)
+        f"{t:.2f},{lam:.3f},{g:.3f}"
+        for t, lam, g in zip(rec.lane_times_s, rec.lane_db, rec.gain_db, strict=True)
     ]
     out.append(write_bytes_atomic(d / "lane.csv", ("\n".join(rows) + "\n").encode(), force=force))
     lane = {
-        "units": {"time": "s", "lambda": "dB re the loudness-matched music", "gain": "dB on the generator output"},
+        "units": {
+            "time": "s",
+            "lambda": "dB re the loudness-matched music",
+            "gain": "dB on the generator output",
+        },
         "time_s": [round(float(t), 2) for t in rec.lane_times_s],
         "lambda_db": [round(float(v), 3) for v in rec.lane_db],
         "gain_db": [round(float(v), 3) for v in rec.gain_db],
@@ -290,9 +306,16 @@ def write_recording(
         "stats": rec.stats.as_dict(),
         "stream": None if info is None else info.__dict__,
         "meter": [
-            {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.__dict__.items()}
+            {
+                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in m.__dict__.items()
+            }
             for m in rec.meter
         ],
     }
-    out.append(write_bytes_atomic(d / "session.json", json.dumps(session, indent=1, default=str).encode(), force=force))
+    out.append(
+        write_bytes_atomic(
+            d / "session.json", json.dumps(session, indent=1, default=str).encode(), force=force
+        )
+    )
     return out

@@ -31,7 +31,9 @@ class SampleRing:
 
     def __init__(self, channels: int, capacity: int) -> None:
         if channels < 1 or capacity < 1:
-            raise ParameterError(f"ring needs channels >= 1 and capacity >= 1, got {channels}, {capacity}")
+            raise ParameterError(
+                f"ring needs channels >= 1 and capacity >= 1, got {channels}, {capacity}"
+            )
         self.buffer = np.zeros((channels, capacity), dtype=np.float32)
         self.capacity = capacity
         self.write_pos = 0
