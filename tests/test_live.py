@@ -183,3 +183,27 @@ def test_lane_frames_are_written_on_the_10_ms_grid() -> None:
     frames = np.round(rec.lane_times_s * SR / HOP_SAMPLES)
     assert np.all(np.diff(frames) == 1)
     assert np.all(np.isfinite(rec.lane_db)) and rec.lane_db.size > 200
+
+
+def test_the_device_callback_maps_interleaved_buffers() -> None:
+    from types import SimpleNamespace
+
+    from bnmusic_bridge.live.io import StreamInfo, device_callback
+
+    engine = LiveEngine(
+        RenderRequest(), LiveSettings(input_channels=2, output_channels=3, monitor=True)
+    )
+    info = StreamInfo(backend="device", sample_rate_hz=SR, block=128)
+    indata = np.zeros((128, 2), dtype=np.float32)
+    indata[:, 0], indata[:, 1] = 0.2, 0.4  # interleaved: frames x channels
+    outdata = np.full((128, 3), 9.0, dtype=np.float32)
+    ok = SimpleNamespace(input_overflow=False, output_underflow=False)
+    device_callback(engine, info, indata, outdata, ok)
+    # before the music starts: silence plus the monitor (the inputs' mono mix, 0.3)
+    assert np.allclose(outdata, 0.3)
+    assert engine.noise_ring.write_pos == 128
+    assert np.allclose(engine.noise_ring.buffer[0, :128], 0.3)
+    device_callback(
+        engine, info, indata, outdata, SimpleNamespace(input_overflow=True, output_underflow=False)
+    )
+    assert info.xruns == 1 and engine.pos == 256

@@ -30,7 +30,10 @@ from bnmusic_bridge.live import LiveSettings, lane_latency_s
 from bnmusic_bridge.request import RenderRequest
 from tests.noise_signals import clacks
 
-jack = pytest.importorskip("jack", reason="JACK-Client (python jack module) not installed")
+try:
+    import jack
+except (ImportError, OSError) as _e:  # OSError: JACK-Client present, libjack missing
+    pytest.skip(f"JACK-Client or libjack not installed: {_e}", allow_module_level=True)
 if shutil.which("jackd") is None:
     pytest.skip("jackd (Debian jackd2) not installed", allow_module_level=True)
 

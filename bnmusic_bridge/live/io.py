@@ -194,11 +194,7 @@ class DeviceStream:
     def _callback(
         self, indata: np.ndarray, outdata: np.ndarray, frames: int, t: Any, status: Any
     ) -> None:
-        if status.input_overflow or status.output_underflow:
-            self.info.xruns += 1
-            self.info.xrun_times_s.append(self.engine.pos / self.engine.settings.sample_rate_hz)
-        noise = indata[:, 0] if indata.shape[1] == 1 else indata.T
-        self.engine.process(noise, outdata.T)
+        device_callback(self.engine, self.info, indata, outdata, status)
 
     def start(self) -> None:
         self.stream.start()
@@ -206,6 +202,19 @@ class DeviceStream:
     def close(self) -> None:
         self.stream.stop()
         self.stream.close()
+
+
+def device_callback(
+    engine: LiveEngine, info: StreamInfo, indata: np.ndarray, outdata: np.ndarray, status: Any
+) -> None:
+    """PortAudio's callback body: ``indata``/``outdata`` are ``(frames, channels)``
+    (interleaved, as sounddevice gives them); the engine takes ``(channels, frames)``
+    views of them (no copy). An input overflow or output underflow counts as an xrun."""
+    if status.input_overflow or status.output_underflow:
+        info.xruns += 1
+        info.xrun_times_s.append(engine.pos / engine.settings.sample_rate_hz)
+    noise = indata[:, 0] if indata.shape[1] == 1 else indata.T
+    engine.process(noise, outdata.T)
 
 
 def open_stream(
@@ -230,9 +239,14 @@ def open_stream(
                 connect_inputs=connect_inputs,
                 connect_outputs=connect_outputs,
             )
-        except LiveIOError:
+        except LiveIOError as e:
             if backend == "jack":
                 raise
+            jack_error = e
+        try:
+            return DeviceStream(engine, block=block)
+        except LiveIOError as e:
+            raise LiveIOError(f"{jack_error}; and no default device either: {e}") from e
     return DeviceStream(engine, block=block)
 
 
