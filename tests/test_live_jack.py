@@ -1,6 +1,7 @@
 """``bnmusic live`` on a real JACK server (jackd2's dummy driver), in real time.
 
-One 60 s session (the dummy driver runs in real time; the three tests share it): a
+One 60 s session (the dummy driver runs in real time; the tests share it), ended by
+SIGINT as Ctrl-C would: a
 noise player client (clacks, 10 dB louder from 40 s of its own time on), the engine as
 ``python -m bnmusic_bridge live`` in its own process (its ports connected to the player
 and to a recorder client), and the recorder keeping the output with each cycle's JACK
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -82,13 +84,13 @@ def session(jack_server, tmp_path_factory):  # type: ignore[no-untyped-def]
     noise[int(STEP_AT_S * SR) :] *= np.float32(10.0 ** (10.0 / 20.0))
 
     player = jack.Client("player", servername=server, no_start_server=True)
-    out = player.outports.register("out_1")
+    player_out = player.outports.register("out_1")
     pos = [0]
 
     @player.set_process_callback
     def play(frames: int) -> None:
         p = pos[0]
-        buf = out.get_array()
+        buf = player_out.get_array()
         if p + frames <= noise.size:
             buf[:] = noise[p : p + frames]
         else:
@@ -117,23 +119,35 @@ def session(jack_server, tmp_path_factory):  # type: ignore[no-untyped-def]
     folder = tmp_path_factory.mktemp("live") / "session"
     player.activate()
     recorder.activate()
+    logs = tmp_path_factory.mktemp("live_logs")
     try:
-        run = subprocess.run(
-            [
-                sys.executable, "-m", "bnmusic_bridge", "live",
-                "--backend", "jack", "--jack-server", server, "--client-name", "engine",
-                "--inputs", "player:out_1", "--outputs", "recorder:in_1,recorder:in_2",
-                "--duration", str(RUN_S), "--record", str(folder), "--json",
-                "--osc", f"127.0.0.1:{meter.getsockname()[1]}",
-            ],
-            cwd=REPO, capture_output=True, text=True, timeout=RUN_S + 90.0,
-        )  # fmt: skip
+        # files, not pipes: nothing can stall on a full pipe while the session runs
+        with open(logs / "out", "w") as out_f, open(logs / "err", "w") as err_f:
+            proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "bnmusic_bridge", "live",
+                    "--backend", "jack", "--jack-server", server, "--client-name", "engine",
+                    "--inputs", "player:out_1", "--outputs", "recorder:in_1,recorder:in_2",
+                    "--record", str(folder), "--json",
+                    "--osc", f"127.0.0.1:{meter.getsockname()[1]}",
+                ],
+                cwd=REPO, stdout=out_f, stderr=err_f, text=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 90.0
+        while "bnmusic live: jack" not in (logs / "err").read_text():
+            assert proc.poll() is None, (logs / "err").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the live command did not start streaming"
+            time.sleep(0.2)
+        time.sleep(RUN_S)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: how a live session ends
+        proc.wait(timeout=90)
+        out, err = (logs / "out").read_text(), (logs / "err").read_text()
     finally:
         recorder.deactivate()
         player.deactivate()
         recorder.close()
         player.close()
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert proc.returncode == 0, err[-2000:]
     packets = []
     while True:
         try:
@@ -143,7 +157,8 @@ def session(jack_server, tmp_path_factory):  # type: ignore[no-untyped-def]
     meter.close()
     n = count[0]
     return {
-        "summary": json.loads(run.stdout),
+        "summary": json.loads(out),
+        "stderr": err,
         "folder": folder,
         "recorded": rec[:, : n * PERIOD],
         "frame_times": frame_times[:n],
@@ -220,3 +235,14 @@ def test_the_meter_reaches_osc_subscribers(session) -> None:  # type: ignore[no-
     assert addresses.count("/bnmusic/loudness") == addresses.count("/bnmusic/meter")
     first = decode_message(session["osc"][0])
     assert first.address == "/bnmusic/meter" and first.args[0].value == "live"
+
+
+def test_ctrl_c_stops_cleanly_and_writes_the_recording(session) -> None:  # type: ignore[no-untyped-def]
+    # the session ended with SIGINT (Ctrl-C): exit status 0 (asserted in the fixture),
+    # the stream closed, the recording complete and no temporary file left behind
+    assert "bnmusic live: stopped" in session["stderr"]
+    folder = session["folder"]
+    assert not [p.name for p in folder.iterdir() if ".tmp" in p.name or p.name.startswith(".")]
+    recorded = json.loads((folder / "session.json").read_text())
+    assert recorded["duration_s"] >= 0.9 * RUN_S
+    assert recorded["stats"]["frames"] == session["summary"]["stats"]["frames"]
