@@ -11,6 +11,7 @@ import argparse
 import json
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     from bnmusic_bridge.live.io import open_stream, run_stream, write_recording
 
     request = build_request(args)
-    settings = LiveSettings(
+    base = LiveSettings(
         input_channels=args.input_channels,
         output_channels=args.output_channels,
         monitor=args.monitor,
@@ -150,14 +151,18 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.record is not None:
         check_output_dir(args.record)
     meter = OscMeter(parse_host_port(args.osc)) if args.osc else None
-    engine = LiveEngine(request, settings, on_meter=meter)
+    LiveEngine(request, base)  # refuse a bad request or settings before any audio opens
     _one_torch_thread()
+
+    def make_engine(rate: int) -> LiveEngine:
+        return LiveEngine(request, replace(base, sample_rate_hz=rate), on_meter=meter)
+
     split = (
         [p.strip() for p in args.inputs.split(",") if p.strip()],
         [p.strip() for p in args.outputs.split(",") if p.strip()],
     )
     stream = open_stream(
-        engine,
+        make_engine,
         args.backend,
         client_name=args.client_name,
         server_name=args.jack_server,
@@ -165,7 +170,8 @@ def cmd_live(args: argparse.Namespace) -> int:
         connect_outputs=split[1],
         block=args.block,
     )
-    info = stream.info
+    info, engine = stream.info, stream.engine
+    settings = engine.settings
     print(
         f"bnmusic live: {info.backend} at {info.sample_rate_hz} Hz, {info.block}-frame blocks; "
         f"music after {settings.warm_up_s:g} s; lane latency {lane_latency_s(request, settings):.2f} s; "

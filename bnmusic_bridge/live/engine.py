@@ -33,6 +33,7 @@ render's lambda), the matching itself over the last :data:`UNITY_HISTORY_S`.
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 import time
@@ -89,8 +90,9 @@ class LiveSettings:
     """How the live engine runs (the music and Stage 2 come from the request).
 
     Attributes:
-        sample_rate_hz: the stream's rate; 44,100 Hz (the generator's and analysis'
-            rate; other rates are refused).
+        sample_rate_hz: the stream's rate, Hz. The worker analyses and generates at
+            44,100 Hz; at any other rate it resamples the noise it drains and the music
+            it writes (soxr, streaming), never in the callback.
         max_block: largest block :meth:`LiveEngine.process` is given, frames (64..4096).
         input_channels: noise channels per block (mixed to mono for the analysis).
         output_channels: output channels (music stereo: 1 = mono mix, 2 = L/R, more =
@@ -126,10 +128,9 @@ class LiveSettings:
     record: bool = False
 
     def __post_init__(self) -> None:
-        if self.sample_rate_hz != SAMPLE_RATE_HZ:
+        if not 8_000 <= self.sample_rate_hz <= 192_000:
             raise ParameterError(
-                f"sample_rate_hz={self.sample_rate_hz}: the live engine runs at {SAMPLE_RATE_HZ} Hz "
-                "only (run the JACK server or the device at 44.1 kHz)"
+                f"sample_rate_hz={self.sample_rate_hz} is out of range 8000..192000 Hz"
             )
         if not MIN_BLOCK <= self.max_block <= MAX_BLOCK:
             raise ParameterError(
@@ -309,7 +310,7 @@ class LiveEngine:
         from ..generators.procedural import CHUNK_SAMPLES
 
         self.noise_ring = SampleRing(1, int((_MEL_HISTORY_S / 4) * sr))
-        self.music_ring = SampleRing(2, int(s.ahead_s * sr) + 3 * CHUNK_SAMPLES)
+        self.music_ring = SampleRing(2, int((s.ahead_s + 3 * CHUNK_SAMPLES / SAMPLE_RATE_HZ) * sr))
         self.out_ring = SampleRing(2, int(10.0 * sr)) if s.record else None
         self.lane_gain = np.zeros(_LANE_RING_FRAMES)  # linear, per 10 ms frame
         self.lane_write_frame = 0
@@ -334,6 +335,7 @@ class LiveEngine:
         self._texture_live = False
         self.worker = LiveWorker(self)
         self._thread: threading.Thread | None = None
+        self._gc_was_enabled = True
         self._stop = threading.Event()
         self.error: BaseException | None = None
         for size in (64, 128, 256, 512, 1024, 2048, 4096):
@@ -466,11 +468,12 @@ class LiveEngine:
         wf = self.lane_write_frame
         if wf == 0:
             return 0.0
-        f = sample // HOP_SAMPLES
+        rate = self.settings.sample_rate_hz
+        f = sample * 100 // rate  # the lane's 10 ms frames
         cap = _LANE_RING_FRAMES
         lane = self.lane_gain
         if f + 1 < wf and f >= wf - cap + 1:
-            frac = (sample - f * HOP_SAMPLES) / HOP_SAMPLES
+            frac = (sample * 100 - f * rate) / rate
             a = lane[f % cap]
             return float(a + (lane[(f + 1) % cap] - a) * frac)
         if f + 1 >= wf and self._started_music:
@@ -482,6 +485,14 @@ class LiveEngine:
     def start(self, threaded: bool = True) -> None:
         """Start the worker thread (``threaded``) or leave the worker to :meth:`step`."""
         if threaded and self._thread is None:
+            # Python's cyclic GC runs in whichever thread allocates when its counters
+            # trip: that can be the audio callback. Freeze what exists (full collections
+            # then skip it), switch automatic collection off, and let the worker collect
+            # the young generations between its jobs; stop() restores the GC.
+            self._gc_was_enabled = gc.isenabled()
+            gc.collect()
+            gc.freeze()
+            gc.disable()
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._run_worker, name="bnmusic-live-worker", daemon=True
@@ -494,8 +505,12 @@ class LiveEngine:
 
     def _run_worker(self) -> None:
         t0 = time.thread_time()
+        next_gc = time.monotonic()
         try:
             while not self._stop.is_set():
+                if time.monotonic() >= next_gc:
+                    gc.collect(1)  # the young generations: quick, and here, not in the callback
+                    next_gc = time.monotonic() + 1.0
                 if not self.worker.step():
                     time.sleep(0.005)  # polling: the callback never signals (no lock there)
                 self.stats.worker_cpu_s = time.thread_time() - t0
@@ -510,6 +525,9 @@ class LiveEngine:
             self._stop.set()
             self._thread.join(timeout=10.0)
             self._thread = None
+            gc.unfreeze()
+            if self._gc_was_enabled:
+                gc.enable()
         self.worker.drain_record()
         return self.stats
 
@@ -586,7 +604,17 @@ class LiveWorker:
 
         self.e = engine
         req, s = engine.request, engine.settings
-        self.sr = s.sample_rate_hz
+        self.sr = SAMPLE_RATE_HZ  # the worker's own rate: analysis and generation
+        self.rate = s.sample_rate_hz  # the stream's
+        self.ratio = self.rate / self.sr
+        self.noise_rs: Any = None
+        self.music_rs: Any = None
+        if self.rate != self.sr:
+            import soxr
+
+            self.noise_rs = soxr.ResampleStream(self.rate, self.sr, 1, dtype="float32")
+        self.noise_in = 0  # noise samples in the history (the worker's rate)
+        self.music_written = 0  # end of the generated music (the worker's rate)
         self.chunk = CHUNK_SAMPLES
         self.gen_settings = GenerationSettings.from_request(req)
         self.options = parse_options(req.generator_params)
@@ -650,14 +678,22 @@ class LiveWorker:
             return False
         if wp - self.noise_pos > ring.capacity:
             self.e.stats.noise_overruns += 1
+            lost = wp - ring.capacity - self.noise_pos
             self.noise_pos = wp - ring.capacity
+            self.noise_in += int(round(lost / self.ratio))  # keep the timelines in step
+            if self.noise_rs is not None:
+                import soxr
+
+                self.noise_rs = soxr.ResampleStream(self.rate, self.sr, 1, dtype="float32")
         block = ring.copy_range(self.noise_pos, wp - self.noise_pos)
-        self.noise.put_at(self.noise_pos, block)
         if self.e.settings.record:
             self.rec_noise.append(block[0].copy())
         self.noise_pos = wp
+        x = block if self.noise_rs is None else self.noise_rs.resample_chunk(block[0])[None, :]
+        self.noise.put_at(self.noise_in, x)
+        self.noise_in += x.shape[1]
         # mel frames with their full right context
-        ready = (self.noise_pos - 1 - MEL_CONTEXT_FRAMES * HOP_SAMPLES) // HOP_SAMPLES + 1
+        ready = (self.noise_in - 1 - MEL_CONTEXT_FRAMES * HOP_SAMPLES) // HOP_SAMPLES + 1
         if ready - self.noise_mel_done >= MEL_BATCH_FRAMES:
             f0 = max(self.noise_mel_done, ready - self.noise_mel.capacity + 1)
             mel = _mel_frames(lambda a, b: self.noise.get(a, b)[0], f0, ready)
@@ -677,7 +713,7 @@ class LiveWorker:
         analysis = self._analysis(f0, f1)
         self.e.stats.analyses += 1
         if self.origin is None:
-            self.origin = self.e.pos + int(s.start_lead_s * self.sr)
+            self.origin = self._play() + int(s.start_lead_s * self.sr)
             self.next_chunk = 0
             self.music_mel_done = self.origin // HOP_SAMPLES
         candidate = self._plan(analysis, f0 * HOP_SAMPLES)
@@ -753,25 +789,28 @@ class LiveWorker:
         did = False
         while True:
             start = self.origin + self.next_chunk * self.chunk
-            if start >= e.pos + s.ahead_s * self.sr:
+            play = self._play()
+            if start >= play + s.ahead_s * self.sr:
                 break
-            if start + self.chunk <= e.pos + XFADE_SAMPLES:
+            if start + self.chunk <= play + XFADE_SAMPLES:
                 # Fell behind the play head: skip to a chunk that can still be played.
-                ahead = e.pos + XFADE_SAMPLES + int(0.2 * self.sr) - self.origin
+                ahead = play + XFADE_SAMPLES + int(0.2 * self.sr) - self.origin
                 self.next_chunk = max(self.next_chunk + 1, -(-ahead // self.chunk))
                 from ..generators.procedural import TimelineRenderer
 
                 self.renderer = TimelineRenderer(self.plan, first_chunk=self.next_chunk)
                 self.fade_from = None
+                self.music_rs = None  # a gap: the resampler starts afresh
                 continue
-            if ring.write_pos > ring.read_pos and ring.free() < self.chunk:
+            if ring.write_pos > ring.read_pos and ring.free() < self.chunk * self.ratio + 64:
                 break
-            if start < ring.write_pos:
+            if start < self.music_written:
                 break  # already written (cannot happen; guards the ring)
             audio = self._render_chunk(self.next_chunk)
             if e.texture is None:
                 e.texture = self._make_texture()
-            ring.write_at(start, audio)
+            self._write_music(start, audio)
+            self.music_written = start + audio.shape[1]
             self.music_mono.put_at(start, audio.mean(axis=0, keepdims=True))
             lufs = integrated_lufs(audio, self.sr)
             if lufs > -70.0:
@@ -779,6 +818,29 @@ class LiveWorker:
             self.next_chunk += 1
             did = True
         return did
+
+    def _play(self) -> int:
+        """The play head on the worker's (44.1 kHz) timeline, samples."""
+        return int(self.e.pos / self.ratio)
+
+    def _write_music(self, start: int, audio: np.ndarray) -> None:
+        """Music generated for ``start`` (worker rate) into the ring at the stream's rate."""
+        ring = self.e.music_ring
+        if self.rate == self.sr:
+            ring.write_at(start, audio)
+            return
+        if self.music_rs is None or start != self.music_written:
+            import soxr
+
+            # (re)start the streaming resampler at this chunk; its output starts at the
+            # chunk's place on the stream's timeline (its small delay is ignored: under 1 ms)
+            self.music_rs = soxr.ResampleStream(self.sr, self.rate, 2, dtype="float32")
+            out = self.music_rs.resample_chunk(np.ascontiguousarray(audio.T))
+            ring.write_at(max(ring.write_pos, int(round(start * self.ratio))), out.T)
+            return
+        ring.write_from(
+            np.ascontiguousarray(self.music_rs.resample_chunk(np.ascontiguousarray(audio.T)).T)
+        )
 
     def _render_chunk(self, c: int) -> np.ndarray:
         from ..generators.procedural import CHUNK_SAMPLES
@@ -799,14 +861,18 @@ class LiveWorker:
         x = min(XFADE_SAMPLES, bar // 2)
         a = int(round((plan.phase_s + plan.bar_s) * self.sr))
         seg = self.renderer.render(a, bar + x)
+        if self.rate != self.sr:
+            import soxr
+
+            seg = np.ascontiguousarray(soxr.resample(seg.T, self.sr, self.rate).T, dtype=np.float32)
+            bar, x = int(round(bar * self.ratio)), int(round(x * self.ratio))
         loop = seg[:, :bar].copy()
         t = np.linspace(0.0, math.pi / 2.0, x, dtype=np.float32)
         loop[:, :x] = seg[:, :x] * np.sin(t) + seg[:, bar : bar + x] * np.cos(t)
         return np.ascontiguousarray(loop, dtype=np.float32)
 
     def _music_mel(self) -> bool:
-        ring = self.e.music_ring
-        ready = (ring.write_pos - 1 - MEL_CONTEXT_FRAMES * HOP_SAMPLES) // HOP_SAMPLES + 1
+        ready = (self.music_written - 1 - MEL_CONTEXT_FRAMES * HOP_SAMPLES) // HOP_SAMPLES + 1
         if ready - self.music_mel_done < 64:
             return False
         f0 = max(self.music_mel_done, ready - 1024)
@@ -867,7 +933,7 @@ class LiveWorker:
             # Rewrite the lane not yet played from the new target on, so the lead written
             # ahead adds no latency. The callback ramps from the gain it last applied, so
             # a frame changed under it only changes a ramp's slope: no step.
-            safe = (e.pos + e.settings.max_block) // HOP_SAMPLES + 2
+            safe = (self._play() + int(e.settings.max_block / self.ratio)) // HOP_SAMPLES + 2
             if e.lane_write_frame > safe:
                 self.lane_db = float(self.lane_y[(safe - 1) % _LANE_RING_FRAMES])
                 self.rewind_to = safe
@@ -903,7 +969,7 @@ class LiveWorker:
         if self.target_db is None or self.lane_db is None:
             return False
         target_db = self.target_db
-        play = e.pos // HOP_SAMPLES
+        play = self._play() // HOP_SAMPLES
         first = max(e.lane_write_frame, play)
         if self.rewind_to is not None:
             first, self.rewind_to = self.rewind_to, None
@@ -953,7 +1019,7 @@ class LiveWorker:
             lane[f] = (lam, g)  # a rewrite (after a late worker) replaces the frame
         frames = np.array(sorted(lane), dtype=np.int64)
         return LiveRecording(
-            sample_rate_hz=self.sr,
+            sample_rate_hz=self.rate,
             noise=noise,
             music=music,
             lane_times_s=frames * HOP_SAMPLES / self.sr,
@@ -993,7 +1059,7 @@ def run_offline(
 
     Args:
         noise: float ``(samples,)`` or ``(channels, samples)``, linear.
-        sample_rate_hz: 44,100.
+        sample_rate_hz: the recording's rate, Hz (the stream's).
         request: the render request.
         block: frames per block (64..4096).
         settings: stream controls (``record`` is forced on).

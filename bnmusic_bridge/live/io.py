@@ -14,7 +14,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ class JackStream:
     """The engine as a JACK client: ``in_1..in_N`` and ``out_1..out_M`` ports.
 
     Args:
-        engine: the engine (its settings give the channel counts; 44.1 kHz).
+        make_engine: builds the engine for the server's sample rate (Hz).
         client_name: the JACK client's name.
         server_name: the JACK server to join (None: the default server).
         connect_inputs: ports to connect to ``in_1..`` in order (e.g. ``system:capture_1``).
@@ -63,7 +63,7 @@ class JackStream:
 
     def __init__(
         self,
-        engine: LiveEngine,
+        make_engine: Callable[[int], LiveEngine],
         *,
         client_name: str = "bnmusic",
         server_name: str | None = None,
@@ -77,20 +77,20 @@ class JackStream:
                 "JACK needs the JACK-Client package (pip install 'bnmusic-bridge[live]') and "
                 f"the JACK library: {e}"
             ) from e
-        self.engine = engine
         try:
             self.client = jack.Client(client_name, servername=server_name, no_start_server=True)
         except jack.JackOpenError as e:
             raise LiveIOError(
                 f"no JACK server {server_name or '(default)'} to connect to: {e}"
             ) from e
-        s = engine.settings
         c = self.client
-        if c.samplerate != s.sample_rate_hz:
+        try:
+            engine = make_engine(c.samplerate)
+        except BaseException:
             c.close()
-            raise LiveIOError(
-                f"the JACK server runs at {c.samplerate} Hz; the live engine needs {s.sample_rate_hz} Hz"
-            )
+            raise
+        self.engine = engine
+        s = engine.settings
         if c.blocksize > s.max_block:
             c.close()
             raise LiveIOError(
@@ -157,13 +157,21 @@ class JackStream:
 class DeviceStream:
     """The engine on the default sound device (PortAudio via ``sounddevice``)."""
 
-    def __init__(self, engine: LiveEngine, *, block: int = 256, device: Any = None) -> None:
+    def __init__(
+        self,
+        make_engine: Callable[[int], LiveEngine],
+        *,
+        block: int = 256,
+        sample_rate_hz: int = 44_100,
+        device: Any = None,
+    ) -> None:
         try:
             import sounddevice as sd
         except (ImportError, OSError) as e:  # pragma: no cover - depends on the install
             raise LiveIOError(
                 f"the default-device backend needs sounddevice and PortAudio: {e}"
             ) from e
+        engine = make_engine(sample_rate_hz)
         s = engine.settings
         if not 64 <= block <= s.max_block:
             raise ParameterError(f"--block must be 64..{s.max_block} frames, got {block}")
@@ -218,7 +226,7 @@ def device_callback(
 
 
 def open_stream(
-    engine: LiveEngine,
+    make_engine: Callable[[int], LiveEngine],
     backend: str = "auto",
     *,
     client_name: str = "bnmusic",
@@ -227,13 +235,14 @@ def open_stream(
     connect_outputs: Sequence[str] = (),
     block: int = 256,
 ) -> JackStream | DeviceStream:
-    """Open the engine on JACK, or (``auto`` with no JACK server) the default device."""
+    """Open a stream on JACK, or (``auto`` with no JACK server) the default device
+    (at 44.1 kHz), with the engine ``make_engine(sample_rate_hz)`` builds for its rate."""
     if backend not in BACKENDS:
         raise ParameterError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend in ("auto", "jack"):
         try:
             return JackStream(
-                engine,
+                make_engine,
                 client_name=client_name,
                 server_name=server_name,
                 connect_inputs=connect_inputs,
@@ -244,10 +253,10 @@ def open_stream(
                 raise
             jack_error = e
         try:
-            return DeviceStream(engine, block=block)
+            return DeviceStream(make_engine, block=block)
         except LiveIOError as e:
             raise LiveIOError(f"{jack_error}; and no default device either: {e}") from e
-    return DeviceStream(engine, block=block)
+    return DeviceStream(make_engine, block=block)
 
 
 def run_stream(
