@@ -505,11 +505,15 @@ class LiveEngine:
 
     def _run_worker(self) -> None:
         t0 = time.thread_time()
-        next_gc = time.monotonic()
+        next_gc, n_gc = time.monotonic(), 0
         try:
             while not self._stop.is_set():
                 if time.monotonic() >= next_gc:
-                    gc.collect(1)  # the young generations: quick, and here, not in the callback
+                    # the young generations each second, everything since start each
+                    # minute (what existed at start is frozen): here, not in the callback
+                    full = n_gc % 60 == 59
+                    gc.collect(2 if full else 1)
+                    n_gc += 1
                     next_gc = time.monotonic() + 1.0
                 if not self.worker.step():
                     time.sleep(0.005)  # polling: the callback never signals (no lock there)
