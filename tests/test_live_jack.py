@@ -158,6 +158,7 @@ def session(jack_server, tmp_path_factory):  # type: ignore[no-untyped-def]
     n = count[0]
     return {
         "summary": json.loads(out),
+        "player_noise": noise,
         "stderr": err,
         "folder": folder,
         "recorded": rec[:, : n * PERIOD],
@@ -196,7 +197,19 @@ def test_the_lane_reacts_to_a_10_db_step_within_the_stated_latency(session) -> N
     base = np.median(level[(starts > 12 * sr) & (starts < 25 * sr)])
     over = np.nonzero((level > base + 5.0) & (starts > 12 * sr))[0]
     assert over.size, "no step found in the recorded noise"
-    step_s = starts[over[0]] / sr
+    rough = int(starts[over[0]])  # the step lies in [rough, rough + win)
+    # To the sample: find the half second before that window in the player's noise
+    # (cross-correlation; the engine's recording is the player's output, joined where
+    # an xrun skipped a cycle), then count to the player's step from there.
+    from scipy.signal import correlate
+
+    player = session["player_noise"]
+    snippet = noise[rough - sr : rough - sr // 2]
+    lo = int((STEP_AT_S - 20.0) * SR)
+    corr = correlate(player[lo : int(STEP_AT_S * SR)], snippet, mode="valid", method="fft")
+    found = lo + int(np.argmax(corr))  # the snippet's first sample in the player's noise
+    step_s = (rough - sr + int(STEP_AT_S * SR) - found) / sr
+    assert rough / sr - 0.05 <= step_s <= (rough + win) / sr + 0.05, (step_s, rough / sr)
     before = float(np.median(gain[(t_lane > step_s - 6) & (t_lane < step_s)]))
     after = np.nonzero((t_lane >= step_s) & (gain >= before + 5.0))[0]
     assert after.size, "the lane never rose by half of the step"
