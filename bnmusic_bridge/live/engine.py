@@ -690,6 +690,9 @@ class LiveWorker:
 
                 self.noise_rs = soxr.ResampleStream(self.rate, self.sr, 1, dtype="float32")
         block = ring.copy_range(self.noise_pos, wp - self.noise_pos)
+        if not np.all(np.isfinite(block)):
+            # a broken input must not stop the music: NaN/inf samples count as silence
+            np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         if self.e.settings.record:
             self.rec_noise.append(block[0].copy())
         self.noise_pos = wp
