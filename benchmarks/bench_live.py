@@ -133,6 +133,10 @@ def _run(noise: np.ndarray, period: int) -> dict[str, object]:
             "first": round(float(cpu[0]) * 1e3, 4),
         },
         "block_wall_ms_worst": round(float(wall.max()) * 1e3, 3),
+        "slowest_blocks": [
+            {"at_s": round(int(k) * period / SR, 2), "cpu_ms": round(float(cpu[k]) * 1e3, 3)}
+            for k in np.argsort(cpu)[::-1][:5]
+        ],
         "blocks_wall_over_period": int(np.sum(wall > period / SR)),
         "late_blocks_cpu": int(st.late_blocks),
         "underruns": int(st.underruns),

@@ -35,6 +35,7 @@ class SampleRing:
                 f"ring needs channels >= 1 and capacity >= 1, got {channels}, {capacity}"
             )
         self.buffer = np.zeros((channels, capacity), dtype=np.float32)
+        self.buffer.fill(0.0)  # touch every page now, not on the audio thread's first write
         self.capacity = capacity
         self.write_pos = 0
         self.read_pos = 0
