@@ -127,6 +127,10 @@ def test_smallest_and_largest_blocks_play_smoothly(block: int) -> None:
     assert np.sqrt(np.mean(rec.music[0, start:] ** 2)) > 1e-3
     at_joins, elsewhere = _join_stats(rec.music[0], block, start)
     assert at_joins < 1.3 * elsewhere + 1e-6, (at_joins, elsewhere)
+    # the lane: one value per 10 ms frame, no frame missing, all finite
+    frames = np.round(rec.lane_times_s * SR / HOP_SAMPLES)
+    assert np.all(np.diff(frames) == 1) and rec.lane_db.size > 400
+    assert np.all(np.isfinite(rec.lane_db))
 
 
 def test_lane_reacts_to_a_10_db_step_within_the_stated_latency() -> None:
@@ -176,13 +180,6 @@ def test_a_stalled_worker_crossfades_to_the_texture_and_back() -> None:
     d = np.abs(np.diff(x))
     around = d[leave - 2 * XFADE_SAMPLES : leave + 3 * XFADE_SAMPLES]
     assert around.max() < 4.0 * np.percentile(d[int(5 * SR) : int(9 * SR)], 99.9)
-
-
-def test_lane_frames_are_written_on_the_10_ms_grid() -> None:
-    rec = run_offline(clacks(8.0, SR, seed=4), SR, block=1024)
-    frames = np.round(rec.lane_times_s * SR / HOP_SAMPLES)
-    assert np.all(np.diff(frames) == 1)
-    assert np.all(np.isfinite(rec.lane_db)) and rec.lane_db.size > 200
 
 
 def test_the_device_callback_maps_interleaved_buffers() -> None:
