@@ -230,3 +230,16 @@ def test_a_48_khz_stream_is_resampled_in_the_worker() -> None:
     )
     assert common.size > 500
     assert float(np.median(np.abs(rec.lane_db[i] - ref.lane_db[j]))) < 1.0
+
+
+def test_live_command_refuses_bad_flags_before_opening_audio(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from bnmusic_bridge.frontends.cli import main
+
+    (tmp_path / "music.wav").write_bytes(b"keep me")
+    assert main(["live", "--record", str(tmp_path), "--duration", "1"]) == 1
+    assert "music.wav exist already" in capsys.readouterr().err
+    assert (tmp_path / "music.wav").read_bytes() == b"keep me"
+    assert main(["live", "--osc", "nowhere", "--duration", "1"]) == 1
+    assert "HOST:PORT" in capsys.readouterr().err
+    assert main(["live", "--generator", "riffusion", "--duration", "1"]) == 1
+    assert "procedural" in capsys.readouterr().err

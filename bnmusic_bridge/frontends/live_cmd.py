@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bnmusic_bridge.errors import ParameterError
+from bnmusic_bridge.errors import OutputExistsError, ParameterError
 from bnmusic_bridge.frontends.args import EXIT_INTERRUPTED, EXIT_OK, add_render_args, build_request
 
 OSC_JOB_ID = "live"
@@ -136,7 +136,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     """Run ``bnmusic live`` until ``--duration`` or Ctrl-C."""
     from bnmusic_bridge.audio import check_output_dir
     from bnmusic_bridge.live import LiveEngine, LiveSettings, lane_latency_s
-    from bnmusic_bridge.live.io import open_stream, run_stream, write_recording
+    from bnmusic_bridge.live.io import RECORD_FILES, open_stream, run_stream, write_recording
 
     request = build_request(args)
     base = LiveSettings(
@@ -150,6 +150,12 @@ def cmd_live(args: argparse.Namespace) -> int:
     )
     if args.record is not None:
         check_output_dir(args.record)
+        taken = [n for n in RECORD_FILES if (args.record / n).exists()]
+        if taken and not args.force:
+            # refused now, not after the session: the recording would be lost
+            raise OutputExistsError(
+                f"{args.record}: {', '.join(taken)} exist already; pass --force to overwrite"
+            )
     meter = OscMeter(parse_host_port(args.osc)) if args.osc else None
     LiveEngine(request, base)  # refuse a bad request or settings before any audio opens
     _one_torch_thread()
