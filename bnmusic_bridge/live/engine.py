@@ -224,6 +224,8 @@ class LiveStats:
         solves: Stage 2 solves run.
         tempo_bpm, key, style: the current plan's (None before the music starts).
         music_start_s: stream time the music began, s (None before).
+        plans: each plan taken (from_s, tempo_bpm, tempo_source, key, style).
+        late_at_s: stream times of the first 64 late blocks, s (after :meth:`LiveEngine.stop`).
     """
 
     blocks: int = 0
@@ -244,6 +246,8 @@ class LiveStats:
     style: str | None = None
     music_start_s: float | None = None
     plans: list[dict[str, Any]] = field(default_factory=list)
+
+    late_at_s: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -330,6 +334,7 @@ class LiveEngine:
         self._mix = 0.0  # weight of the live music (1) vs the fallback (0)
         self._on_music = False
         self._gain_prev = 0.0
+        self._late_at = np.zeros(64)  # stream times of the first late blocks, s
         self._tex_pos = 0
         self._started_music = False
         self._texture_live = False
@@ -447,6 +452,8 @@ class LiveEngine:
         if dt > st.max_callback_s:
             st.max_callback_s = dt
         if dt > n / s.sample_rate_hz:
+            if st.late_blocks < len(self._late_at):
+                self._late_at[st.late_blocks] = pos / s.sample_rate_hz
             st.late_blocks += 1
 
     def _texture_into(self, tex: np.ndarray, n: int) -> None:
@@ -533,6 +540,7 @@ class LiveEngine:
             if self._gc_was_enabled:
                 gc.enable()
         self.worker.drain_record()
+        self.stats.late_at_s = [round(float(t), 3) for t in self._late_at[: self.stats.late_blocks]]
         return self.stats
 
     def recording(self) -> LiveRecording:
