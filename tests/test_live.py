@@ -243,3 +243,32 @@ def test_live_command_refuses_bad_flags_before_opening_audio(tmp_path, capsys) -
     assert "HOST:PORT" in capsys.readouterr().err
     assert main(["live", "--generator", "riffusion", "--duration", "1"]) == 1
     assert "procedural" in capsys.readouterr().err
+
+
+def test_a_timeline_can_start_at_a_later_chunk() -> None:
+    from bnmusic_bridge.analysis import analyse_stem
+    from bnmusic_bridge.generators.base import GenerationSettings
+    from bnmusic_bridge.generators.procedural import (
+        CHUNK_SAMPLES,
+        TimelineRenderer,
+        make_plan,
+        parse_options,
+    )
+    from bnmusic_bridge.mask import high_energy_mask
+    from bnmusic_bridge.spectrogram import audio_to_mel
+
+    x = clacks(6.0, SR, seed=8).astype(np.float64)
+    mel = audio_to_mel(x)
+    plan = make_plan(
+        analyse_stem(x, mel, high_energy_mask(mel, 0.15)),
+        GenerationSettings.from_request(RenderRequest()),
+        parse_options({}),
+    )
+    later = TimelineRenderer(plan, first_chunk=3)
+    audio = later.render(3 * CHUNK_SAMPLES + 100, 1000)
+    assert audio.shape == (2, 1000) and np.any(audio)
+    whole = TimelineRenderer(plan).render(3 * CHUNK_SAMPLES + 100, 1000)
+    # the same notes (only the reverb starts empty): close, not identical
+    assert np.corrcoef(audio[0], whole[0])[0, 1] > 0.5
+    with pytest.raises(ParameterError, match="first chunk"):
+        later.render(2 * CHUNK_SAMPLES, 10)
