@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import gc
 import math
-import sys
 import threading
 import time
 from collections import deque
@@ -82,9 +81,6 @@ WORKER_SLACK_S = 0.75
 """Time allowed for a Stage 2 solve and a worker the machine slows, s (lane latency)."""
 PEAK_CEILING_DBFS = -1.0
 """The lane keeps the music's sample peak at or under this, dBFS (live has no bus trim)."""
-SWITCH_INTERVAL_S = 0.0005
-"""Python's thread switch interval while the engine's worker runs, s (the default 5 ms
-is a whole 256-frame period: the audio callback could wait that long for the GIL)."""
 _LANE_RING_FRAMES = 8_192
 _MEL_HISTORY_S = 40.0
 
@@ -345,7 +341,6 @@ class LiveEngine:
         self.worker = LiveWorker(self)
         self._thread: threading.Thread | None = None
         self._gc_was_enabled = True
-        self._switch_interval = sys.getswitchinterval()
         self._stop = threading.Event()
         self.error: BaseException | None = None
         for size in (64, 128, 256, 512, 1024, 2048, 4096):
@@ -505,10 +500,6 @@ class LiveEngine:
             gc.collect()
             gc.freeze()
             gc.disable()
-            # The callback needs the GIL: a thread waiting for it gets it after at most
-            # this switch interval (Python's default is 5 ms, a whole 256-frame period).
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(SWITCH_INTERVAL_S)
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._run_worker, name="bnmusic-live-worker", daemon=True
@@ -548,7 +539,6 @@ class LiveEngine:
             gc.unfreeze()
             if self._gc_was_enabled:
                 gc.enable()
-            sys.setswitchinterval(self._switch_interval)
         self.worker.drain_record()
         self.stats.late_at_s = [round(float(t), 3) for t in self._late_at[: self.stats.late_blocks]]
         return self.stats
