@@ -35,6 +35,12 @@ class OutputError(BNMusicError):
     code = "output_failed"
 
 
+class LiveIOError(BNMusicError):
+    """A live audio backend (JACK, the sound device) could not be opened or failed."""
+
+    code = "live_io"
+
+
 class ParameterError(BNMusicError):
     """A render parameter (from a preset, a flag or an OSC message) is out of range."""
 

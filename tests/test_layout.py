@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("audio", "spectrogram", "mask", "analysis", "windows", "masking", "alignment"),
     ("generators", "amplify", "metering", "fx", "align"),
     ("blend",),
-    ("export", "pipeline"),
+    ("export", "pipeline", "live"),
     ("presets", "batch", "evaluation"),
     ("__init__",),
     ("frontends", "__main__"),

@@ -15,7 +15,7 @@ from typing import Any
 from bnmusic_bridge import __version__
 from bnmusic_bridge.errors import BNMusicError
 from bnmusic_bridge.export.fileset import kept_message
-from bnmusic_bridge.frontends import batch_cmd, eval_cmd, presets_cmd, render_cmd
+from bnmusic_bridge.frontends import batch_cmd, eval_cmd, live_cmd, presets_cmd, render_cmd
 from bnmusic_bridge.frontends.args import EXIT_ERROR, EXIT_INTERRUPTED
 from bnmusic_bridge.frontends.osc import cli as serve_cmd
 
@@ -25,6 +25,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     presets_cmd.register,
     batch_cmd.register,
     eval_cmd.register,
+    live_cmd.register,
 )
 """Every subcommand's ``register(subparsers)``, in ``bnmusic --help`` order."""
 

@@ -1265,10 +1265,17 @@ class TimelineRenderer:
     chunk ``c`` is always the same function of the composition whichever windows asked
     for it. Recent chunks are kept; asking for an older, evicted one restarts the
     stream from chunk 0 (correct, only slower).
+
+    ``first_chunk`` (default 0) starts the stream at a later chunk, with the reverb empty
+    there: a live stream (:mod:`bnmusic_bridge.live`) starts a new plan's timeline at the
+    chunk where it takes over instead of rendering everything before it.
     """
 
-    def __init__(self, plan: MusicPlan) -> None:
+    def __init__(self, plan: MusicPlan, first_chunk: int = 0) -> None:
         import pedalboard
+
+        if first_chunk < 0:
+            raise ParameterError(f"first_chunk must be >= 0, got {first_chunk}")
 
         self.plan = plan
         self.composer = Composer(plan)
@@ -1276,7 +1283,8 @@ class TimelineRenderer:
         self._notes: OrderedDict[tuple[str, float, int, str], np.ndarray] = OrderedDict()
         self._note_bytes = 0
         self._out: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._next_chunk = 0
+        self._first_chunk = first_chunk
+        self._next_chunk = first_chunk
         self._reverb = pedalboard.Reverb(
             room_size=plan.reverb_room, damping=0.5, wet_level=1.0, dry_level=0.0, width=0.6
         )
@@ -1304,9 +1312,11 @@ class TimelineRenderer:
         cached = self._out.get(c)
         if cached is not None:
             return cached
+        if c < self._first_chunk:
+            raise ParameterError(f"chunk {c} is before this stream's first chunk {self._first_chunk}")
         if c < self._next_chunk:
             self._reverb.reset()
-            self._next_chunk = 0
+            self._next_chunk = self._first_chunk
         while self._next_chunk <= c:
             k = self._next_chunk
             main, send = self._dry_chunk(k)
