@@ -149,9 +149,12 @@ def run(quick: bool, noise_dir: Path = DATA / "noise") -> dict[str, Any]:
         plain = render(noise[None], SAMPLE_RATE_HZ, RenderRequest(align_strength=0.0))
         noise_mel, mask = default.analysis.noise_mel, default.analysis.mask
         for name, result in (("default", default), ("generator_unaligned", plain)):
-            row = {"noise": path.stem, **measure_pair(noise, result.music[0], noise_mel, mask)}
+            # The mono sum: what masks the noise wherever the listener sits (the music is
+            # stereo by default; its widening leaves the sum untouched).
+            mono = result.music.mean(axis=0)
+            row = {"noise": path.stem, **measure_pair(noise, mono, noise_mel, mask)}
             rows[name].append(row)
-            d = describe_music(result.music[0])
+            d = describe_music(mono)
             if d is not None:
                 descriptors[name].append({"noise": path.stem, **d})
         rows["noise_shaped"].append({"noise": path.stem, **measure_pair(noise, noise, noise_mel, mask)})
