@@ -9,13 +9,16 @@ row 511 the lowest; column ``j`` is the STFT frame centred on sample
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..analysis import StemAnalysis
+from ..errors import ParameterError
 from ..request import RenderRequest
 
 ProgressFn = Callable[[str, float], None]
@@ -130,3 +133,43 @@ class Generator(Protocol):
 
 GeneratorFactory = Callable[..., Generator]
 """Builds a generator from keyword options (``model``, ``device``, ...)."""
+
+
+def check_param_names(generator: str, params: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Refuse ``settings.params`` keys a generator does not take, naming all of them.
+
+    Raises:
+        ParameterError: an unknown key (every one named, with the allowed keys).
+    """
+    allowed = list(allowed)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} for generator "
+            f"{generator!r}; allowed: {', '.join(allowed)}"
+        )
+
+
+class OneFileCache:
+    """The audio of the last file a generator read, kept while the file is unchanged
+    (same resolved path, modification time and size): a batch or server rendering many
+    stems against one music file decodes it once. One file at a time bounds memory."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, int, int] | None = None
+        self._audio: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, load: Callable[[Path], np.ndarray]) -> np.ndarray:
+        """``load(path)``, or the audio it gave last time for the same unchanged file."""
+        try:
+            st = path.stat()
+        except OSError:
+            return load(path)  # the loader raises, naming the file
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if key != self._key or self._audio is None:
+                self._audio = None  # the old file's audio goes before the new one loads
+                self._audio = load(path)
+                self._key = key
+            return self._audio

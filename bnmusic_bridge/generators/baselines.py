@@ -15,7 +15,6 @@ process.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,14 @@ import numpy as np
 from ..analysis import StemAnalysis
 from ..errors import AudioInputError, ParameterError
 from ..grid import AUDIO_EXTENSIONS, SAMPLE_RATE_HZ
-from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
+from .base import (
+    GenerationSettings,
+    NoiseWindow,
+    OneFileCache,
+    ProgressFn,
+    WindowMusic,
+    check_param_names,
+)
 from .riffusion import (
     DiffusionPlan,
     DiffusionStep,
@@ -150,17 +156,7 @@ class RandomMusicGenerator:
 
     def __init__(self, music_dir: str | os.PathLike[str] | None = None) -> None:
         self.music_dir = None if music_dir is None else str(music_dir)
-        self._cache: dict[tuple[str, int, int], np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def _audio(self, path: Path) -> np.ndarray:
-        st = path.stat()
-        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-        with self._lock:
-            if key not in self._cache:
-                self._cache.clear()  # keep one file in memory
-                self._cache[key] = load_music_stereo(path)
-            return self._cache[key]
+        self._music = OneFileCache()
 
     def generate(
         self,
@@ -169,12 +165,7 @@ class RandomMusicGenerator:
         settings: GenerationSettings,
         progress: ProgressFn | None = None,
     ) -> list[WindowMusic]:
-        unknown = sorted(set(settings.params) - {"music_dir"})
-        if unknown:
-            raise ParameterError(
-                f"unknown parameter(s) {', '.join(map(repr, unknown))} for generator "
-                f"{self.name!r}; allowed: music_dir"
-            )
+        check_param_names(self.name, settings.params, ("music_dir",))
         music_dir = settings.params.get("music_dir", self.music_dir)
         if music_dir is None or str(music_dir) == "":
             raise ParameterError(
@@ -185,7 +176,7 @@ class RandomMusicGenerator:
         if not windows:
             return []
         path = pick_music_file(list_music_files(str(music_dir)), settings.seed)
-        audio = self._audio(path)
+        audio = self._music.get(path, load_music_stereo)
         length = audio.shape[1]
         out = []
         for w in windows:

@@ -89,7 +89,7 @@ from ..errors import (
 )
 from ..request import DEFAULT_MODEL_ID
 from ..request import SCHEDULERS as SCHEDULER_NAMES
-from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
+from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic, check_param_names
 
 _SCHEDULER_CLASSES = (
     "DPMSolverMultistepScheduler",
@@ -231,12 +231,7 @@ def parse_generator_params(
     Raises:
         ParameterError: an unknown key or a value of the wrong type (named in the message).
     """
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise ParameterError(
-            f"unknown parameter(s) {', '.join(map(repr, unknown))} for generator "
-            f"{generator!r}; allowed: {', '.join(spec)}"
-        )
+    check_param_names(generator, params, spec)
     out: dict[str, Any] = {}
     for key, (kind, default) in spec.items():
         value = params.get(key, default)

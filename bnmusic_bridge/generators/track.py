@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,14 @@ from ..analysis import (
 from ..errors import AudioInputError, ParameterError
 from ..grid import FRAME_RATE_HZ, HOP_SAMPLES, SAMPLE_RATE_HZ
 from ..windows import crossfade_gains
-from .base import GenerationSettings, NoiseWindow, ProgressFn, WindowMusic
+from .base import (
+    GenerationSettings,
+    NoiseWindow,
+    OneFileCache,
+    ProgressFn,
+    WindowMusic,
+    check_param_names,
+)
 
 GENERATOR_NAME = "track"
 
@@ -119,12 +125,7 @@ def parse_track_options(params: Mapping[str, Any]) -> TrackOptions:
     Raises:
         ParameterError: an unknown key (all named), a wrong type or a value out of range.
     """
-    unknown = sorted(set(params) - set(PARAM_SPECS))
-    if unknown:
-        raise ParameterError(
-            f"unknown parameter(s) {', '.join(map(repr, unknown))} for generator "
-            f"{GENERATOR_NAME!r}; allowed: {', '.join(PARAM_SPECS)}"
-        )
+    check_param_names(GENERATOR_NAME, params, PARAM_SPECS)
     values: dict[str, Any] = {}
     for key, (kind, default, low, high) in PARAM_SPECS.items():
         value = params.get(key, default)
@@ -592,20 +593,7 @@ class TrackGenerator:
 
     def __init__(self, music: str | os.PathLike[str] | None = None) -> None:
         self.music = None if music is None else str(music)
-        self._cache: dict[tuple[str, int, int], np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def _audio(self, path: Path) -> np.ndarray:
-        try:
-            st = path.stat()
-        except OSError:
-            return load_track(path)  # raises, naming the file
-        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-        with self._lock:
-            if key not in self._cache:
-                self._cache.clear()  # keep one track in memory
-                self._cache[key] = load_track(path)
-            return self._cache[key]
+        self._track = OneFileCache()
 
     def generate(
         self,
@@ -625,7 +613,7 @@ class TrackGenerator:
         if not windows:
             return []
         path = Path(music).expanduser()
-        track = self._audio(path)
+        track = self._track.get(path, load_track)
         if progress is not None:
             progress("generate", 0.2)
         total = max(w.start_sample + w.num_samples for w in windows)
