@@ -34,7 +34,11 @@ from bnmusic_bridge.frontends.osc import protocol as P
 from bnmusic_bridge.frontends.osc.framing import StreamDecoder
 from bnmusic_bridge.frontends.osc.paths import TEXT_FIELDS_NOT_PATHS, path_fields
 from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.frontends.osc.testing import (
+    OscClient,
+    fake_server_config,
+    write_noise,
+)
 from bnmusic_bridge.request import FIELD_SPECS, RenderRequest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,16 +46,11 @@ SECRET = "correct horse battery staple"
 
 
 def make_server(root: Path, **changes) -> OscServer:  # type: ignore[no-untyped-def]
-    config = ServerConfig(
-        port=0,
-        tcp_port=0,
-        roots=(root,),
-        request=RenderRequest(generator=register_fake_generator()),
-        export=ExportOptions(plot=False),
+    config = fake_server_config(
+        root,
         meter_hz=0.0,
         isolation="thread",  # the same job code, without a worker process to start
         render_threads=1,
-        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
     )
     return OscServer(dataclasses.replace(config, **changes)).start()
 

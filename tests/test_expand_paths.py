@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from bnmusic_bridge.export import ExportOptions
 from bnmusic_bridge.frontends.cli import main, make_parser
 from bnmusic_bridge.frontends.osc.cli import server_config
-from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.frontends.osc.server import OscServer
+from bnmusic_bridge.frontends.osc.testing import (
+    OscClient,
+    fake_server_config,
+    register_fake_generator,
+    write_noise,
+)
 from bnmusic_bridge.presets import load_preset
-from bnmusic_bridge.request import RenderRequest, expand_path
+from bnmusic_bridge.request import expand_path
 
 
 @pytest.fixture
@@ -106,15 +110,7 @@ def test_osc_client_paths_stay_literal_and_confined(
     root = tmp_path / "root"
     root.mkdir()
     write_noise(root / "noise.wav", seconds=0.8)
-    generator = register_fake_generator()
-    config = ServerConfig(
-        port=0,
-        tcp_port=0,
-        roots=(root,),
-        request=RenderRequest(generator=generator),
-        export=ExportOptions(plot=False),
-        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
-    )
+    config = fake_server_config(root)
     server = OscServer(dataclasses.replace(config)).start()
     try:
         with OscClient(server.udp_address) as c:

@@ -7,11 +7,15 @@ import json
 from pathlib import Path
 
 from bnmusic_bridge.blend import BlendSettings, shortfall_line
-from bnmusic_bridge.export import ExportOptions
 from bnmusic_bridge.frontends.cli import main
 from bnmusic_bridge.frontends.osc.pushes import warning_kind
-from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.frontends.osc.server import OscServer
+from bnmusic_bridge.frontends.osc.testing import (
+    OscClient,
+    fake_server_config,
+    register_fake_generator,
+    write_noise,
+)
 from bnmusic_bridge.request import RenderRequest
 from bnmusic_bridge.result import Shortfall
 
@@ -77,14 +81,11 @@ def test_terminal_prints_the_shortfall_as_one_line_and_the_report_keeps_it(
 
 def test_osc_client_gets_the_shortfall_before_done(tmp_path: Path) -> None:
     write_noise(tmp_path / "hall.wav", seconds=3.0)
-    generator = register_fake_generator()
-    config = ServerConfig(
-        port=0,
-        tcp_port=0,
-        roots=(tmp_path,),
-        request=RenderRequest(generator=generator, max_loudness_lu=0.0, target_coverage=0.95),
-        export=ExportOptions(plot=False),
-        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
+    config = fake_server_config(
+        tmp_path,
+        request=RenderRequest(
+            generator=register_fake_generator(), max_loudness_lu=0.0, target_coverage=0.95
+        ),
     )
     server = OscServer(dataclasses.replace(config)).start()
     try:

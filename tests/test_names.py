@@ -17,7 +17,12 @@ import soundfile as sf
 from bnmusic_bridge.errors import ParameterError
 from bnmusic_bridge.export.reaper import track_chunk
 from bnmusic_bridge.frontends.cli import main
-from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.frontends.osc.testing import (
+    OscClient,
+    fake_server_config,
+    register_fake_generator,
+    write_noise,
+)
 
 try:
     from .test_reaper import parse
@@ -130,21 +135,11 @@ def test_batch_manifest_holds_the_names(tmp_path: Path, capsys) -> None:
 def test_osc_render_of_a_cjk_name_answers_done_with_the_paths(tmp_path: Path) -> None:
     import dataclasses
 
-    from bnmusic_bridge.export import ExportOptions
-    from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
-    from bnmusic_bridge.request import RenderRequest
+    from bnmusic_bridge.frontends.osc.server import OscServer
 
     root = tmp_path / "電車 (root) – 1"
     root.mkdir()
-    generator = register_fake_generator()
-    config = ServerConfig(
-        port=0,
-        tcp_port=0,
-        roots=(root,),
-        request=RenderRequest(generator=generator),
-        export=ExportOptions(plot=False),
-        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
-    )
+    config = fake_server_config(root)
     server = OscServer(dataclasses.replace(config)).start()
     try:
         for i, stem in enumerate(NAMES):

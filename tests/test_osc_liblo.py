@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from bnmusic_bridge.export import ExportOptions
 from bnmusic_bridge.frontends.osc import API_VERSION
-from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
-from bnmusic_bridge.request import RenderRequest
+from bnmusic_bridge.frontends.osc.server import OscServer
+from bnmusic_bridge.frontends.osc.testing import (
+    OscClient,
+    fake_server_config,
+    write_noise,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("oscsend") is None or shutil.which("oscdump") is None,
@@ -34,14 +36,9 @@ def root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def server(root: Path) -> Iterator[OscServer]:
-    config = ServerConfig(
-        port=0,
-        tcp_port=0,
-        roots=(root,),
-        request=RenderRequest(generator=register_fake_generator()),
-        export=ExportOptions(plot=False),
+    config = fake_server_config(
+        root,
         lane_timetags="playback",  # liblo's handling of the time tags is checked below
-        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
         allow_monitors=True,  # oscsend cannot receive: a monitor sees its replies
     )
     with OscServer(config) as srv:

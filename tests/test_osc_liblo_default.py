@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from test_osc_liblo import Dump
 
-from bnmusic_bridge import RenderRequest
-from bnmusic_bridge.export import ExportOptions
-from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
+from bnmusic_bridge.frontends.osc.server import OscServer
+from bnmusic_bridge.frontends.osc.testing import (
+    OscClient,
+    fake_server_config,
+    write_noise,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("oscdump") is None, reason="liblo-tools not installed")
 
@@ -24,14 +26,7 @@ def root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 
 
 def test_oscdump_gets_the_whole_lane_before_done_by_default(root: Path) -> None:
-    config = ServerConfig(
-        port=0,
-        tcp_port=0,
-        roots=(root,),
-        request=RenderRequest(generator=register_fake_generator()),
-        export=ExportOptions(plot=False),
-        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
-    )
+    config = fake_server_config(root)
     with OscServer(config) as srv, OscClient(srv.udp_address) as c:
         dump = Dump()
         try:

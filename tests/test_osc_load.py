@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnmusic_bridge.export import ExportOptions
-from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
-from bnmusic_bridge.request import RenderRequest
+from bnmusic_bridge.frontends.osc.server import OscServer
+from bnmusic_bridge.frontends.osc.testing import (
+    OscClient,
+    fake_server_config,
+    write_noise,
+)
 
 RATE_HZ = 500
 DURATION_S = 10.0
@@ -42,16 +44,7 @@ def rss_mb(pid: int | str = "self") -> float:
 def test_500_messages_per_second_with_50_jobs_queued(tmp_path: Path) -> None:
     for k in range(5):
         write_noise(tmp_path / f"n{k}.wav", seconds=0.6, seed=k)
-    config = ServerConfig(
-        port=0,
-        tcp_port=None,
-        roots=(tmp_path,),
-        request=RenderRequest(generator=register_fake_generator()),
-        export=ExportOptions(plot=False),
-        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
-        meter_hz=50.0,
-        max_queued=64,
-    )
+    config = fake_server_config(tmp_path, tcp_port=None, meter_hz=50.0, max_queued=64)
     with (
         OscServer(config) as server,
         OscClient(server.udp_address) as jobs,

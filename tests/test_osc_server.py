@@ -16,27 +16,23 @@ from pathlib import Path
 import pytest
 from pythonosc import osc_message, osc_packet, tcp_client, udp_client
 
-from bnmusic_bridge.export import ExportOptions
 from bnmusic_bridge.frontends.osc import protocol as P
 from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
-from bnmusic_bridge.request import RenderRequest
+from bnmusic_bridge.frontends.osc.testing import (
+    OscClient,
+    fake_server_config,
+    write_noise,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DONE_FIXED = ("music", "blended", "lambda_csv", "lambda_json", "report")
 
 
 def make_server(root: Path, **changes) -> OscServer:  # type: ignore[no-untyped-def]
-    generator = register_fake_generator()
-    config = ServerConfig(
-        port=0,
-        tcp_port=0,
-        roots=(root,),
-        request=RenderRequest(generator=generator),
-        export=ExportOptions(plot=False),
+    config = fake_server_config(
+        root,
         meter_hz=20.0,
         lane_timetags="playback",  # the time tags themselves are checked below
-        worker_setup=("bnmusic_bridge.frontends.osc.testing:register_fake_generator",),
     )
     return OscServer(dataclasses.replace(config, **changes)).start()
 

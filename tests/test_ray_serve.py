@@ -9,25 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from bnmusic_bridge.export import ExportOptions
-from bnmusic_bridge.frontends.osc.server import OscServer, ServerConfig
-from bnmusic_bridge.frontends.osc.testing import OscClient, register_fake_generator, write_noise
-from bnmusic_bridge.request import RenderRequest
-
-SETUP = ("bnmusic_bridge.frontends.osc.testing:register_fake_generator",)
+from bnmusic_bridge.frontends.osc.server import OscServer
+from bnmusic_bridge.frontends.osc.testing import (
+    OscClient,
+    fake_server_config,
+    write_noise,
+)
 
 
 def ray_server(root: Path, address: str, **changes) -> OscServer:  # type: ignore[no-untyped-def]
-    config = ServerConfig(
-        port=0,
-        tcp_port=None,
-        roots=(root,),
-        request=RenderRequest(generator=register_fake_generator()),
-        export=ExportOptions(plot=False),
-        worker_setup=SETUP,
-        backend="ray",
-        ray_address=address,
-        render_threads=1,
+    config = fake_server_config(
+        root, tcp_port=None, backend="ray", ray_address=address, render_threads=1
     )
     return OscServer(dataclasses.replace(config, **changes)).start()
 

@@ -255,3 +255,25 @@ def write_noise(
     audio /= max(1e-9, float(np.max(np.abs(audio)))) * 2
     sf.write(str(path), audio, rate_hz)
     return path
+
+
+def fake_server_config(root: Any, **changes: Any) -> Any:
+    """A :class:`~bnmusic_bridge.frontends.osc.server.ServerConfig` for tests: ephemeral
+    ports, ``root`` as the one root, the fake generator (registered here and in every
+    worker), no picture; ``changes`` replaces any other field (``request`` included)."""
+    import dataclasses
+
+    from bnmusic_bridge.export import ExportOptions
+    from bnmusic_bridge.request import RenderRequest
+
+    from .server import ServerConfig
+
+    config = ServerConfig(
+        port=0,
+        tcp_port=0,
+        roots=(root,),
+        request=RenderRequest(generator=register_fake_generator()),
+        export=ExportOptions(plot=False),
+        worker_setup=(f"{__name__}:register_fake_generator",),
+    )
+    return dataclasses.replace(config, **changes)
