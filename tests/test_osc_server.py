@@ -247,7 +247,9 @@ def test_cancel_queued_and_running_jobs_leaves_no_files(root: Path) -> None:
     srv = make_server(root, render_threads=1)
     try:
         with OscClient(srv.udp_address) as c:
-            c.send("/bnmusic/render_ex", "slow", "noise.wav", "cancelled", "param.delay_s", 5.0)
+            # 600 s of sleep per window: a job that ran to its end could not answer the
+            # waits below (10 s), so they show the cancel stopped it mid-job.
+            c.send("/bnmusic/render_ex", "slow", "noise.wav", "cancelled", "param.delay_s", 600.0)
             c.send("/bnmusic/render_ex", "waiting", "noise.wav", "cancelled")
             c.wait_for(
                 lambda r: r.address == "/bnmusic/progress" and r.values[:2] == ["slow", "generate"],
@@ -259,13 +261,12 @@ def test_cancel_queued_and_running_jobs_leaves_no_files(root: Path) -> None:
                 "/bnmusic/cancel", "waiting", reply="/bnmusic/cancel/reply"
             ).values == ["waiting", "queued"]
             assert c.wait("/bnmusic/error", "waiting").values[1] == "cancelled"
-            t0 = time.monotonic()
             assert c.request("/bnmusic/cancel", "slow", reply="/bnmusic/cancel/reply").values == [
                 "slow",
                 "running",
             ]
+            # stops at the next progress event, not at the end of the 600 s window
             assert c.wait("/bnmusic/error", "slow", timeout_s=10).values[1] == "cancelled"
-            assert time.monotonic() - t0 < 2.0  # stops at the next progress event, not after 5 s
             assert (
                 c.request("/bnmusic/status", "slow", reply="/bnmusic/status/job").values[1]
                 == "cancelled"
@@ -364,14 +365,13 @@ def test_stop_cancels_running_job_and_leaves_no_partial_files(root: Path) -> Non
     out = root / "stopped"
     srv = make_server(root, render_threads=1)
     with OscClient(srv.udp_address) as c:
-        c.send("/bnmusic/render_ex", "long", "noise.wav", "stopped", "param.delay_s", 5.0)
+        c.send("/bnmusic/render_ex", "long", "noise.wav", "stopped", "param.delay_s", 600.0)
         c.send("/bnmusic/render_ex", "queued", "noise.wav", "stopped")
         c.wait_for(
             lambda r: r.address == "/bnmusic/progress" and r.values[:2] == ["long", "generate"], 30
         )
-        t0 = time.monotonic()
+        # stop() waits at most 10 s: it returns True only if the 600 s job was cancelled
         assert srv.stop(timeout_s=10)
-        assert time.monotonic() - t0 < 3.0
         assert c.wait("/bnmusic/error", "long").values[1] == "cancelled"
         assert c.wait("/bnmusic/error", "queued").values[1] == "cancelled"
     assert not out.exists() or not any(out.iterdir())
