@@ -1,0 +1,293 @@
+"""Whole-stem arrays that live on disk, and block-sliceable views of arrays.
+
+A long stem's arrays (its audio, its mel, the music) do not fit the render's memory
+budget: an hour of stereo at 48 kHz is 1.4 GB as float32, its mel another 0.7 GB. The
+render keeps such arrays in a :class:`DiskArray` (a scratch file, read and written a
+block of time at a time with ``pread``/``pwrite``, so that the data sits in the page
+cache, which the kernel can drop, and never in the process's memory) and touches them
+only through time slices: ``x[:, a:b]`` (``x[a:b]`` for 1-D). Short stems keep plain
+numpy arrays; both answer the same slices with the same numbers, so every stage runs
+the same code on both.
+
+:func:`store_for` picks the store for a stem (:class:`MemoryStore` or
+:class:`DiskStore`); :func:`blocks` walks a length in blocks. The views
+(:class:`ChannelMean`, :class:`ZeroPadded`) compute what a stage asks for, slice by
+slice, without a whole-stem copy.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+BLOCK_SAMPLES = 1 << 18
+"""Samples per block when a stage walks audio (5.9 s at 44.1 kHz)."""
+BLOCK_FRAMES = 4096
+"""10 ms frames per block when a stage walks a mel (41 s)."""
+DISK_ABOVE_S = 300.0
+"""Stems longer than this (seconds) keep their whole-stem arrays on disk by default."""
+SCRATCH_ENV = "BNMUSIC_SCRATCH"
+"""``memory``, ``disk`` or ``auto`` (the default): where whole-stem arrays live."""
+SCRATCH_DIR_ENV = "BNMUSIC_SCRATCH_DIR"
+"""The folder for scratch files (default: the system's temporary folder)."""
+
+
+class BlockArray(Protocol):
+    """What a stage needs of a whole-stem array: its shape, dtype and time slices."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+    def __getitem__(self, key: Any) -> np.ndarray: ...
+
+
+def blocks(length: int, size: int = BLOCK_SAMPLES) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` ranges of at most ``size`` covering ``0..length``."""
+    for a in range(0, length, size):
+        yield a, min(a + size, length)
+
+
+def _cols(key: Any, ndim: int, length: int) -> tuple[Any, int, int, bool]:
+    """Split an index into (rows, first column, stop column, drop the column axis)."""
+    if ndim == 1:
+        rows, col = None, key
+    else:
+        if not isinstance(key, tuple):
+            key = (key, slice(None))
+        if len(key) != 2:
+            raise IndexError(f"DiskArray takes [rows, columns], got {key!r}")
+        rows, col = key
+    if isinstance(col, slice):
+        start, stop, step = col.indices(length)
+        if step != 1:
+            raise IndexError("DiskArray time slices take no step")
+        return rows, start, max(start, stop), False
+    if isinstance(col, (int, np.integer)):
+        j = int(col) + (length if col < 0 else 0)
+        if not 0 <= j < length:
+            raise IndexError(f"column {col} out of range for length {length}")
+        return rows, j, j + 1, True
+    raise IndexError(f"DiskArray takes a time slice or index, got {col!r}")
+
+
+class DiskArray:
+    """A 1-D ``(samples,)`` or 2-D ``(rows, samples)`` array in an anonymous scratch file.
+
+    Stored time-major (all rows of sample ``t`` together), so a time slice is one
+    contiguous read. The file has no name (``O_TMPFILE`` where the system has it): it
+    goes when the array is garbage-collected or the process ends, whatever happens.
+
+    Indexing returns numpy arrays: ``x[:, a:b]``, ``x[r, a:b]``, ``x[:, j]`` (2-D) and
+    ``x[a:b]``, ``x[j]`` (1-D); assignment takes the same time slices. ``np.asarray(x)``
+    reads it whole (for small arrays and tests).
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, folder: str | None = None) -> None:
+        if len(shape) not in (1, 2) or min(shape) < 0:
+            raise ValueError(f"DiskArray shape must be 1-D or 2-D, got {shape}")
+        self._shape = tuple(int(s) for s in shape)
+        self._dtype = np.dtype(dtype)
+        self._rows = 1 if len(shape) == 1 else self._shape[0]
+        self._file = tempfile.TemporaryFile(dir=folder)
+        self._fd = self._file.fileno()
+        os.ftruncate(self._fd, self.nbytes)  # sparse: unwritten samples read as 0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self._shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self._dtype.itemsize
+
+    def __len__(self) -> int:
+        return self._shape[0]
+
+    def _length(self) -> int:
+        return self._shape[-1]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start..stop`` as ``(rows, stop - start)`` (``(n,)`` for 1-D)."""
+        n = max(0, stop - start)
+        buf = np.empty((n, self._rows), dtype=self._dtype)
+        view = memoryview(buf.reshape(-1).view(np.uint8))
+        offset = start * self._rows * self._dtype.itemsize
+        done = 0
+        while done < len(view):
+            got = os.preadv(self._fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise OSError(f"scratch file ended early ({done} of {len(view)} bytes)")
+            done += got
+        return buf[:, 0] if self.ndim == 1 else buf.T
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        """Store ``values`` (``(rows, n)``; ``(n,)`` for 1-D) at samples ``start..start+n``."""
+        arr = np.asarray(values, dtype=self._dtype)
+        if self.ndim == 1:
+            arr = arr.reshape(-1, 1)
+        else:
+            arr = arr.T
+        if arr.shape[1] != self._rows or start < 0 or start + arr.shape[0] > self._length():
+            raise ValueError(
+                f"cannot write {np.shape(values)} at {start} into a DiskArray of shape {self._shape}"
+            )
+        data = memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+        offset = start * self._rows * self._dtype.itemsize
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], offset + done)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, a, b, drop = _cols(key, self.ndim, self._length())
+        part = self.read(a, b)
+        if self.ndim == 2:
+            if rows is not None and not (isinstance(rows, slice) and rows == slice(None)):
+                part = part[rows]
+            return part[..., 0] if drop else np.ascontiguousarray(part)
+        return part[0] if drop else part
+
+    def __setitem__(self, key: Any, values: Any) -> None:
+        rows, a, b, drop = _cols(key, self.ndim, self._length())
+        if rows is not None and not (isinstance(rows, slice) and rows == slice(None)):
+            raise IndexError("DiskArray assignment takes whole rows: x[:, a:b] = values")
+        shape = (b - a,) if self.ndim == 1 else (self._rows, b - a)
+        block = np.broadcast_to(np.asarray(values, dtype=self._dtype).reshape(
+            (self._rows, 1) if drop and self.ndim == 2 else np.shape(values)
+        ), shape)
+        self.write(a, block)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self.read(0, self._length())
+        whole = np.ascontiguousarray(whole)
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # another process cannot share the file: the array travels by value
+        return (np.asarray, (np.asarray(self),))
+
+    def __repr__(self) -> str:
+        return f"DiskArray(shape={self._shape}, dtype={self._dtype})"
+
+
+class ArrayStore(Protocol):
+    """Where a render keeps its whole-stem arrays."""
+
+    on_disk: bool
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray | DiskArray: ...
+
+
+@dataclass(frozen=True)
+class MemoryStore:
+    """Whole-stem arrays as numpy arrays (short stems)."""
+
+    on_disk: bool = False
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return np.empty(shape, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class DiskStore:
+    """Whole-stem arrays as :class:`DiskArray` scratch files in ``folder``."""
+
+    folder: str | None = None
+    on_disk: bool = True
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> DiskArray:
+        return DiskArray(shape, dtype, self.folder)
+
+
+def store_for(duration_s: float, choice: str | None = None) -> MemoryStore | DiskStore:
+    """The store for a stem of ``duration_s`` seconds.
+
+    ``choice`` (else the ``BNMUSIC_SCRATCH`` environment variable): ``"memory"``,
+    ``"disk"``, or ``"auto"`` (disk above :data:`DISK_ABOVE_S`).
+    """
+    mode = (choice or os.environ.get(SCRATCH_ENV) or "auto").strip().lower()
+    if mode not in ("memory", "disk", "auto"):
+        raise ValueError(f"{SCRATCH_ENV} must be memory, disk or auto, got {mode!r}")
+    if mode == "disk" or (mode == "auto" and duration_s > DISK_ABOVE_S):
+        folder = os.environ.get(SCRATCH_DIR_ENV) or None
+        return DiskStore(os.path.expanduser(folder) if folder else None)
+    return MemoryStore()
+
+
+def is_whole(x: Any) -> bool:
+    """True for a plain numpy array (whole-array numpy calls are cheap on it)."""
+    return isinstance(x, np.ndarray)
+
+
+class ChannelMean:
+    """The mean over channels of ``(channels, samples)`` audio, slice by slice:
+    ``view[:, a:b]`` is ``audio[:, a:b].mean(axis=0, keepdims=True)`` (``keepdims``
+    False: ``view[a:b]`` is 1-D)."""
+
+    def __init__(self, audio: BlockArray, *, keepdims: bool = True) -> None:
+        self.audio = audio
+        self.keepdims = keepdims
+        n = audio.shape[1]
+        self.shape: tuple[int, ...] = (1, n) if keepdims else (n,)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, a, b, drop = _cols(key, self.ndim, self.shape[-1])
+        mix = self.audio[:, a:b].mean(axis=0, keepdims=self.keepdims)
+        if self.keepdims:
+            if rows is not None and not (isinstance(rows, slice) and rows == slice(None)):
+                mix = mix[rows]
+            return mix[..., 0] if drop else mix
+        return mix[0] if drop else mix
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        mix = self[:, 0 : self.shape[-1]] if self.keepdims else self[0 : self.shape[-1]]
+        return mix if dtype is None else mix.astype(dtype)
+
+
+class ZeroPadded:
+    """1-D ``audio`` followed by zeros up to ``length`` samples (or cut to it), slice by
+    slice: no padded copy."""
+
+    def __init__(self, audio: BlockArray, length: int) -> None:
+        self.audio = audio
+        self.shape = (int(length),)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 1
+        self.size = int(length)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        _, a, b, drop = _cols(key, 1, self.shape[0])
+        n = self.audio.shape[-1]
+        out = np.zeros(b - a, dtype=np.float32)
+        hi = min(b, n)
+        if hi > a:
+            out[: hi - a] = self.audio[a:hi]
+        return out[0] if drop else out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[0 : self.shape[0]]
+        return out if dtype is None else out.astype(dtype)
