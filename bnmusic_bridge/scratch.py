@@ -90,13 +90,18 @@ class DiskArray:
     reads it whole (for small arrays and tests).
     """
 
+    max_read_bytes: int | None = None
+    """Refuse reads larger than this (None: no limit): tests set it to prove that no stage
+    reads a long stem's array whole."""
+
     def __init__(self, shape: tuple[int, ...], dtype: Any, folder: str | None = None) -> None:
         if len(shape) not in (1, 2) or min(shape) < 0:
             raise ValueError(f"DiskArray shape must be 1-D or 2-D, got {shape}")
         self._shape = tuple(int(s) for s in shape)
         self._dtype = np.dtype(dtype)
         self._rows = 1 if len(shape) == 1 else self._shape[0]
-        self._file = tempfile.TemporaryFile(dir=folder)
+        # closed with the array (garbage collection), not at the end of a block
+        self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
         self._fd = self._file.fileno()
         os.ftruncate(self._fd, self.nbytes)  # sparse: unwritten samples read as 0
 
@@ -129,6 +134,12 @@ class DiskArray:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``start..stop`` as ``(rows, stop - start)`` (``(n,)`` for 1-D)."""
         n = max(0, stop - start)
+        limit = DiskArray.max_read_bytes
+        if limit is not None and n * self._rows * self._dtype.itemsize > limit:
+            raise MemoryError(
+                f"a read of {n} samples x {self._rows} rows from {self!r} is over the "
+                f"{limit} byte limit (DiskArray.max_read_bytes)"
+            )
         buf = np.empty((n, self._rows), dtype=self._dtype)
         view = memoryview(buf.reshape(-1).view(np.uint8))
         offset = start * self._rows * self._dtype.itemsize
@@ -143,10 +154,7 @@ class DiskArray:
     def write(self, start: int, values: np.ndarray) -> None:
         """Store ``values`` (``(rows, n)``; ``(n,)`` for 1-D) at samples ``start..start+n``."""
         arr = np.asarray(values, dtype=self._dtype)
-        if self.ndim == 1:
-            arr = arr.reshape(-1, 1)
-        else:
-            arr = arr.T
+        arr = arr.reshape(-1, 1) if self.ndim == 1 else arr.T
         if arr.shape[1] != self._rows or start < 0 or start + arr.shape[0] > self._length():
             raise ValueError(
                 f"cannot write {np.shape(values)} at {start} into a DiskArray of shape {self._shape}"
@@ -171,9 +179,12 @@ class DiskArray:
         if rows is not None and not (isinstance(rows, slice) and rows == slice(None)):
             raise IndexError("DiskArray assignment takes whole rows: x[:, a:b] = values")
         shape = (b - a,) if self.ndim == 1 else (self._rows, b - a)
-        block = np.broadcast_to(np.asarray(values, dtype=self._dtype).reshape(
-            (self._rows, 1) if drop and self.ndim == 2 else np.shape(values)
-        ), shape)
+        block = np.broadcast_to(
+            np.asarray(values, dtype=self._dtype).reshape(
+                (self._rows, 1) if drop and self.ndim == 2 else np.shape(values)
+            ),
+            shape,
+        )
         self.write(a, block)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -291,3 +302,73 @@ class ZeroPadded:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self[0 : self.shape[0]]
         return out if dtype is None else out.astype(dtype)
+
+
+class Mapped:
+    """``fn`` applied to each time slice of a ``(channels, samples)`` block array:
+    ``view[:, a:b]`` is ``fn(source[:, a:b])``, ``rows`` rows (``fn`` must work sample by
+    sample: a channel mix, a layout, a gain; never along time)."""
+
+    def __init__(self, source: BlockArray, fn: Any, rows: int, dtype: Any = np.float32) -> None:
+        self.source = source
+        self.fn = fn
+        self.shape = (int(rows), int(source.shape[-1]))
+        self.dtype = np.dtype(dtype)
+        self.ndim = 2
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, a, b, drop = _cols(key, 2, self.shape[1])
+        part = self.fn(self.source[:, a:b])
+        if rows is not None and not (isinstance(rows, slice) and rows == slice(None)):
+            part = part[rows]
+        return part[..., 0] if drop else part
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[:, 0 : self.shape[1]]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+class Cropped:
+    """The first ``length`` samples (columns) of a block array, slice by slice."""
+
+    def __init__(self, source: BlockArray, length: int) -> None:
+        if length > source.shape[-1]:
+            raise ValueError(f"cannot crop {source.shape} to {length} columns")
+        self.source = source
+        self.shape = (*source.shape[:-1], int(length))
+        self.dtype = source.dtype
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, a, b, drop = _cols(key, self.ndim, self.shape[-1])
+        if self.ndim == 1:
+            return self.source[a] if drop else self.source[a:b]
+        if rows is None:
+            rows = slice(None)
+        return self.source[rows, a] if drop else self.source[rows, a:b]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[0 : self.shape[0]] if self.ndim == 1 else self[:, 0 : self.shape[1]]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def crop(x: Any, length: int) -> Any:
+    """``x[..., :length]``: a numpy view for numpy, a :class:`Cropped` view otherwise."""
+    if is_whole(x):
+        return x[..., :length]
+    return x if x.shape[-1] == length else Cropped(x, length)
+
+
+def copy_into(store: ArrayStore, x: Any, size: int = BLOCK_SAMPLES) -> Any:
+    """``x`` (any block array) written block by block into a new array of ``store``."""
+    out = store.empty(tuple(x.shape), x.dtype)
+    length = x.shape[-1]
+    for a, b in blocks(length, size):
+        if len(x.shape) == 1:
+            out[a:b] = x[a:b]
+        else:
+            out[:, a:b] = x[:, a:b]
+    return out
