@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,17 @@ from .mask import enlarge_mask, high_energy_mask
 from .progress import sub_progress
 from .request import TRACK_GENERATOR, RenderRequest, check_request
 from .result import AlignmentSummary, AnalysisArrays, RenderDetails, RenderResult
+from .scratch import (
+    ArrayStore,
+    ChannelMean,
+    Mapped,
+    ZeroPadded,
+    blocks,
+    copy_into,
+    crop,
+    is_whole,
+    store_for,
+)
 from .windows import WindowPlan, plan_windows, stitch
 
 if TYPE_CHECKING:
@@ -60,6 +71,7 @@ class _Progress:
         self.timings_s: dict[str, float] = {}
         self._stage: str | None = None
         self._t0 = 0.0
+        self._moved: list[tuple[str, str, float]] = []
 
     @property
     def stage(self) -> str:
@@ -84,8 +96,17 @@ class _Progress:
             self(self._stage, 1.0)
             self._stage = None
 
+    def move_time(self, source: str, target: str, seconds: float) -> None:
+        """Count ``seconds`` of ``source``'s time as ``target``'s (work of one stage done
+        inside another's loop), once both have their timings (``done``)."""
+        self._moved.append((source, target, seconds))
+
     def done(self) -> dict[str, float]:
         self._finish()
+        for source, target, seconds in self._moved:
+            moved = min(seconds, self.timings_s.get(source, 0.0))
+            self.timings_s[source] = self.timings_s.get(source, 0.0) - moved
+            self.timings_s[target] = self.timings_s.get(target, 0.0) + moved
         self.timings_s["total"] = sum(v for k, v in self.timings_s.items() if k != "total")
         return self.timings_s
 
@@ -120,8 +141,10 @@ def render_file(
     req = request or RenderRequest()
     check_request(req)
     t0 = time.perf_counter()
-    stem = audio_io.read_stem(path)
-    return _render_stem(stem, req, progress, load_s=time.perf_counter() - t0)
+    # A long stem is read straight into a scratch file (its arrays stay on disk).
+    store = store_for(audio_io.probe_stem(path).duration_s)
+    stem = audio_io.read_stem(path, store=store)
+    return _render_stem(stem, req, progress, load_s=time.perf_counter() - t0, store=store)
 
 
 def render_stem(
@@ -182,12 +205,14 @@ class _CheckedNoise:
 class _NoiseAnalysis:
     """The noise on the analysis grid (mono, 44.1 kHz, 10 ms frames)."""
 
+    # the arrays are numpy, or for a long stem scratch-file arrays and views of them
+    # (:mod:`bnmusic_bridge.scratch`): read them by time slices
     plan: WindowPlan  # the generation windows
-    padded: np.ndarray  # float (samples,): mono audio zero-padded to the windows
-    mel_padded: np.ndarray  # (n_mels, frames) of ``padded``, mel orientation
-    mask_padded: np.ndarray  # bool, the same shape: high-energy mask M
-    mel: np.ndarray  # ``mel_padded`` cut to the stem's frames
-    mask: np.ndarray  # ``mask_padded`` cut to the stem's frames
+    padded: Any  # float (samples,): mono audio zero-padded to the windows
+    mel_padded: Any  # (n_mels, frames) of ``padded``, mel orientation
+    mask_padded: Any  # bool, the same shape: high-energy mask M
+    mel: Any  # ``mel_padded`` cut to the stem's frames
+    mask: Any  # ``mask_padded`` cut to the stem's frames
     stem: StemAnalysis  # rhythm and bands
 
 
@@ -223,8 +248,15 @@ def warm_up(progress: Callable[[float], None] | None = None) -> None:
 
 
 def _render_stem(
-    stem: audio_io.Stem, req: RenderRequest, callback: ProgressFn | None, load_s: float = 0.0
+    stem: audio_io.Stem,
+    req: RenderRequest,
+    callback: ProgressFn | None,
+    load_s: float = 0.0,
+    store: ArrayStore | None = None,
 ) -> RenderResult:
+    # Whole-stem arrays: numpy for short stems, scratch files for long ones (every stage
+    # reads and writes them by time slices, so peak memory does not grow with the stem).
+    store = store if store is not None else store_for(stem.duration_s)
     prog = _Progress(callback)
     prog.timings_s["load"] = load_s
 
@@ -248,30 +280,39 @@ def _render_stem(
 
     # 2. Analyse it: analysis-rate mono, generation windows, mel, high-energy mask,
     #    rhythm and bands.
-    analysed = _analyse_noise(stem, req, sub_progress(prog, "analyse", 0.1, 0.9))
-    windows = _noise_windows(analysed, sub_progress(prog, "analyse", 0.9, 1.0))
+    analysed = _analyse_noise(stem, req, sub_progress(prog, "analyse", 0.1, 1.0), store=store)
 
-    # 3. Stage 1: music per window.
+    # 3. Stage 1, window by window: the generator makes each window's music (from the
+    #    noise window, built when it is asked for), which is decoded and joined at once,
+    #    so no more than a window or two of either is held at a time.
     prog.start("generate")
-    music_windows = _generate(req, windows, analysed.stem, prog)
-
-    # 4. Decode the windows, join them (44.1 kHz).
+    windows = NoiseWindows(analysed)
+    decode = _DecodeTimer(windows, req.seed)
+    diagnostics: list[WindowMusic] = []
+    music_44k, join_correlations = stitch(
+        analysed.plan,
+        decode(_generate(req, windows, analysed.stem, prog, keep=diagnostics)),
+        store=store,
+    )
+    if len(diagnostics) != len(windows):
+        raise GeneratorError(
+            f"generator {req.generator!r} returned {len(diagnostics)} windows for {len(windows)}"
+        )
+    # The decode stage's time was spent inside the generation loop: report it apart.
     prog.start("decode")
-    per_window_audio = _window_audio(music_windows, windows, req.seed, prog)
-    music_44k, join_correlations = stitch(analysed.plan, per_window_audio)
-    # The joined music is all that is needed from here: the windows' audio and images
-    # go (on a long stem they are as big as the music itself); their diagnostics stay.
-    del per_window_audio, windows
-    music_windows = [WindowMusic(diagnostics=m.diagnostics) for m in music_windows]
+    prog.move_time("generate", "decode", decode.seconds)
+    music_windows = diagnostics
+    del windows
 
     # 5. The alignment step: the music's band energy moved toward the noise's; then the
     #    effects chain.
     prog.start("align")
     music_44k, alignment = align_music(
         music_44k,
-        analysed.padded[: music_44k.shape[1]],
+        crop(analysed.padded, music_44k.shape[1]),
         AlignSettings.from_request(req),
         sub_progress(prog, "align", 0.0, 0.9),
+        store=store,
     )
     # the analysis-rate noise audio has served (windows, alignment): let it go
     analysed = replace(analysed, padded=analysed.padded[:0])
@@ -279,21 +320,29 @@ def _render_stem(
         from .fx import apply_effects
 
         prog.start("effects")
-        music_44k = apply_effects(music_44k, SAMPLE_RATE_HZ, req.effects)
+        music_44k = apply_effects(music_44k, SAMPLE_RATE_HZ, req.effects, store=store)
 
     # 6. Stereo width (or the mono sum), then bring the music to the stem's rate, length
     #    and layout, as loud as the noise.
     music_44k = _shape_width(
-        music_44k, len(speakers), req.seed, widen_it=req.generator != TRACK_GENERATOR
+        music_44k,
+        len(speakers),
+        req.seed,
+        widen_it=req.generator != TRACK_GENERATOR,
+        store=store,
     )
-    music_44k, music = _match_to_stem(music_44k, stem, noise.lufs, speakers)
+    music_44k, music = _match_to_stem(music_44k, stem, noise.lufs, speakers, store=store)
     prog(prog.stage, 1.0)
 
     # 7. Stage 2: threshold, lambda lane (objective, loudness ceiling, peak mode),
     #    coverage, NMR.
     prog.start("amplify")
     music_mel = spec.audio_to_mel(
-        music_44k.mean(axis=0), progress=sub_progress(prog, "amplify", 0.0, 0.3)
+        ChannelMean(music_44k, keepdims=False)
+        if not is_whole(music_44k)
+        else music_44k.mean(axis=0),
+        progress=sub_progress(prog, "amplify", 0.0, 0.3),
+        store=store,
     )
     # Loudness and peaks are planned in the output's channel layout (the music on its
     # speakers, the noise as that layout plays it), on the 44.1 kHz music. Masking (the
@@ -301,17 +350,24 @@ def _render_stem(
     # wherever the listener sits between the speakers; the widening leaves it unchanged.
     # The 44.1 kHz music itself is not needed past this point.
     music_out = _in_layout(music_44k, speakers)
-    del music_44k
     planned = _plan_stage2(
-        analysed, music_mel, music_out, noise.lufs, req, sub_progress(prog, "amplify", 0.3, 1.0)
+        analysed,
+        music_mel,
+        music_out,
+        noise.lufs,
+        req,
+        sub_progress(prog, "amplify", 0.3, 1.0),
+        store=store,
     )
-    del music_out
+    del music_out, music_44k
 
     # 8. Apply the lane to the music on the stem's rate, channels and length, check
     #    the loudness ceiling (and the peak limit, peak_mode="lane") on that very stem
     #    (trimming if needed), and meter noise + music for the bus trim.
     prog.start("output")
-    music_gained, blend = finish_blend(planned, music, stem.sample_rate_hz, noise=noise_out)
+    music_gained, blend = finish_blend(
+        planned, music, stem.sample_rate_hz, noise=noise_out, store=store
+    )
 
     # 9. Collect the result.
     return _collect_result(
@@ -336,7 +392,7 @@ def _check_noise(stem: audio_io.Stem) -> _CheckedNoise:
     DC offset and of clipped samples."""
     where = str(stem.path) if stem.path else "<audio array>"
     warnings: list[str] = []
-    peak = float(np.max(np.abs(stem.audio)))
+    peak, means = audio_io.peak_and_means(stem.audio)
     peak_dbfs = 20 * np.log10(peak) if peak > 0 else float("-inf")
     if peak_dbfs < SILENCE_PEAK_DBFS:
         raise AudioInputError(
@@ -346,11 +402,12 @@ def _check_noise(stem: audio_io.Stem) -> _CheckedNoise:
     # Loudness as a DAW meters it (the stem's own rate and layout): the music is matched
     # to it, and the ceiling is relative to it.
     # DC is inaudible but K-weighting's start-up turns a DC step into loudness: remove it.
-    means = stem.audio.mean(axis=1, keepdims=True)
     lufs = integrated_lufs(stem.audio, stem.sample_rate_hz, offset=means)
     dc = float(np.max(np.abs(means[:, 0])))
     if dc > DC_WARNING_LEVEL:
-        warnings.append(f"{where}: DC offset of {dc:.3f} (linear): high-pass the stem before bouncing")
+        warnings.append(
+            f"{where}: DC offset of {dc:.3f} (linear): high-pass the stem before bouncing"
+        )
     if lufs <= SILENCE_LUFS_GATE:
         raise AudioInputError(
             f"{where}: the noise is inaudible ({lufs:.1f} LUFS, at or below the "
@@ -366,7 +423,11 @@ def _check_noise(stem: audio_io.Stem) -> _CheckedNoise:
 
 
 def _analyse_noise(
-    stem: audio_io.Stem, req: RenderRequest, progress: Callable[[float], None] | None = None
+    stem: audio_io.Stem,
+    req: RenderRequest,
+    progress: Callable[[float], None] | None = None,
+    *,
+    store: ArrayStore | None = None,
 ) -> _NoiseAnalysis:
     """The noise as analysis-rate mono cut into generation windows, its mel, its
     high-energy mask (per image window, as the paper's) and its rhythm and bands;
@@ -377,13 +438,18 @@ def _analyse_noise(
         if progress is not None:
             progress(fraction)
 
-    mono = audio_io.to_analysis_mono(stem)
+    mono = audio_io.to_analysis_mono(stem, store=store)
     step(0.15)
     n = mono.shape[0]
     plan = plan_windows(n, req.overlap_frames)
-    padded = audio_io.fit_length(mono[None, :], plan.padded_samples)[0]
+    if is_whole(mono):
+        padded = audio_io.fit_length(mono[None, :], plan.padded_samples)[0]
+    else:
+        padded = ZeroPadded(mono, plan.padded_samples)
     mel_padded = spec.audio_to_mel(
-        padded, progress=None if progress is None else lambda f: step(0.15 + 0.45 * f)
+        padded,
+        progress=None if progress is None else lambda f: step(0.15 + 0.45 * f),
+        store=store,
     )
     mask_padded = high_energy_mask(
         mel_padded,
@@ -391,11 +457,12 @@ def _analyse_noise(
         window_starts=list(plan.start_frames),
         window_frames=IMAGE_FRAMES,
         valid_frames=plan.valid_frames,
+        store=store,
     )
     step(0.7)
     frames = spec.num_frames(n)
-    mel = mel_padded[:, :frames]
-    mask = mask_padded[:, :frames]
+    mel = crop(mel_padded, frames)
+    mask = crop(mask_padded, frames)
     rhythm = analyse_stem(mono, mel, mask)
     step(1.0)
     return _NoiseAnalysis(
@@ -409,66 +476,113 @@ def _analyse_noise(
     )
 
 
+class NoiseWindows(Sequence[NoiseWindow]):
+    """The noise cut into Stage 1's windows, each built when it is asked for: audio,
+    Riffusion image, mask and enlarged mask (picture orientation). A long stem has
+    hundreds of windows; a generator that walks them in order holds one at a time."""
+
+    def __init__(self, analysed: _NoiseAnalysis) -> None:
+        self.analysed = analysed
+
+    def __len__(self) -> int:
+        return self.analysed.plan.count
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"window {k} of {len(self)}")
+        return self._window(k % len(self))
+
+    def __iter__(self) -> Iterator[NoiseWindow]:
+        return (self._window(k) for k in range(len(self)))
+
+    def _window(self, k: int) -> NoiseWindow:
+        from .spectrogram import mel_to_image
+
+        a, plan = self.analysed, self.analysed.plan
+        f0, s0 = plan.start_frames[k], plan.start_samples[k]
+        image, max_value = mel_to_image(a.mel_padded[:, f0 : f0 + IMAGE_FRAMES])
+        core = a.mask_padded[:, f0 : f0 + IMAGE_FRAMES]
+        return NoiseWindow(
+            index=k,
+            start_sample=s0,
+            num_samples=WINDOW_SAMPLES,
+            valid_samples=int(min(WINDOW_SAMPLES, max(0, plan.num_samples - s0))),
+            audio=a.padded[s0 : s0 + WINDOW_SAMPLES],
+            image=image,
+            max_value=max_value,
+            # Picture orientation, as the image: row 0 = highest band.
+            mask=np.ascontiguousarray(core[::-1]),
+            mask_enlarged=np.ascontiguousarray(enlarge_mask(core)[::-1]),
+        )
+
+
 def _noise_windows(
     analysed: _NoiseAnalysis, progress: Callable[[float], None] | None = None
 ) -> list[NoiseWindow]:
-    """The noise cut into Stage 1's windows: audio, Riffusion image, mask and enlarged
-    mask of each (picture orientation); ``progress(fraction)`` after each window."""
-    from .spectrogram import mel_to_image
-
-    plan, padded = analysed.plan, analysed.padded
-    noise_mel, mask = analysed.mel_padded, analysed.mask_padded
-    windows = []
-    for k, (f0, s0) in enumerate(zip(plan.start_frames, plan.start_samples, strict=True)):
-        mel_w = noise_mel[:, f0 : f0 + IMAGE_FRAMES]
-        image, max_value = mel_to_image(mel_w)
-        core = mask[:, f0 : f0 + IMAGE_FRAMES]
-        windows.append(
-            NoiseWindow(
-                index=k,
-                start_sample=s0,
-                num_samples=WINDOW_SAMPLES,
-                valid_samples=int(min(WINDOW_SAMPLES, max(0, plan.num_samples - s0))),
-                audio=padded[s0 : s0 + WINDOW_SAMPLES],
-                image=image,
-                max_value=max_value,
-                # Picture orientation, as the image: row 0 = highest band.
-                mask=np.ascontiguousarray(core[::-1]),
-                mask_enlarged=np.ascontiguousarray(enlarge_mask(core)[::-1]),
-            )
-        )
+    """All of Stage 1's noise windows at once (:class:`NoiseWindows` as a list);
+    ``progress(fraction)`` after each window."""
+    windows = NoiseWindows(analysed)
+    out = []
+    for k, w in enumerate(windows):
+        out.append(w)
         if progress is not None:
-            progress((k + 1) / plan.count)
-    return windows
+            progress((k + 1) / len(windows))
+    return out
+
+
+class _DecodeTimer:
+    """Decodes each window's music to audio as the generator yields it (and times it)."""
+
+    def __init__(self, windows: Sequence[NoiseWindow], seed: int) -> None:
+        self.windows = windows
+        self.seed = seed
+        self.seconds = 0.0
+
+    def __call__(self, music: Iterable[WindowMusic]) -> Iterator[np.ndarray]:
+        for k, m in enumerate(music):
+            t0 = time.perf_counter()
+            a = _decode_window(k, m, self.windows[k] if m.audio is None else None, self.seed)
+            self.seconds += time.perf_counter() - t0
+            yield a
+
+
+def _decode_window(k: int, m: WindowMusic, w: NoiseWindow | None, seed: int) -> np.ndarray:
+    """Window ``k``'s music as float32 ``(1 or 2, WINDOW_SAMPLES)`` audio: the generator's
+    audio, checked, or its image decoded (``w``: the noise window, for its level)."""
+    from .spectrogram import image_to_audio
+
+    if m.audio is not None:
+        a = np.asarray(m.audio, dtype=np.float32)
+        if a.ndim == 1:
+            a = a[None, :]
+        if a.shape[1] != WINDOW_SAMPLES or a.shape[0] not in (1, 2):
+            raise GeneratorError(
+                f"window {k}: generator audio has shape {a.shape}; expected "
+                f"(1 or 2, {WINDOW_SAMPLES})"
+            )
+    elif m.image is not None:
+        assert w is not None
+        # The noise window's max_value keeps the music's level in step with the
+        # noise from window to window (the image alone has no absolute scale); a
+        # generator that re-expressed the window at another level gives its own.
+        level = w.max_value if m.max_value is None else m.max_value
+        a = image_to_audio(m.image, level, num_samples=w.num_samples, seed=seed + k)[None, :]
+    else:
+        raise GeneratorError(f"window {k}: the generator returned neither audio nor image")
+    if not np.all(np.isfinite(a)):
+        raise GeneratorError(f"window {k}: the generator returned NaN or inf samples")
+    return a
 
 
 def _window_audio(
     music: Sequence[WindowMusic], windows: Sequence[NoiseWindow], seed: int, prog: StageHook
 ) -> list[np.ndarray]:
-    from .spectrogram import image_to_audio
-
+    """Every window's music as audio (:func:`_decode_window`), in order."""
     out = []
     for k, (m, w) in enumerate(zip(music, windows, strict=True)):
-        if m.audio is not None:
-            a = np.asarray(m.audio, dtype=np.float32)
-            if a.ndim == 1:
-                a = a[None, :]
-            if a.shape[1] != w.num_samples or a.shape[0] not in (1, 2):
-                raise GeneratorError(
-                    f"window {k}: generator audio has shape {a.shape}; expected "
-                    f"(1 or 2, {w.num_samples})"
-                )
-        elif m.image is not None:
-            # The noise window's max_value keeps the music's level in step with the
-            # noise from window to window (the image alone has no absolute scale); a
-            # generator that re-expressed the window at another level gives its own.
-            level = w.max_value if m.max_value is None else m.max_value
-            a = image_to_audio(m.image, level, num_samples=w.num_samples, seed=seed + k)[None, :]
-        else:
-            raise GeneratorError(f"window {k}: the generator returned neither audio nor image")
-        if not np.all(np.isfinite(a)):
-            raise GeneratorError(f"window {k}: the generator returned NaN or inf samples")
-        out.append(a)
+        out.append(_decode_window(k, m, w, seed))
         prog("decode", (k + 1) / len(music))
     return out
 
@@ -478,17 +592,24 @@ def _generate(
     windows: Sequence[NoiseWindow],
     analysis: StemAnalysis,
     prog: StageHook,
-) -> list[WindowMusic]:
-    """Stage 1: the request's generator turns every noise window into music."""
+    *,
+    keep: list[WindowMusic] | None = None,
+) -> Iterator[WindowMusic]:
+    """Stage 1: the request's generator turns every noise window into music, yielded in
+    order (one at a time from a streaming generator). ``keep`` collects each window's
+    diagnostics (without its audio or image)."""
+    from .generators.base import iter_music
+
     generator = generator_for(req)
-    music_windows = generator.generate(
-        windows, analysis, GenerationSettings.from_request(req), prog
-    )
-    if len(music_windows) != len(windows):
-        raise GeneratorError(
-            f"generator {req.generator!r} returned {len(music_windows)} windows for {len(windows)}"
-        )
-    return music_windows
+    settings = GenerationSettings.from_request(req)
+    for count, m in enumerate(iter_music(generator, windows, analysis, settings, prog), 1):
+        if count > len(windows):
+            raise GeneratorError(
+                f"generator {req.generator!r} returned more than {len(windows)} windows"
+            )
+        if keep is not None:
+            keep.append(WindowMusic(diagnostics=m.diagnostics))
+        yield m
 
 
 def output_speakers(channels: str, stem: audio_io.Stem) -> tuple[str, ...]:
@@ -510,50 +631,89 @@ def _noise_in_layout(stem: audio_io.Stem, num_channels: int) -> np.ndarray:
     if num_channels == stem.num_channels:
         return stem.audio
     if num_channels == 1:
+        if not is_whole(stem.audio):
+            return ChannelMean(stem.audio)
         return stem.audio.mean(axis=0, keepdims=True)
+    if not is_whole(stem.audio):
+        return Mapped(
+            stem.audio,
+            lambda p: np.repeat(p.mean(axis=0, keepdims=True), num_channels, axis=0),
+            num_channels,
+        )
     return np.repeat(stem.audio.mean(axis=0, keepdims=True), num_channels, axis=0)
 
 
 def _lufs(audio: np.ndarray, sample_rate_hz: int) -> float:
-    # As _check_noise measures it: DC removed (K-weighting turns a DC step into loudness).
-    return integrated_lufs(audio - audio.mean(axis=1, keepdims=True), sample_rate_hz)
+    # As _check_noise measures it: DC removed (K-weighting turns a DC step into loudness),
+    # block by block (``audio - offset`` in the audio's dtype, as a whole copy would be).
+    _, means = audio_io.peak_and_means(audio)
+    return integrated_lufs(audio, sample_rate_hz, offset=means)
 
 
 def _shape_width(
-    music_44k: np.ndarray, num_channels: int, seed: int, *, widen_it: bool = True
-) -> np.ndarray:
+    music_44k: Any,
+    num_channels: int,
+    seed: int,
+    *,
+    widen_it: bool = True,
+    store: ArrayStore | None = None,
+) -> Any:
     """Mono music: the mono sum. Otherwise stereo at least as wide as real stereo music
     (:func:`bnmusic_bridge.stereo.widen`: the mono sum stays exactly as it was, so
     Stage 2, computed on the mono sums of noise and music, does not change).
-    ``widen_it`` False (the producer's own track): stereo as it is, mono on both sides."""
+    ``widen_it`` False (the producer's own track): stereo as it is, mono on both sides.
+    A long stem's music (a scratch-file array) comes back as a new one of ``store``."""
+    if not is_whole(music_44k):
+        assert store is not None
+        if num_channels == 1:
+            return copy_into(store, ChannelMean(music_44k))
+        if not widen_it:
+            if music_44k.shape[0] == 2:
+                return music_44k
+            return copy_into(store, Mapped(music_44k, lambda p: audio_io.match_channels(p, 2), 2))
     if num_channels == 1:
         return music_44k.mean(axis=0, keepdims=True).astype(np.float32)
     if not widen_it:
         return audio_io.match_channels(music_44k, 2)
     from .stereo import widen
 
-    return widen(music_44k, SAMPLE_RATE_HZ, seed=seed)
+    return widen(music_44k, SAMPLE_RATE_HZ, seed=seed, store=store)
 
 
-def _in_layout(music: np.ndarray, speakers: tuple[str, ...]) -> np.ndarray:
-    """1- or 2-channel music on the output's speakers (music on the front pair)."""
+def _in_layout(music: Any, speakers: tuple[str, ...]) -> Any:
+    """1- or 2-channel music on the output's speakers (music on the front pair); a
+    view, slice by slice, of a scratch-file array."""
+    if not is_whole(music):
+        if len(speakers) == music.shape[0]:
+            return music
+        return Mapped(music, lambda p: _in_layout(p, speakers), len(speakers))
     if len(speakers) <= 2:
         return audio_io.match_channels(music, len(speakers))
     return place_music(music, speakers)
 
 
 def _match_to_stem(
-    music_44k: np.ndarray, stem: audio_io.Stem, noise_lufs: float, speakers: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray]:
+    music_44k: Any,
+    stem: audio_io.Stem,
+    noise_lufs: float,
+    speakers: tuple[str, ...],
+    *,
+    store: ArrayStore | None = None,
+) -> tuple[Any, Any]:
     """The music on the stem's rate and length and the output's speakers, and both it
     and the 44.1 kHz music scaled to unity: as loud as the noise (its integrated LUFS
     in the same layout)."""
+    if not is_whole(music_44k):
+        assert store is not None
+        return _match_to_stem_blocks(music_44k, stem, noise_lufs, speakers, store)
     music = _in_layout(
         audio_io.resample(music_44k, SAMPLE_RATE_HZ, stem.sample_rate_hz, stem.num_samples),
         speakers,
     )
     if np.any(music):
-        unity = np.float32(10.0 ** ((noise_lufs - integrated_lufs(music, stem.sample_rate_hz)) / 20.0))
+        unity = np.float32(
+            10.0 ** ((noise_lufs - integrated_lufs(music, stem.sample_rate_hz)) / 20.0)
+        )
         # ``music`` may share memory with ``music_44k`` (same rate and layout): scale it
         # into a new array first, then the 44.1 kHz music in place (no third copy)
         music = music * unity
@@ -561,13 +721,50 @@ def _match_to_stem(
     return music_44k, music
 
 
+def _match_to_stem_blocks(
+    music_44k: Any,
+    stem: audio_io.Stem,
+    noise_lufs: float,
+    speakers: tuple[str, ...],
+    store: ArrayStore,
+) -> tuple[Any, Any]:
+    """:func:`_match_to_stem` for scratch-file arrays: the same numbers, a block at a time
+    (the unity gain needs the whole music's loudness first: two passes)."""
+    if stem.sample_rate_hz == SAMPLE_RATE_HZ and stem.num_samples == music_44k.shape[1]:
+        at_rate = music_44k
+    else:
+        at_rate = audio_io.resample(
+            music_44k, SAMPLE_RATE_HZ, stem.sample_rate_hz, stem.num_samples, store=store
+        )
+    laid = _in_layout(at_rate, speakers)
+    n = laid.shape[1]
+    silent = not any(np.any(laid[:, a:b]) for a, b in blocks(n))
+    unity = (
+        np.float32(1.0)
+        if silent
+        else np.float32(10.0 ** ((noise_lufs - integrated_lufs(laid, stem.sample_rate_hz)) / 20.0))
+    )
+    music = store.empty((len(speakers), n), np.float32)
+    for a, b in blocks(n):
+        part = laid[:, a:b]
+        music[:, a:b] = part if silent else part * unity
+    if not silent:
+        for a, b in blocks(music_44k.shape[1]):
+            part = music_44k[:, a:b]
+            part *= unity
+            music_44k[:, a:b] = part
+    return music_44k, music
+
+
 def _plan_stage2(
     analysed: _NoiseAnalysis,
-    music_mel: np.ndarray,
-    music_out: np.ndarray,
+    music_mel: Any,
+    music_out: Any,
     noise_lufs: float,
     req: RenderRequest,
     progress: Callable[[float], None] | None = None,
+    *,
+    store: ArrayStore | None = None,
 ) -> Blend:
     """Stage 2 planned on the 44.1 kHz music in the output's channel layout
     (``music_out``): masking field, caps, lambda lane, metering."""
@@ -581,6 +778,7 @@ def _plan_stage2(
         noise_lufs,
         BlendSettings.from_request(req),
         progress=progress,
+        store=store,
     )
 
 
@@ -615,7 +813,7 @@ def _collect_result(
     return RenderResult(
         sample_rate_hz=stem.sample_rate_hz,
         num_samples=stem.num_samples,
-        music=music.astype(np.float32, copy=False),
+        music=music.astype(np.float32, copy=False) if is_whole(music) else music,
         music_gained=music_gained,
         lane_times_s=np.asarray(lane.frame_times_s, dtype=np.float64),
         lane_gain_db=np.asarray(lane.frame_gain_db, dtype=np.float64),
