@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import scratch
 from .grid import FRAME_RATE_HZ, HOP_SAMPLES, SAMPLE_RATE_HZ
 
 
@@ -85,8 +86,16 @@ TONAL_RANGE_HZ = (40.0, 5_000.0)
 _MIN_ONSET_GAP_S = 0.05
 
 
-def analyse_stem(audio: np.ndarray, mel: np.ndarray, mask: np.ndarray) -> StemAnalysis:
+def analyse_stem(
+    audio: np.ndarray | scratch.BlockArray,
+    mel: np.ndarray | scratch.BlockArray,
+    mask: np.ndarray | scratch.BlockArray,
+) -> StemAnalysis:
     """Measure a noise stem's rhythm and spectrum for the generators.
+
+    Each argument may be a numpy array or a block array
+    (:class:`~bnmusic_bridge.scratch.DiskArray` or a lazy view), which is read only by
+    time slices (blocks of samples or frames); the analysis is the same either way.
 
     Args:
         audio: mono float ``(num_samples,)`` at 44,100 Hz, linear amplitude, the whole
@@ -111,30 +120,32 @@ def analyse_stem(audio: np.ndarray, mel: np.ndarray, mask: np.ndarray) -> StemAn
     from .grid import N_MELS
     from .spectrogram import mel_center_hz
 
-    samples = np.asarray(audio)
-    if samples.ndim != 1:
-        raise AudioInputError(f"audio must be mono 1-D (num_samples,), got shape {samples.shape}")
-    if samples.shape[0] < 2 * ONSET_WINDOW_SAMPLES:
+    samples = _whole_or_block(audio)
+    shape = tuple(samples.shape)
+    if len(shape) != 1:
+        raise AudioInputError(f"audio must be mono 1-D (num_samples,), got shape {shape}")
+    if shape[0] < 2 * ONSET_WINDOW_SAMPLES:
         raise AudioInputError(
-            f"audio has {samples.shape[0]} samples; analysis needs at least "
-            f"{2 * ONSET_WINDOW_SAMPLES}"
+            f"audio has {shape[0]} samples; analysis needs at least {2 * ONSET_WINDOW_SAMPLES}"
         )
-    if not np.all(np.isfinite(samples)):
+    if not all(np.all(np.isfinite(samples[a:b])) for a, b in scratch.blocks(shape[0])):
         raise AudioInputError("audio holds NaN or inf samples")
-    frames = samples.shape[0] // HOP_SAMPLES + 1
+    frames = shape[0] // HOP_SAMPLES + 1
     # The mel stays in its own dtype (float32 from audio_to_mel): a float64 copy of an
     # hour's mel is 1.5 GB. Its summaries are taken row by row and block by block below.
-    mel_arr = np.asarray(mel)
-    if mel_arr.shape != (N_MELS, frames):
+    mel_arr = _whole_or_block(mel)
+    if tuple(mel_arr.shape) != (N_MELS, frames):
         raise ParameterError(
-            f"mel has shape {mel_arr.shape}; expected ({N_MELS}, {frames}) for "
-            f"{samples.shape[0]} samples"
+            f"mel has shape {tuple(mel_arr.shape)}; expected ({N_MELS}, {frames}) for "
+            f"{shape[0]} samples"
         )
     if not all(np.all(np.isfinite(mel_arr[:, a:b])) for a, b in _frame_blocks(frames)):
         raise ParameterError("mel holds NaN or inf values")
-    mask_arr = np.asarray(mask, dtype=bool)
-    if mask_arr.shape != mel_arr.shape:
-        raise ParameterError(f"mask has shape {mask_arr.shape}; mel has {mel_arr.shape}")
+    mask_arr = _whole_or_block(mask, dtype=bool)
+    if tuple(mask_arr.shape) != tuple(mel_arr.shape):
+        raise ParameterError(
+            f"mask has shape {tuple(mask_arr.shape)}; mel has {tuple(mel_arr.shape)}"
+        )
 
     envelope = onset_envelope(samples, frames)
     onsets_s = pick_onsets(envelope)
@@ -149,17 +160,26 @@ def analyse_stem(audio: np.ndarray, mel: np.ndarray, mask: np.ndarray) -> StemAn
 
     # float64 as before: each band's mean over its own row (the same pairwise sum as
     # over the whole array), each frame's energy over its own column block
-    band_mean = np.array([row.astype(np.float64).mean() for row in mel_arr])
+    if scratch.is_whole(mel_arr):
+        band_mean = np.array([row.astype(np.float64).mean() for row in mel_arr])
+    else:
+        band_mean = _pairwise_row_sums(mel_arr, 0, frames) / frames
     frame_energy = np.empty(frames)
     for a, b in _frame_blocks(frames):
         part = mel_arr[:, a:b].astype(np.float64)
         frame_energy[a:b] = np.sum(part * part, axis=0)
-    total_mask = int(mask_arr.sum())
-    share = mask_arr.sum(axis=1) / total_mask if total_mask > 0 else np.zeros(N_MELS, np.float64)
+    if scratch.is_whole(mask_arr):
+        per_band = mask_arr.sum(axis=1)
+    else:
+        per_band = np.zeros(mask_arr.shape[0], dtype=np.int64)
+        for a, b in _frame_blocks(frames, scratch.BLOCK_FRAMES):
+            per_band += np.count_nonzero(np.asarray(mask_arr[:, a:b], dtype=bool), axis=1)
+    total_mask = int(per_band.sum())
+    share = per_band / total_mask if total_mask > 0 else np.zeros(N_MELS, np.float64)
     peaks_hz, peaks_db = tonal_peaks(samples)
     return StemAnalysis(
         sample_rate_hz=SAMPLE_RATE_HZ,
-        num_samples=int(samples.shape[0]),
+        num_samples=int(shape[0]),
         onset_envelope=envelope.astype(np.float32),
         onset_times_s=onsets_s,
         tempo_bpm=tempo_bpm,
@@ -180,8 +200,46 @@ def _frame_blocks(frames: int, size: int = 2048) -> list[tuple[int, int]]:
     return [(a, min(a + size, frames)) for a in range(0, frames, size)]
 
 
-def tonal_peaks(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _whole_or_block(x: object, dtype: object = None) -> np.ndarray | scratch.BlockArray:
+    """A block array as it is (it is read by slices); anything else through
+    ``np.asarray`` (with ``dtype``), as before."""
+    if not isinstance(x, np.ndarray) and hasattr(x, "shape") and hasattr(x, "dtype"):
+        return x  # type: ignore[return-value]
+    return np.asarray(x, dtype=dtype)  # type: ignore[call-overload]
+
+
+PAIRWISE_LEAF_FRAMES = 2048
+"""Most frames :func:`_pairwise_row_sums` sums with one numpy call (below numpy's
+8,192-element buffer, so the call is one pairwise summation)."""
+
+
+_NUMPY_PAIRWISE_BLOCK = 128
+"""numpy sums runs of up to this many elements in one unrolled loop (no halving)."""
+
+
+def _pairwise_row_sums(x: scratch.BlockArray, start: int, count: int) -> np.ndarray:
+    """float64 sum of each row of ``x[:, start:start + count]``, bit for bit what
+    ``row.astype(np.float64).sum()`` gives on the whole row, reading only blocks of
+    frames.
+
+    numpy sums a float64 row pairwise: it halves a run of more than 128 elements at a
+    multiple of 8 below the middle (``n2 = n // 2 - (n // 2) % 8``), sums both halves
+    the same way and adds them. This follows the same halving down to runs of at most
+    :data:`PAIRWISE_LEAF_FRAMES` frames (and never below numpy's unrolled 128), which
+    numpy sums itself (one call per run: the same tree below), so every addition is the
+    one numpy makes (``tests/test_analysis_blocks.py`` checks this against numpy).
+    """
+    if count <= max(PAIRWISE_LEAF_FRAMES, _NUMPY_PAIRWISE_BLOCK):
+        return np.asarray(x[:, start : start + count], dtype=np.float64).sum(axis=1)
+    half = count // 2
+    half -= half % 8
+    return _pairwise_row_sums(x, start, half) + _pairwise_row_sums(x, start + half, count - half)
+
+
+def tonal_peaks(audio: np.ndarray | scratch.BlockArray) -> tuple[np.ndarray, np.ndarray]:
     """Tonal peaks of mono 44.1 kHz audio: (frequencies in Hz, prominences in dB).
+
+    ``audio`` may be a block array: only its segments are read.
 
     The long-term power spectrum is the mean of Hann-windowed
     :data:`PEAK_FFT_SAMPLES`-sample periodograms (half-overlapping, at most
@@ -194,10 +252,12 @@ def tonal_peaks(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy import ndimage, signal
 
     n = PEAK_FFT_SAMPLES
-    x = np.asarray(audio)  # each segment is taken to float64 on its own
-    if x.size < n:
-        x = np.pad(x.astype(np.float64), (0, n - x.size))
-    starts = np.arange(0, x.size - n + 1, n // 2)
+    x = _whole_or_block(audio)  # each segment is taken to float64 on its own
+    size = int(x.shape[0])
+    if size < n:
+        x = np.pad(np.asarray(x[0:size]).astype(np.float64), (0, n - size))
+        size = n
+    starts = np.arange(0, size - n + 1, n // 2)
     if starts.size > MAX_PEAK_SEGMENTS:
         starts = starts[np.linspace(0, starts.size - 1, MAX_PEAK_SEGMENTS).round().astype(int)]
     window = np.hanning(n + 1)[:-1]
@@ -229,7 +289,7 @@ def _relative_db(values: np.ndarray, *, amplitude: bool) -> np.ndarray:
     return np.maximum(db, FLOOR_DB).astype(np.float32)
 
 
-def onset_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
+def onset_envelope(audio: np.ndarray | scratch.BlockArray, num_frames: int) -> np.ndarray:
     """Spectral-flux onset strength of mono 44.1 kHz audio, one value per 10 ms frame.
 
     Frame ``j`` is centred on sample ``j * 441`` (reflect-padded STFT, 2,048-sample Hann
@@ -241,12 +301,27 @@ def onset_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
     A few wide bands average out the flicker of noise, which would otherwise bury the
     rhythm of a train or a clock.
 
+    ``audio`` may be a 1-D block array (at least 1,466 samples, so that one
+    reflection pads it): it is read a block of frames at a time, reflected at its two
+    ends slice by slice (:func:`_reflected`), the same samples as the padded whole.
+
     Returns:
         float64 ``(num_frames,)``, non-negative, in dB (summed over bands).
     """
     half = ONSET_WINDOW_SAMPLES // 2
-    # padded in the audio's own dtype; each block of frames is taken to float64
-    padded = np.pad(np.asarray(audio), (half, half + HOP_SAMPLES), mode="reflect")
+    source = _whole_or_block(audio)
+    if isinstance(source, np.ndarray):
+        # padded in the audio's own dtype; each block of frames is taken to float64
+        padded = np.pad(source, (half, half + HOP_SAMPLES), mode="reflect")
+
+        def take(lo: int, hi: int) -> np.ndarray:
+            return padded[lo:hi]
+
+    else:
+
+        def take(lo: int, hi: int) -> np.ndarray:
+            return _reflected(source, lo - half, hi - half)
+
     starts = np.arange(num_frames) * HOP_SAMPLES
     window = np.hanning(ONSET_WINDOW_SAMPLES + 1)[:-1]
     bands = _onset_band_edges()
@@ -254,8 +329,11 @@ def onset_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
     # Blocks of frames keep the framed copy of the audio small on long stems.
     block = 1_024
     for b0 in range(0, num_frames, block):
-        idx = starts[b0 : b0 + block, None] + np.arange(ONSET_WINDOW_SAMPLES)[None, :]
-        spec = np.fft.rfft(padded[idx].astype(np.float64) * window, axis=1)
+        first = int(starts[b0])
+        last = int(starts[min(b0 + block, num_frames) - 1]) + ONSET_WINDOW_SAMPLES
+        segment = take(first, last)  # the padded samples these frames cover
+        idx = starts[b0 : b0 + block, None] - first + np.arange(ONSET_WINDOW_SAMPLES)[None, :]
+        spec = np.fft.rfft(segment[idx].astype(np.float64) * window, axis=1)
         cums = np.cumsum(spec.real**2 + spec.imag**2, axis=1)
         power[:, b0 : b0 + block] = (cums[:, bands[1:] - 1] - cums[:, bands[:-1] - 1]).T
     peak = float(power.max())
@@ -264,6 +342,20 @@ def onset_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
     level_db = 10.0 * np.log10(np.maximum(power / peak, 1e-8))
     edged = np.pad(level_db, ((0, 0), (2, 0)), mode="edge")
     return np.maximum(edged[:, 2:] - edged[:, :-2], 0.0).sum(axis=0)
+
+
+def _reflected(audio: scratch.BlockArray, lo: int, hi: int) -> np.ndarray:
+    """Samples ``lo..hi`` of 1-D ``audio`` extended by reflection at both ends (as
+    ``np.pad(..., mode="reflect")``: sample ``-k`` is sample ``k``, sample ``n - 1 + k``
+    is sample ``n - 1 - k``), for ``-n < lo`` and ``hi < 2 n - 1``; reads only the
+    samples it needs, in the audio's dtype."""
+    n = int(audio.shape[0])
+    j = np.abs(np.arange(lo, hi))
+    j = np.where(j >= n, 2 * (n - 1) - j, j)
+    if j.size == 0:
+        return np.zeros(0, dtype=audio.dtype)
+    a, b = int(j.min()), int(j.max()) + 1
+    return np.asarray(audio[a:b])[j - a]
 
 
 def _onset_band_edges() -> np.ndarray:

@@ -12,14 +12,17 @@ import re
 import secrets
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from . import scratch
 from .errors import AudioInputError, OutputError, OutputExistsError, ParameterError
 from .grid import AUDIO_EXTENSIONS, SAMPLE_RATE_HZ
+from .scratch import ArrayStore, BlockArray, DiskArray
 
 MIN_SAMPLE_RATE_HZ = 8_000
 MAX_SAMPLE_RATE_HZ = 192_000
@@ -80,7 +83,10 @@ class Stem:
     """An audio stem as read from disk (or handed over as numpy).
 
     Attributes:
-        audio: float32 ``(channels, num_samples)``, linear amplitude.
+        audio: float32 ``(channels, num_samples)``, linear amplitude: a numpy array, or
+            a :class:`~bnmusic_bridge.scratch.DiskArray` when :func:`read_stem` was given
+            a disk store (a long stem; touch it only through time slices
+            ``audio[:, a:b]``).
         sample_rate_hz: the stem's own sample rate in Hz.
         path: where it came from, or None for in-memory audio.
         clipped_share: share of samples at or above :data:`CLIP_LEVEL` (0..1).
@@ -88,7 +94,7 @@ class Stem:
             has one (:func:`bnmusic_bridge.channel_layout.wav_channel_mask`), else None.
     """
 
-    audio: np.ndarray
+    audio: np.ndarray | DiskArray
     sample_rate_hz: int
     path: Path | None = None
     clipped_share: float = 0.0
@@ -111,33 +117,32 @@ def _name(path: Path | None) -> str:
     return str(path) if path is not None else "<audio array>"
 
 
-def check_audio(audio: np.ndarray, sample_rate_hz: float, path: Path | None = None) -> Stem:
-    """Validate a buffer and wrap it as a :class:`Stem`.
+def is_block_array(x: Any) -> bool:
+    """True for a whole-stem array that is not a numpy array (a
+    :class:`~bnmusic_bridge.scratch.DiskArray` or a lazy view): it has ``shape`` and
+    ``dtype`` and answers time slices, and must be touched only through them."""
+    return not isinstance(x, np.ndarray) and hasattr(x, "shape") and hasattr(x, "dtype")
 
-    Accepts ``(samples,)`` (mono) or ``(channels, samples)``. Refuses NaN/inf, empty or
-    too-short audio, sample rates outside 8..192 kHz and more than 8 channels; every
-    error names the file (or "<audio array>") and the problem.
-    """
-    where = _name(path)
-    arr = np.asarray(audio)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise AudioInputError(f"{where}: audio must be (channels, samples), got shape {arr.shape}")
-    if arr.shape[0] > arr.shape[1] and arr.shape[1] <= MAX_CHANNELS:
+
+def _check_layout(shape: tuple[int, ...], dtype: Any, sample_rate_hz: float, where: str) -> float:
+    """:func:`check_audio`'s checks of shape, dtype, rate, channels and duration (in its
+    order, with its messages); returns the rate in Hz as a float."""
+    if len(shape) != 2:
+        raise AudioInputError(f"{where}: audio must be (channels, samples), got shape {shape}")
+    if shape[0] > shape[1] and shape[1] <= MAX_CHANNELS:
         raise AudioInputError(
-            f"{where}: audio shape {arr.shape} looks like (samples, channels); "
+            f"{where}: audio shape {shape} looks like (samples, channels); "
             "pass (channels, samples) (pedalboard's layout), e.g. audio.T"
         )
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise AudioInputError(f"{where}: audio must be floating point, got {arr.dtype}")
+    if not np.issubdtype(dtype, np.floating):
+        raise AudioInputError(f"{where}: audio must be floating point, got {dtype}")
     rate = float(sample_rate_hz)
     if not rate.is_integer() or not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
         raise AudioInputError(
             f"{where}: sample rate {sample_rate_hz} Hz is not supported "
             f"(integer rates from {MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ} Hz)"
         )
-    channels, samples = arr.shape
+    channels, samples = shape
     if channels < 1 or channels > MAX_CHANNELS:
         raise AudioInputError(f"{where}: {channels} channels; 1 to {MAX_CHANNELS} are supported")
     if samples == 0:
@@ -147,25 +152,126 @@ def check_audio(audio: np.ndarray, sample_rate_hz: float, path: Path | None = No
         raise AudioInputError(
             f"{where}: stem is {duration_s:.3f} s long; at least {MIN_DURATION_S} s is needed"
         )
+    return rate
+
+
+def _nonfinite_error(where: str, bad: int, rate: float) -> AudioInputError:
+    return AudioInputError(
+        f"{where}: audio holds NaN or infinite samples (first at sample {bad}, "
+        f"{bad / rate:.3f} s); fix or re-bounce the stem"
+    )
+
+
+def _loud_error(where: str, bad: int, peak: float, rate: float) -> AudioInputError:
+    level_db = 20 * np.log10(peak)
+    return AudioInputError(
+        f"{where}: audio peaks at {level_db:+.0f} dBFS (first sample beyond "
+        f"{20 * np.log10(MAX_SAMPLE_LEVEL):+.0f} dBFS at sample {bad}, {bad / rate:.3f} s): "
+        "no bounce is that loud; the file is corrupt or was scaled by mistake"
+    )
+
+
+class _LevelScan:
+    """:func:`check_audio`'s level checks gathered block by block: the first non-finite
+    and the first too-loud sample (sample index), the peak (linear) and the count of
+    clipped samples, so that the stem never has to be whole in memory."""
+
+    def __init__(self) -> None:
+        self.first_nonfinite: int | None = None
+        self.first_loud: int | None = None
+        self.peak = 0.0
+        self.clipped = 0
+
+    def add(self, part: np.ndarray, start: int) -> None:
+        """Take in samples ``start..start + part.shape[1]`` (``(channels, n)``)."""
+        if self.first_nonfinite is not None:
+            return  # the error is decided; the rest only has to be read
+        finite = np.isfinite(part)
+        if not finite.all():
+            self.first_nonfinite = start + int(np.argmin(finite.all(axis=0)))
+            return
+        magnitude = np.abs(part)
+        if part.size:
+            self.peak = max(self.peak, float(np.max(magnitude)))
+        if self.first_loud is None:
+            loud = magnitude > MAX_SAMPLE_LEVEL
+            if loud.any():
+                self.first_loud = start + int(np.argmax(loud.any(axis=0)))
+        self.clipped += int(np.count_nonzero(magnitude >= CLIP_LEVEL))
+
+    def check(self, where: str, rate: float) -> None:
+        """Raise :func:`check_audio`'s level errors (NaN/inf first, then level)."""
+        if self.first_nonfinite is not None:
+            raise _nonfinite_error(where, self.first_nonfinite, rate)
+        if self.first_loud is not None:
+            raise _loud_error(where, self.first_loud, self.peak, rate)
+
+
+def check_audio(
+    audio: np.ndarray | BlockArray, sample_rate_hz: float, path: Path | None = None
+) -> Stem:
+    """Validate a buffer and wrap it as a :class:`Stem`.
+
+    Accepts ``(samples,)`` (mono) or ``(channels, samples)``. Refuses NaN/inf, empty or
+    too-short audio, sample rates outside 8..192 kHz and more than 8 channels; every
+    error names the file (or "<audio array>") and the problem.
+
+    A 2-D float32 :class:`~bnmusic_bridge.scratch.DiskArray` is checked block by block
+    (:data:`~bnmusic_bridge.scratch.BLOCK_SAMPLES` samples at a time) and kept as the
+    stem's audio: same errors, same clipped share.
+    """
+    where = _name(path)
+    if isinstance(audio, DiskArray) and audio.ndim == 2 and audio.dtype == np.float32:
+        rate = _check_layout(audio.shape, audio.dtype, sample_rate_hz, where)
+        scan = _LevelScan()
+        for a, b in scratch.blocks(audio.shape[1]):
+            scan.add(audio[:, a:b], a)
+        scan.check(where, rate)
+        return Stem(
+            audio=audio,
+            sample_rate_hz=int(rate),
+            path=path,
+            clipped_share=float(scan.clipped / audio.size),
+        )
+    arr = np.asarray(audio)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    rate = _check_layout(arr.shape, arr.dtype, sample_rate_hz, where)
     finite = np.isfinite(arr)
     if not finite.all():
-        bad = int(np.argmin(finite.all(axis=0)))
-        raise AudioInputError(
-            f"{where}: audio holds NaN or infinite samples (first at sample {bad}, "
-            f"{bad / rate:.3f} s); fix or re-bounce the stem"
-        )
+        raise _nonfinite_error(where, int(np.argmin(finite.all(axis=0))), rate)
     loud = np.abs(arr) > MAX_SAMPLE_LEVEL
     if loud.any():
         bad = int(np.argmax(loud.any(axis=0)))
-        level_db = 20 * np.log10(float(np.max(np.abs(arr))))
-        raise AudioInputError(
-            f"{where}: audio peaks at {level_db:+.0f} dBFS (first sample beyond "
-            f"{20 * np.log10(MAX_SAMPLE_LEVEL):+.0f} dBFS at sample {bad}, {bad / rate:.3f} s): "
-            "no bounce is that loud; the file is corrupt or was scaled by mistake"
-        )
+        raise _loud_error(where, bad, float(np.max(np.abs(arr))), rate)
     arr = arr.astype(np.float32, copy=False)
     clipped = float(np.mean(np.abs(arr) >= CLIP_LEVEL))
     return Stem(audio=arr, sample_rate_hz=int(rate), path=path, clipped_share=clipped)
+
+
+def peak_and_means(audio: np.ndarray | BlockArray) -> tuple[float, np.ndarray]:
+    """The peak and the per-channel means of ``(channels, samples)`` audio.
+
+    Returns:
+        ``(peak, means)``: the largest absolute sample (linear, 1.0 = 0 dBFS) and the
+        mean of each channel, ``(channels, 1)`` in the audio's dtype (float32). For a
+        numpy array these are ``np.max(np.abs(audio))`` and
+        ``audio.mean(axis=1, keepdims=True)`` themselves; a block array is walked a
+        block at a time, the peak exactly, the means summed in float64 and rounded to
+        float32 once (numpy's float32 pairwise mean rounds a little differently: they
+        agree to a few float32 ulps, see ``tests/test_audio_blocks.py``).
+    """
+    if scratch.is_whole(audio):
+        return float(np.max(np.abs(audio))), audio.mean(axis=1, keepdims=True)
+    channels, n = audio.shape
+    peak = 0.0
+    sums = np.zeros(channels, dtype=np.float64)
+    for a, b in scratch.blocks(n):
+        part = audio[:, a:b]
+        peak = max(peak, float(np.max(np.abs(part))))
+        sums += part.sum(axis=1, dtype=np.float64)
+    means = (sums / n).astype(audio.dtype)[:, None]
+    return peak, means
 
 
 @dataclass(frozen=True)
@@ -221,7 +327,12 @@ def probe_stem(path: str | os.PathLike[str]) -> StemInfo:
     return info
 
 
-def read_stem(path: str | os.PathLike[str], *, max_duration_s: float | None = None) -> Stem:
+def read_stem(
+    path: str | os.PathLike[str],
+    *,
+    max_duration_s: float | None = None,
+    store: ArrayStore | None = None,
+) -> Stem:
     """Read an audio file (WAV, FLAC, AIFF, MP3, OGG) through ``pedalboard.io.AudioFile``;
     MP3 through libsndfile, without the encoder delay and padding (see
     :data:`GAPLESS_SUFFIXES`).
@@ -234,12 +345,16 @@ def read_stem(path: str | os.PathLike[str], *, max_duration_s: float | None = No
     Args:
         max_duration_s: refuse a stem longer than this (seconds), from its header,
             before its samples are read (None: no limit).
+        store: where the samples go. A disk store (``store.on_disk``): the file is
+            decoded :data:`~bnmusic_bridge.scratch.BLOCK_SAMPLES` samples at a time
+            straight into a :class:`~bnmusic_bridge.scratch.DiskArray`, checked block
+            by block, so the stem is never whole in memory (same samples, same errors).
+            None or a memory store: a numpy array.
 
     Raises:
         AudioInputError: the file is missing, empty, not audio, truncated, too long,
             invalid, or holds absurd levels (see :func:`check_audio`).
     """
-    from pedalboard.io import AudioFile
 
     p = Path(path)
     info = probe_stem(p)
@@ -256,6 +371,31 @@ def read_stem(path: str | os.PathLike[str], *, max_duration_s: float | None = No
             f"{p}: file is truncated: its header promises {info.num_frames} samples, only "
             f"{decoded} could be decoded"
         )
+    if store is not None and store.on_disk:
+        stem = _read_stem_blocks(p, info, store)
+    else:
+        stem = _read_stem_whole(p, info)
+    if stem.num_channels > 2:
+        from .channel_layout import wav_channel_mask
+
+        stem = dataclasses.replace(stem, channel_mask=wav_channel_mask(p))
+    return stem
+
+
+def _read_failed(p: Path, info: StemInfo, e: Exception) -> AudioInputError:
+    """The error for a decoder's exception while the samples are read."""
+    if isinstance(e, MemoryError):
+        return AudioInputError(
+            f"{p}: not enough memory to read {info.num_frames} samples x "
+            f"{info.num_channels} channels ({info.duration_s / 60:.1f} min)"
+        )
+    return AudioInputError(f"{p}: not a readable audio file ({e})")
+
+
+def _read_stem_whole(p: Path, info: StemInfo) -> Stem:
+    """The samples of a probed file in one numpy array, checked by :func:`check_audio`."""
+    from pedalboard.io import AudioFile
+
     try:
         if _gapless_info(p) is not None:
             rate, expected, audio = info.sample_rate_hz, info.num_frames, _read_gapless(p)
@@ -266,24 +406,75 @@ def read_stem(path: str | os.PathLike[str], *, max_duration_s: float | None = No
                 audio = f.read(expected)
     except AudioInputError:
         raise
-    except MemoryError as e:
-        raise AudioInputError(
-            f"{p}: not enough memory to read {info.num_frames} samples x "
-            f"{info.num_channels} channels ({info.duration_s / 60:.1f} min)"
-        ) from e
     except Exception as e:  # pedalboard raises ValueError/RuntimeError for bad files
-        raise AudioInputError(f"{p}: not a readable audio file ({e})") from e
+        raise _read_failed(p, info, e) from e
     if audio.shape[1] < expected:
-        raise AudioInputError(
-            f"{p}: file is truncated: its header promises {expected} samples, only "
-            f"{audio.shape[1]} are in the file"
-        )
-    stem = check_audio(audio, rate, p)
-    if stem.num_channels > 2:
-        from .channel_layout import wav_channel_mask
+        raise _truncated(p, expected, audio.shape[1])
+    return check_audio(audio, rate, p)
 
-        stem = dataclasses.replace(stem, channel_mask=wav_channel_mask(p))
-    return stem
+
+def _truncated(p: Path, expected: int, got: int) -> AudioInputError:
+    return AudioInputError(
+        f"{p}: file is truncated: its header promises {expected} samples, only "
+        f"{got} are in the file"
+    )
+
+
+def _read_stem_blocks(p: Path, info: StemInfo, store: ArrayStore) -> Stem:
+    """The samples of a probed file decoded block by block into ``store`` and checked
+    as they go: the same samples, errors and clipped share as :func:`_read_stem_whole`
+    (errors in its order: decoding, truncation, layout, then levels)."""
+    from pedalboard.io import AudioFile
+
+    scan = _LevelScan()
+    try:
+        if _gapless_info(p) is not None:
+            import soundfile
+
+            with soundfile.SoundFile(str(p)) as f:
+                rate, expected = info.sample_rate_hz, info.num_frames
+                audio = store.empty((int(f.channels), expected), np.float32)
+
+                def decode(k: int) -> np.ndarray:
+                    data = f.read(k, dtype="float32", always_2d=True)
+                    return np.ascontiguousarray(data.T)
+
+                got = _decode_into(audio, decode, scan)
+        else:
+            with AudioFile(str(p)) as f:
+                rate = f.samplerate
+                expected = min(f.frames, info.num_frames)
+                audio = store.empty((int(f.num_channels), expected), np.float32)
+                got = _decode_into(audio, f.read, scan)
+    except AudioInputError:
+        raise
+    except Exception as e:  # pedalboard raises ValueError/RuntimeError for bad files
+        raise _read_failed(p, info, e) from e
+    if got < expected:
+        raise _truncated(p, expected, got)
+    where = _name(p)
+    checked_rate = _check_layout(audio.shape, audio.dtype, rate, where)
+    scan.check(where, checked_rate)
+    clipped = float(scan.clipped / (audio.shape[0] * audio.shape[1]))
+    return Stem(audio=audio, sample_rate_hz=int(checked_rate), path=p, clipped_share=clipped)
+
+
+def _decode_into(audio: np.ndarray | DiskArray, decode: Any, scan: _LevelScan) -> int:
+    """Fill ``audio`` (``(channels, frames)``) from ``decode(n)`` (the next at most ``n``
+    frames as float32 ``(channels, k)``, ``k = 0`` at the end), a block of
+    :data:`~bnmusic_bridge.scratch.BLOCK_SAMPLES` frames at a time, each block checked
+    by ``scan``; returns the frames decoded (fewer than asked: the file is short)."""
+    expected = audio.shape[1]
+    done = 0
+    while done < expected:
+        part = decode(min(scratch.BLOCK_SAMPLES, expected - done))
+        k = int(part.shape[1])
+        if k == 0:
+            break
+        audio[:, done : done + k] = part
+        scan.add(part, done)
+        done += k
+    return done
 
 
 def _gapless_info(p: Path) -> StemInfo | None:
@@ -348,15 +539,71 @@ def _decoded_frames(p: Path) -> int | None:
     return frames
 
 
-def resample(audio: np.ndarray, from_rate_hz: int, to_rate_hz: int, num_samples: int) -> np.ndarray:
+def resample(
+    audio: np.ndarray | BlockArray,
+    from_rate_hz: int,
+    to_rate_hz: int,
+    num_samples: int,
+    *,
+    store: ArrayStore | None = None,
+) -> np.ndarray | DiskArray:
     """Resample ``(channels, samples)`` audio and return exactly ``num_samples`` samples.
 
     Uses pedalboard's latency-compensated windowed-sinc resampler, so sample ``n`` at
     ``from_rate_hz`` lands at ``n * to_rate_hz / from_rate_hz``; the last sample is
     padded with zeros or trimmed to the requested length.
+
+    A block array (or a ``store``) is resampled a block of
+    :data:`~bnmusic_bridge.scratch.BLOCK_SAMPLES` samples at a time into
+    ``store.empty((channels, num_samples))`` (None: a numpy array): the streaming
+    resampler gives the same samples fed in blocks as in one call. A numpy array
+    without a store takes the one-call path (and may come back as ``audio`` itself when
+    the rate and length already match).
     """
+    if store is None and scratch.is_whole(audio):
+        if from_rate_hz == to_rate_hz:
+            out = audio
+        else:
+            import pedalboard
+            from pedalboard.io import StreamResampler
+
+            rs = StreamResampler(
+                float(from_rate_hz),
+                float(to_rate_hz),
+                audio.shape[0],
+                pedalboard.Resample.Quality.WindowedSinc256,
+            )
+            out = np.concatenate(
+                [rs.process(np.ascontiguousarray(audio, dtype=np.float32)), rs.process(None)],
+                axis=1,
+            )
+        return fit_length(out, num_samples)
+    target = (store or scratch.MemoryStore()).empty((audio.shape[0], num_samples), np.float32)
+    for start, part in _resampled_blocks(audio, from_rate_hz, to_rate_hz, num_samples):
+        target[:, start : start + part.shape[1]] = part
+    return target
+
+
+def _resampled_blocks(
+    audio: np.ndarray | BlockArray, from_rate_hz: int, to_rate_hz: int, num_samples: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`resample`'s output in pieces: ``(start, float32 (channels, k))`` in order,
+    covering samples ``0..num_samples`` exactly (trimmed, then zero-padded at the end);
+    the input is read a block of :data:`~bnmusic_bridge.scratch.BLOCK_SAMPLES` samples at
+    a time."""
+    channels, n = audio.shape
+    done = 0
+
+    def take(y: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        nonlocal done
+        k = min(y.shape[1], num_samples - done)
+        if k > 0:
+            yield done, y[:, :k]
+            done += k
+
     if from_rate_hz == to_rate_hz:
-        out = audio
+        for a, b in scratch.blocks(min(n, num_samples)):
+            yield from take(np.ascontiguousarray(audio[:, a:b], dtype=np.float32))
     else:
         import pedalboard
         from pedalboard.io import StreamResampler
@@ -364,13 +611,17 @@ def resample(audio: np.ndarray, from_rate_hz: int, to_rate_hz: int, num_samples:
         rs = StreamResampler(
             float(from_rate_hz),
             float(to_rate_hz),
-            audio.shape[0],
+            channels,
             pedalboard.Resample.Quality.WindowedSinc256,
         )
-        out = np.concatenate(
-            [rs.process(np.ascontiguousarray(audio, dtype=np.float32)), rs.process(None)], axis=1
-        )
-    return fit_length(out, num_samples)
+        for a, b in scratch.blocks(n):
+            if done >= num_samples:
+                break  # the rest would be trimmed
+            yield from take(rs.process(np.ascontiguousarray(audio[:, a:b], dtype=np.float32)))
+        if done < num_samples:
+            yield from take(rs.process(None))
+    for a, b in scratch.blocks(num_samples - done):
+        yield done + a, np.zeros((channels, b - a), dtype=np.float32)
 
 
 def fit_length(audio: np.ndarray, num_samples: int) -> np.ndarray:
@@ -387,11 +638,25 @@ def analysis_length(num_samples: int, sample_rate_hz: int) -> int:
     return int(round(num_samples * SAMPLE_RATE_HZ / sample_rate_hz))
 
 
-def to_analysis_mono(stem: Stem) -> np.ndarray:
-    """Mix the stem down to mono (channel mean) at 44.1 kHz: float32 ``(samples,)``."""
-    mono = stem.audio.mean(axis=0, keepdims=True)
+def to_analysis_mono(stem: Stem, *, store: ArrayStore | None = None) -> np.ndarray | DiskArray:
+    """Mix the stem down to mono (channel mean) at 44.1 kHz: float32 ``(samples,)``.
+
+    A numpy stem without a disk store takes the whole-array path. Otherwise the channel
+    mean is taken and resampled a block at a time
+    (:data:`~bnmusic_bridge.scratch.BLOCK_SAMPLES` samples) into
+    ``store.empty((samples,))`` (None: a numpy array): the same samples, since the
+    channel mean has no reduction along time and the streaming resampler gives the same
+    output fed in blocks.
+    """
     n = analysis_length(stem.num_samples, stem.sample_rate_hz)
-    return resample(mono, stem.sample_rate_hz, SAMPLE_RATE_HZ, n)[0]
+    if scratch.is_whole(stem.audio) and (store is None or not store.on_disk):
+        mono = stem.audio.mean(axis=0, keepdims=True)
+        return resample(mono, stem.sample_rate_hz, SAMPLE_RATE_HZ, n)[0]
+    mix = scratch.ChannelMean(stem.audio, keepdims=True)
+    out = (store or scratch.MemoryStore()).empty((n,), np.float32)
+    for start, part in _resampled_blocks(mix, stem.sample_rate_hz, SAMPLE_RATE_HZ, n):
+        out[start : start + part.shape[1]] = part[0]
+    return out
 
 
 def match_channels(audio: np.ndarray, num_channels: int) -> np.ndarray:

@@ -22,6 +22,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .scratch import BlockArray
+
 SILENCE_LUFS = -120.0
 """Reported for audio too quiet for BS.1770's gates (instead of -inf)."""
 ABSOLUTE_GATE_LUFS = -70.0
@@ -51,7 +53,7 @@ def _k_weighting(sample_rate_hz: int) -> tuple[tuple[np.ndarray, np.ndarray, flo
 
 
 def integrated_lufs(
-    audio: np.ndarray, sample_rate_hz: int, *, offset: np.ndarray | None = None
+    audio: np.ndarray | BlockArray, sample_rate_hz: int, *, offset: np.ndarray | None = None
 ) -> float:
     """Integrated loudness in LUFS of ``(channels, samples)`` or ``(samples,)`` audio.
 
@@ -59,22 +61,22 @@ def integrated_lufs(
     audio that the gates reject entirely gives :data:`SILENCE_LUFS`.
 
     Args:
-        audio: linear amplitude, any float dtype (measured in float64).
+        audio: linear amplitude, any float dtype (measured in float64): a numpy array or
+            a block array (:class:`~bnmusic_bridge.scratch.DiskArray`, a lazy view),
+            which is read only by time slices, a chunk of
+            :data:`LOUDNESS_CHUNK_SAMPLES` at a time (the same values either way).
         sample_rate_hz: its rate, Hz.
         offset: optional ``(channels, 1)`` values subtracted from the audio (in the
             audio's dtype, block by block, as ``audio - offset`` would) before
             measuring: a DC offset removed without a copy of the whole stem.
     """
-    arr = np.asarray(audio)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    channels, n = arr.shape
+    take, channels, n = _slicer(audio)
     block = int(math.ceil(0.4 * sample_rate_hz)) + 1
     length = max(n, block)  # shorter audio is measured zero-padded to one block
 
     def read(lo: int, hi: int) -> np.ndarray:
         """Samples ``lo..hi`` as float64 ``(channels, hi - lo)``, zeros past the end."""
-        part = arr[:, lo : min(hi, n)]
+        part = take(lo, min(hi, n))
         if offset is not None:
             part = part - offset
         part = np.asarray(part, dtype=np.float64)
@@ -99,6 +101,20 @@ def integrated_lufs(
         total = sum(p for p in powers if p > 0)
         return max(-0.691 + 10 * math.log10(total), SILENCE_LUFS) if total > 0 else SILENCE_LUFS
     return _gated(read, length, sample_rate_hz)
+
+
+def _slicer(audio: np.ndarray | BlockArray) -> tuple[_Reader, int, int]:
+    """``(take, channels, samples)``: ``take(lo, hi)`` gives samples ``lo..hi`` of
+    ``audio`` as ``(channels, hi - lo)`` in its own dtype. A numpy array (or a list) is
+    taken whole with ``np.asarray``; a block array is only ever sliced in time."""
+    if isinstance(audio, np.ndarray) or not hasattr(audio, "shape"):
+        arr = np.asarray(audio)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        return (lambda lo, hi: arr[:, lo:hi]), arr.shape[0], arr.shape[1]
+    if len(audio.shape) == 1:
+        return (lambda lo, hi: audio[lo:hi][None, :]), 1, audio.shape[0]
+    return (lambda lo, hi: audio[:, lo:hi]), audio.shape[0], audio.shape[1]
 
 
 def _any_nonzero(read: _Reader, length: int) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from . import scratch
 from .errors import ParameterError
 from .grid import IMAGE_FRAMES
 from .request import FIELD_SPECS
@@ -49,11 +50,15 @@ def high_energy_mask(
     window_starts: list[int] | None = None,
     window_frames: int = IMAGE_FRAMES,
     valid_frames: int | None = None,
-) -> np.ndarray:
+    store: scratch.ArrayStore | None = None,
+) -> np.ndarray | scratch.DiskArray:
     """The loudest ``mask_area`` share of the noise's mel image, cleaned of specks.
 
     Args:
-        mel: ``(n_mels, frames)`` linear mel magnitude of the noise, mel orientation.
+        mel: ``(n_mels, frames)`` linear mel magnitude of the noise, mel orientation: a
+            numpy array, or a block array (:class:`~bnmusic_bridge.scratch.DiskArray`)
+            read only by slices of frames (each window's, then
+            :data:`~bnmusic_bridge.scratch.BLOCK_FRAMES` at a time).
         mask_area: target share of each window's area (the range of
             ``RenderRequest.mask_area``); after removing specks smaller than
             :data:`MIN_COMPONENT_PX` the share can be slightly lower.
@@ -61,6 +66,10 @@ def high_energy_mask(
         window_frames: frames per window (one Riffusion image: ``grid.IMAGE_FRAMES``).
         valid_frames: frames that hold real audio (the rest is padding and is never
             in M); None = all.
+        store: where the mask goes (``store.empty``); None: a numpy array. A numpy
+            ``mel`` without a store takes the whole-array path; otherwise the mask is
+            made a block of frames at a time (the same pixels: see
+            :func:`_mask_in_blocks`).
 
     Returns:
         bool ``(n_mels, frames)``, True on the high-energy core. Empty when the noise is
@@ -69,7 +78,18 @@ def high_energy_mask(
     spec = FIELD_SPECS["mask_area"]
     assert spec.low is not None and spec.high is not None  # the request gives it a range
     if not spec.low <= mask_area <= spec.high:
-        raise ParameterError(f"mask_area={mask_area} is out of range; allowed {spec.allowed_text()}")
+        raise ParameterError(
+            f"mask_area={mask_area} is out of range; allowed {spec.allowed_text()}"
+        )
+    if store is not None or not scratch.is_whole(mel):
+        return _mask_in_blocks(
+            mel,
+            mask_area,
+            window_starts=window_starts,
+            window_frames=window_frames,
+            valid_frames=valid_frames,
+            store=store or scratch.MemoryStore(),
+        )
     n_mels, frames = mel.shape
     valid = frames if valid_frames is None else min(valid_frames, frames)
     if valid <= 0 or float(mel[:, :valid].max()) <= 0.0:
@@ -94,6 +114,68 @@ def high_energy_mask(
     core = (db >= per_frame[None, :]) & (db > floor_db)
     core[:, valid:] = False
     return remove_specks(core)
+
+
+def _mask_in_blocks(
+    mel: scratch.BlockArray,
+    mask_area: float,
+    *,
+    window_starts: list[int] | None,
+    window_frames: int,
+    valid_frames: int | None,
+    store: scratch.ArrayStore,
+) -> np.ndarray | scratch.DiskArray:
+    """:func:`high_energy_mask` a block of :data:`~bnmusic_bridge.scratch.BLOCK_FRAMES`
+    frames at a time, into ``store``: the same pixels as the whole-array path.
+
+    The peak and the windows' thresholds are the same values (the maximum, and each
+    window's quantile over the window's own frames). Specks are removed per block over
+    the block widened by ``min_pixels`` frames on each side: a region with fewer than
+    ``min_pixels`` pixels spans fewer frames than that, so it lies whole in the widened
+    block, and a region that leaves the widened block has at least ``min_pixels``
+    pixels inside it (one per frame on its way out); either way each pixel of the block
+    gets the whole-array verdict.
+    """
+    n_mels, frames = mel.shape
+    valid = frames if valid_frames is None else min(valid_frames, frames)
+    out = store.empty((n_mels, frames), bool)
+    peak, peak_db = 0.0, -np.inf
+    for a, b in scratch.blocks(valid, scratch.BLOCK_FRAMES):
+        part = mel[:, a:b]
+        peak = max(peak, float(part.max()))
+        peak_db = max(peak_db, float(_to_db(part).max()))
+    if valid <= 0 or peak <= 0.0:
+        return _fill(out, False)
+    floor_db = peak_db + FLOOR_DB
+    if window_starts is None:
+        window_starts = [0]
+        window_frames = frames
+    centres, thresholds = [], []
+    for start in window_starts:
+        stop = min(start + window_frames, valid)
+        if stop <= start:
+            continue
+        region = _to_db(mel[:, start:stop])
+        thresholds.append(float(np.quantile(region, 1.0 - mask_area)))
+        centres.append(0.5 * (start + stop - 1))
+    if not thresholds:
+        return _fill(out, False)
+    per_frame = np.interp(np.arange(frames), centres, thresholds).astype(np.float32)
+    reach = MIN_COMPONENT_PX
+    for a, b in scratch.blocks(frames, scratch.BLOCK_FRAMES):
+        lo, hi = max(0, a - reach), min(frames, b + reach)
+        db = _to_db(mel[:, lo:hi])
+        core = (db >= per_frame[None, lo:hi]) & (db > floor_db)
+        core[:, max(0, valid - lo) :] = False
+        out[:, a:b] = remove_specks(core)[:, a - lo : b - lo]
+    return out
+
+
+def _fill(out: np.ndarray | scratch.DiskArray, value: bool) -> np.ndarray | scratch.DiskArray:
+    """``out`` (``(rows, frames)``) set to ``value``, a block of frames at a time."""
+    for a, b in scratch.blocks(out.shape[1], scratch.BLOCK_FRAMES):
+        out[:, a:b] = value
+    return out
 
 
 def remove_specks(mask: np.ndarray, min_pixels: int = MIN_COMPONENT_PX) -> np.ndarray:

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import scratch
 from .errors import AudioInputError, ParameterError
 from .grid import (
     F_MAX_HZ,
@@ -197,6 +198,23 @@ def _check_audio(audio: np.ndarray, params: SpectrogramParams) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def _check_block_audio(audio: scratch.BlockArray, params: SpectrogramParams) -> None:
+    """:func:`_check_audio`'s checks (same messages) of a 1-D block array, read a block
+    of :data:`~bnmusic_bridge.scratch.BLOCK_SAMPLES` samples at a time."""
+    shape = tuple(audio.shape)
+    if len(shape) != 1:
+        raise AudioInputError(f"audio must be mono 1-D (num_samples,), got shape {shape}")
+    min_samples = params.n_fft // 2 + 1
+    if shape[0] < min_samples:
+        raise AudioInputError(
+            f"audio has {shape[0]} samples; the reflect-padded STFT needs at least "
+            f"{min_samples} ({min_samples / params.sample_rate_hz:.3f} s)"
+        )
+    for a, b in scratch.blocks(shape[0]):
+        if not np.all(np.isfinite(audio[a:b])):
+            raise AudioInputError("audio holds NaN or inf samples")
+
+
 def _hann(win_samples: int) -> torch.Tensor:
     # Periodic Hann, as torch.hann_window's default (and torchaudio's Spectrogram) use.
     return torch.hann_window(win_samples, periodic=True, dtype=torch.float32)
@@ -258,41 +276,62 @@ def linear_magnitude(audio: np.ndarray, params: SpectrogramParams = DEFAULT_PARA
 
 
 def audio_to_mel(
-    audio: np.ndarray,
+    audio: np.ndarray | scratch.BlockArray,
     params: SpectrogramParams = DEFAULT_PARAMS,
     progress: Callable[[float], None] | None = None,
-) -> np.ndarray:
+    *,
+    store: scratch.ArrayStore | None = None,
+) -> np.ndarray | scratch.DiskArray:
     """Riffusion's mel spectrogram of mono audio.
 
     Args:
         audio: mono float ``(num_samples,)`` at ``params.sample_rate_hz``, linear amplitude;
-            at least ``n_fft // 2 + 1`` (8,821) samples, as reflect padding needs.
+            at least ``n_fft // 2 + 1`` (8,821) samples, as reflect padding needs. A
+            numpy array, or a 1-D block array (:class:`~bnmusic_bridge.scratch.DiskArray`,
+            :class:`~bnmusic_bridge.scratch.ZeroPadded`, ...), read only by time slices.
         progress: called with the share of frames done after each block of
             :data:`MEL_CHUNK_FRAMES` (and once at the end).
+        store: where the mel goes (``store.empty``, filled a block of frames at a time);
+            None: a numpy array.
 
     Returns:
         float32 ``(n_mels, num_frames(num_samples))``, linear magnitude (no power, no log),
         mel orientation (row 0 = lowest band). A full-scale 1 kHz sine peaks at about
-        3,640 (its Hann main lobe spans several 2.5 Hz bins under one triangle).
+        3,640 (its Hann main lobe spans several 2.5 Hz bins under one triangle). The same
+        values for a block array as for the numpy array of its samples.
     """
-    arr = _check_audio(audio, params)
-    frames = num_frames(arr.shape[0], params)
+    if isinstance(audio, np.ndarray) or not hasattr(audio, "shape"):
+        arr: np.ndarray | scratch.BlockArray = _check_audio(audio, params)
+    else:
+        _check_block_audio(audio, params)
+        arr = audio  # each block is taken to float32 by _mel_block, as _check_audio does
+    n = arr.shape[0]
+    frames = num_frames(n, params)
     if frames <= MEL_CHUNK_FRAMES:
-        mel = _mel_block(arr, params)
+        mel = _mel_block(arr[0:n], params)
         if progress is not None:
             progress(1.0)
-        return mel
+        if store is None:
+            return mel
+        stored = store.empty(mel.shape, np.float32)
+        stored[:, 0:frames] = mel
+        return stored
     # Long stems go through in blocks of frames so memory stays bounded (a full-length
     # complex STFT of one hour would need about 25 GB). Each block's audio reaches
     # n_fft / 2 samples past its outer frames, so its frames are computed from exactly
     # the samples the whole-signal STFT would use; only the stem's own ends are padded.
     hop = params.hop_samples
     margin = -(-(params.n_fft // 2) // hop) * hop
-    out = np.empty((params.n_mels, frames), dtype=np.float32)
+    out = (store or scratch.MemoryStore()).empty((params.n_mels, frames), np.float32)
     for f0 in range(0, frames, MEL_CHUNK_FRAMES):
         f1 = min(f0 + MEL_CHUNK_FRAMES, frames)
         s0 = 0 if f0 == 0 else f0 * hop - margin
-        s1 = arr.shape[0] if f1 == frames else (f1 - 1) * hop + margin + 1
+        s1 = n if f1 == frames else (f1 - 1) * hop + margin + 1
+        if s1 - s0 <= params.n_fft // 2:
+            # a last block of one frame at the very end (n a multiple of the block's
+            # hops) is one sample short of what reflect padding needs: reach one hop
+            # further back (its frame sees the same samples either way)
+            s0 = max(0, s0 - hop)
         block = _mel_block(arr[s0:s1], params)
         k0 = (f0 * hop - s0) // hop
         out[:, f0:f1] = block[:, k0 : k0 + (f1 - f0)]
