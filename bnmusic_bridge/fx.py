@@ -535,8 +535,9 @@ def _apply_effects_blocks(
     def allocate(channels: int) -> np.ndarray:
         return store.empty((n,) if mono else (channels, n), np.float32)
 
+    in_channels = 1 if mono else shape[0]
     if not effects:
-        out = allocate(shape[0] if not mono else 1)
+        out = allocate(in_channels)
         for a, b in blocks(n, EFFECTS_BLOCK_SAMPLES):
             put(out, a, read(a, b))
         return out
@@ -568,11 +569,10 @@ def _apply_effects_blocks(
     for a, b in blocks(n, EFFECTS_BLOCK_SAMPLES):
         take(board(read(a, b), rate, reset=a == 0))
     if pos < n:  # the chain still holds samples: the padding brings them out
-        take(
-            board(np.zeros((read(0, 0).shape[0], TAIL_PAD_SAMPLES), np.float32), rate, reset=False)
-        )
+        silence = np.zeros((in_channels, TAIL_PAD_SAMPLES), np.float32)
+        take(board(silence, rate, reset=False))
     if out is None:  # no samples at all
-        out = allocate(1 if mono else shape[0])
+        out = allocate(in_channels)
     if pos < n:
         # A plugin kept more than the padding inside: what it returned, zero-filled.
         put(out, pos, np.zeros((1 if mono else out.shape[0], n - pos), np.float32))
