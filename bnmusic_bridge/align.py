@@ -44,6 +44,7 @@ from .errors import ParameterError
 from .grid import FRAME_PERIOD_S, HOP_SAMPLES, SAMPLE_RATE_HZ
 from .request import RenderRequest
 from .result import AlignmentSummary
+from .scratch import BLOCK_SAMPLES, ArrayStore, BlockArray, MemoryStore, blocks, is_whole
 
 N_FFT = 4_096
 """STFT length of the equaliser, samples (93 ms, 10.8 Hz bins); hop = the grid's 441."""
@@ -151,24 +152,31 @@ def _padded(audio: np.ndarray) -> np.ndarray:
     return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(half, half)], mode=mode)
 
 
-def _padded_block(audio: np.ndarray, lo: int, hi: int) -> np.ndarray:
+def _time_slice(audio: BlockArray, a: int, b: int) -> np.ndarray:
+    """Samples ``a..b`` of a 1-D ``(samples,)`` or 2-D ``(channels, samples)`` block
+    array (a DiskArray answers ``x[a:b]`` or ``x[:, a:b]``, not ``x[..., a:b]``)."""
+    return audio[a:b] if len(audio.shape) == 1 else audio[:, a:b]
+
+
+def _padded_block(audio: BlockArray, lo: int, hi: int) -> np.ndarray:
     """``_padded(audio)[..., lo:hi]`` as float64, without padding (or copying) the whole
     stem: the same samples, reflected at the ends as ``np.pad`` reflects them."""
     n = audio.shape[-1]
     half = N_FFT // 2
     if n <= half:  # a tiny stem: zero-padded as a whole
-        return _padded(np.asarray(audio, dtype=np.float64))[..., lo:hi]
+        return _padded(np.asarray(_time_slice(audio, 0, n), dtype=np.float64))[..., lo:hi]
     src = np.arange(lo, hi) - half
     if src.size and (src[0] < 0 or src[-1] >= n):
         # reflect mode: x[-k] = x[k], x[n - 1 + k] = x[n - 1 - k]
         src = np.abs(src)
         src = np.where(src >= n, 2 * (n - 1) - src, src)
         a = int(src.min())
-        return np.asarray(audio[..., a : int(src.max()) + 1], dtype=np.float64)[..., src - a]
-    return np.asarray(audio[..., lo - half : hi - half], dtype=np.float64)
+        part = _time_slice(audio, a, int(src.max()) + 1)
+        return np.asarray(part, dtype=np.float64)[..., src - a]
+    return np.asarray(_time_slice(audio, lo - half, hi - half), dtype=np.float64)
 
 
-def _block_frames(audio: np.ndarray, first: int, count: int) -> np.ndarray:
+def _block_frames(audio: BlockArray, first: int, count: int) -> np.ndarray:
     """Frames ``first..first + count`` of the centred STFT of ``audio``: float64
     ``(..., count, N_FFT)`` (a strided view of one padded block)."""
     lo = first * HOP_SAMPLES
@@ -176,16 +184,18 @@ def _block_frames(audio: np.ndarray, first: int, count: int) -> np.ndarray:
     return _frames(block, 0, count)
 
 
-def band_powers(mono: np.ndarray, progress: Callable[[float], None] | None = None) -> np.ndarray:
+def band_powers(mono: BlockArray, progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Power per equaliser band per frame of mono audio, float64 ``(bands, frames)``;
     ``progress(fraction)`` is called after every :data:`FFT_FRAMES` frames.
 
-    Works through the audio in blocks of :data:`BLOCK_FRAMES` frames (each converted to
-    float64 on its own): memory does not grow with the stem beyond the result."""
-    x = np.asarray(mono)
-    if x.ndim != 1:
+    ``mono`` is a ``(samples,)`` block array (numpy, DiskArray or a view), read only
+    by time slices. Works through the audio in blocks of :data:`BLOCK_FRAMES` frames
+    (each converted to float64 on its own): memory does not grow with the stem beyond
+    the result."""
+    x = mono if hasattr(mono, "shape") else np.asarray(mono)
+    if len(x.shape) != 1:
         raise ParameterError(f"band_powers takes mono audio (samples,), got shape {x.shape}")
-    frames = num_stft_frames(x.size)
+    frames = num_stft_frames(x.shape[0])
     weights = band_weights()
     window = _window()
     out = np.empty((weights.shape[0], frames))
@@ -206,7 +216,7 @@ class _MonoMix:
     """The mono mix (mean over channels) of ``(channels, samples)`` audio, computed
     only for the samples asked for: ``mix[a:b]`` is ``audio[:, a:b].mean(axis=0)``."""
 
-    def __init__(self, audio: np.ndarray) -> None:
+    def __init__(self, audio: BlockArray) -> None:
         self.audio = audio
         self.shape = (audio.shape[1],)
         self.ndim = 1
@@ -218,8 +228,30 @@ class _MonoMix:
         return self.audio[:, key].mean(axis=0)  # type: ignore[index]
 
     def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
-        mix = self.audio.mean(axis=0)
+        mix = self[0 : self.size]
         return mix if dtype is None else mix.astype(dtype)
+
+
+class _AsFloat32:
+    """A ``(channels, samples)`` block array read as float32, slice by slice (what
+    ``np.asarray(x, dtype=np.float32)`` gives, without a whole-stem copy)."""
+
+    def __init__(self, audio: BlockArray) -> None:
+        self.audio = audio
+        self.shape = tuple(audio.shape)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        return np.asarray(self.audio[key], dtype=np.float32)  # type: ignore[index]
+
+
+def _any_nonzero(audio: BlockArray) -> bool:
+    """``np.any(audio)`` of a ``(channels, samples)`` block array, a block at a time
+    (stopping at the first block with a non-zero sample)."""
+    if is_whole(audio):
+        return bool(np.any(audio))
+    return any(bool(np.any(audio[:, a:b])) for a, b in blocks(audio.shape[1], BLOCK_SAMPLES))
 
 
 def _smooth(x: np.ndarray, span_s: float) -> np.ndarray:
@@ -298,9 +330,11 @@ def _overlap_add(out: np.ndarray, frames: np.ndarray, first: int) -> np.ndarray:
 
 
 def apply_band_gains(
-    audio: np.ndarray,
+    audio: BlockArray,
     gain_db: np.ndarray,
     progress: Callable[[float], None] | None = None,
+    *,
+    store: ArrayStore | None = None,
 ) -> np.ndarray:
     """Filter ``audio`` with a time-varying equaliser (STFT, weighted overlap-add).
 
@@ -310,12 +344,15 @@ def apply_band_gains(
             (``frames == num_stft_frames(samples)``).
         progress: called with the share of frames done, every
             :data:`FFT_FRAMES` frames (so a cancel is noticed within that many).
+        store: where the output is allocated (None: a numpy array).
 
     Returns:
-        float32 ``(channels, samples)``: with all gains 0 dB, the input (to rounding).
+        float32 ``(channels, samples)``: with all gains 0 dB, the input (to rounding);
+        a DiskArray when ``store`` keeps arrays on disk. ``audio`` (numpy or any
+        block array) is read a block of frames at a time, the output written so.
     """
-    x = np.asarray(audio)
-    if x.ndim != 2:
+    x = audio if hasattr(audio, "shape") else np.asarray(audio)
+    if len(x.shape) != 2:
         raise ParameterError(f"audio must be (channels, samples), got shape {x.shape}")
     channels, n = x.shape
     frames = num_stft_frames(n)
@@ -324,7 +361,7 @@ def apply_band_gains(
     interp = _interpolation()
     window = _window()
     half = N_FFT // 2
-    result = np.empty((channels, n), dtype=np.float32)
+    result = (store or MemoryStore()).empty((channels, n), np.float32)
     pieces = -(-N_FFT // HOP_SAMPLES)
     # The overlap-add runs in a buffer that starts at the current block's first frame
     # (padded coordinates); what no later frame reaches is divided out and emitted.
@@ -360,37 +397,50 @@ def apply_band_gains(
 
 
 def align_music(
-    music: np.ndarray,
-    noise: np.ndarray,
+    music: BlockArray,
+    noise: BlockArray,
     settings: AlignSettings,
     progress: Callable[[float], None] | None = None,
+    *,
+    store: ArrayStore | None = None,
 ) -> tuple[np.ndarray, AlignmentSummary]:
     """Move the music's band energy toward the noise's (see the module docstring).
 
     Args:
-        music: float ``(channels, samples)`` at 44.1 kHz, any level.
-        noise: mono float ``(samples,)`` at 44.1 kHz, the same length.
+        music: float ``(channels, samples)`` at 44.1 kHz, any level: a numpy array or
+            a block array (DiskArray, view), read only by time slices.
+        noise: mono float ``(samples,)`` at 44.1 kHz, the same length, numpy or a
+            block array.
         settings: strength and bound.
         progress: called with the share done (0..1) as the work goes on.
+        store: where the aligned music is allocated (None: a numpy array).
 
     Returns:
         ``(aligned, alignment)``: float32 ``(channels, samples)`` and what was done.
+        When nothing is done (alignment off, silent music) ``aligned`` is the float32
+        music itself (``music`` when it already is float32), not a copy in ``store``.
     """
-    music = np.asarray(music, dtype=np.float32)
-    noise = np.asarray(noise)  # converted to float64 block by block
-    if music.ndim != 2 or noise.ndim != 1 or music.shape[1] != noise.size:
+    if is_whole(music) or not hasattr(music, "shape"):
+        music = np.asarray(music, dtype=np.float32)
+    elif music.dtype != np.float32:
+        music = _AsFloat32(music)
+    if not hasattr(noise, "shape"):
+        noise = np.asarray(noise)  # converted to float64 block by block
+    if len(music.shape) != 2 or len(noise.shape) != 1 or music.shape[1] != noise.shape[0]:
         raise ParameterError(
             f"align_music: music (channels, samples) and mono noise of the same length, got "
             f"{music.shape} and {noise.shape}"
         )
-    if not settings.enabled or not np.any(music):
+    if not settings.enabled or not _any_nonzero(music):
+        if isinstance(music, _AsFloat32):  # a lazy view goes back as a real array
+            music = _copy_float32(music, store)
         return music, AlignmentSummary(settings.strength, settings.max_db, 0.0, 0.0, 0.0)
     music_power = band_powers(_MonoMix(music), _part(progress, 0.0, 0.15))
     noise_power = band_powers(noise, _part(progress, 0.15, 0.3))
     gain_db, event_db = band_gains_db(music_power, noise_power, settings)
     if progress is not None:
         progress(0.35)
-    aligned = apply_band_gains(music, gain_db, _part(progress, 0.35, 1.0))
+    aligned = apply_band_gains(music, gain_db, _part(progress, 0.35, 1.0), store=store)
     return aligned, AlignmentSummary(
         strength=settings.strength,
         max_db=settings.max_db,
@@ -398,6 +448,15 @@ def align_music(
         share_at_bound=float(np.mean(np.abs(gain_db) >= settings.max_db - 1e-9)),
         event_lift_db=float(np.mean(event_db)),
     )
+
+
+def _copy_float32(audio: BlockArray, store: ArrayStore | None) -> np.ndarray:
+    """A float32 copy of a ``(channels, samples)`` block array in ``store``, block by block."""
+    channels, n = audio.shape
+    out = (store or MemoryStore()).empty((channels, n), np.float32)
+    for a, b in blocks(n, BLOCK_SAMPLES):
+        out[:, a:b] = np.asarray(audio[:, a:b], dtype=np.float32)
+    return out
 
 
 def _part(

@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import ParameterError
 from .grid import AUDIO_EXTENSIONS
+from .scratch import BLOCK_SAMPLES, ArrayStore, BlockArray, MemoryStore, blocks, is_whole
 
 PLUGIN_TYPE = "plugin"
 """``type`` of an external (VST3 / Audio Unit) plugin spec."""
@@ -47,6 +48,14 @@ PLUGIN_SUFFIXES = (".vst3", ".component")
 TAIL_PAD_SAMPLES = 8192
 """Silence appended past the end so plugins that buffer (latency) give back every input
 sample; the padding is cut off again."""
+STREAMING_UNSAFE = frozenset({"MP3Compressor", "PitchShift", "Resample", PLUGIN_TYPE})
+"""Effects whose output run block by block (pedalboard's ``reset=False``) differs from
+one call over the whole: the built-ins that buffer (latency; measured: other samples,
+not just a delay) and external plugins (unknown). A chain with one of them is run in one
+call even on a block array (its audio is then read into memory whole)."""
+EFFECTS_BLOCK_SAMPLES = BLOCK_SAMPLES
+"""Samples per call when a block array runs through a chain: a multiple of pedalboard's
+internal 8,192-sample buffer, as it processes one long call."""
 
 
 @dataclass(frozen=True)
@@ -429,7 +438,11 @@ def _build_plugin(spec: Mapping[str, Any], where: str) -> Any:
 
 
 def apply_effects(
-    audio: np.ndarray, sample_rate_hz: float, effects: Sequence[Mapping[str, Any]]
+    audio: BlockArray,
+    sample_rate_hz: float,
+    effects: Sequence[Mapping[str, Any]],
+    *,
+    store: ArrayStore | None = None,
 ) -> np.ndarray:
     """Run ``audio`` through the effects chain described by ``effects``.
 
@@ -437,16 +450,25 @@ def apply_effects(
         audio: float ``(channels, samples)`` or mono ``(samples,)``, linear amplitude.
         sample_rate_hz: the audio's sample rate in Hz.
         effects: effect specs (see the module docstring); empty returns a copy.
+        store: where the output is allocated (None: a numpy array).
 
     Returns:
         float32 audio of the same length as ``audio`` (tails past the end are cut,
         latency that plugins report is compensated). The channel count is what the chain
         gives back: the input's for built-ins; a 1-D input gives 1-D output.
 
+    A numpy ``audio`` is run through the chain in one call. Any other block array
+    (a DiskArray, a view) is run :data:`~bnmusic_bridge.scratch.BLOCK_SAMPLES` at a
+    time with the chain's state carried (``reset=False``), written block by block into
+    ``store``: the same samples as one call for every built-in except those in
+    :data:`STREAMING_UNSAFE`, whose chains are run in one call on the whole audio.
+
     Raises:
         ParameterError: a bad spec, a plugin that will not load, or a chain whose output
             holds NaN or infinite samples.
     """
+    if not is_whole(audio) and hasattr(audio, "shape"):
+        return _apply_effects_blocks(audio, sample_rate_hz, effects, store or MemoryStore())
     x = np.asarray(audio, dtype=np.float32)
     mono = x.ndim == 1
     if mono:
@@ -467,12 +489,91 @@ def apply_effects(
         y = np.concatenate([y, np.zeros((y.shape[0], n - y.shape[1]), np.float32)], axis=1)
     y = np.ascontiguousarray(y[:, :n])
     if not np.all(np.isfinite(y)):
-        kinds = ", ".join(str(s.get("type")) for s in effects)
-        raise ParameterError(
-            f"the effects chain ({kinds}) produced NaN or infinite samples; check its "
-            "gains, feedback and filter frequencies"
-        )
+        raise _not_finite(effects)
     if mono:
         # A mono buffer stays mono even when a plugin answers in stereo.
         return np.ascontiguousarray(y.mean(axis=0)) if y.shape[0] > 1 else y[0]
     return y
+
+
+def _not_finite(effects: Sequence[Mapping[str, Any]]) -> ParameterError:
+    kinds = ", ".join(str(s.get("type")) for s in effects)
+    return ParameterError(
+        f"the effects chain ({kinds}) produced NaN or infinite samples; check its "
+        "gains, feedback and filter frequencies"
+    )
+
+
+def _apply_effects_blocks(
+    audio: BlockArray,
+    sample_rate_hz: float,
+    effects: Sequence[Mapping[str, Any]],
+    store: ArrayStore,
+) -> np.ndarray:
+    """:func:`apply_effects` of a block array, a block at a time, into ``store``."""
+    shape = tuple(audio.shape)
+    mono = len(shape) == 1
+    n = shape[-1]
+    if len(shape) not in (1, 2) or (not mono and shape[0] > shape[1]):
+        raise ParameterError(
+            f"apply_effects: audio must be (channels, samples) (pedalboard's layout), "
+            f"got shape {shape}"
+        )
+
+    def read(a: int, b: int) -> np.ndarray:
+        part = audio[a:b] if mono else audio[:, a:b]
+        part = np.asarray(part, dtype=np.float32)
+        return part[None, :] if mono else part
+
+    def put(out: np.ndarray, a: int, y: np.ndarray) -> None:
+        if mono:
+            # A mono buffer stays mono even when a plugin answers in stereo.
+            out[a : a + y.shape[1]] = y.mean(axis=0) if y.shape[0] > 1 else y[0]
+        else:
+            out[:, a : a + y.shape[1]] = y
+
+    def allocate(channels: int) -> np.ndarray:
+        return store.empty((n,) if mono else (channels, n), np.float32)
+
+    in_channels = 1 if mono else shape[0]
+    if not effects:
+        out = allocate(in_channels)
+        for a, b in blocks(n, EFFECTS_BLOCK_SAMPLES):
+            put(out, a, read(a, b))
+        return out
+    kinds = {str(spec.get("type")) for spec in effects if isinstance(spec, Mapping)}
+    if kinds & STREAMING_UNSAFE:
+        # One call over the whole audio: these effects do not stream sample-exactly.
+        whole = read(0, n)
+        y = apply_effects(whole[0] if mono else whole, sample_rate_hz, effects)
+        out = allocate(1 if mono else y.shape[0])
+        put(out, 0, y[None, :] if mono else y)
+        return out
+    board = build_pedalboard(effects, sample_rate_hz)
+    rate = float(sample_rate_hz)
+    out = None
+    pos = 0  # output samples written so far
+
+    def take(y: np.ndarray) -> None:
+        nonlocal out, pos
+        y = np.asarray(y, dtype=np.float32)
+        if out is None:
+            out = allocate(y.shape[0])
+        keep = y[:, : max(0, n - pos)]
+        if not np.all(np.isfinite(keep)):
+            raise _not_finite(effects)
+        if keep.shape[1]:
+            put(out, pos, keep)
+        pos += keep.shape[1]
+
+    for a, b in blocks(n, EFFECTS_BLOCK_SAMPLES):
+        take(board(read(a, b), rate, reset=a == 0))
+    if pos < n:  # the chain still holds samples: the padding brings them out
+        silence = np.zeros((in_channels, TAIL_PAD_SAMPLES), np.float32)
+        take(board(silence, rate, reset=False))
+    if out is None:  # no samples at all
+        out = allocate(in_channels)
+    if pos < n:
+        # A plugin kept more than the padding inside: what it returned, zero-filled.
+        put(out, pos, np.zeros((1 if mono else out.shape[0], n - pos), np.float32))
+    return out

@@ -29,8 +29,11 @@ change, and Stage 2, computed on the mono sum, is unchanged by the widening.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+
+from .scratch import BLOCK_SAMPLES, ArrayStore, BlockArray, MemoryStore, blocks, is_whole
 
 TARGET_SIDE_TO_MID_DB = (-12.4, -5.0)
 """Side-to-mid level range (dB) of the measured real stereo music: its interquartile range."""
@@ -78,20 +81,26 @@ def _decorrelator(sample_rate_hz: int, seed: int) -> np.ndarray:
     return h / np.sqrt(np.sum(h * h))
 
 
+def _highpass_sos(sample_rate_hz: int) -> np.ndarray:
+    from scipy.signal import butter
+
+    return butter(2, SIDE_HIGHPASS_HZ, btype="highpass", fs=sample_rate_hz, output="sos")
+
+
 def _highpass(x: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     """Zero-phase 4th-order Butterworth high-pass at :data:`SIDE_HIGHPASS_HZ`."""
-    from scipy.signal import butter, sosfiltfilt
+    from scipy.signal import sosfiltfilt
 
-    sos = butter(2, SIDE_HIGHPASS_HZ, btype="highpass", fs=sample_rate_hz, output="sos")
-    return sosfiltfilt(sos, x)
+    return sosfiltfilt(_highpass_sos(sample_rate_hz), x)
 
 
 def widen(
-    music: np.ndarray,
+    music: BlockArray,
     sample_rate_hz: int,
     *,
     side_to_mid_db: float = DEFAULT_SIDE_TO_MID_DB,
     seed: int = 0,
+    store: ArrayStore | None = None,
 ) -> np.ndarray:
     """Stereo music at least ``side_to_mid_db`` wide, with its mono sum unchanged.
 
@@ -101,11 +110,37 @@ def widen(
         side_to_mid_db: the side-to-mid level (dB) to reach; music already at least this
             wide is returned as stereo, unchanged.
         seed: picks the decorrelating filter (same seed, same output).
+        store: where the output is allocated (None: a numpy array).
 
     Returns:
         float32 ``(2, samples)``: ``L = M + S0 + S``, ``R = M - S0 - S`` where ``M`` and
         ``S0`` are the input's mid and side and ``S`` is the added decorrelated side.
+
+    A numpy ``music`` is widened as a whole. Any other block array (a DiskArray, a view)
+    longer than :data:`WIDEN_BLOCK_SAMPLES` is widened a block at a time
+    (:func:`_widen_blocks`): the same filter, high-pass and scaling, but the powers are
+    summed per block and the convolution is done block by block, so the output differs
+    from the numpy path by float rounding only (measured: at most 4e-9 on two minutes
+    of music peaking at 0.62, a few dozen samples of ten million differing).
+    Shorter block arrays are read whole and take the numpy path (identical output).
     """
+    if not is_whole(music) and hasattr(music, "shape"):
+        n = music.shape[-1]
+        if n > WIDEN_BLOCK_SAMPLES:
+            return _widen_blocks(
+                music, sample_rate_hz, side_to_mid_db, seed, store, WIDEN_BLOCK_SAMPLES
+            )
+        music = music[0:n] if len(music.shape) == 1 else music[:, 0:n]
+    out = _widen_whole(music, sample_rate_hz, side_to_mid_db, seed)
+    if store is None or not store.on_disk:
+        return out
+    stored = store.empty(out.shape, np.float32)
+    stored[:, 0 : out.shape[1]] = out
+    return stored
+
+
+def _widen_whole(music: Any, sample_rate_hz: int, side_to_mid_db: float, seed: int) -> np.ndarray:
+    """:func:`widen` of an in-memory array, as a whole (the reference numerics)."""
     x = np.asarray(music, dtype=np.float64)
     if x.ndim == 1:
         x = x[None, :]
@@ -130,3 +165,104 @@ def widen(
     added *= math.sqrt(max(want - s0, 0.0) / aa)
     side = side0 + added
     return np.stack([mid + side, mid - side]).astype(np.float32)
+
+
+WIDEN_BLOCK_SAMPLES = BLOCK_SAMPLES
+"""Samples per block when :func:`widen` walks a block array (DiskArray)."""
+
+
+def _read64(music: BlockArray, a: int, b: int) -> np.ndarray:
+    """Samples ``a..b`` of 1- or 2-channel music as float64 ``(channels, b - a)``."""
+    part = music[a:b] if len(music.shape) == 1 else music[:, a:b]
+    x = np.asarray(part, dtype=np.float64)
+    return x[None, :] if x.ndim == 1 else x
+
+
+def _mid_side(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # the same expressions as _widen_whole, on one block
+    mid = x.mean(axis=0)
+    side0 = 0.5 * (x[0] - x[1]) if x.shape[0] == 2 else np.zeros_like(mid)
+    return mid, side0
+
+
+def _widen_blocks(
+    music: BlockArray,
+    sample_rate_hz: int,
+    side_to_mid_db: float,
+    seed: int,
+    store: ArrayStore | None,
+    block: int,
+) -> np.ndarray:
+    """:func:`widen` of a block array, ``block`` samples at a time.
+
+    Passes over the music: (1) the mid and side powers (float64 sums per block);
+    (2) the decorrelated mid by overlap-add (each block convolved, its tail carried
+    into the next) and the forward pass of the high-pass (filter state carried), kept
+    in a float64 scratch array from ``store``; (3) the backward pass of the high-pass,
+    last block first (state carried), in place, with the added side's power; (4) the
+    output, scaled, written block by block. The zero-phase high-pass pads the ends as
+    ``scipy.signal.sosfiltfilt`` does (odd extension), so it gives the same samples as
+    one call, to rounding.
+    """
+    from scipy.signal import oaconvolve, sosfilt, sosfilt_zi
+
+    store = store or MemoryStore()
+    n = music.shape[-1]
+    channels = 1 if len(music.shape) == 1 else music.shape[0]
+    if channels not in (1, 2):
+        raise ValueError(f"widen needs 1- or 2-channel music, got shape {music.shape}")
+    out = store.empty((2, n), np.float32)
+    mm = s0 = 0.0
+    for a, b in blocks(n, block):
+        mid, side0 = _mid_side(_read64(music, a, b))
+        mm += float(np.dot(mid, mid))
+        s0 += float(np.dot(side0, side0))
+    want = mm * 10.0 ** (side_to_mid_db / 10.0)
+    if mm <= 0 or s0 >= want:
+        for a, b in blocks(n, block):
+            x = _read64(music, a, b)
+            out[:, a:b] = (x if x.shape[0] == 2 else np.repeat(x, 2, axis=0)).astype(np.float32)
+        return out
+
+    h = _decorrelator(sample_rate_hz, seed)
+    sos = _highpass_sos(sample_rate_hz)
+    # sosfiltfilt's default padding: odd extension of this many samples at each end
+    ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    pad = 3 * ntaps
+    zi = sosfilt_zi(sos)
+    added = store.empty((n,), np.float64)
+    carry = np.zeros(h.size - 1)  # convolution tail reaching into the next block
+    last = np.zeros(0)  # the decorrelated mid's last pad + 1 samples so far
+    state = None
+    for a, b in blocks(n, block):
+        mid, _ = _mid_side(_read64(music, a, b))
+        conv = oaconvolve(mid, h)
+        conv[: carry.size] += carry
+        part, carry = conv[: b - a], conv[b - a :]  # carry: always h.size - 1 samples
+        if state is None:  # the left end: filter the odd extension first
+            left = 2 * part[0] - part[pad:0:-1]
+            _, state = sosfilt(sos, left, zi=zi * left[0])
+        y, state = sosfilt(sos, part, zi=state)
+        added[a:b] = y
+        last = np.concatenate([last, part])[-(pad + 1) :]
+    right = 2 * last[-1] - last[-2 : -(pad + 2) : -1]
+    y_right, _ = sosfilt(sos, right, zi=state)
+    # backward pass, over the reversed forward output: the right extension first
+    _, state = sosfilt(sos, y_right[::-1], zi=zi * y_right[-1])
+    aa = 0.0
+    for a, b in reversed(list(blocks(n, block))):
+        z, state = sosfilt(sos, added[a:b][::-1], zi=state)
+        z = z[::-1]
+        aa += float(np.dot(z, z))
+        added[a:b] = z
+    if aa <= 0:
+        for a, b in blocks(n, block):
+            mid, side0 = _mid_side(_read64(music, a, b))
+            out[:, a:b] = np.stack([mid + side0, mid - side0]).astype(np.float32)
+        return out
+    scale = math.sqrt(max(want - s0, 0.0) / aa)
+    for a, b in blocks(n, block):
+        mid, side0 = _mid_side(_read64(music, a, b))
+        side = side0 + added[a:b] * scale
+        out[:, a:b] = np.stack([mid + side, mid - side]).astype(np.float32)
+    return out

@@ -15,11 +15,13 @@ Arithmetic (analysis grid, 44.1 kHz, hop 441 samples = 10 ms, STFT centred):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .grid import HOP_SAMPLES, IMAGE_FRAMES, WINDOW_SAMPLES
+from .scratch import ArrayStore, DiskArray, MemoryStore
 
 
 @dataclass(frozen=True)
@@ -92,31 +94,68 @@ def crossfade_gains(
     t = (np.arange(num_samples, dtype=np.float64) + 0.5) / num_samples
     a = np.cos(0.5 * np.pi * t)
     b = np.sin(0.5 * np.pi * t)
-    denom = math.sqrt(float(np.sum(head.astype(np.float64) ** 2) * np.sum(tail.astype(np.float64) ** 2)))
+    denom = math.sqrt(
+        float(np.sum(head.astype(np.float64) ** 2) * np.sum(tail.astype(np.float64) ** 2))
+    )
     r = float(np.sum(head.astype(np.float64) * tail) / denom) if denom > 0 else 0.0
     r = min(max(r, 0.0), 1.0)  # anti-correlated overlaps: plain equal power
     norm = np.sqrt(1.0 + 2.0 * r * a * b)
     return (a / norm).astype(np.float32), (b / norm).astype(np.float32), r
 
 
-def stitch(plan: WindowPlan, windows_audio: list[np.ndarray]) -> tuple[np.ndarray, list[float]]:
+def stitch(
+    plan: WindowPlan,
+    windows_audio: Iterable[np.ndarray],
+    *,
+    channels: int | None = None,
+    store: ArrayStore | None = None,
+) -> tuple[np.ndarray | DiskArray, list[float]]:
     """Join per-window music ``(channels, WINDOW_SAMPLES)`` into one stem.
 
-    Returns the joined ``(channels, plan.num_samples)`` audio (padding removed) and the
-    correlation measured at each join.
+    The windows are taken one at a time, in order, so ``windows_audio`` may be a
+    generator that decodes each window when asked for it: only one window and the
+    previous window's overlap (kept in memory, ``overlap_samples`` per channel) are held
+    at once, and the joined music goes into ``store`` window by window.
+
+    Args:
+        plan: where the windows lie (``plan.count`` windows are expected).
+        windows_audio: float ``(1 or channels, WINDOW_SAMPLES)`` per window, 44.1 kHz,
+            linear amplitude; a list or any iterable (a generator).
+        channels: channels of the joined music; mono windows are repeated to it. None:
+            the most channels of any window (an iterable that is not a Sequence is
+            then read into a list first, to find them; pass ``channels`` to stream).
+        store: where the joined music is allocated (None: a numpy array).
+
+    Returns:
+        the joined ``(channels, plan.num_samples)`` float32 audio (padding removed: only
+        the first ``plan.num_samples`` samples are ever written, so no padded array is
+        allocated) and the correlation measured at each join.
     """
-    channels = max(w.shape[0] for w in windows_audio)
-    out = np.zeros((channels, plan.padded_samples), dtype=np.float32)
+    if store is None:
+        store = MemoryStore()
+    if channels is None:
+        if not isinstance(windows_audio, Sequence):
+            windows_audio = list(windows_audio)
+        channels = max(w.shape[0] for w in windows_audio)
+    n = plan.num_samples
+    out = store.empty((channels, n), np.float32)
     n_ov = plan.overlap_samples
     correlations: list[float] = []
+    # The last n_ov samples of the window just written: the next window's overlap
+    # (they may lie in the padding past the stem's end, which is never stored).
+    prev = np.zeros((channels, 0), dtype=np.float32)
     for k, (start, audio) in enumerate(zip(plan.start_samples, windows_audio, strict=True)):
         w = audio if audio.shape[0] == channels else np.repeat(audio, channels, axis=0)
+        seg = np.empty((channels, WINDOW_SAMPLES), dtype=np.float32)
         if k == 0 or n_ov == 0:
-            out[:, start : start + WINDOW_SAMPLES] = w
-            continue
-        prev = out[:, start : start + n_ov]
-        fade_out, fade_in, r = crossfade_gains(prev, w[:, :n_ov], n_ov)
-        correlations.append(r)
-        out[:, start : start + n_ov] = prev * fade_out + w[:, :n_ov] * fade_in
-        out[:, start + n_ov : start + WINDOW_SAMPLES] = w[:, n_ov:]
-    return out[:, : plan.num_samples], correlations
+            seg[:, :] = w
+        else:
+            fade_out, fade_in, r = crossfade_gains(prev, w[:, :n_ov], n_ov)
+            correlations.append(r)
+            seg[:, :n_ov] = prev * fade_out + w[:, :n_ov] * fade_in
+            seg[:, n_ov:] = w[:, n_ov:]
+        stop = min(start + WINDOW_SAMPLES, n)
+        if stop > start:
+            out[:, start:stop] = seg[:, : stop - start]
+        prev = seg[:, WINDOW_SAMPLES - n_ov :].copy() if n_ov else prev
+    return out, correlations

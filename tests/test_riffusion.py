@@ -593,3 +593,85 @@ def test_pipeline_decodes_with_the_generators_level(monkeypatch: pytest.MonkeyPa
     music = [WindowMusic(image=image, max_value=3.5), WindowMusic(image=image)]
     _window_audio(music, windows, 0, lambda stage, fraction: None)
     assert seen == [3.5, windows[1].max_value]
+
+
+class _LazyWindows:
+    """Windows built on demand; counts how often the sequence is walked."""
+
+    def __init__(self, windows: list[NoiseWindow]) -> None:
+        self._windows = windows
+        self.built = 0
+        self.iterations = 0
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def __getitem__(self, k: int) -> NoiseWindow:
+        self.built += 1
+        return self._windows[k]
+
+    def __iter__(self) -> Iterator[NoiseWindow]:
+        self.iterations += 1
+        for k in range(len(self)):
+            yield self[k]
+
+
+def _same_music(a: list[WindowMusic], b: list[WindowMusic]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(img(x), img(y))
+        assert x.max_value == y.max_value
+        timing = {"seconds"}
+        assert {k: v for k, v in x.diagnostics.items() if k not in timing} == {
+            k: v for k, v in y.diagnostics.items() if k not in timing
+        }
+
+
+@pytest.mark.parametrize("continuation", [True, False])
+def test_stream_equals_generate_one_window_at_a_time(
+    gen: RiffusionGenerator, continuation: bool
+) -> None:
+    windows = [make_window(i) for i in range(3)]
+    s = settings(overlap=8, continuation=continuation)
+    seen_generate: list[tuple[str, float]] = []
+    listed = gen.generate(windows, NO_ANALYSIS, s, lambda st, f: seen_generate.append((st, f)))
+    lazy = _LazyWindows(windows)
+    seen_stream: list[tuple[str, float]] = []
+    streamed = []
+    for k, m in enumerate(
+        gen.stream(lazy, NO_ANALYSIS, s, lambda st, f: seen_stream.append((st, f)))
+    ):
+        assert lazy.built == k + 1  # made when asked for (batch size 1 here)
+        streamed.append(m)
+    assert lazy.iterations == 1
+    assert seen_stream == seen_generate
+    _same_music(streamed, listed)
+    assert streamed[1].diagnostics["continued_from_previous"] is continuation
+
+
+def test_stream_checks_each_window_as_it_comes(gen: RiffusionGenerator) -> None:
+    windows = [make_window(i) for i in range(3)]
+    bad = NoiseWindow(**{**windows[2].__dict__, "image": windows[2].image.astype(np.float32)})
+    stream = gen.stream([*windows[:2], bad], NO_ANALYSIS, settings(overlap=8))
+    assert next(stream).image is not None
+    assert next(stream).image is not None
+    with pytest.raises(ParameterError, match="window 2: image must be uint8"):
+        next(stream)
+    # generate still checks every window before any is made
+    with pytest.raises(ParameterError, match="window 2: image must be uint8"):
+        gen.generate([*windows[:2], bad], NO_ANALYSIS, settings(overlap=8))
+
+
+def test_baselines_stream_what_their_generate_returns(tiny_model: str) -> None:
+    from bnmusic_bridge.generators.base import iter_music
+
+    g = OutpaintOnlyGenerator(**options(tiny_model))
+    windows = [make_window(i) for i in range(2)]
+    s = GenerationSettings(
+        prompt="lofi hip hop beat",
+        negative_prompt="",
+        seed=3,
+        overlap_frames=8,
+        params={k: v for k, v in FAST.items() if not k.startswith("inpaint")},
+    )
+    _same_music(list(iter_music(g, windows, NO_ANALYSIS, s)), g.generate(windows, NO_ANALYSIS, s))

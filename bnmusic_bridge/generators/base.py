@@ -10,7 +10,7 @@ row 511 the lowest; column ``j`` is the STFT frame centred on sample
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -129,6 +129,43 @@ class Generator(Protocol):
         settings: GenerationSettings,
         progress: ProgressFn | None = None,
     ) -> list[WindowMusic]: ...
+
+
+@runtime_checkable
+class StreamingGenerator(Generator, Protocol):
+    """A generator that can also hand its music out one window at a time.
+
+    ``stream`` yields the same :class:`WindowMusic` as ``generate`` returns, in order,
+    with the same diagnostics and the same ``progress`` calls, but makes each window
+    only when the caller asks for it: the caller can decode, join and drop a window
+    before the next one is made, so a long stem's music windows are never all held at
+    once. ``windows`` may be a lazy Sequence (items built on demand); a streaming
+    generator iterates it once. Errors about a window are raised when that window is
+    reached (after the earlier windows were yielded).
+    """
+
+    def stream(
+        self,
+        windows: Sequence[NoiseWindow],
+        analysis: StemAnalysis,
+        settings: GenerationSettings,
+        progress: ProgressFn | None = None,
+    ) -> Iterator[WindowMusic]: ...
+
+
+def iter_music(
+    generator: Generator,
+    windows: Sequence[NoiseWindow],
+    analysis: StemAnalysis,
+    settings: GenerationSettings,
+    progress: ProgressFn | None = None,
+) -> Iterator[WindowMusic]:
+    """The generator's music windows, in order: from its ``stream`` method when it has
+    one (one window at a time), else from ``generate`` (all windows made first)."""
+    stream = getattr(generator, "stream", None)
+    if callable(stream):
+        return iter(stream(windows, analysis, settings, progress))
+    return iter(generator.generate(windows, analysis, settings, progress))
 
 
 GeneratorFactory = Callable[..., Generator]

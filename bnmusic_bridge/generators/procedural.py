@@ -44,7 +44,7 @@ import math
 import numbers
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -1313,7 +1313,9 @@ class TimelineRenderer:
         if cached is not None:
             return cached
         if c < self._first_chunk:
-            raise ParameterError(f"chunk {c} is before this stream's first chunk {self._first_chunk}")
+            raise ParameterError(
+                f"chunk {c} is before this stream's first chunk {self._first_chunk}"
+            )
         if c < self._next_chunk:
             self._reverb.reset()
             self._next_chunk = self._first_chunk
@@ -1463,26 +1465,42 @@ class ProceduralGenerator:
         progress: ProgressFn | None = None,
     ) -> list[WindowMusic]:
         """Music for each window, in order (see the class doc)."""
-        for w in windows:
+        return list(self.stream(windows, analysis, settings, progress))
+
+    def stream(
+        self,
+        windows: Sequence[NoiseWindow],
+        analysis: StemAnalysis,
+        settings: GenerationSettings,
+        progress: ProgressFn | None = None,
+    ) -> Iterator[WindowMusic]:
+        """Music for each window, in order, one window at a time (what :meth:`generate`
+        returns, made only as the caller asks for it).
+
+        ``windows`` is iterated once (a lazy Sequence builds each window on demand); a
+        bad window raises ParameterError when it is reached.
+        """
+        plan = self.plan(analysis, settings)
+        renderer = TimelineRenderer(plan)
+        base = _plan_diagnostics(plan)
+        total = len(windows)
+        for k, w in enumerate(windows):
+            # Checked as each window comes, so the windows are not walked twice.
             if w.num_samples <= 0 or w.start_sample < 0:
                 raise ParameterError(
                     f"window {w.index} has start_sample={w.start_sample}, "
                     f"num_samples={w.num_samples}; need start >= 0 and length > 0"
                 )
-        plan = self.plan(analysis, settings)
-        renderer = TimelineRenderer(plan)
-        base = _plan_diagnostics(plan)
-        out: list[WindowMusic] = []
-        for k, w in enumerate(windows):
             t0 = time.perf_counter()
             audio = renderer.render(w.start_sample, w.num_samples)
             diag = dict(base)
             diag.update(_window_diagnostics(renderer, w.start_sample, w.num_samples))
             diag["render_s"] = round(time.perf_counter() - t0, 4)
-            out.append(WindowMusic(audio=audio, image=None, diagnostics=diag))
+            music = WindowMusic(audio=audio, image=None, diagnostics=diag)
+            # Reported before the window is handed over, as generate reported it.
             if progress is not None:
-                progress("generate", (k + 1) / len(windows))
-        return out
+                progress("generate", (k + 1) / total)
+            yield music
 
 
 def _check_analysis(analysis: StemAnalysis) -> None:

@@ -72,7 +72,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -858,6 +858,29 @@ class RiffusionGenerator:
         plan = riffusion_plan(settings.params, self.name)
         return self.render(windows, settings, plan, progress)
 
+    def stream(
+        self,
+        windows: Sequence[NoiseWindow],
+        analysis: StemAnalysis,
+        settings: GenerationSettings,
+        progress: ProgressFn | None = None,
+    ) -> Iterator[WindowMusic]:
+        """What :meth:`generate` returns, a window (or a batch of independent windows)
+        at a time: continued windows are made one by one, each when the caller asks for
+        it; batched ones a batch at a time. ``windows`` is iterated once and each is
+        checked as it comes (a bad window raises when reached, after the model loaded).
+        Same diagnostics and progress calls as :meth:`generate`.
+
+        A subclass that replaces :meth:`generate` or :meth:`render` (the baselines)
+        streams what its own ``generate`` returns, all windows made first.
+        """
+        own = type(self).generate is RiffusionGenerator.generate
+        if not own or type(self).render is not RiffusionGenerator.render:
+            yield from self.generate(windows, analysis, settings, progress)
+            return
+        plan = riffusion_plan(settings.params, self.name)
+        yield from self.render_stream(windows, settings, plan, progress, check_each=True)
+
     def render(
         self,
         windows: Sequence[NoiseWindow],
@@ -866,16 +889,34 @@ class RiffusionGenerator:
         progress: ProgressFn | None = None,
     ) -> list[WindowMusic]:
         """Run ``plan`` on every window; the shared engine of ``riffusion`` and the
-        Riffusion-based baselines. Same returns and errors as :meth:`generate`."""
+        Riffusion-based baselines. Same returns and errors as :meth:`generate`.
+        Every window is checked before the model is loaded."""
+        return list(self.render_stream(windows, settings, plan, progress, check_each=False))
+
+    def render_stream(
+        self,
+        windows: Sequence[NoiseWindow],
+        settings: GenerationSettings,
+        plan: DiffusionPlan,
+        progress: ProgressFn | None = None,
+        *,
+        check_each: bool = True,
+    ) -> Iterator[WindowMusic]:
+        """:meth:`render`, handing each window's music over as soon as it is made.
+
+        ``check_each`` True checks each window as it comes (``windows`` is iterated
+        once); False checks them all first, before the model is loaded, as
+        :meth:`render` does."""
         carry = (
             plan.continuation
             and settings.overlap_frames > 0
             and len(windows) > 1
             and any(s.kind != "img2img" for s in plan.steps)
         )
-        _check_windows(windows, settings, carry)
-        if not windows:
-            return []
+        if not check_each:
+            _check_windows(windows, settings, carry)
+        if len(windows) == 0:
+            return
         self.load()
         assert self._loaded is not None and self._pipes is not None
         loaded = self._loaded
@@ -888,12 +929,6 @@ class RiffusionGenerator:
         units_per_window = sum(s.effective_steps for s in plan.steps)
         tracker = _Progress(progress, units_per_window * len(windows))
         tracker.report(0.0)
-
-        with loaded.lock:
-            if carry:
-                done = self._run_continued(windows, settings, plan, tracker)
-            else:
-                done = self._run_batched(windows, settings, plan, tracker)
 
         common = {
             "generator": self.name,
@@ -908,19 +943,25 @@ class RiffusionGenerator:
             "channels_last": self.channels_last,
             "compile_unet": self.compile_unet,
         }
-        return [
-            WindowMusic(
-                audio=None,
-                image=w.image,
-                diagnostics={**common, **w.info},
-                max_value=w.level,
-            )
-            for w in done
-        ]
+        checked = _checked_windows(windows, settings, carry) if check_each else windows
+        jobs = self._jobs(checked, settings)
+        with loaded.lock:
+            if carry:
+                done = self._run_continued(jobs, settings, plan, tracker)
+            else:
+                done = self._run_batched(jobs, settings, plan, tracker)
+            for w in done:
+                yield WindowMusic(
+                    audio=None,
+                    image=w.image,
+                    diagnostics={**common, **w.info},
+                    max_value=w.level,
+                )
 
-    def _jobs(self, windows: Sequence[NoiseWindow], settings: GenerationSettings) -> list[_Job]:
-        return [
-            _Job(
+    def _jobs(self, windows: Iterable[NoiseWindow], settings: GenerationSettings) -> Iterator[_Job]:
+        # one window's job at a time: a lazy window sequence is not held whole
+        for w in windows:
+            yield _Job(
                 window=w,
                 image=np.asarray(w.image, dtype=np.uint8),
                 keep_outpaint=np.asarray(w.mask, dtype=bool),
@@ -929,20 +970,17 @@ class RiffusionGenerator:
                 continued=False,
                 level=float(w.max_value),
             )
-            for w in windows
-        ]
 
     def _run_continued(
         self,
-        windows: Sequence[NoiseWindow],
+        jobs: Iterable[_Job],
         settings: GenerationSettings,
         plan: DiffusionPlan,
         tracker: _Progress,
-    ) -> list[_Done]:
+    ) -> Iterator[_Done]:
         overlap = settings.overlap_frames
-        done: list[_Done] = []
-        for job in self._jobs(windows, settings):
-            previous = done[-1] if done else None
+        previous: _Done | None = None
+        for job in jobs:
             if previous is not None and previous.index == job.window.index - 1:
                 tail = previous.image[:, -overlap:]
                 if tail.shape[0] == job.image.shape[0]:
@@ -967,23 +1005,21 @@ class RiffusionGenerator:
             except Exception as exc:  # noqa: BLE001 - never a raw traceback to the host
                 raise self._failure(exc, [job], plan) from exc
             image, stats = out
-            done.append(
-                _Done(
-                    index=job.window.index,
-                    image=image,
-                    level=job.level,
-                    info={
-                        "seed": job.seed,
-                        "continued_from_previous": job.continued,
-                        "overlap_frames": overlap if job.continued else 0,
-                        "level_change_db": _level_change_db(job),
-                        "batch_size": 1,
-                        "seconds": round(time.perf_counter() - start, 4),
-                        **stats,
-                    },
-                )
+            previous = _Done(
+                index=job.window.index,
+                image=image,
+                level=job.level,
+                info={
+                    "seed": job.seed,
+                    "continued_from_previous": job.continued,
+                    "overlap_frames": overlap if job.continued else 0,
+                    "level_change_db": _level_change_db(job),
+                    "batch_size": 1,
+                    "seconds": round(time.perf_counter() - start, 4),
+                    **stats,
+                },
             )
-        return done
+            yield previous
 
     def _auto_batch_size(self, resolution: int) -> int:
         assert self._loaded is not None
@@ -999,18 +1035,24 @@ class RiffusionGenerator:
 
     def _run_batched(
         self,
-        windows: Sequence[NoiseWindow],
+        jobs: Iterator[_Job],
         settings: GenerationSettings,
         plan: DiffusionPlan,
         tracker: _Progress,
-    ) -> list[_Done]:
-        jobs = self._jobs(windows, settings)
+    ) -> Iterator[_Done]:
         batch = self.batch_size or self._auto_batch_size(plan.resolution)
-        done: list[_Done] = []
         retries = 0
-        i = 0
-        while i < len(jobs):
-            chunk = jobs[i : i + batch]
+        pending: list[_Job] = []  # jobs taken from ``jobs`` and not yet run
+        while True:
+            # jobs are built one batch at a time (a lazy window sequence stays lazy)
+            while len(pending) < batch:
+                job = next(jobs, None)
+                if job is None:
+                    break
+                pending.append(job)
+            if not pending:
+                return
+            chunk = pending[:batch]
             done_before = tracker.done_units
             start = time.perf_counter()
             try:
@@ -1026,26 +1068,23 @@ class RiffusionGenerator:
                     continue
                 raise self._failure(exc, chunk, plan) from exc
             seconds = (time.perf_counter() - start) / len(chunk)
+            pending = pending[len(chunk) :]
             for job, (image, stats) in zip(chunk, out, strict=True):
-                done.append(
-                    _Done(
-                        index=job.window.index,
-                        image=image,
-                        level=job.level,
-                        info={
-                            "seed": job.seed,
-                            "continued_from_previous": False,
-                            "overlap_frames": 0,
-                            "level_change_db": 0.0,
-                            "batch_size": len(chunk),
-                            "oom_retries": retries,
-                            "seconds": round(seconds, 4),
-                            **stats,
-                        },
-                    )
+                yield _Done(
+                    index=job.window.index,
+                    image=image,
+                    level=job.level,
+                    info={
+                        "seed": job.seed,
+                        "continued_from_previous": False,
+                        "overlap_frames": 0,
+                        "level_change_db": 0.0,
+                        "batch_size": len(chunk),
+                        "oom_retries": retries,
+                        "seconds": round(seconds, 4),
+                        **stats,
+                    },
                 )
-            i += len(chunk)
-        return done
 
     def _failure(self, exc: Exception, jobs: Sequence[_Job], plan: DiffusionPlan) -> GeneratorError:
         assert self._loaded is not None
@@ -1119,7 +1158,9 @@ class RiffusionGenerator:
                     job.repaint_inpaint | ng for job, ng in zip(jobs, not_generated, strict=True)
                 ]
                 keep = [~r for r in repaint]
-                model_repaint = [latent_repaint_mask(_resize_any(r, res, res), factor) for r in repaint]
+                model_repaint = [
+                    latent_repaint_mask(_resize_any(r, res, res), factor) for r in repaint
+                ]
                 for k, (r, mr) in enumerate(zip(repaint, model_repaint, strict=True)):
                     stats[k]["inpaint_pixel_share"] = float(r.mean())
                     stats[k]["inpaint_latent_share"] = float(mr.mean())
@@ -1204,8 +1245,17 @@ def _free_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def _checked_windows(
+    windows: Iterable[NoiseWindow], settings: GenerationSettings, carry: bool
+) -> Iterator[NoiseWindow]:
+    """``windows``, each checked (:func:`_check_windows`) as it is handed on."""
+    for w in windows:
+        _check_windows((w,), settings, carry)
+        yield w
+
+
 def _check_windows(
-    windows: Sequence[NoiseWindow], settings: GenerationSettings, carry: bool
+    windows: Iterable[NoiseWindow], settings: GenerationSettings, carry: bool
 ) -> None:
     for w in windows:
         image = np.asarray(w.image)
