@@ -31,6 +31,11 @@ Policy (ours): the literal loss picks ``g = 0`` (silence) whenever raising the m
 costs more (alpha x its total magnitude) than it gains inside M, which happens for music
 not aligned with the noise. :func:`lambda_lane` never mutes silently: such windows are
 clamped to ``min_gain_db``, flagged, and described in ``LambdaLane.warnings``.
+
+Whole-stem inputs (the music mel, the field's arrays, the mask, audio) are block arrays
+(:mod:`bnmusic_bridge.scratch`: numpy or :class:`~bnmusic_bridge.scratch.DiskArray`),
+read only by frame (or sample) slices: a window reads its own frames, whole-stem sums and
+gathers go block by block.
 """
 
 from __future__ import annotations
@@ -41,10 +46,12 @@ from dataclasses import field as dc_field
 
 import numpy as np
 
+from . import scratch
 from .errors import AudioInputError, ParameterError
 from .grid import FRAME_PERIOD_S
 from .masking import MaskingField, masking_gain
 from .request import OBJECTIVES, RenderRequest
+from .scratch import ArrayStore, BlockArray
 
 LANE_SOLVERS = ("exact", "gd")
 """Solvers of the paper objective: :func:`solve_lambda_exact` (used) and
@@ -61,21 +68,62 @@ _GD_ZERO_GAIN = 1e-9
 
 
 def _check_inputs(
-    music_mel: np.ndarray, field: MaskingField, mask: np.ndarray, alpha: float
-) -> tuple[np.ndarray, np.ndarray]:
-    music = np.asarray(music_mel)
-    m = np.asarray(mask)
-    if music.shape != field.required.shape:
+    music_mel: BlockArray, field: MaskingField, mask: BlockArray, alpha: float
+) -> tuple[BlockArray, BlockArray]:
+    # shapes and dtypes only: the arrays may be scratch files, read by blocks later
+    shape = tuple(music_mel.shape)
+    if shape != tuple(field.required.shape):
         raise ParameterError(
-            f"music_mel shape {music.shape} differs from the masking field's {field.required.shape}"
+            f"music_mel shape {shape} differs from the masking field's {field.required.shape}"
         )
-    if m.shape != music.shape or m.dtype != np.bool_:
+    if tuple(mask.shape) != shape or mask.dtype != np.bool_:
         raise ParameterError(
-            f"mask must be bool of shape {music.shape}, got {m.dtype} of shape {m.shape}"
+            f"mask must be bool of shape {shape}, got {mask.dtype} of shape {mask.shape}"
         )
     if not (math.isfinite(alpha) and alpha >= 0.0):
         raise ParameterError(f"alpha must be finite and >= 0, got {alpha}")
-    return music, m
+    return music_mel, mask
+
+
+def _frames(x: BlockArray, start: int, stop: int) -> np.ndarray:
+    """Frames ``start..stop`` of a 2-D block array, laid out as that slice of a
+    C-ordered numpy array is: a strided view unless it spans every frame.
+
+    Why: numpy's float64 sum of a float32 array walks a strided view row by row and a
+    contiguous one as a single run, and the two round differently; the paper loss sums
+    the music, so a :class:`~bnmusic_bridge.scratch.DiskArray` (whose slices come back
+    contiguous) must be summed in the numpy input's layout to give its bits.
+    """
+    if scratch.is_whole(x):
+        return x[:, start:stop]
+    part = x[:, start:stop]
+    if stop - start >= x.shape[1] or part.shape[0] < 2:
+        return part
+    strided = np.empty((part.shape[0], stop - start + 1), dtype=part.dtype)[:, : stop - start]
+    strided[...] = part
+    return strided
+
+
+def _mask_bins(field: MaskingField, mask: BlockArray) -> tuple[np.ndarray, np.ndarray]:
+    """``required`` and ``capacity`` (float64 ``(bins,)``) of the mask bins, gathered
+    frame block by frame block: in the order of ``x[mask]`` (band by band) within each
+    block, so in exactly that order up to :data:`~bnmusic_bridge.scratch.BLOCK_FRAMES`
+    frames (every lane window)."""
+    reqs, caps = [np.zeros(0)], [np.zeros(0)]
+    for a, b in scratch.blocks(field.num_frames, scratch.BLOCK_FRAMES):
+        m = np.asarray(mask[:, a:b], dtype=bool)
+        reqs.append(field.required[:, a:b][m].astype(np.float64))
+        caps.append(field.capacity[:, a:b][m].astype(np.float64))
+    return np.concatenate(reqs), np.concatenate(caps)
+
+
+def _music_sum(music: BlockArray) -> float:
+    """``SUM(S_music)`` in float64, frame block by frame block (one block, numpy's own
+    sum of the array, up to :data:`~bnmusic_bridge.scratch.BLOCK_FRAMES` frames)."""
+    total = 0.0
+    for a, b in scratch.blocks(music.shape[1], scratch.BLOCK_FRAMES):
+        total += float(np.sum(_frames(music, a, b), dtype=np.float64))
+    return total
 
 
 @dataclass(frozen=True)
@@ -89,15 +137,14 @@ class _LossTerms:
 
 
 def _loss_terms(
-    music_mel: np.ndarray, field: MaskingField, mask: np.ndarray, alpha: float
+    music_mel: BlockArray, field: MaskingField, mask: BlockArray, alpha: float
 ) -> _LossTerms:
     music, m = _check_inputs(music_mel, field, mask, alpha)
-    req = field.required[m].astype(np.float64)
-    cap = field.capacity[m].astype(np.float64)
+    req, cap = _mask_bins(field, m)
     need = req > 0.0
     maskable = need & (cap > 0.0)
     return _LossTerms(
-        volume_slope=alpha * float(np.sum(music, dtype=np.float64)),
+        volume_slope=alpha * _music_sum(music),
         constant=float(req[need & ~maskable].sum()),
         breakpoints=masking_gain(req[maskable], cap[maskable]),
         weights=cap[maskable],
@@ -106,9 +153,9 @@ def _loss_terms(
 
 def paper_loss(
     gain: float,
-    music_mel: np.ndarray,
+    music_mel: BlockArray,
     field: MaskingField,
-    mask: np.ndarray,
+    mask: BlockArray,
     alpha: float,
 ) -> float:
     """The paper's loss at linear gain ``gain`` (see the module docstring).
@@ -126,8 +173,9 @@ def paper_loss(
     music, m = _check_inputs(music_mel, field, mask, alpha)
     if not (math.isfinite(gain) and gain >= 0.0):
         raise ParameterError(f"gain must be finite and >= 0 (linear), got {gain}")
-    volume = alpha * gain * float(np.sum(music, dtype=np.float64))
-    shortfall = field.required[m].astype(np.float64) - gain * field.capacity[m].astype(np.float64)
+    volume = alpha * gain * _music_sum(music)
+    req, cap = _mask_bins(field, m)
+    shortfall = req - gain * cap
     return volume + float(np.maximum(shortfall, 0.0).sum())
 
 
@@ -255,11 +303,12 @@ def solve_lambda_gd(
     return 0.0 if gain < _GD_ZERO_GAIN else gain
 
 
-def solve_gain_for_coverage(field: MaskingField, mask: np.ndarray, target_coverage: float) -> float:
+def solve_gain_for_coverage(field: MaskingField, mask: BlockArray, target_coverage: float) -> float:
     """Lowest linear gain whose coverage of the mask reaches ``target_coverage`` (0..1).
 
     A well-posed alternative to the paper's loss: the ``target``-quantile of the mask
-    bins' required gains (see :func:`bnmusic_bridge.metering.coverage`).
+    bins' required gains (see :func:`bnmusic_bridge.metering.coverage`), gathered frame
+    block by frame block (a quantile does not depend on their order).
 
     Returns:
         the linear gain; ``inf`` when the target needs bins the music cannot mask
@@ -267,12 +316,15 @@ def solve_gain_for_coverage(field: MaskingField, mask: np.ndarray, target_covera
     """
     if not 0.0 <= target_coverage <= 1.0:
         raise ParameterError(f"target_coverage must be in 0..1, got {target_coverage}")
-    m = np.asarray(mask, dtype=bool)
-    if m.shape != field.required.shape:
+    if tuple(mask.shape) != tuple(field.required.shape):
         raise ParameterError(
-            f"mask shape {m.shape} differs from the field's {field.required.shape}"
+            f"mask shape {tuple(mask.shape)} differs from the field's {field.required.shape}"
         )
-    gains = field.required_gain()[m]
+    parts = [
+        field.required_gain_block(a, b)[np.asarray(mask[:, a:b], dtype=bool)]
+        for a, b in scratch.blocks(field.num_frames, scratch.BLOCK_FRAMES)
+    ]
+    gains = np.concatenate(parts) if parts else np.zeros(0)
     if gains.size == 0:
         return 0.0
     needed = math.ceil(target_coverage * gains.size - 1e-9)
@@ -807,25 +859,27 @@ def _lane_grid(
 
 
 def _window_gains_db(
-    music: np.ndarray,
+    music: BlockArray,
     field: MaskingField,
-    mask: np.ndarray,
+    mask: BlockArray,
     bounds: list[tuple[int, int]],
     settings: LaneSettings,
 ) -> np.ndarray:
-    """Each window's raw objective gain in dB (-inf: silence, inf: out of reach)."""
+    """Each window's raw objective gain in dB (-inf: silence, inf: out of reach); each
+    window reads its own frames of the whole-stem arrays."""
     raw_db = np.empty(len(bounds))
     for i, (start, stop) in enumerate(bounds):
         cols = slice(start, stop)
         sub = MaskingField(
             field.required[:, cols], field.capacity[:, cols], field.model, field.margin_db
         )
+        sub_mask = mask[:, cols]
         if settings.objective == "coverage":
-            gain = solve_gain_for_coverage(sub, mask[:, cols], settings.target_coverage)
+            gain = solve_gain_for_coverage(sub, sub_mask, settings.target_coverage)
         elif settings.solver == "exact":
-            gain = solve_lambda_exact(music[:, cols], sub, mask[:, cols], settings.alpha)
+            gain = solve_lambda_exact(_frames(music, start, stop), sub, sub_mask, settings.alpha)
         else:
-            gain = solve_lambda_gd(music[:, cols], sub, mask[:, cols], settings.alpha)
+            gain = solve_lambda_gd(_frames(music, start, stop), sub, sub_mask, settings.alpha)
         raw_db[i] = 20.0 * math.log10(gain) if gain > 0.0 else -np.inf
     return raw_db
 
@@ -969,7 +1023,12 @@ _CHUNK_SAMPLES = 1 << 20
 
 
 def lane_gain_at(
-    lane: LambdaLane, num_samples: int, sample_rate_hz: int, start_s: float = 0.0
+    lane: LambdaLane,
+    num_samples: int,
+    sample_rate_hz: int,
+    start_s: float = 0.0,
+    *,
+    first_sample: int = 0,
 ) -> np.ndarray:
     """The lane as a per-sample LINEAR gain at any sample rate.
 
@@ -982,13 +1041,19 @@ def lane_gain_at(
         lane: the lane.
         num_samples: output length in samples (>= 0).
         sample_rate_hz: output sample rate in Hz (8,000 to 192,000 typical; any > 0).
-        start_s: time of output sample 0 on the lane's time axis, seconds.
+        start_s: time of sample 0 on the lane's time axis, seconds.
+        first_sample: the first sample to return (>= 0): the output is samples
+            ``first_sample .. first_sample + num_samples`` of the whole gain curve, the
+            same values as slicing it (each sample's gain depends on its index alone),
+            so a long stem is gained block by block.
 
     Returns:
         float32 ``(num_samples,)`` linear gain.
     """
     if num_samples < 0:
         raise ParameterError(f"num_samples must be >= 0, got {num_samples}")
+    if first_sample < 0:
+        raise ParameterError(f"first_sample must be >= 0, got {first_sample}")
     if sample_rate_hz <= 0:
         raise ParameterError(f"sample_rate_hz must be > 0, got {sample_rate_hz}")
     if not math.isfinite(start_s):
@@ -996,26 +1061,48 @@ def lane_gain_at(
     out = np.empty(num_samples, dtype=np.float32)
     for lo in range(0, num_samples, _CHUNK_SAMPLES):
         hi = min(lo + _CHUNK_SAMPLES, num_samples)
-        t = start_s + np.arange(lo, hi, dtype=np.float64) / sample_rate_hz
+        n = np.arange(first_sample + lo, first_sample + hi, dtype=np.float64)
+        t = start_s + n / sample_rate_hz
         db = np.interp(t, lane.frame_times_s, lane.frame_gain_db)
         out[lo:hi] = 10.0 ** (db / 20.0)
     return out
 
 
-def apply_lane(audio: np.ndarray, sample_rate_hz: int, lane: LambdaLane) -> np.ndarray:
+def apply_lane(
+    audio: BlockArray,
+    sample_rate_hz: int,
+    lane: LambdaLane,
+    *,
+    store: ArrayStore | None = None,
+    out: np.ndarray | BlockArray | None = None,
+) -> np.ndarray | BlockArray:
     """Multiply audio by the lane's gain, sample by sample.
 
     Args:
         audio: float ``(channels, samples)`` (pedalboard layout), linear amplitude, at
-            ``sample_rate_hz``; sample 0 is the stem's start (time 0 of the lane).
+            ``sample_rate_hz``; sample 0 is the stem's start (time 0 of the lane). A
+            block array (numpy or :class:`~bnmusic_bridge.scratch.DiskArray`), read a
+            block of samples at a time.
         sample_rate_hz: the audio's sample rate in Hz.
         lane: the lane.
+        store: where the result lives (None: a numpy array).
+        out: a float32 array of the audio's shape to write the result into instead (a
+            previous product, rewritten in place); ``store`` is then not used.
 
     Returns:
-        float32 ``(channels, samples)``.
+        float32 ``(channels, samples)`` (``out`` when given), written block by block.
     """
-    arr = np.asarray(audio)
-    if arr.ndim != 2:
-        raise AudioInputError(f"audio must be 2-D (channels, samples), got shape {arr.shape}")
-    gain = lane_gain_at(lane, arr.shape[1], sample_rate_hz)
-    return (arr.astype(np.float32, copy=False) * gain[None, :]).astype(np.float32, copy=False)
+    shape = tuple(audio.shape)
+    if len(shape) != 2:
+        raise AudioInputError(f"audio must be 2-D (channels, samples), got shape {shape}")
+    if out is None:
+        out = (scratch.MemoryStore() if store is None else store).empty(shape, np.float32)
+    elif tuple(out.shape) != shape or out.dtype != np.float32:
+        raise ParameterError(
+            f"out must be float32 of shape {shape}, got {out.dtype} of shape {tuple(out.shape)}"
+        )
+    for a, b in scratch.blocks(shape[1], scratch.BLOCK_SAMPLES):
+        gain = lane_gain_at(lane, b - a, sample_rate_hz, first_sample=a)
+        part = np.asarray(audio[:, a:b]).astype(np.float32, copy=False)
+        out[:, a:b] = (part * gain[None, :]).astype(np.float32, copy=False)
+    return out

@@ -40,6 +40,9 @@ what gain it needed, what the cap allowed, which cap) and summarised in
 
 Arrays are on the analysis grid (10 ms frames, frame ``j`` centred on sample ``j * 441``
 at 44.1 kHz); audio is ``(channels, samples)`` linear amplitude (pedalboard layout).
+Whole-stem arrays (mels, mask, audio, the gained stem) are block arrays
+(:mod:`bnmusic_bridge.scratch`: numpy or :class:`~bnmusic_bridge.scratch.DiskArray`),
+read and written only by time slices; ``store`` says where the arrays a stage makes live.
 """
 
 from __future__ import annotations
@@ -50,12 +53,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .amplify import LambdaLane, LaneSettings, lambda_lane, lane_gain_at, window_bounds
+from . import scratch
+from .amplify import LambdaLane, LaneSettings, apply_lane, lambda_lane, window_bounds
 from .errors import AudioInputError, ParameterError
 from .grid import FRAME_PERIOD_S, HOP_SAMPLES, SAMPLE_RATE_HZ
 from .loudness import SILENCE_LUFS, integrated_lufs
 from .masking import MaskingField, masking_field
 from .metering import (
+    as_rows,
     coverage,
     lane_motion,
     masked_counts,
@@ -73,6 +78,7 @@ from .result import (
     RenderedLevels,
     Shortfall,
 )
+from .scratch import ArrayStore, BlockArray
 
 PEAK_CEILING_DBFS = -1.0
 """Highest sample peak the gained music is planned to reach with ``peak_mode="lane"``,
@@ -180,8 +186,8 @@ class Blend:
     warnings: tuple[str, ...]
     settings: BlendSettings
     noise_lufs: float
-    noise_mel: np.ndarray
-    mask: np.ndarray
+    noise_mel: BlockArray
+    mask: BlockArray
     trim_db: float
     rendered: RenderedLevels | None
     bus_trim: BusTrim | None = None
@@ -210,8 +216,15 @@ class Blend:
         )
 
 
+def _audio_rows(music: BlockArray) -> BlockArray:
+    """``music`` as a 2-D ``(channels, samples)`` block array (1-D: one channel)."""
+    if len(music.shape) not in (1, 2):
+        raise AudioInputError(f"audio must be (channels, samples), got shape {music.shape}")
+    return as_rows(music)
+
+
 def loudness_caps_db(
-    music: np.ndarray,
+    music: BlockArray,
     noise_lufs: float,
     max_loudness_lu: float | None,
     bounds: list[tuple[int, int]],
@@ -226,7 +239,7 @@ def loudness_caps_db(
 
     Args:
         music: float ``(channels, samples)`` unity music at 44.1 kHz, in the output's
-            channel layout (loudness depends on it).
+            channel layout (loudness depends on it); a block array, read window by window.
         noise_lufs: the noise's integrated loudness in the same layout, LUFS.
         max_loudness_lu: the ceiling, LU over the noise (None: no caps, all inf).
         bounds: the lane windows (:func:`~bnmusic_bridge.amplify.window_bounds`).
@@ -242,11 +255,7 @@ def loudness_caps_db(
         raise ParameterError(f"max_loudness_lu must be finite or None, got {max_loudness_lu}")
     if not math.isfinite(noise_lufs):
         raise ParameterError(f"noise_lufs must be finite, got {noise_lufs}")
-    audio = np.asarray(music)  # each window is taken to float64 by the meter
-    if audio.ndim == 1:
-        audio = audio[None, :]
-    if audio.ndim != 2:
-        raise AudioInputError(f"audio must be (channels, samples), got shape {audio.shape}")
+    audio = _audio_rows(music)  # each window is taken to float64 by the meter
     for a, b in bounds:
         seg = audio[:, a * HOP_SAMPLES : b * HOP_SAMPLES]
         level = integrated_lufs(seg, SAMPLE_RATE_HZ) if seg.size else SILENCE_LUFS
@@ -257,7 +266,7 @@ def loudness_caps_db(
     return caps
 
 
-def peak_caps_db(music: np.ndarray, num_frames: int, peak_ceiling_dbfs: float) -> np.ndarray:
+def peak_caps_db(music: BlockArray, num_frames: int, peak_ceiling_dbfs: float) -> np.ndarray:
     """Per-frame gain caps that keep the gained music's sample peak at or under
     ``peak_ceiling_dbfs``.
 
@@ -268,7 +277,8 @@ def peak_caps_db(music: np.ndarray, num_frames: int, peak_ceiling_dbfs: float) -
     the music never crosses the ceiling at 44.1 kHz.
 
     Args:
-        music: float ``(channels, samples)`` unity music at 44.1 kHz, output layout.
+        music: float ``(channels, samples)`` unity music at 44.1 kHz, output layout; a
+            block array, read a few thousand hops at a time.
         num_frames: frames of the analysis grid.
         peak_ceiling_dbfs: the ceiling, dBFS.
 
@@ -277,11 +287,7 @@ def peak_caps_db(music: np.ndarray, num_frames: int, peak_ceiling_dbfs: float) -
     """
     if not math.isfinite(peak_ceiling_dbfs):
         raise ParameterError(f"peak_ceiling_dbfs must be finite, got {peak_ceiling_dbfs}")
-    audio = np.asarray(music)
-    if audio.ndim == 1:
-        audio = audio[None, :]
-    if audio.ndim != 2:
-        raise AudioInputError(f"audio must be (channels, samples), got shape {audio.shape}")
+    audio = _audio_rows(music)
     blocks = num_frames + 1
     block_peak = np.zeros(blocks)
     # a few thousand hops at a time (no whole-stem float64 copy); past the end: silence
@@ -300,13 +306,15 @@ def peak_caps_db(music: np.ndarray, num_frames: int, peak_ceiling_dbfs: float) -
 
 
 def plan_blend(
-    noise_mel: np.ndarray,
-    music_mel: np.ndarray,
-    mask: np.ndarray,
-    music: np.ndarray,
+    noise_mel: BlockArray,
+    music_mel: BlockArray,
+    mask: BlockArray,
+    music: BlockArray,
     noise_lufs: float,
     settings: BlendSettings,
     progress: Callable[[float], None] | None = None,
+    *,
+    store: ArrayStore | None = None,
 ) -> Blend:
     """Stage 2: masking field, frame caps, lambda lane, metering and shortfalls.
 
@@ -320,13 +328,20 @@ def plan_blend(
         settings: the controls.
         progress: called with the share done (0..1) between the steps (a cancel raised
             from it stops Stage 2 there).
+        store: where the masking field's whole-stem arrays live (None: numpy arrays).
+
+    The whole-stem inputs are block arrays (numpy or
+    :class:`~bnmusic_bridge.scratch.DiskArray`), read by time slices only; the blend
+    keeps ``noise_mel`` and ``mask`` as they are given (for re-metering after a trim).
     """
 
     def step(fraction: float) -> None:
         if progress is not None:
             progress(fraction)
 
-    field = masking_field(settings.threshold_model, noise_mel, music_mel, smr_db=settings.smr_db)
+    field = masking_field(
+        settings.threshold_model, noise_mel, music_mel, smr_db=settings.smr_db, store=store
+    )
     step(0.35)
     num_frames = field.num_frames
     bounds = window_bounds(num_frames, settings.lane.window_frames, settings.lane.hop_frames)
@@ -347,8 +362,8 @@ def plan_blend(
         lane=lane,
         settings=settings,
         noise_lufs=float(noise_lufs),
-        noise_mel=np.asarray(noise_mel),
-        mask=np.asarray(mask, dtype=bool),
+        noise_mel=noise_mel,
+        mask=mask,
         trim_db=0.0,
         rendered=None,
         notes=(),
@@ -362,8 +377,8 @@ def _metered(
     lane: LambdaLane,
     settings: BlendSettings,
     noise_lufs: float,
-    noise_mel: np.ndarray,
-    mask: np.ndarray,
+    noise_mel: BlockArray,
+    mask: BlockArray,
     trim_db: float,
     rendered: RenderedLevels | None,
     notes: tuple[str, ...],
@@ -503,10 +518,12 @@ def _shortfall_warnings(
 
 def finish_blend(
     blend: Blend,
-    music: np.ndarray,
+    music: BlockArray,
     sample_rate_hz: int,
-    noise: np.ndarray | None = None,
-) -> tuple[np.ndarray, Blend]:
+    noise: BlockArray | None = None,
+    *,
+    store: ArrayStore | None = None,
+) -> tuple[np.ndarray | BlockArray, Blend]:
     """Apply the lane to the rendered music, check the promises on that very stem, and
     measure the bus trim for the mix.
 
@@ -526,33 +543,39 @@ def finish_blend(
     Args:
         blend: the planned blend (:func:`plan_blend`).
         music: float ``(channels, samples)`` unity music at ``sample_rate_hz``, the
-            output's layout and length.
+            output's layout and length; a block array (numpy or
+            :class:`~bnmusic_bridge.scratch.DiskArray`), read block by block.
         sample_rate_hz: their sample rate, Hz.
         noise: float ``(channels, samples)`` the noise stem, same rate, layout and length
-            (the bus trim meters noise + music; None: the music alone, with a note).
+            (the bus trim meters noise + music; None: the music alone, with a note); a
+            block array too.
+        store: where the gained stem lives (None: a numpy array); after a trim it is
+            rewritten in place.
 
     Returns:
-        ``(music_gained, blend)``: float32 ``(channels, samples)`` and the blend with
-        ``rendered`` and ``bus_trim`` filled in (and the trim, if one was needed).
+        ``(music_gained, blend)``: float32 ``(channels, samples)`` (an array of
+        ``store``) and the blend with ``rendered`` and ``bus_trim`` filled in (and the
+        trim, if one was needed).
     """
-    audio = np.asarray(music, dtype=np.float32)
-    if audio.ndim != 2:
-        raise AudioInputError(f"music must be (channels, samples), got shape {audio.shape}")
+    shape = tuple(music.shape)
+    if len(shape) != 2:
+        raise AudioInputError(f"music must be (channels, samples), got shape {shape}")
     noise_arr = None
     if noise is not None:
-        noise_arr = np.asarray(noise, dtype=np.float32)
-        if noise_arr.ndim == 1:
-            noise_arr = noise_arr[None, :]
-        if noise_arr.shape != audio.shape:
+        noise_shape = tuple(noise.shape)
+        if len(noise_shape) in (1, 2):
+            # float32 block by block, as the whole noise was taken to float32
+            noise_arr = as_rows(noise, np.float32)
+            noise_shape = tuple(noise_arr.shape)
+        if noise_shape != shape:
             raise AudioInputError(
-                f"noise has shape {noise_arr.shape}, the music {audio.shape}: the bus trim "
+                f"noise has shape {noise_shape}, the music {shape}: the bus trim "
                 "needs both in the output's layout and length"
             )
     lane = blend.lane
-    gained = _apply(audio, lane, sample_rate_hz)
+    gained = apply_lane(music, sample_rate_hz, lane, store=store)
     noise_lufs = blend.noise_lufs
-    music_lufs = integrated_lufs(gained, sample_rate_hz) if np.any(gained) else SILENCE_LUFS
-    peak = float(np.max(np.abs(gained))) if gained.size else 0.0
+    music_lufs, peak = _levels(gained, sample_rate_hz)
     ceiling = blend.settings.max_loudness_lu
     trim = 0.0
     notes: list[str] = []
@@ -575,10 +598,9 @@ def finish_blend(
     if trim < 0.0:
         lane = lane.shifted(trim)
         # the stem is the unity music times the final lane, not a trimmed copy of the
-        # first product (which would differ by rounding)
-        gained = _apply(audio, lane, sample_rate_hz)
-        music_lufs = integrated_lufs(gained, sample_rate_hz) if np.any(gained) else SILENCE_LUFS
-        peak = float(np.max(np.abs(gained))) if gained.size else 0.0
+        # first product (which would differ by rounding); it takes the first one's place
+        gained = apply_lane(music, sample_rate_hz, lane, out=gained)
+        music_lufs, peak = _levels(gained, sample_rate_hz)
     rendered = RenderedLevels(
         music_lufs_output=music_lufs,
         noise_lufs_output=noise_lufs,
@@ -621,15 +643,25 @@ def finish_blend(
     return gained, replace(done, bus_trim=bus)
 
 
-def _apply(audio: np.ndarray, lane: LambdaLane, sample_rate_hz: int) -> np.ndarray:
-    """``audio * lane_gain_at(lane)`` in float32: the blended stem, sample-exact."""
-    gains = lane_gain_at(lane, audio.shape[1], sample_rate_hz)
-    return (audio * gains[None, :]).astype(np.float32, copy=False)
+def _levels(gained: BlockArray, sample_rate_hz: int) -> tuple[float, float]:
+    """The gained stem's integrated loudness (LUFS; :data:`SILENCE_LUFS` when it is all
+    zeros) and sample peak (linear ``max |x|``, NaN if any sample is; 0 when empty),
+    the peak metered block by block."""
+    maxima: list[float] = []
+    nonzero = False
+    for a, b in scratch.blocks(gained.shape[1], scratch.BLOCK_SAMPLES):
+        part = gained[:, a:b]
+        if part.size:
+            maxima.append(float(np.max(np.abs(part))))
+            nonzero = nonzero or bool(np.any(part))
+    music_lufs = integrated_lufs(gained, sample_rate_hz) if nonzero else SILENCE_LUFS
+    # np.max of the block maxima: a NaN comes through as the whole array's max gives it
+    return music_lufs, float(np.max(maxima)) if maxima else 0.0
 
 
 def bus_trim(
-    music_gained: np.ndarray,
-    noise: np.ndarray | None,
+    music_gained: BlockArray,
+    noise: BlockArray | None,
     sample_rate_hz: int,
     settings: BlendSettings,
 ) -> BusTrim:

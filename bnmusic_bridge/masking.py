@@ -18,6 +18,12 @@ Two models fill it:
   as maskee: ``required = noise`` (0 where the noise lies under the absolute threshold of
   hearing), ``capacity`` = the music's global masking threshold at unity gain, as a mel
   magnitude.
+
+Whole-stem arrays (the mels, ``required``, ``capacity``) are block arrays
+(:mod:`bnmusic_bridge.scratch`): numpy arrays or :class:`~bnmusic_bridge.scratch.DiskArray`
+scratch files, read and written here only by frame slices ``x[:, a:b]``, so an hour-long
+stem's field never sits in memory whole. Every value is computed per bin, so the blocks
+give the whole array's values bit for bit.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import scratch
 from .errors import ParameterError
 from .request import THRESHOLD_MODELS
+from .scratch import ArrayStore, BlockArray
 from .spectrogram import (
     DEFAULT_PARAMS,
     SpectrogramParams,
@@ -76,20 +84,20 @@ class MaskingField:
     ``g * capacity >= required``.
     """
 
-    required: np.ndarray
-    capacity: np.ndarray
+    required: BlockArray
+    capacity: BlockArray
     model: str
     margin_db: float = 0.0
 
     def __post_init__(self) -> None:
         if self.model not in THRESHOLD_MODELS:
             raise ParameterError(f"model must be one of {THRESHOLD_MODELS}, got {self.model!r}")
-        req = np.asarray(self.required)
-        cap = np.asarray(self.capacity)
-        if req.ndim != 2 or req.shape != cap.shape:
+        # shapes only: reading a DiskArray whole to check it would defeat its purpose
+        req, cap = tuple(self.required.shape), tuple(self.capacity.shape)
+        if len(req) != 2 or req != cap:
             raise ParameterError(
                 "required and capacity must be 2-D (n_mels, frames) of one shape, got "
-                f"{req.shape} and {cap.shape}"
+                f"{req} and {cap}"
             )
 
     @property
@@ -97,30 +105,68 @@ class MaskingField:
         """Number of 10 ms frames (columns)."""
         return int(self.required.shape[1])
 
-    def required_gain(self) -> np.ndarray:
+    def required_gain_block(self, start: int, stop: int) -> np.ndarray:
+        """:meth:`required_gain` of frames ``start..stop`` only: float64 ``(n_mels,
+        stop - start)`` linear gain."""
+        return _required_gain(self.required[:, start:stop], self.capacity[:, start:stop])
+
+    def required_gain(self, *, store: ArrayStore | None = None) -> np.ndarray | BlockArray:
         """Lowest linear gain that masks each bin: ``required / capacity``.
+
+        Args:
+            store: where the whole-stem result lives (None: a numpy array).
 
         Returns:
             float64 ``(n_mels, frames)``: the smallest float64 ``g`` with
             ``masked(g)`` true in that bin; 0 where ``required == 0`` (masked at any
             gain), inf where ``required > 0`` and ``capacity == 0`` (never masked).
         """
-        req = np.asarray(self.required, dtype=np.float64)
-        cap = np.asarray(self.capacity, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gain = masking_gain(req, cap)
-        gain[req <= 0.0] = 0.0
-        gain[(req > 0.0) & (cap <= 0.0)] = np.inf
-        return gain
+        out = _store(store).empty(self.required.shape, np.float64)
+        for a, b in scratch.blocks(self.num_frames, scratch.BLOCK_FRAMES):
+            out[:, a:b] = self.required_gain_block(a, b)
+        return out
 
-    def masked(self, gain: float | np.ndarray) -> np.ndarray:
+    def masked_block(self, gain: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """:meth:`masked` of frames ``start..stop`` only: bool ``(n_mels, stop - start)``.
+
+        Args:
+            gain: float64 ``(frames,)`` linear gain for the whole field
+                (:func:`gain_per_frame`).
+        """
+        cap = self.capacity[:, start:stop].astype(np.float64)
+        return gain[None, start:stop] * cap >= self.required[:, start:stop]
+
+    def masked(
+        self, gain: float | np.ndarray, *, store: ArrayStore | None = None
+    ) -> np.ndarray | BlockArray:
         """Bool ``(n_mels, frames)``: True where ``gain * capacity >= required``.
 
         Args:
             gain: linear gain, a scalar or one value per frame ``(frames,)``.
+            store: where the whole-stem result lives (None: a numpy array).
         """
         g = gain_per_frame(gain, self.num_frames)
-        return g[None, :] * self.capacity.astype(np.float64) >= self.required
+        out = _store(store).empty(self.required.shape, np.bool_)
+        for a, b in scratch.blocks(self.num_frames, scratch.BLOCK_FRAMES):
+            out[:, a:b] = self.masked_block(g, a, b)
+        return out
+
+
+def _store(store: ArrayStore | None) -> ArrayStore:
+    """``store``, or numpy arrays (:class:`~bnmusic_bridge.scratch.MemoryStore`) for None."""
+    return scratch.MemoryStore() if store is None else store
+
+
+def _required_gain(required: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """``required / capacity`` per bin as :meth:`MaskingField.required_gain` defines it
+    (float64; 0 where nothing is required, inf where nothing can mask)."""
+    req = np.asarray(required, dtype=np.float64)
+    cap = np.asarray(capacity, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = masking_gain(req, cap)
+    gain[req <= 0.0] = 0.0
+    gain[(req > 0.0) & (cap <= 0.0)] = np.inf
+    return gain
 
 
 def masking_gain(required: np.ndarray, capacity: np.ndarray) -> np.ndarray:
@@ -154,43 +200,80 @@ def gain_per_frame(gain: float | np.ndarray, num_frames: int) -> np.ndarray:
     return g
 
 
-def _check_pair(noise_mel: np.ndarray, music_mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    noise = np.asarray(noise_mel, dtype=np.float32)
-    music = np.asarray(music_mel, dtype=np.float32)
-    if noise.ndim != 2 or noise.shape != music.shape:
+def _float32(part: np.ndarray) -> np.ndarray:
+    """A block of a mel as float32 (no copy when it is already)."""
+    return np.asarray(part, dtype=np.float32)
+
+
+def _check_pair(noise_mel: BlockArray, music_mel: BlockArray) -> None:
+    """Check that both mels are 2-D of one shape, finite and >= 0 (as float32), frame
+    block by frame block."""
+    noise_shape, music_shape = tuple(noise_mel.shape), tuple(music_mel.shape)
+    if len(noise_shape) != 2 or noise_shape != music_shape:
         raise ParameterError(
             "noise_mel and music_mel must be 2-D (n_mels, frames) of one shape, got "
-            f"{noise.shape} and {music.shape}"
+            f"{noise_shape} and {music_shape}"
         )
-    for name, arr in (("noise_mel", noise), ("music_mel", music)):
-        if not np.all(np.isfinite(arr)):
-            raise ParameterError(f"{name} holds NaN or inf values")
-        if np.any(arr < 0.0):
-            raise ParameterError(f"{name} holds negative values; expected a linear magnitude")
-    return noise, music
+    for name, arr in (("noise_mel", noise_mel), ("music_mel", music_mel)):
+        for a, b in scratch.blocks(noise_shape[1], scratch.BLOCK_FRAMES):
+            part = _float32(arr[:, a:b])
+            if not np.all(np.isfinite(part)):
+                raise ParameterError(f"{name} holds NaN or inf values")
+            if np.any(part < 0.0):
+                raise ParameterError(f"{name} holds negative values; expected a linear magnitude")
 
 
-def smr_field(noise_mel: np.ndarray, music_mel: np.ndarray, smr_db: float) -> MaskingField:
+def _readonly_float32(music_mel: BlockArray, store: ArrayStore) -> BlockArray:
+    """``music_mel`` as a float32 block array without a copy where it is one already (a
+    read-only view of a numpy array; a block array as it is); else a float32 copy in
+    ``store``, written block by block."""
+    if music_mel.dtype == np.float32:
+        if scratch.is_whole(music_mel):
+            view = music_mel.view()
+            view.flags.writeable = False
+            return view
+        return music_mel
+    out = store.empty(tuple(music_mel.shape), np.float32)
+    for a, b in scratch.blocks(music_mel.shape[1], scratch.BLOCK_FRAMES):
+        out[:, a:b] = _float32(music_mel[:, a:b])
+    return out
+
+
+def smr_field(
+    noise_mel: BlockArray,
+    music_mel: BlockArray,
+    smr_db: float,
+    *,
+    store: ArrayStore | None = None,
+) -> MaskingField:
     """The paper's threshold: the music must exceed the noise by ``smr_db`` in each bin.
 
     Args:
-        noise_mel: float ``(n_mels, frames)`` linear mel magnitude of the noise.
+        noise_mel: float ``(n_mels, frames)`` linear mel magnitude of the noise (a block
+            array: numpy or :class:`~bnmusic_bridge.scratch.DiskArray`).
         music_mel: same shape, the music at unity gain (loudness-matched to the noise).
         smr_db: signal-to-mask ratio in dB (``RenderRequest.smr_db``).
+        store: where ``required`` lives (None: a numpy array).
 
     Returns:
-        ``required = noise * 10 ** (smr_db / 20)``, ``capacity = music`` (float32).
+        ``required = noise * 10 ** (smr_db / 20)``, ``capacity = music`` (float32;
+        ``capacity`` is ``music_mel`` itself, read-only, when it is float32).
     """
     if not np.isfinite(smr_db):
         raise ParameterError(f"smr_db must be finite, got {smr_db}")
-    noise, music = _check_pair(noise_mel, music_mel)
+    _check_pair(noise_mel, music_mel)
+    store = _store(store)
     scale = np.float32(10.0 ** (smr_db / 20.0))
+    required = store.empty(tuple(noise_mel.shape), np.float32)
+    for a, b in scratch.blocks(noise_mel.shape[1], scratch.BLOCK_FRAMES):
+        required[:, a:b] = _float32(noise_mel[:, a:b]) * scale
     # capacity is the music itself, read-only (a copy would cost 2 kB a frame: 0.7 GB
     # for an hour)
-    capacity = music.view()
-    capacity.flags.writeable = False
     return MaskingField(
-        required=noise * scale, capacity=capacity, model="smr", margin_db=float(smr_db)
+        required=required,
+        capacity=_readonly_float32(music_mel, store),
+        model="smr",
+        margin_db=float(smr_db),
     )
 
 
@@ -473,11 +556,12 @@ SPREADING_BLOCK_FRAMES = 1024
 
 
 def spreading_field(
-    noise_mel: np.ndarray,
-    music_mel: np.ndarray,
+    noise_mel: BlockArray,
+    music_mel: BlockArray,
     *,
     full_scale_db_spl: float = FULL_SCALE_DB_SPL,
     params: SpectrogramParams = DEFAULT_PARAMS,
+    store: ArrayStore | None = None,
 ) -> MaskingField:
     """Psychoacoustic model 1 (simplified, Qin et al. 2019) on the mel grid.
 
@@ -512,37 +596,44 @@ def spreading_field(
 
     Args:
         noise_mel: float ``(n_mels, frames)`` linear mel magnitude of the noise (scale of
-            :func:`~bnmusic_bridge.spectrogram.audio_to_mel`, 1.0 = full-scale audio).
+            :func:`~bnmusic_bridge.spectrogram.audio_to_mel`, 1.0 = full-scale audio); a
+            block array (numpy or :class:`~bnmusic_bridge.scratch.DiskArray`).
         music_mel: same shape and scale, the music at unity gain.
         full_scale_db_spl: playback level of a full-scale sine, dB SPL.
         params: the spectrogram settings the mels were made with.
+        store: where ``required`` and ``capacity`` live (None: numpy arrays).
 
     Returns:
         a :class:`MaskingField` with ``model == "spreading"`` (float32 arrays).
     """
-    noise, music = _check_pair(noise_mel, music_mel)
-    if noise.shape[0] != params.n_mels:
-        raise ParameterError(f"mels must have n_mels={params.n_mels} rows, got shape {noise.shape}")
+    _check_pair(noise_mel, music_mel)
+    shape = tuple(noise_mel.shape)
+    if shape[0] != params.n_mels:
+        raise ParameterError(f"mels must have n_mels={params.n_mels} rows, got shape {shape}")
     if not np.isfinite(full_scale_db_spl):
         raise ParameterError(f"full_scale_db_spl must be finite, got {full_scale_db_spl}")
+    store = _store(store)
     fs = float(full_scale_db_spl)
     geo = _geometry(params, fs)
-    num_frames = music.shape[1]
+    num_frames = shape[1]
     # Blocks of frames, so memory does not grow with the stem: frames are independent
     # (maskers and spreading are per frame), and each block sizes its slope classes to
     # its own maskers (extra classes hold zeros and leave the sums as they are; a test
     # checks blocks against the whole array, bit for bit).
-    capacity = np.empty(music.shape, dtype=np.float32)
+    capacity = store.empty(shape, np.float32)
     to_mel = (10.0 ** (-geo.cal_db / 10.0))[:, None]
-    for a in range(0, num_frames, SPREADING_BLOCK_FRAMES):
-        part = music[:, a : a + SPREADING_BLOCK_FRAMES]
+    for a, b in scratch.blocks(num_frames, SPREADING_BLOCK_FRAMES):
+        part = _float32(music_mel[:, a:b])
         maskers = find_maskers(_power_spl(part, geo.cal_db), params, fs)
         threshold = masking_threshold_power(maskers, part.shape, params, fs)
         # dB SPL power -> mel magnitude: divide out the calibration
         threshold *= to_mel
-        capacity[:, a : a + part.shape[1]] = np.sqrt(threshold, out=threshold)
-    ath_mag = (10.0 ** ((geo.ath_db - geo.cal_db) / 20.0)).astype(np.float32)
-    required = np.where(noise >= ath_mag[:, None], noise, np.float32(0.0))
+        capacity[:, a:b] = np.sqrt(threshold, out=threshold)
+    ath_mag = (10.0 ** ((geo.ath_db - geo.cal_db) / 20.0)).astype(np.float32)[:, None]
+    required = store.empty(shape, np.float32)
+    for a, b in scratch.blocks(num_frames, scratch.BLOCK_FRAMES):
+        noise = _float32(noise_mel[:, a:b])
+        required[:, a:b] = np.where(noise >= ath_mag, noise, np.float32(0.0))
     return MaskingField(
         required=required,
         capacity=capacity,
@@ -582,22 +673,27 @@ def spreading_threshold_reference(
 
 def masking_field(
     model: str,
-    noise_mel: np.ndarray,
-    music_mel: np.ndarray,
+    noise_mel: BlockArray,
+    music_mel: BlockArray,
     *,
     smr_db: float | None = None,
     full_scale_db_spl: float = FULL_SCALE_DB_SPL,
+    store: ArrayStore | None = None,
 ) -> MaskingField:
     """Build the :class:`MaskingField` of ``model`` (one of
     :data:`~bnmusic_bridge.request.THRESHOLD_MODELS`).
 
     ``smr_db`` (dB) applies to ``smr``, which needs it; ``full_scale_db_spl`` to
-    ``spreading``.
+    ``spreading``. The mels are block arrays (numpy or
+    :class:`~bnmusic_bridge.scratch.DiskArray`); ``store`` holds the field's whole-stem
+    arrays (None: numpy arrays).
     """
     if model == "smr":
         if smr_db is None:
             raise ParameterError("threshold model 'smr' needs smr_db (dB)")
-        return smr_field(noise_mel, music_mel, smr_db=smr_db)
+        return smr_field(noise_mel, music_mel, smr_db=smr_db, store=store)
     if model == "spreading":
-        return spreading_field(noise_mel, music_mel, full_scale_db_spl=full_scale_db_spl)
+        return spreading_field(
+            noise_mel, music_mel, full_scale_db_spl=full_scale_db_spl, store=store
+        )
     raise ParameterError(f"threshold model must be one of {THRESHOLD_MODELS}, got {model!r}")

@@ -6,33 +6,77 @@ Arrays are on the analysis grid of the whole stem: float ``(n_mels=512, frames)`
 mel magnitude, mel orientation (row 0 = lowest band), one frame per 10 ms. ``gain`` is a
 LINEAR gain on the unity-gain music: a scalar, or one value per frame ``(frames,)`` (a
 lambda lane sampled at the frames, ``10 ** (frame_gain_db / 20)``).
+
+Whole-stem inputs (mels, the field's arrays, the mask, audio) are block arrays
+(:mod:`bnmusic_bridge.scratch`: numpy or :class:`~bnmusic_bridge.scratch.DiskArray`),
+metered frame block by frame block (sample block by sample block for audio); per-frame
+results are small numpy vectors.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from .errors import ParameterError
 from .masking import MaskingField, ath_mel_magnitude, gain_per_frame
 from .result import LaneMotion
+from .scratch import BlockArray
 
 DISTURBED_MARGIN_DB = 1.5
 """PEAQ: a frame is disturbed when some band's noise exceeds its mask by more than this, dB."""
 
 
-def _check_mask(field: MaskingField, mask: np.ndarray) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.shape != field.required.shape or m.dtype != np.bool_:
+def _check_mask(field: MaskingField, mask: BlockArray) -> BlockArray:
+    # shape and dtype only: the mask may be a scratch file, read by blocks later
+    if tuple(mask.shape) != tuple(field.required.shape) or mask.dtype != np.bool_:
         raise ParameterError(
-            f"mask must be bool of shape {field.required.shape}, got {m.dtype} of shape {m.shape}"
+            f"mask must be bool of shape {field.required.shape}, got {mask.dtype} of shape "
+            f"{tuple(mask.shape)}"
         )
-    return m
+    return mask
+
+
+class Rows:
+    """A 1-D ``(samples,)`` or 2-D ``(channels, samples)`` block array seen as 2-D:
+    ``view[:, a:b]`` is ``x[:, a:b]`` (``x[a:b][None, :]`` for 1-D), cast to ``dtype``
+    when one is given (as ``np.asarray(x, dtype)`` would cast the whole), slice by slice:
+    no whole copy.
+    """
+
+    def __init__(self, x: BlockArray, dtype: Any = None) -> None:
+        shape = tuple(x.shape)
+        if len(shape) not in (1, 2):
+            raise ParameterError(f"audio must be (channels, samples) or (samples,), got {shape}")
+        self.x = x
+        self.flat = len(shape) == 1
+        self.shape: tuple[int, int] = (1, shape[0]) if self.flat else (shape[0], shape[1])
+        self.dtype = np.dtype(x.dtype if dtype is None else dtype)
+        self.ndim = 2
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], slice)):
+            raise IndexError(f"Rows takes [rows, a:b], got {key!r}")
+        rows, cols = key
+        part = np.asarray(self.x[cols])[None, :] if self.flat else np.asarray(self.x[:, cols])
+        part = part.astype(self.dtype, copy=False)
+        if not (isinstance(rows, slice) and rows == slice(None)):
+            part = part[rows]
+        return part
+
+
+def as_rows(x: BlockArray, dtype: Any = None) -> BlockArray:
+    """``x`` as a 2-D ``(channels, samples)`` block array: ``x`` itself when it is 2-D
+    and of ``dtype`` (or no dtype is asked for), else a :class:`Rows` view."""
+    if len(x.shape) == 2 and (dtype is None or np.dtype(dtype) == x.dtype):
+        return x
+    return Rows(x, dtype)
 
 
 def coverage(
-    field: MaskingField, mask: np.ndarray, gain: float | np.ndarray
+    field: MaskingField, mask: BlockArray, gain: float | np.ndarray
 ) -> tuple[float, np.ndarray]:
     """Share of the high-energy mask's bins that the music masks at ``gain``.
 
@@ -73,12 +117,11 @@ def frame_blocks(num_frames: int, size: int | None = None) -> list[tuple[int, in
 def masked_block(field: MaskingField, gain: np.ndarray, start: int, stop: int) -> np.ndarray:
     """:meth:`MaskingField.masked` of frames ``start..stop`` only: bool ``(n_mels,
     stop - start)``; ``gain`` is float64 ``(frames,)`` for the whole field (linear)."""
-    cap = field.capacity[:, start:stop].astype(np.float64)
-    return gain[None, start:stop] * cap >= field.required[:, start:stop]
+    return field.masked_block(gain, start, stop)
 
 
 def masked_counts(
-    field: MaskingField, mask: np.ndarray, gain: float | np.ndarray
+    field: MaskingField, mask: BlockArray, gain: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per frame, the mask bins the music masks at ``gain`` and the mask bins in all.
 
@@ -93,18 +136,21 @@ def masked_counts(
     """
     m = _check_mask(field, mask)
     g = gain_per_frame(gain, field.num_frames)
-    per_bins = m.sum(axis=0)
-    hit = np.empty(field.num_frames, dtype=per_bins.dtype)
+    per_bins = np.empty(field.num_frames, dtype=np.int_)
+    hit = np.empty(field.num_frames, dtype=np.int_)
     # in blocks of frames: the float64 products of a long stem would not fit in memory
     for a, b in frame_blocks(field.num_frames):
-        hit[a:b] = (masked_block(field, g, a, b) & m[:, a:b]).sum(axis=0)
+        block = m[:, a:b]
+        per_bins[a:b] = block.sum(axis=0)
+        hit[a:b] = (masked_block(field, g, a, b) & block).sum(axis=0)
     return hit, per_bins
 
 
 def _noise_to_mask_power(
     noise_mel: np.ndarray, field: MaskingField, gain: float | np.ndarray
 ) -> np.ndarray:
-    """Per-bin noise power / masking-threshold power, float64 ``(n_mels, frames)``.
+    """Per-bin noise power / masking-threshold power, float64 ``(n_mels, frames)``, of
+    numpy arrays (one block of frames: the callers walk a stem block by block).
 
     The threshold in noise units is ``g * capacity / 10 ** (margin_db / 20)`` (for
     ``smr`` the music 21 dB down; for ``spreading`` the music's masking threshold),
@@ -127,8 +173,16 @@ def _noise_to_mask_power(
     return noise * noise / thr_power
 
 
+def _check_noise_mel(noise_mel: BlockArray, field: MaskingField) -> None:
+    if tuple(noise_mel.shape) != tuple(field.required.shape):
+        raise ParameterError(
+            f"noise_mel shape {tuple(noise_mel.shape)} differs from the field's "
+            f"{field.required.shape}"
+        )
+
+
 def nmr_db(
-    noise_mel: np.ndarray, field: MaskingField, gain: float | np.ndarray
+    noise_mel: BlockArray, field: MaskingField, gain: float | np.ndarray
 ) -> tuple[float, np.ndarray]:
     """PEAQ-style noise-to-mask ratio (ITU-R BS.1387) of the noise under the music.
 
@@ -145,11 +199,7 @@ def nmr_db(
         ``(total_db, per_frame_db)``: total NMR in dB and float64 ``(frames,)`` per-frame
         NMR in dB (``-inf`` for a silent noise frame). Negative = noise under the mask.
     """
-    noise = np.asarray(noise_mel)
-    if noise.shape != field.required.shape:
-        raise ParameterError(
-            f"noise_mel shape {noise.shape} differs from the field's {field.required.shape}"
-        )
+    _check_noise_mel(noise_mel, field)
     g = gain_per_frame(gain, field.num_frames)
     per_frame = np.empty(field.num_frames, dtype=np.float64)
     # in blocks of frames (each frame's mean is over its own bands: the same sums)
@@ -157,7 +207,7 @@ def nmr_db(
         sub = MaskingField(
             field.required[:, a:b], field.capacity[:, a:b], field.model, field.margin_db
         )
-        per_frame[a:b] = _noise_to_mask_power(noise[:, a:b], sub, g[a:b]).mean(axis=0)
+        per_frame[a:b] = _noise_to_mask_power(noise_mel[:, a:b], sub, g[a:b]).mean(axis=0)
     with np.errstate(divide="ignore"):
         per_frame_db = 10.0 * np.log10(per_frame)
         total_db = float(10.0 * np.log10(per_frame.mean())) if per_frame.size else -np.inf
@@ -165,18 +215,14 @@ def nmr_db(
 
 
 def relative_disturbed_frames(
-    noise_mel: np.ndarray,
+    noise_mel: BlockArray,
     field: MaskingField,
     gain: float | np.ndarray,
     margin_db: float = DISTURBED_MARGIN_DB,
 ) -> float:
     """PEAQ's relative disturbed frames: share (0..1) of frames where some band's noise
     power exceeds its masking threshold by more than ``margin_db`` dB."""
-    noise = np.asarray(noise_mel)
-    if noise.shape != field.required.shape:
-        raise ParameterError(
-            f"noise_mel shape {noise.shape} differs from the field's {field.required.shape}"
-        )
+    _check_noise_mel(noise_mel, field)
     if field.num_frames == 0:
         return 0.0
     g = gain_per_frame(gain, field.num_frames)
@@ -185,7 +231,7 @@ def relative_disturbed_frames(
         sub = MaskingField(
             field.required[:, a:b], field.capacity[:, a:b], field.model, field.margin_db
         )
-        ratio = _noise_to_mask_power(noise[:, a:b], sub, g[a:b])
+        ratio = _noise_to_mask_power(noise_mel[:, a:b], sub, g[a:b])
         disturbed[a:b] = (ratio > 10.0 ** (margin_db / 10.0)).any(axis=0)
     return float(disturbed.mean())
 
@@ -197,19 +243,16 @@ _TRUE_PEAK_PAD = 64
 half length is 40 at 4x)."""
 
 
-def _blocks_f64(audio: np.ndarray, plus: np.ndarray | None):  # type: ignore[no-untyped-def]
-    """``audio`` (+ ``plus``) as ``(channels, samples)``, and a reader of float64 blocks:
-    ``read(a, b) = audio[:, a:b].astype(float64) (+ plus[:, a:b])``, no whole copy."""
-    arr = np.asarray(audio)
-    if arr.ndim == 1:
-        arr = arr[None, :]
+def _blocks_f64(audio: BlockArray, plus: BlockArray | None):  # type: ignore[no-untyped-def]
+    """``audio`` (+ ``plus``) as 2-D ``(channels, samples)`` block arrays, and a reader
+    of float64 blocks: ``read(a, b) = audio[:, a:b].astype(float64) (+ plus[:, a:b])``,
+    no whole copy (1-D inputs are one channel)."""
+    arr = as_rows(audio)
     other = None
     if plus is not None:
-        other = np.asarray(plus)
-        if other.ndim == 1:
-            other = other[None, :]
-        if other.shape != arr.shape:
-            raise ParameterError(f"plus has shape {other.shape}, the audio {arr.shape}")
+        other = as_rows(plus)
+        if tuple(other.shape) != tuple(arr.shape):
+            raise ParameterError(f"plus has shape {tuple(other.shape)}, the audio {arr.shape}")
 
     def read(a: int, b: int) -> np.ndarray:
         part = arr[:, a:b].astype(np.float64)
@@ -218,8 +261,9 @@ def _blocks_f64(audio: np.ndarray, plus: np.ndarray | None):  # type: ignore[no-
     return arr, read
 
 
-def sample_peak_dbfs(audio: np.ndarray, *, plus: np.ndarray | None = None) -> float:
-    """Largest ``|x|`` over all channels and samples in dBFS (-inf for silence).
+def sample_peak_dbfs(audio: BlockArray, *, plus: BlockArray | None = None) -> float:
+    """Largest ``|x|`` over all channels and samples in dBFS (-inf for silence), metered
+    block by block.
 
     ``plus``: an array of the same shape added (in float64) first: the peak of a mix,
     metered block by block without a copy of it.
@@ -227,25 +271,23 @@ def sample_peak_dbfs(audio: np.ndarray, *, plus: np.ndarray | None = None) -> fl
     arr, read = _blocks_f64(audio, plus)
     peak = 0.0
     for lo in range(0, arr.shape[1], _TRUE_PEAK_CHUNK):
-        part = (
-            read(lo, lo + _TRUE_PEAK_CHUNK)
-            if plus is not None
-            else arr[:, lo : lo + _TRUE_PEAK_CHUNK]
-        )
+        hi = min(lo + _TRUE_PEAK_CHUNK, arr.shape[1])
+        part = read(lo, hi) if plus is not None else arr[:, lo:hi]
         if part.size:
             peak = max(peak, float(np.max(np.abs(part))))
     return 20.0 * math.log10(peak) if peak > 0.0 else -math.inf
 
 
 def true_peak_dbtp(
-    audio: np.ndarray, sample_rate_hz: int, *, plus: np.ndarray | None = None
+    audio: BlockArray, sample_rate_hz: int, *, plus: BlockArray | None = None
 ) -> float:
     """True peak as ITU-R BS.1770-4 Annex 2 meters it: the sample peak of the signal
     oversampled to at least 176.4 kHz (4x at 44.1 and 48 kHz, 2x at 88.2 and 96 kHz),
     in dB true peak; never under the sample peak.
 
     Args:
-        audio: float ``(channels, samples)`` or ``(samples,)``, linear.
+        audio: float ``(channels, samples)`` or ``(samples,)``, linear; a block array
+            (numpy or :class:`~bnmusic_bridge.scratch.DiskArray`), read block by block.
         sample_rate_hz: its rate, Hz.
         plus: optional array of the same shape added (in float64) first: the true peak
             of a mix, metered block by block without a copy of it.
@@ -260,7 +302,7 @@ def true_peak_dbtp(
     n = arr.shape[1]
     peak = 0.0
     for lo in range(0, n, _TRUE_PEAK_CHUNK):
-        part = read(lo, lo + _TRUE_PEAK_CHUNK)
+        part = read(lo, min(lo + _TRUE_PEAK_CHUNK, n))
         if part.size:
             peak = max(peak, float(np.max(np.abs(part))))
     if factor > 1 and n > 1:
