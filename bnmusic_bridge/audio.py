@@ -22,7 +22,7 @@ import numpy as np
 from . import scratch
 from .errors import AudioInputError, OutputError, OutputExistsError, ParameterError
 from .grid import AUDIO_EXTENSIONS, SAMPLE_RATE_HZ
-from .scratch import ArrayStore, BlockArray, DiskArray
+from .scratch import BLOCK_SAMPLES, ArrayStore, BlockArray, DiskArray, blocks
 
 MIN_SAMPLE_RATE_HZ = 8_000
 MAX_SAMPLE_RATE_HZ = 192_000
@@ -678,13 +678,17 @@ def match_channels(audio: np.ndarray, num_channels: int) -> np.ndarray:
 
 def write_audio(
     path: str | os.PathLike[str],
-    audio: np.ndarray,
+    audio: np.ndarray | BlockArray,
     sample_rate_hz: int,
     *,
     bit_depth: int = 24,
     force: bool = False,
 ) -> Path:
     """Write ``(channels, samples)`` audio atomically; the format follows the suffix.
+
+    ``audio`` may be a numpy array or a block array (a :class:`~bnmusic_bridge.scratch.DiskArray`
+    of a long stem): it is read and encoded a block of samples at a time
+    (:func:`encode_audio`), never whole.
 
     The file is written to a temporary name in the same folder, then linked into place
     (which fails if the target exists) or, with ``force=True``, renamed over it. A
@@ -719,34 +723,48 @@ def write_audio(
 
 def encode_audio(
     file: BinaryIO,
-    audio: np.ndarray,
+    audio: np.ndarray | BlockArray,
     sample_rate_hz: int,
     *,
     bit_depth: int,
     file_type: str,
     channel_mask: int | None = None,
+    block_samples: int = BLOCK_SAMPLES,
 ) -> None:
     """Encode ``(channels, samples)`` audio into an open, seekable binary file (the same
     bytes :func:`write_audio` writes to a path).
+
+    The audio is read ``block_samples`` samples at a time (``audio[:, a:b]``) and each
+    block appended to the encoder, so a :class:`~bnmusic_bridge.scratch.DiskArray` is
+    never loaded whole; the encoders' output does not depend on how the samples are
+    split into writes, so the bytes equal those of one whole-array write.
 
     Args:
         bit_depth: 16 or 24 (integer PCM; overs are clipped) or 32 (float).
         file_type: "wav", "flac" or "aiff".
         channel_mask: the speakers of a WAV with more than two channels (WAV channel
             mask bits, :mod:`bnmusic_bridge.channel_layout`); None: the encoder's default.
+        block_samples: samples per write (per channel).
     """
     from pedalboard.io import AudioFile
 
-    data = np.ascontiguousarray(audio, dtype=np.float32)
-    if bit_depth != 32:
-        # Integer formats cannot hold overs; clipping here is a last resort, and the
-        # pipeline reports its peak level so nothing clips silently upstream.
-        data = np.clip(data, -1.0, 1.0)
+    channels, length = int(audio.shape[0]), int(audio.shape[1])
+    # pedalboard infers the layout of the first write from its shape and refuses a
+    # square one; a block longer than the channel count is never square.
+    size = max(int(block_samples), channels + 1)
     with AudioFile(
-        file, "w", float(sample_rate_hz), data.shape[0], bit_depth=bit_depth, format=file_type
+        file, "w", float(sample_rate_hz), channels, bit_depth=bit_depth, format=file_type
     ) as f:
-        f.write(data)
-    if channel_mask is not None and file_type == "wav" and data.shape[0] > 2:
+        if length == 0:
+            f.write(np.zeros((channels, 0), dtype=np.float32))
+        for a, b in blocks(length, size):
+            data = np.ascontiguousarray(audio[:, a:b], dtype=np.float32)
+            if bit_depth != 32:
+                # Integer formats cannot hold overs; clipping here is a last resort, and
+                # the pipeline reports its peak level so nothing clips silently upstream.
+                data = np.clip(data, -1.0, 1.0)
+            f.write(data)
+    if channel_mask is not None and file_type == "wav" and channels > 2:
         from .channel_layout import set_wav_channel_mask
 
         set_wav_channel_mask(file, channel_mask)

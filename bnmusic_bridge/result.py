@@ -17,6 +17,13 @@ from typing import Any
 import numpy as np
 
 from .request import RenderRequest
+from .scratch import DiskArray
+
+WholeStemArray = np.ndarray | DiskArray
+"""A whole-stem array of a result: numpy (short stems) or a
+:class:`~bnmusic_bridge.scratch.DiskArray` (long stems, a scratch file). Both answer
+time slices (``x[:, a:b]``) with numpy arrays; ``np.asarray(x)`` reads a DiskArray
+whole, which a long stem's memory budget does not allow."""
 
 LIMITS = ("loudness ceiling", "peak limit", "max_gain_db", "unmaskable", "smoothing")
 """What can stop a lane window reaching its target (``Shortfall.limited_by``)."""
@@ -257,15 +264,20 @@ class AnalysisArrays:
     """A render's arrays on the analysis grid, for plots and metering: mel orientation
     (row 0 = lowest band), one column per 10 ms frame.
 
+    Each is a numpy array, or for a long stem a :class:`~bnmusic_bridge.scratch.DiskArray`
+    (a scratch file; see :data:`WholeStemArray`): read them by time slices
+    (``x[:, a:b]``, e.g. over :func:`bnmusic_bridge.scratch.blocks`);
+    ``np.asarray(x)`` reads it whole.
+
     Attributes:
-        noise_mel: float ``(512, frames)`` linear mel magnitude of the noise.
+        noise_mel: float32 ``(512, frames)`` linear mel magnitude of the noise.
         music_mel: the same of the unity music (before the lane).
         mask: bool, the same shape: the noise's high-energy mask M.
     """
 
-    noise_mel: np.ndarray
-    music_mel: np.ndarray
-    mask: np.ndarray
+    noise_mel: WholeStemArray
+    music_mel: WholeStemArray
+    mask: WholeStemArray
 
 
 @dataclass(frozen=True)
@@ -329,6 +341,13 @@ class RenderDetails:
 class RenderResult:
     """Everything a render produced, on the input stem's own sample rate and length.
 
+    The whole-stem arrays (``music``, ``music_gained`` and ``analysis``'s) are numpy
+    arrays, or for a long stem :class:`~bnmusic_bridge.scratch.DiskArray` scratch files
+    (:data:`WholeStemArray`): read them by time slices (``x[:, a:b]``, block by block
+    with :func:`bnmusic_bridge.scratch.blocks`); ``np.asarray(x)`` reads it whole. A
+    DiskArray is pickled by value (whole), so a result sent to another process carries
+    its arrays in memory. The per-frame vectors (lane, coverage, NMR) are always numpy.
+
     Attributes:
         sample_rate_hz: the input's sample rate (every output stem has it).
         num_samples: the input's length in samples (every output stem has it).
@@ -368,8 +387,8 @@ class RenderResult:
 
     sample_rate_hz: int
     num_samples: int
-    music: np.ndarray
-    music_gained: np.ndarray
+    music: WholeStemArray
+    music_gained: WholeStemArray
     lane_times_s: np.ndarray
     lane_gain_db: np.ndarray
     window_times_s: np.ndarray

@@ -4,7 +4,11 @@ A remote worker does not see this machine's disk. So this machine (the *driver*:
 ``bnmusic batch`` process or the OSC server) hashes and decodes each input, sends the
 decoded audio and the request through Ray's object store, gets the
 :class:`~bnmusic_bridge.result.RenderResult` (arrays) back the same way, and writes the
-files itself with the package's atomic export code. No folder is shared.
+files itself with the package's atomic export code. No folder is shared. (So a long
+stem's result, whose whole-stem arrays are :class:`~bnmusic_bridge.scratch.DiskArray`
+scratch files on the worker, travels whole: a DiskArray pickles by value. The local
+backends and the OSC server's worker process write the outputs where they render and
+pass back only a small summary.)
 
 - Batches (:func:`run_on_ray`) run on a pool of :class:`StemWorker` actors, one per
   stem in flight. An actor keeps its generator (and a model's weights) loaded from

@@ -31,6 +31,8 @@ import numpy as np
 
 from ..grid import F_MAX_HZ, F_MIN_HZ, N_MELS
 from ..result import LIMITS, RenderResult
+from ..scratch import BlockArray, blocks
+from .arrays import every_nth_column, mask_counts, mask_share
 
 LIMIT_COLOURS = {
     "loudness ceiling": "tab:red",
@@ -42,6 +44,8 @@ LIMIT_COLOURS = {
 """Shading colour of each :data:`~bnmusic_bridge.result.LIMITS` entry."""
 assert set(LIMIT_COLOURS) == set(LIMITS)
 
+PLOT_BLOCK_FRAMES = 2048
+"""Frames per block while the picture reads the mels (a DiskArray's by time slices)."""
 KHZ_TICKS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 """Frequencies (kHz) labelled on the spectrogram panels."""
 
@@ -82,13 +86,15 @@ def merge_spans(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def smoothed_coverage(result: RenderResult) -> np.ndarray:
+def smoothed_coverage(result: RenderResult, counts: np.ndarray | None = None) -> np.ndarray:
     """Coverage (0..1) per frame averaged over a centred ``lane_window_s`` span,
-    weighted by each frame's count of high-energy bins (NaN where the span has none)."""
+    weighted by each frame's count of high-energy bins (NaN where the span has none).
+    ``counts``: those counts (:func:`~bnmusic_bridge.export.arrays.mask_counts` of the
+    mask) when the caller has them, so the mask is not read again."""
     cov = np.asarray(result.coverage_per_frame, dtype=np.float64)
     mask = result.analysis.mask
     if np.ndim(mask) == 2 and np.shape(mask)[1] == cov.size:
-        weights = np.asarray(mask, dtype=bool).sum(axis=0).astype(np.float64)
+        weights = (mask_counts(mask) if counts is None else counts).astype(np.float64)
     else:
         weights = np.ones_like(cov)
     ok = np.isfinite(cov)
@@ -180,6 +186,33 @@ def render_plot_png(
     return buf.getvalue()
 
 
+def _level_columns(
+    noise: np.ndarray | BlockArray, music: np.ndarray | BlockArray, gain: np.ndarray, step: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The two level panels' data from one pass over the mels in blocks of frames:
+    ``noise[:, ::step]``, ``music[:, ::step] * gain[::step]`` (the music with the lane,
+    linear) and the colour scale's top, the highest dB of either over every frame.
+
+    Only the picked columns are kept: a float64 copy of a long stem's mels would be
+    4 kB a frame, several times over (a DiskArray's never enters memory whole).
+    """
+    n_mels, frames = int(noise.shape[0]), int(noise.shape[1])
+    picked = len(range(0, frames, step))
+    noise_cols = np.empty((n_mels, picked), dtype=noise.dtype)
+    music_cols = np.empty((n_mels, picked), dtype=np.result_type(music.dtype, gain.dtype))
+    vmax = -np.inf
+    for a, b in blocks(frames, PLOT_BLOCK_FRAMES):
+        n_part, m_part, g = noise[:, a:b], music[:, a:b], gain[a:b]
+        top = np.maximum(n_part, m_part * g[None, :])
+        vmax = max(vmax, float(_db(top).max()))
+        first = -(-a // step) * step  # the first picked frame at or after a
+        if first < b:
+            cols = slice(first // step, (b - 1) // step + 1)
+            noise_cols[:, cols] = n_part[:, first - a :: step]
+            music_cols[:, cols] = m_part[:, first - a :: step] * g[None, first - a :: step]
+    return noise_cols, music_cols, vmax
+
+
 def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: ignore[no-untyped-def]
     """The overview as a matplotlib figure (Agg; the caller closes it). Axes labels
     (``ax.get_label()``): "noise", "mask", "music", "lane", "coverage"; the two colour
@@ -198,15 +231,9 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
     duration_s = frames / result.frame_rate_hz
     frame_t = np.arange(frames) / result.frame_rate_hz
     gain = 10 ** (np.interp(frame_t, result.lane_times_s, result.lane_gain_db) / 20)
-    # The colour scale's top over every frame, block by block (a float64 copy of a long
-    # stem's mels would be 4 kB a frame, several times over); the picture itself only
-    # needs the decimated columns.
-    vmax = -np.inf
-    for a in range(0, frames, 2048):
-        cols = slice(a, a + 2048)
-        top = np.maximum(noise[:, cols], music[:, cols] * gain[None, cols])
-        vmax = max(vmax, float(_db(top).max()))
-    music_gained = music[:, ::step] * gain[None, ::step]
+    noise_cols, music_gained, vmax = _level_columns(noise, music, gain, step)
+    mask_cols = every_nth_column(mask, step)
+    counts = mask_counts(mask)
     extent = (0.0, duration_s, 0.0, float(n_mels))
 
     fig = plt.figure(figsize=(12, 13), layout="constrained")
@@ -225,7 +252,7 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
 
     # 1-3: spectrograms on a kHz axis; one colour bar for the two level panels.
     for row, data, title in (
-        (0, _db(noise[:, ::step]), "noise (mel dB)"),
+        (0, _db(noise_cols), "noise (mel dB)"),
         (2, _db(music_gained), "music with lambda applied (mel dB)"),
     ):
         ax = axes[row]
@@ -239,11 +266,12 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
         fig.colorbar(im, cax=cax, label="dB")
     ax = axes[1]
     ax.imshow(
-        mask[:, ::step], origin="lower", aspect="auto", extent=extent, cmap="gray_r",
+        mask_cols, origin="lower", aspect="auto", extent=extent, cmap="gray_r",
         interpolation="nearest", vmin=0, vmax=1,
     )  # fmt: skip
     ax.set_title(
-        f"high-energy mask M: black = the {mask.mean() * 100:.1f} % of bins the music should mask",
+        f"high-energy mask M: black = the {mask_share(mask, counts) * 100:.1f} % of bins the music "
+        "should mask",
         fontsize=9,
         loc="left",
     )
@@ -301,7 +329,7 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
 
     # 5: coverage over the lane's window, and its target.
     ax = axes[4]
-    smooth = smoothed_coverage(result) * 100.0
+    smooth = smoothed_coverage(result, counts) * 100.0
     t = np.arange(smooth.size) / result.frame_rate_hz
     ax.plot(t[::step], smooth[::step], color="tab:orange", lw=1.4,
             label=f"coverage over {req.lane_window_s:g} s")  # fmt: skip

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..loudness import integrated_lufs
 from ..result import RenderResult
+from .arrays import mask_counts
 from .lanes import DEFAULT_TOLERANCE_DB, compact_lane, lane_points
 
 
@@ -122,7 +123,7 @@ def metering_summary(
     coverage = np.asarray(result.coverage_per_frame, dtype=np.float64)
     mask = result.analysis.mask
     weights = (
-        np.asarray(mask, dtype=bool).sum(axis=0).astype(np.float64)
+        mask_counts(mask).astype(np.float64)  # read in blocks: a long stem's is on disk
         if np.ndim(mask) == 2 and np.shape(mask)[1] == coverage.size
         else None
     )
@@ -218,7 +219,9 @@ def summary_markdown(
     ]
     if s.lane_turns_per_s is not None:
         gap = _fmt(s.lane_min_turn_gap_s, ".2f", " s")
-        lines.append(f"| lane turns (rise to fall and back) | {s.lane_turns_per_s:.2f} per s, at least {gap} apart |")
+        lines.append(
+            f"| lane turns (rise to fall and back) | {s.lane_turns_per_s:.2f} per s, at least {gap} apart |"
+        )
     if s.bus_trim_db is not None:
         lines.append(
             f"| bus trim for noise + music (the report's bus_trim) | {s.bus_trim_db:+.2f} dB, on both alike |"

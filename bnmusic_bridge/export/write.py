@@ -15,6 +15,7 @@ import numpy as np
 from ..audio import FILE_TYPES, encode_audio
 from ..errors import BNMusicError, OutputError, OutputExistsError, ParameterError
 from ..result import RenderResult
+from ..scratch import BlockArray, blocks
 from .fileset import (
     KEPT_NONE,
     KEPT_OLD,
@@ -39,17 +40,38 @@ INTEGER_ONLY_FILE_TYPES = ("flac", "aiff")
 AIFF at 8 to 24 bits."""
 
 
-def fits_integer(audio: np.ndarray, bit_depth: int) -> bool:
+def audio_extremes(audio: np.ndarray | BlockArray) -> tuple[float, float]:
+    """``(min, max)`` sample of ``(channels, samples)`` audio (full scale = 1.0), read a
+    block of samples at a time (a :class:`~bnmusic_bridge.scratch.DiskArray` is never
+    loaded whole). The same numbers as ``np.min``/``np.max`` of the whole (a NaN
+    anywhere gives NaN for both); ``(0.0, 0.0)`` for empty audio."""
+    lo, hi = np.inf, -np.inf
+    length = int(audio.shape[-1])
+    if length == 0 or int(np.prod(audio.shape)) == 0:
+        return 0.0, 0.0
+    for a, b in blocks(length):
+        part = audio[:, a:b]
+        # np.minimum/np.maximum (not min/max) so a NaN sticks, as in np.max of the whole
+        lo = np.minimum(lo, np.min(part))
+        hi = np.maximum(hi, np.max(part))
+    return float(lo), float(hi)
+
+
+def fits_integer(audio: np.ndarray | BlockArray, bit_depth: int) -> bool:
     """Whether ``audio`` (float, full scale = 1.0) fits ``bit_depth``-bit integer PCM
     without clipping: every sample within ``[-1, 1 - 2 ** (1 - bit_depth)]`` (the
-    largest positive code is one step under full scale)."""
-    if audio.size == 0:
-        return True
-    top = 1.0 - 2.0 ** (1 - bit_depth)
-    return float(np.max(audio)) <= top and float(np.min(audio)) >= -1.0
+    largest positive code is one step under full scale). Read block by block."""
+    return _extremes_fit(*audio_extremes(audio), bit_depth)
 
 
-def _stem_bit_depths(result: RenderResult, opts: ExportOptions, paths: OutputPaths) -> tuple[int, int, list[str]]:
+def _extremes_fit(lo: float, hi: float, bit_depth: int) -> bool:
+    # The largest positive code is one step under full scale; NaN fails both tests.
+    return hi <= 1.0 - 2.0 ** (1 - bit_depth) and lo >= -1.0
+
+
+def _stem_bit_depths(
+    result: RenderResult, opts: ExportOptions, paths: OutputPaths
+) -> tuple[int, int, list[str]]:
     """Bit depths for the music and blended stems, and what the user must be told.
 
     Integer formats must never clip. The unity music stem is loudness-matched to the
@@ -61,10 +83,15 @@ def _stem_bit_depths(result: RenderResult, opts: ExportOptions, paths: OutputPat
     """
     depths, notes = [], []
     for audio, path in ((result.music, paths.music), (result.music_gained, paths.blended)):
-        if opts.bit_depth == 32 or fits_integer(audio, opts.bit_depth):
+        if opts.bit_depth == 32:
             depths.append(opts.bit_depth)
             continue
-        peak = float(np.max(np.abs(audio)))
+        lo, hi = audio_extremes(audio)  # one pass over the stem serves both checks
+        if _extremes_fit(lo, hi, opts.bit_depth):
+            depths.append(opts.bit_depth)
+            continue
+        # np.max(np.abs(audio)) of the whole, from the extremes (NaN stays NaN)
+        peak = float("nan") if np.isnan(lo) or np.isnan(hi) else max(abs(lo), abs(hi))
         peak_dbfs = 20 * np.log10(peak)
         if opts.file_type in INTEGER_ONLY_FILE_TYPES:
             raise ParameterError(
@@ -89,7 +116,9 @@ def _stem_bit_depths(result: RenderResult, opts: ExportOptions, paths: OutputPat
     return depths[0], depths[1], notes
 
 
-def _stale_outputs(stem_name: str, out_dir: str | os.PathLike[str], opts: ExportOptions, paths: OutputPaths) -> list[str]:
+def _stale_outputs(
+    stem_name: str, out_dir: str | os.PathLike[str], opts: ExportOptions, paths: OutputPaths
+) -> list[str]:
     """Outputs of an earlier render of the same stem that this one does not rewrite (other
     lane formats, the plot, another file type): kept, never deleted, but named so nobody
     mistakes them for this render's."""
@@ -170,8 +199,28 @@ def write_outputs(
         }
         mask = _channel_mask(result)
         jobs: list[tuple[Path, Callable[[BinaryIO], object]]] = [
-            (paths.music, lambda f: encode_audio(f, result.music, result.sample_rate_hz, bit_depth=music_depth, file_type=opts.file_type, channel_mask=mask)),
-            (paths.blended, lambda f: encode_audio(f, result.music_gained, result.sample_rate_hz, bit_depth=blended_depth, file_type=opts.file_type, channel_mask=mask)),
+            (
+                paths.music,
+                lambda f: encode_audio(
+                    f,
+                    result.music,
+                    result.sample_rate_hz,
+                    bit_depth=music_depth,
+                    file_type=opts.file_type,
+                    channel_mask=mask,
+                ),
+            ),
+            (
+                paths.blended,
+                lambda f: encode_audio(
+                    f,
+                    result.music_gained,
+                    result.sample_rate_hz,
+                    bit_depth=blended_depth,
+                    file_type=opts.file_type,
+                    channel_mask=mask,
+                ),
+            ),
         ]
         # Every lane file is encoded before the first write, so an encoding error
         # leaves nothing behind.
@@ -180,7 +229,9 @@ def write_outputs(
             summary = metering_summary(result, tolerance_db=opts.lanes.tolerance_db)
             extra_report = {**(extra_report or {}), "metering": summary.to_dict()}
         try:
-            lane_data = lane_outputs(result, list(paths.lanes), paths=paths, options=opts.lanes, summary=summary)
+            lane_data = lane_outputs(
+                result, list(paths.lanes), paths=paths, options=opts.lanes, summary=summary
+            )
         except (UnicodeError, ValueError) as e:
             # An encoder's own failure (a name a format cannot hold, ...) becomes one
             # clear error naming the files, not a traceback or an OSC "internal".
@@ -246,6 +297,8 @@ def _channel_mask(result: RenderResult) -> int | None:
     from ..channel_layout import mask_of
 
     return mask_of(speakers) or None
+
+
 def _scaled(
     progress: Callable[[float], None] | None, start: float, end: float
 ) -> Callable[[float], None] | None:
