@@ -284,28 +284,64 @@ def band_gains_db(
         raise ParameterError(
             f"music and noise band powers differ in shape: {music_power.shape} vs {noise_power.shape}"
         )
-    # 1. Envelopes on the slow (shape) scale, and the noise's fast one for events.
-    music_db = _db(_smooth(music_power, SHAPE_SMOOTHING_S))
-    noise_db = _db(_smooth(noise_power, SHAPE_SMOOTHING_S))
-    noise_fast_db = _db(_smooth(noise_power, EVENT_SMOOTHING_S))
+    gain = np.array(music_power, dtype=np.float64)
+    event = np.array(noise_power, dtype=np.float64)
+    _band_gains_in_place(gain, event, settings)
+    return gain, event
 
-    # 2. Shape: the distance between the envelopes, its level (noise-weighted mean over
-    #    the bands, then over a lane window) removed.
-    distance = noise_db - music_db
-    weight = np.maximum(_smooth(noise_power, SHAPE_SMOOTHING_S), 0.0)
-    level = (distance * weight).sum(axis=0) / np.maximum(weight.sum(axis=0), FLOOR_POWER)
+
+def _band_gains_in_place(
+    music_power: np.ndarray, noise_power: np.ndarray, settings: AlignSettings
+) -> None:
+    """:func:`band_gains_db`, overwriting ``music_power`` with ``gain_db`` and
+    ``noise_power`` with ``event_db`` (float64 ``(bands, frames)`` each).
+
+    Works one band (row) at a time: the smoothing runs along each row on its own (a
+    row's result is the same as in a whole-matrix call), the level and the loudest band
+    are accumulated over the rows in row order (as numpy sums over axis 0), so the
+    results are bit for bit those of the whole-matrix formulas while only two more rows
+    are held at a time, not a dozen matrices (on an hour-long stem each matrix is
+    160 MB)."""
+    bands = music_power.shape[0]
+    if bands == 0:
+        return
+
+    def slow_rows(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # the envelopes on the slow (shape) scale, their distance, dB
+        music_slow = _smooth(music_power[i], SHAPE_SMOOTHING_S)
+        noise_slow = _smooth(noise_power[i], SHAPE_SMOOTHING_S)
+        return noise_slow, _db(noise_slow), _db(noise_slow) - _db(music_slow)
+
+    # 1. The level of the shape gain (noise-weighted mean of the distance over the
+    #    bands, then over a lane window) and the music's loudest band per frame.
+    numerator = denominator = loudest = None
+    for i in range(bands):
+        noise_slow, _, distance = slow_rows(i)
+        weight = np.maximum(noise_slow, 0.0)
+        music_now_db = _db(_smooth(music_power[i], EVENT_SMOOTHING_S))
+        if numerator is None:
+            numerator, denominator, loudest = distance * weight, weight, music_now_db
+        else:
+            numerator = numerator + distance * weight
+            denominator = denominator + weight
+            loudest = np.maximum(loudest, music_now_db)
+    level = numerator / np.maximum(denominator, FLOOR_POWER)
     level = _smooth(level, LEVEL_SPAN_S)
-    shape_db = settings.strength * (distance - level[None, :])
 
-    # 3. Events: where the noise rises above its slow envelope.
-    event_db = settings.strength * np.maximum(noise_fast_db - noise_db, 0.0)
-
-    # 4. Bounds: +-max_db, and no lift for bands the music hardly uses.
-    gain = np.clip(shape_db + event_db, -settings.max_db, settings.max_db)
-    music_now_db = _db(_smooth(music_power, EVENT_SMOOTHING_S))
-    quiet = music_now_db < music_now_db.max(axis=0, keepdims=True) - MUSIC_GATE_DB
-    gain = np.where(quiet, np.minimum(gain, 0.0), gain)
-    return gain, np.minimum(event_db, np.maximum(gain, 0.0))
+    # 2. Per band: shape (distance less level) and events (where the noise rises above
+    #    its slow envelope), bounded to +-max_db, never lifting a band the music hardly
+    #    uses.
+    for i in range(bands):
+        _, noise_db, distance = slow_rows(i)
+        noise_fast_db = _db(_smooth(noise_power[i], EVENT_SMOOTHING_S))
+        music_now_db = _db(_smooth(music_power[i], EVENT_SMOOTHING_S))
+        shape_db = settings.strength * (distance - level)
+        event_db = settings.strength * np.maximum(noise_fast_db - noise_db, 0.0)
+        gain = np.clip(shape_db + event_db, -settings.max_db, settings.max_db)
+        quiet = music_now_db < loudest - MUSIC_GATE_DB
+        gain = np.where(quiet, np.minimum(gain, 0.0), gain)
+        music_power[i] = gain
+        noise_power[i] = np.minimum(event_db, np.maximum(gain, 0.0))
 
 
 def _overlap_add(out: np.ndarray, frames: np.ndarray, first: int) -> np.ndarray:
@@ -437,17 +473,23 @@ def align_music(
         return music, AlignmentSummary(settings.strength, settings.max_db, 0.0, 0.0, 0.0)
     music_power = band_powers(_MonoMix(music), _part(progress, 0.0, 0.15))
     noise_power = band_powers(noise, _part(progress, 0.15, 0.3))
-    gain_db, event_db = band_gains_db(music_power, noise_power, settings)
+    # gain_db and event_db overwrite the band powers: two frame matrices, not four
+    _band_gains_in_place(music_power, noise_power, settings)
+    gain_db, event_db = music_power, noise_power
+    del music_power, noise_power
+    magnitude = np.abs(gain_db)
+    alignment = AlignmentSummary(
+        strength=settings.strength,
+        max_db=settings.max_db,
+        mean_abs_gain_db=float(np.mean(magnitude)),
+        share_at_bound=float(np.mean(magnitude >= settings.max_db - 1e-9)),
+        event_lift_db=float(np.mean(event_db)),
+    )
+    del magnitude, event_db  # only the gains are needed to filter the music
     if progress is not None:
         progress(0.35)
     aligned = apply_band_gains(music, gain_db, _part(progress, 0.35, 1.0), store=store)
-    return aligned, AlignmentSummary(
-        strength=settings.strength,
-        max_db=settings.max_db,
-        mean_abs_gain_db=float(np.mean(np.abs(gain_db))),
-        share_at_bound=float(np.mean(np.abs(gain_db) >= settings.max_db - 1e-9)),
-        event_lift_db=float(np.mean(event_db)),
-    )
+    return aligned, alignment
 
 
 def _copy_float32(audio: BlockArray, store: ArrayStore | None) -> np.ndarray:

@@ -165,6 +165,42 @@ def test_band_powers_and_gains_on_views_equal_numpy():
     np.testing.assert_array_equal(np.asarray(out), ref)
 
 
+def _band_gains_reference(music_power, noise_power, settings):
+    """band_gains_db as whole-matrix formulas (before it went one band at a time)."""
+    from bnmusic_bridge import align as A
+
+    music_db = A._db(A._smooth(music_power, A.SHAPE_SMOOTHING_S))
+    noise_db = A._db(A._smooth(noise_power, A.SHAPE_SMOOTHING_S))
+    noise_fast_db = A._db(A._smooth(noise_power, A.EVENT_SMOOTHING_S))
+    distance = noise_db - music_db
+    weight = np.maximum(A._smooth(noise_power, A.SHAPE_SMOOTHING_S), 0.0)
+    level = (distance * weight).sum(axis=0) / np.maximum(weight.sum(axis=0), A.FLOOR_POWER)
+    level = A._smooth(level, A.LEVEL_SPAN_S)
+    shape_db = settings.strength * (distance - level[None, :])
+    event_db = settings.strength * np.maximum(noise_fast_db - noise_db, 0.0)
+    gain = np.clip(shape_db + event_db, -settings.max_db, settings.max_db)
+    music_now_db = A._db(A._smooth(music_power, A.EVENT_SMOOTHING_S))
+    quiet = music_now_db < music_now_db.max(axis=0, keepdims=True) - A.MUSIC_GATE_DB
+    gain = np.where(quiet, np.minimum(gain, 0.0), gain)
+    return gain, np.minimum(event_db, np.maximum(gain, 0.0))
+
+
+def test_band_gains_one_band_at_a_time_are_bit_identical():
+    from bnmusic_bridge.align import band_gains_db
+
+    rng = np.random.default_rng(3)
+    music_power = rng.random((55, 5_000)) ** 6
+    music_power[10:20, 1_000:2_000] = 0.0  # silent bands: the gate and the floor
+    noise_power = rng.random((55, 5_000)) ** 3
+    for settings in (AlignSettings(0.5, 9.0), AlignSettings(1.0, 3.0)):
+        ref_gain, ref_event = _band_gains_reference(music_power, noise_power, settings)
+        mp, npw = music_power.copy(), noise_power.copy()
+        gain, event = band_gains_db(mp, npw, settings)
+        np.testing.assert_array_equal(gain, ref_gain)
+        np.testing.assert_array_equal(event, ref_event)
+        np.testing.assert_array_equal(mp, music_power)  # the public function copies
+
+
 # ------------------------------------------------------------------ effects
 
 STREAMING_CHAINS = [
