@@ -289,15 +289,12 @@ def _render_stem(
     windows = NoiseWindows(analysed)
     decode = _DecodeTimer(windows, req.seed)
     diagnostics: list[WindowMusic] = []
-    music_44k, join_correlations = stitch(
-        analysed.plan,
-        decode(_generate(req, windows, analysed.stem, prog, keep=diagnostics)),
-        store=store,
+    first, music_audio = _peek(
+        decode(_generate(req, windows, analysed.stem, prog, keep=diagnostics))
     )
-    if len(diagnostics) != len(windows):
-        raise GeneratorError(
-            f"generator {req.generator!r} returned {len(diagnostics)} windows for {len(windows)}"
-        )
+    music_44k, join_correlations = stitch(
+        analysed.plan, music_audio, channels=first.shape[0], store=store
+    )
     # The decode stage's time was spent inside the generation loop: report it apart.
     prog.start("decode")
     prog.move_time("generate", "decode", decode.seconds)
@@ -532,6 +529,24 @@ def _noise_windows(
     return out
 
 
+def _peek(audio: Iterator[np.ndarray]) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+    """The first window's music and all of them again (the first fixes the joined
+    music's channels); later windows must not have more channels than the first."""
+    first = next(audio)
+
+    def again() -> Iterator[np.ndarray]:
+        yield first
+        for k, a in enumerate(audio, 1):
+            if a.shape[0] > first.shape[0]:
+                raise GeneratorError(
+                    f"window {k}: the generator returned {a.shape[0]} channels after "
+                    f"{first.shape[0]} in window 0; every window needs the same count"
+                )
+            yield a
+
+    return first, again()
+
+
 class _DecodeTimer:
     """Decodes each window's music to audio as the generator yields it (and times it)."""
 
@@ -602,6 +617,7 @@ def _generate(
 
     generator = generator_for(req)
     settings = GenerationSettings.from_request(req)
+    count = 0
     for count, m in enumerate(iter_music(generator, windows, analysis, settings, prog), 1):
         if count > len(windows):
             raise GeneratorError(
@@ -610,6 +626,10 @@ def _generate(
         if keep is not None:
             keep.append(WindowMusic(diagnostics=m.diagnostics))
         yield m
+    if count < len(windows):
+        raise GeneratorError(
+            f"generator {req.generator!r} returned {count} windows for {len(windows)}"
+        )
 
 
 def output_speakers(channels: str, stem: audio_io.Stem) -> tuple[str, ...]:

@@ -56,7 +56,7 @@ def _assert_same(a: RenderResult, b: RenderResult) -> None:
 @pytest.mark.slow
 def test_stereo_stem_on_disk_renders_as_in_memory() -> None:
     a, b = _both(_noise(30.0, 44_100, 2), 44_100, RenderRequest())
-    assert isinstance(b.music, DiskArray) and isinstance(b.analysis.noise_mel, DiskArray)
+    assert isinstance(b.music, DiskArray) and not isinstance(b.analysis.noise_mel, np.ndarray)
     assert isinstance(a.music, np.ndarray)
     _assert_same(a, b)
 
