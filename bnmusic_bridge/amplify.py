@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
+from typing import Any
 
 import numpy as np
 
@@ -180,9 +181,9 @@ def paper_loss(
 
 
 def solve_lambda_exact(
-    music_mel: np.ndarray,
+    music_mel: BlockArray,
     field: MaskingField,
-    mask: np.ndarray,
+    mask: BlockArray,
     alpha: float,
     max_gain: float | None = None,
 ) -> float:
@@ -246,9 +247,9 @@ def _minimiser(terms: _LossTerms) -> float:
 
 
 def solve_lambda_gd(
-    music_mel: np.ndarray,
+    music_mel: BlockArray,
     field: MaskingField,
-    mask: np.ndarray,
+    mask: BlockArray,
     alpha: float,
     steps: int = 3000,
     lr: float = 0.2,
@@ -588,7 +589,7 @@ class _WindowBins:
 
 
 def _window_bins(
-    field: MaskingField, mask: np.ndarray, bounds: list[tuple[int, int]]
+    field: MaskingField, mask: BlockArray, bounds: list[tuple[int, int]]
 ) -> list[_WindowBins]:
     out = []
     for start, stop in bounds:
@@ -750,9 +751,9 @@ class _LaneGrid:
 
 
 def lambda_lane(
-    music_mel: np.ndarray,
+    music_mel: BlockArray,
     field: MaskingField,
-    mask: np.ndarray,
+    mask: BlockArray,
     settings: LaneSettings,
     frame_cap_db: np.ndarray | None = None,
 ) -> LambdaLane:
@@ -834,7 +835,7 @@ def _checked_frame_caps(frame_cap_db: np.ndarray | None, num_frames: int) -> np.
 
 
 def _lane_grid(
-    field: MaskingField, mask: np.ndarray, caps: np.ndarray, settings: LaneSettings
+    field: MaskingField, mask: BlockArray, caps: np.ndarray, settings: LaneSettings
 ) -> _LaneGrid:
     num_frames = caps.size
     step_db = settings.step_db
@@ -1095,14 +1096,16 @@ def apply_lane(
     shape = tuple(audio.shape)
     if len(shape) != 2:
         raise AudioInputError(f"audio must be 2-D (channels, samples), got shape {shape}")
-    if out is None:
-        out = (scratch.MemoryStore() if store is None else store).empty(shape, np.float32)
-    elif tuple(out.shape) != shape or out.dtype != np.float32:
+    target: Any = out  # written by time slices: a numpy array or a DiskArray
+    if target is None:
+        target = (scratch.MemoryStore() if store is None else store).empty(shape, np.float32)
+    elif tuple(target.shape) != shape or target.dtype != np.float32:
         raise ParameterError(
-            f"out must be float32 of shape {shape}, got {out.dtype} of shape {tuple(out.shape)}"
+            f"out must be float32 of shape {shape}, got {target.dtype} of shape "
+            f"{tuple(target.shape)}"
         )
     for a, b in scratch.blocks(shape[1], scratch.BLOCK_SAMPLES):
         gain = lane_gain_at(lane, b - a, sample_rate_hz, first_sample=a)
         part = np.asarray(audio[:, a:b]).astype(np.float32, copy=False)
-        out[:, a:b] = (part * gain[None, :]).astype(np.float32, copy=False)
-    return out
+        target[:, a:b] = (part * gain[None, :]).astype(np.float32, copy=False)
+    return target
