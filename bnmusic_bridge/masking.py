@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 
@@ -154,7 +155,9 @@ class MaskingField:
 
 def _store(store: ArrayStore | None) -> ArrayStore:
     """``store``, or numpy arrays (:class:`~bnmusic_bridge.scratch.MemoryStore`) for None."""
-    return scratch.MemoryStore() if store is None else store
+    # cast: the protocol's plain ``on_disk`` attribute does not match the frozen
+    # dataclass's read-only one for mypy, though both answer it
+    return cast(ArrayStore, scratch.MemoryStore()) if store is None else store
 
 
 def _required_gain(required: np.ndarray, capacity: np.ndarray) -> np.ndarray:
@@ -228,7 +231,7 @@ def _readonly_float32(music_mel: BlockArray, store: ArrayStore) -> BlockArray:
     read-only view of a numpy array; a block array as it is); else a float32 copy in
     ``store``, written block by block."""
     if music_mel.dtype == np.float32:
-        if scratch.is_whole(music_mel):
+        if isinstance(music_mel, np.ndarray):
             view = music_mel.view()
             view.flags.writeable = False
             return view

@@ -163,7 +163,10 @@ def _noise_to_mask_power(
             f"noise_mel shape {noise.shape} differs from the field's {field.required.shape}"
         )
     g = gain_per_frame(gain, field.num_frames)
-    thr = field.capacity.astype(np.float64) * (g * 10.0 ** (-field.margin_db / 20.0))[None, :]
+    thr = (
+        np.asarray(field.capacity).astype(np.float64)
+        * (g * 10.0 ** (-field.margin_db / 20.0))[None, :]
+    )
     ath = ath_mel_magnitude()
     if ath.shape[0] != noise.shape[0]:
         raise ParameterError(
