@@ -203,7 +203,8 @@ class DiskArray:
 class ArrayStore(Protocol):
     """Where a render keeps its whole-stem arrays."""
 
-    on_disk: bool
+    @property
+    def on_disk(self) -> bool: ...
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray | DiskArray: ...
 
