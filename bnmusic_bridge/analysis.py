@@ -128,7 +128,10 @@ def analyse_stem(
         raise AudioInputError(
             f"audio has {shape[0]} samples; analysis needs at least {2 * ONSET_WINDOW_SAMPLES}"
         )
-    if not all(np.all(np.isfinite(samples[a:b])) for a, b in scratch.blocks(shape[0])):
+    if not all(
+        np.all(np.isfinite(samples[a:b]))
+        for a, b in scratch.blocks(shape[0], scratch.BLOCK_SAMPLES)
+    ):
         raise AudioInputError("audio holds NaN or inf samples")
     frames = shape[0] // HOP_SAMPLES + 1
     # The mel stays in its own dtype (float32 from audio_to_mel): a float64 copy of an

@@ -224,7 +224,7 @@ def check_audio(
     if isinstance(audio, DiskArray) and audio.ndim == 2 and audio.dtype == np.float32:
         rate = _check_layout(audio.shape, audio.dtype, sample_rate_hz, where)
         scan = _LevelScan()
-        for a, b in scratch.blocks(audio.shape[1]):
+        for a, b in scratch.blocks(audio.shape[1], scratch.BLOCK_SAMPLES):
             scan.add(audio[:, a:b], a)
         scan.check(where, rate)
         return Stem(
@@ -266,7 +266,7 @@ def peak_and_means(audio: np.ndarray | BlockArray) -> tuple[float, np.ndarray]:
     channels, n = audio.shape
     peak = 0.0
     sums = np.zeros(channels, dtype=np.float64)
-    for a, b in scratch.blocks(n):
+    for a, b in scratch.blocks(n, scratch.BLOCK_SAMPLES):
         part = audio[:, a:b]
         peak = max(peak, float(np.max(np.abs(part))))
         sums += part.sum(axis=1, dtype=np.float64)
@@ -602,7 +602,7 @@ def _resampled_blocks(
             done += k
 
     if from_rate_hz == to_rate_hz:
-        for a, b in scratch.blocks(min(n, num_samples)):
+        for a, b in scratch.blocks(min(n, num_samples), scratch.BLOCK_SAMPLES):
             yield from take(np.ascontiguousarray(audio[:, a:b], dtype=np.float32))
     else:
         import pedalboard
@@ -614,13 +614,13 @@ def _resampled_blocks(
             channels,
             pedalboard.Resample.Quality.WindowedSinc256,
         )
-        for a, b in scratch.blocks(n):
+        for a, b in scratch.blocks(n, scratch.BLOCK_SAMPLES):
             if done >= num_samples:
                 break  # the rest would be trimmed
             yield from take(rs.process(np.ascontiguousarray(audio[:, a:b], dtype=np.float32)))
         if done < num_samples:
             yield from take(rs.process(None))
-    for a, b in scratch.blocks(num_samples - done):
+    for a, b in scratch.blocks(num_samples - done, scratch.BLOCK_SAMPLES):
         yield done + a, np.zeros((channels, b - a), dtype=np.float32)
 
 

@@ -210,7 +210,7 @@ def _check_block_audio(audio: scratch.BlockArray, params: SpectrogramParams) -> 
             f"audio has {shape[0]} samples; the reflect-padded STFT needs at least "
             f"{min_samples} ({min_samples / params.sample_rate_hz:.3f} s)"
         )
-    for a, b in scratch.blocks(shape[0]):
+    for a, b in scratch.blocks(shape[0], scratch.BLOCK_SAMPLES):
         if not np.all(np.isfinite(audio[a:b])):
             raise AudioInputError("audio holds NaN or inf samples")
 
