@@ -163,7 +163,7 @@ def analyse_stem(
 
     # float64 as before: each band's mean over its own row (the same pairwise sum as
     # over the whole array), each frame's energy over its own column block
-    if scratch.is_whole(mel_arr):
+    if isinstance(mel_arr, np.ndarray):
         band_mean = np.array([row.astype(np.float64).mean() for row in mel_arr])
     else:
         band_mean = _pairwise_row_sums(mel_arr, 0, frames) / frames
@@ -171,7 +171,7 @@ def analyse_stem(
     for a, b in _frame_blocks(frames):
         part = mel_arr[:, a:b].astype(np.float64)
         frame_energy[a:b] = np.sum(part * part, axis=0)
-    if scratch.is_whole(mask_arr):
+    if isinstance(mask_arr, np.ndarray):
         per_band = mask_arr.sum(axis=1)
     else:
         per_band = np.zeros(mask_arr.shape[0], dtype=np.int64)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, overload
 
 import numpy as np
 
@@ -261,7 +261,7 @@ def peak_and_means(audio: np.ndarray | BlockArray) -> tuple[float, np.ndarray]:
         float32 once (numpy's float32 pairwise mean rounds a little differently: they
         agree to a few float32 ulps, see ``tests/test_audio_blocks.py``).
     """
-    if scratch.is_whole(audio):
+    if isinstance(audio, np.ndarray):
         return float(np.max(np.abs(audio))), audio.mean(axis=1, keepdims=True)
     channels, n = audio.shape
     peak = 0.0
@@ -396,6 +396,7 @@ def _read_stem_whole(p: Path, info: StemInfo) -> Stem:
     """The samples of a probed file in one numpy array, checked by :func:`check_audio`."""
     from pedalboard.io import AudioFile
 
+    rate: float
     try:
         if _gapless_info(p) is not None:
             rate, expected, audio = info.sample_rate_hz, info.num_frames, _read_gapless(p)
@@ -427,6 +428,7 @@ def _read_stem_blocks(p: Path, info: StemInfo, store: ArrayStore) -> Stem:
     from pedalboard.io import AudioFile
 
     scan = _LevelScan()
+    rate: float
     try:
         if _gapless_info(p) is not None:
             import soundfile
@@ -539,6 +541,28 @@ def _decoded_frames(p: Path) -> int | None:
     return frames
 
 
+@overload
+def resample(
+    audio: np.ndarray | BlockArray,
+    from_rate_hz: int,
+    to_rate_hz: int,
+    num_samples: int,
+    *,
+    store: None = None,
+) -> np.ndarray: ...
+
+
+@overload
+def resample(
+    audio: np.ndarray | BlockArray,
+    from_rate_hz: int,
+    to_rate_hz: int,
+    num_samples: int,
+    *,
+    store: ArrayStore,
+) -> np.ndarray | DiskArray: ...
+
+
 def resample(
     audio: np.ndarray | BlockArray,
     from_rate_hz: int,
@@ -560,7 +584,7 @@ def resample(
     without a store takes the one-call path (and may come back as ``audio`` itself when
     the rate and length already match).
     """
-    if store is None and scratch.is_whole(audio):
+    if store is None and isinstance(audio, np.ndarray):
         if from_rate_hz == to_rate_hz:
             out = audio
         else:
@@ -638,6 +662,14 @@ def analysis_length(num_samples: int, sample_rate_hz: int) -> int:
     return int(round(num_samples * SAMPLE_RATE_HZ / sample_rate_hz))
 
 
+@overload
+def to_analysis_mono(stem: Stem, *, store: None = None) -> np.ndarray: ...
+
+
+@overload
+def to_analysis_mono(stem: Stem, *, store: ArrayStore) -> np.ndarray | DiskArray: ...
+
+
 def to_analysis_mono(stem: Stem, *, store: ArrayStore | None = None) -> np.ndarray | DiskArray:
     """Mix the stem down to mono (channel mean) at 44.1 kHz: float32 ``(samples,)``.
 
@@ -649,7 +681,7 @@ def to_analysis_mono(stem: Stem, *, store: ArrayStore | None = None) -> np.ndarr
     output fed in blocks.
     """
     n = analysis_length(stem.num_samples, stem.sample_rate_hz)
-    if scratch.is_whole(stem.audio) and (store is None or not store.on_disk):
+    if isinstance(stem.audio, np.ndarray) and (store is None or not store.on_disk):
         mono = stem.audio.mean(axis=0, keepdims=True)
         return resample(mono, stem.sample_rate_hz, SAMPLE_RATE_HZ, n)[0]
     mix = scratch.ChannelMean(stem.audio, keepdims=True)
