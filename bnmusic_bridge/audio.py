@@ -117,13 +117,6 @@ def _name(path: Path | None) -> str:
     return str(path) if path is not None else "<audio array>"
 
 
-def is_block_array(x: Any) -> bool:
-    """True for a whole-stem array that is not a numpy array (a
-    :class:`~bnmusic_bridge.scratch.DiskArray` or a lazy view): it has ``shape`` and
-    ``dtype`` and answers time slices, and must be touched only through them."""
-    return not isinstance(x, np.ndarray) and hasattr(x, "shape") and hasattr(x, "dtype")
-
-
 def _check_layout(shape: tuple[int, ...], dtype: Any, sample_rate_hz: float, where: str) -> float:
     """:func:`check_audio`'s checks of shape, dtype, rate, channels and duration (in its
     order, with its messages); returns the rate in Hz as a float."""
