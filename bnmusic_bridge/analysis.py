@@ -128,7 +128,10 @@ def analyse_stem(
         raise AudioInputError(
             f"audio has {shape[0]} samples; analysis needs at least {2 * ONSET_WINDOW_SAMPLES}"
         )
-    if not all(np.all(np.isfinite(samples[a:b])) for a, b in scratch.blocks(shape[0])):
+    if not all(
+        np.all(np.isfinite(samples[a:b]))
+        for a, b in scratch.blocks(shape[0], scratch.BLOCK_SAMPLES)
+    ):
         raise AudioInputError("audio holds NaN or inf samples")
     frames = shape[0] // HOP_SAMPLES + 1
     # The mel stays in its own dtype (float32 from audio_to_mel): a float64 copy of an
@@ -160,7 +163,7 @@ def analyse_stem(
 
     # float64 as before: each band's mean over its own row (the same pairwise sum as
     # over the whole array), each frame's energy over its own column block
-    if scratch.is_whole(mel_arr):
+    if isinstance(mel_arr, np.ndarray):
         band_mean = np.array([row.astype(np.float64).mean() for row in mel_arr])
     else:
         band_mean = _pairwise_row_sums(mel_arr, 0, frames) / frames
@@ -168,7 +171,7 @@ def analyse_stem(
     for a, b in _frame_blocks(frames):
         part = mel_arr[:, a:b].astype(np.float64)
         frame_energy[a:b] = np.sum(part * part, axis=0)
-    if scratch.is_whole(mask_arr):
+    if isinstance(mask_arr, np.ndarray):
         per_band = mask_arr.sum(axis=1)
     else:
         per_band = np.zeros(mask_arr.shape[0], dtype=np.int64)

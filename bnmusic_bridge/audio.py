@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, overload
 
 import numpy as np
 
@@ -115,13 +115,6 @@ class Stem:
 
 def _name(path: Path | None) -> str:
     return str(path) if path is not None else "<audio array>"
-
-
-def is_block_array(x: Any) -> bool:
-    """True for a whole-stem array that is not a numpy array (a
-    :class:`~bnmusic_bridge.scratch.DiskArray` or a lazy view): it has ``shape`` and
-    ``dtype`` and answers time slices, and must be touched only through them."""
-    return not isinstance(x, np.ndarray) and hasattr(x, "shape") and hasattr(x, "dtype")
 
 
 def _check_layout(shape: tuple[int, ...], dtype: Any, sample_rate_hz: float, where: str) -> float:
@@ -224,7 +217,7 @@ def check_audio(
     if isinstance(audio, DiskArray) and audio.ndim == 2 and audio.dtype == np.float32:
         rate = _check_layout(audio.shape, audio.dtype, sample_rate_hz, where)
         scan = _LevelScan()
-        for a, b in scratch.blocks(audio.shape[1]):
+        for a, b in scratch.blocks(audio.shape[1], scratch.BLOCK_SAMPLES):
             scan.add(audio[:, a:b], a)
         scan.check(where, rate)
         return Stem(
@@ -261,12 +254,12 @@ def peak_and_means(audio: np.ndarray | BlockArray) -> tuple[float, np.ndarray]:
         float32 once (numpy's float32 pairwise mean rounds a little differently: they
         agree to a few float32 ulps, see ``tests/test_audio_blocks.py``).
     """
-    if scratch.is_whole(audio):
+    if isinstance(audio, np.ndarray):
         return float(np.max(np.abs(audio))), audio.mean(axis=1, keepdims=True)
     channels, n = audio.shape
     peak = 0.0
     sums = np.zeros(channels, dtype=np.float64)
-    for a, b in scratch.blocks(n):
+    for a, b in scratch.blocks(n, scratch.BLOCK_SAMPLES):
         part = audio[:, a:b]
         peak = max(peak, float(np.max(np.abs(part))))
         sums += part.sum(axis=1, dtype=np.float64)
@@ -396,6 +389,7 @@ def _read_stem_whole(p: Path, info: StemInfo) -> Stem:
     """The samples of a probed file in one numpy array, checked by :func:`check_audio`."""
     from pedalboard.io import AudioFile
 
+    rate: float
     try:
         if _gapless_info(p) is not None:
             rate, expected, audio = info.sample_rate_hz, info.num_frames, _read_gapless(p)
@@ -427,6 +421,7 @@ def _read_stem_blocks(p: Path, info: StemInfo, store: ArrayStore) -> Stem:
     from pedalboard.io import AudioFile
 
     scan = _LevelScan()
+    rate: float
     try:
         if _gapless_info(p) is not None:
             import soundfile
@@ -539,6 +534,28 @@ def _decoded_frames(p: Path) -> int | None:
     return frames
 
 
+@overload
+def resample(
+    audio: np.ndarray | BlockArray,
+    from_rate_hz: int,
+    to_rate_hz: int,
+    num_samples: int,
+    *,
+    store: None = None,
+) -> np.ndarray: ...
+
+
+@overload
+def resample(
+    audio: np.ndarray | BlockArray,
+    from_rate_hz: int,
+    to_rate_hz: int,
+    num_samples: int,
+    *,
+    store: ArrayStore,
+) -> np.ndarray | DiskArray: ...
+
+
 def resample(
     audio: np.ndarray | BlockArray,
     from_rate_hz: int,
@@ -560,7 +577,7 @@ def resample(
     without a store takes the one-call path (and may come back as ``audio`` itself when
     the rate and length already match).
     """
-    if store is None and scratch.is_whole(audio):
+    if store is None and isinstance(audio, np.ndarray):
         if from_rate_hz == to_rate_hz:
             out = audio
         else:
@@ -602,7 +619,7 @@ def _resampled_blocks(
             done += k
 
     if from_rate_hz == to_rate_hz:
-        for a, b in scratch.blocks(min(n, num_samples)):
+        for a, b in scratch.blocks(min(n, num_samples), scratch.BLOCK_SAMPLES):
             yield from take(np.ascontiguousarray(audio[:, a:b], dtype=np.float32))
     else:
         import pedalboard
@@ -614,13 +631,13 @@ def _resampled_blocks(
             channels,
             pedalboard.Resample.Quality.WindowedSinc256,
         )
-        for a, b in scratch.blocks(n):
+        for a, b in scratch.blocks(n, scratch.BLOCK_SAMPLES):
             if done >= num_samples:
                 break  # the rest would be trimmed
             yield from take(rs.process(np.ascontiguousarray(audio[:, a:b], dtype=np.float32)))
         if done < num_samples:
             yield from take(rs.process(None))
-    for a, b in scratch.blocks(num_samples - done):
+    for a, b in scratch.blocks(num_samples - done, scratch.BLOCK_SAMPLES):
         yield done + a, np.zeros((channels, b - a), dtype=np.float32)
 
 
@@ -638,6 +655,14 @@ def analysis_length(num_samples: int, sample_rate_hz: int) -> int:
     return int(round(num_samples * SAMPLE_RATE_HZ / sample_rate_hz))
 
 
+@overload
+def to_analysis_mono(stem: Stem, *, store: None = None) -> np.ndarray: ...
+
+
+@overload
+def to_analysis_mono(stem: Stem, *, store: ArrayStore) -> np.ndarray | DiskArray: ...
+
+
 def to_analysis_mono(stem: Stem, *, store: ArrayStore | None = None) -> np.ndarray | DiskArray:
     """Mix the stem down to mono (channel mean) at 44.1 kHz: float32 ``(samples,)``.
 
@@ -649,7 +674,7 @@ def to_analysis_mono(stem: Stem, *, store: ArrayStore | None = None) -> np.ndarr
     output fed in blocks.
     """
     n = analysis_length(stem.num_samples, stem.sample_rate_hz)
-    if scratch.is_whole(stem.audio) and (store is None or not store.on_disk):
+    if isinstance(stem.audio, np.ndarray) and (store is None or not store.on_disk):
         mono = stem.audio.mean(axis=0, keepdims=True)
         return resample(mono, stem.sample_rate_hz, SAMPLE_RATE_HZ, n)[0]
     mix = scratch.ChannelMean(stem.audio, keepdims=True)

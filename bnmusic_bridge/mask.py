@@ -11,6 +11,8 @@ Arrays here are in *mel orientation*: ``(512, frames)``, row 0 = lowest mel band
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 from scipy import ndimage
 
@@ -43,8 +45,32 @@ def _to_db(mel: np.ndarray) -> np.ndarray:
     return 20.0 * np.log10(np.maximum(mel, 1e-12))
 
 
+@overload
 def high_energy_mask(
-    mel: np.ndarray,
+    mel: np.ndarray | scratch.BlockArray,
+    mask_area: float,
+    *,
+    window_starts: list[int] | None = ...,
+    window_frames: int = ...,
+    valid_frames: int | None = ...,
+    store: None = None,
+) -> np.ndarray: ...
+
+
+@overload
+def high_energy_mask(
+    mel: np.ndarray | scratch.BlockArray,
+    mask_area: float,
+    *,
+    window_starts: list[int] | None = ...,
+    window_frames: int = ...,
+    valid_frames: int | None = ...,
+    store: scratch.ArrayStore,
+) -> np.ndarray | scratch.DiskArray: ...
+
+
+def high_energy_mask(
+    mel: np.ndarray | scratch.BlockArray,
     mask_area: float,
     *,
     window_starts: list[int] | None = None,
@@ -81,14 +107,14 @@ def high_energy_mask(
         raise ParameterError(
             f"mask_area={mask_area} is out of range; allowed {spec.allowed_text()}"
         )
-    if store is not None or not scratch.is_whole(mel):
+    if store is not None or not isinstance(mel, np.ndarray):
         return _mask_in_blocks(
             mel,
             mask_area,
             window_starts=window_starts,
             window_frames=window_frames,
             valid_frames=valid_frames,
-            store=store or scratch.MemoryStore(),
+            store=store,
         )
     n_mels, frames = mel.shape
     valid = frames if valid_frames is None else min(valid_frames, frames)
@@ -123,7 +149,7 @@ def _mask_in_blocks(
     window_starts: list[int] | None,
     window_frames: int,
     valid_frames: int | None,
-    store: scratch.ArrayStore,
+    store: scratch.ArrayStore | None,
 ) -> np.ndarray | scratch.DiskArray:
     """:func:`high_energy_mask` a block of :data:`~bnmusic_bridge.scratch.BLOCK_FRAMES`
     frames at a time, into ``store``: the same pixels as the whole-array path.
@@ -135,10 +161,13 @@ def _mask_in_blocks(
     block, and a region that leaves the widened block has at least ``min_pixels``
     pixels inside it (one per frame on its way out); either way each pixel of the block
     gets the whole-array verdict.
+
+    Without ``window_starts`` the one window is all valid frames, and its quantile is
+    taken over them read whole (the pipeline always passes its windows).
     """
     n_mels, frames = mel.shape
     valid = frames if valid_frames is None else min(valid_frames, frames)
-    out = store.empty((n_mels, frames), bool)
+    out = (store or scratch.MemoryStore()).empty((n_mels, frames), bool)
     peak, peak_db = 0.0, -np.inf
     for a, b in scratch.blocks(valid, scratch.BLOCK_FRAMES):
         part = mel[:, a:b]

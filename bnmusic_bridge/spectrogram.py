@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import cast, overload
 
 import numpy as np
 import torch
@@ -210,7 +211,7 @@ def _check_block_audio(audio: scratch.BlockArray, params: SpectrogramParams) -> 
             f"audio has {shape[0]} samples; the reflect-padded STFT needs at least "
             f"{min_samples} ({min_samples / params.sample_rate_hz:.3f} s)"
         )
-    for a, b in scratch.blocks(shape[0]):
+    for a, b in scratch.blocks(shape[0], scratch.BLOCK_SAMPLES):
         if not np.all(np.isfinite(audio[a:b])):
             raise AudioInputError("audio holds NaN or inf samples")
 
@@ -275,6 +276,26 @@ def linear_magnitude(audio: np.ndarray, params: SpectrogramParams = DEFAULT_PARA
     return spec.abs().numpy()
 
 
+@overload
+def audio_to_mel(
+    audio: np.ndarray | scratch.BlockArray,
+    params: SpectrogramParams = ...,
+    progress: Callable[[float], None] | None = ...,
+    *,
+    store: None = None,
+) -> np.ndarray: ...
+
+
+@overload
+def audio_to_mel(
+    audio: np.ndarray | scratch.BlockArray,
+    params: SpectrogramParams = ...,
+    progress: Callable[[float], None] | None = ...,
+    *,
+    store: scratch.ArrayStore,
+) -> np.ndarray | scratch.DiskArray: ...
+
+
 def audio_to_mel(
     audio: np.ndarray | scratch.BlockArray,
     params: SpectrogramParams = DEFAULT_PARAMS,
@@ -300,8 +321,9 @@ def audio_to_mel(
         3,640 (its Hann main lobe spans several 2.5 Hz bins under one triangle). The same
         values for a block array as for the numpy array of its samples.
     """
+    arr: np.ndarray | scratch.BlockArray
     if isinstance(audio, np.ndarray) or not hasattr(audio, "shape"):
-        arr: np.ndarray | scratch.BlockArray = _check_audio(audio, params)
+        arr = _check_audio(cast(np.ndarray, audio), params)
     else:
         _check_block_audio(audio, params)
         arr = audio  # each block is taken to float32 by _mel_block, as _check_audio does

@@ -209,3 +209,69 @@ def test_analyse_stem_block_errors(noise) -> None:
         analyse_stem(on_disk(noise), on_disk(mel[:, :-1]), mask)
     with pytest.raises(ParameterError, match="mask has shape"):
         analyse_stem(on_disk(noise), on_disk(mel), on_disk(mask[:-1]))
+
+
+def test_the_analysis_chain_reads_disk_arrays_only_in_blocks(tmp_path, monkeypatch) -> None:
+    """read_stem -> to_analysis_mono -> (zero-padded) audio_to_mel -> high_energy_mask ->
+    analyse_stem on disk: no stage reads a whole-stem array whole, and the analysis is
+    the numpy chain's."""
+    from pedalboard.io import AudioFile
+
+    from bnmusic_bridge.audio import peak_and_means, read_stem, to_analysis_mono
+
+    monkeypatch.setattr(scratch, "BLOCK_SAMPLES", 50_021)
+    monkeypatch.setattr(scratch, "BLOCK_FRAMES", 97)
+    monkeypatch.setattr(spec, "MEL_CHUNK_FRAMES", 300)
+    x = clicks_over_noise(40.0)
+    stereo = np.stack([x, 0.8 * x])
+    p = tmp_path / "stem.wav"
+    with AudioFile(str(p), "w", 48000, 2, bit_depth=24) as f:
+        f.write(stereo)
+    longest: dict[int, tuple[int, int]] = {}  # id: (length, longest read)
+    read = DiskArray.read
+
+    def spy(self: DiskArray, start: int, stop: int) -> np.ndarray:
+        length, most = longest.get(id(self), (self.shape[-1], 0))
+        longest[id(self)] = (length, max(most, stop - start))
+        return read(self, start, stop)
+
+    def chain(store: scratch.ArrayStore | None) -> analysis.StemAnalysis:
+        stem = read_stem(p, store=store)
+        peak_and_means(stem.audio)
+        integrated_lufs(stem.audio, stem.sample_rate_hz)
+        mono = to_analysis_mono(stem, store=store)
+        n = mono.shape[0]
+        padded = ZeroPadded(mono, n + 30_000) if store else np.pad(mono, (0, 30_000))
+        mel_padded = spec.audio_to_mel(padded, store=store)
+        frames = spec.num_frames(n)
+        starts = list(range(0, frames, 256))
+        mask_padded = high_energy_mask(
+            mel_padded, 0.15, window_starts=starts, valid_frames=frames, store=store
+        )
+        if store is None:
+            return analyse_stem(mono, mel_padded[:, :frames], mask_padded[:, :frames])
+        return analyse_stem(
+            mono, _FirstFrames(mel_padded, frames), _FirstFrames(mask_padded, frames)
+        )
+
+    ref = chain(None)
+    monkeypatch.setattr(DiskArray, "read", spy)
+    got = chain(DiskStore(str(tmp_path)))
+    assert_same_analysis(got, ref)
+    assert len(longest) >= 4  # the stem, the mono, the mel and the mask were all read
+    for length, most in longest.values():
+        # bounded by the stages' blocks (at most 1,024 onset frames of audio, 2,048
+        # frames of mel), never the whole array
+        assert most < length and most <= 1024 * 441 + 2048, (length, most)
+
+
+class _FirstFrames:
+    """The first ``frames`` columns of a 2-D block array (a view)."""
+
+    def __init__(self, x: DiskArray, frames: int) -> None:
+        self.x, self.shape, self.dtype = x, (x.shape[0], frames), x.dtype
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = key
+        a, b, _ = cols.indices(self.shape[1])
+        return self.x[rows, a:b]
