@@ -62,6 +62,15 @@ def default_threads(jobs: int = 1, *, cores: int | None = None, load: float | No
     return max(1, free // max(1, int(jobs)))
 
 
+def configured_threads() -> int:
+    """The thread count :func:`set_threads` last set (``OMP_NUM_THREADS``), else 1: how
+    many cores a render may keep busy, so also how many of its steps may run at once."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
 def set_threads(threads: int) -> int:
     """Make torch and the BLAS libraries use ``threads`` threads from now on; returns it.
 
