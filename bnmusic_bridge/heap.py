@@ -41,4 +41,19 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    if kept:
+        _no_numpy_hugepages()
+    return kept
+
+
+def _no_numpy_hugepages() -> None:
+    """Stop numpy from asking for transparent huge pages (``madvise(MADV_HUGEPAGE)`` on
+    every array of 4 MB or more). On reused heap memory each request costs the kernel a
+    collapse of the range into huge pages again: on a 10-minute render 5 s of system
+    CPU (measured with ``NUMPY_MADVISE_HUGEPAGE=0``, which does the same from the start)."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # another numpy: its default stays
+        return
+    _set_madvise_hugepage(False)
