@@ -345,6 +345,7 @@ def audio_to_mel(
     hop = params.hop_samples
     margin = -(-(params.n_fft // 2) // hop) * hop
     out = (store or scratch.MemoryStore()).empty((params.n_mels, frames), np.float32)
+    work = _MelWork(params)  # one set of buffers for every block: no page faults per block
     for f0 in range(0, frames, MEL_CHUNK_FRAMES):
         f1 = min(f0 + MEL_CHUNK_FRAMES, frames)
         s0 = 0 if f0 == 0 else f0 * hop - margin
@@ -354,7 +355,7 @@ def audio_to_mel(
             # hops) is one sample short of what reflect padding needs: reach one hop
             # further back (its frame sees the same samples either way)
             s0 = max(0, s0 - hop)
-        block = _mel_block(arr[s0:s1], params)
+        block = _mel_block(arr[s0:s1], params, work)
         k0 = (f0 * hop - s0) // hop
         out[:, f0:f1] = block[:, k0 : k0 + (f1 - f0)]
         if progress is not None:
@@ -366,9 +367,87 @@ MEL_CHUNK_FRAMES = 2048
 """Frames per block in :func:`audio_to_mel` (20.48 s; about 150 MB of complex STFT)."""
 
 
-def _mel_block(arr: np.ndarray, params: SpectrogramParams) -> np.ndarray:
-    magnitude = torch.from_numpy(linear_magnitude(arr, params))
-    return (_mel_filterbank_torch(params) @ magnitude).numpy()
+MEL_FFT_FRAMES = 256
+"""Frames whose FFT is taken at a time inside a mel block (about 18 MB of windowed frames
+and 18 MB of complex spectrum, instead of 150 MB each for a whole block)."""
+
+
+@lru_cache(maxsize=8)
+def _used_bins(params: SpectrogramParams) -> int:
+    """STFT bins ``0..K-1`` whose magnitudes the mel needs: above them every filterbank
+    weight is 0 (bins 1 to 3,999 of 8,821 reach 10 kHz).
+
+    K is rounded up to a multiple of :data:`_ABS_LANES`: torch's complex ``abs`` rounds
+    differently in its vector loop and its scalar tail (a 1-ulp difference near
+    ``|re| == |im|``), and over the whole spectrum every bin the filterbank reads went
+    through the vector loop; rows of a multiple of the vector width do too."""
+    nonzero = np.flatnonzero(_mel_filterbank_cached(params).any(axis=0))
+    last = int(nonzero[-1]) + 1 if nonzero.size else 1
+    return min(params.n_freqs, -(-last // _ABS_LANES) * _ABS_LANES)
+
+
+_ABS_LANES = 64
+"""A multiple of every vector loop's width (complex64 elements) torch's CPU kernels use."""
+
+
+class _MelWork:
+    """Buffers one mel block after another reuses: the windowed frames, their spectrum,
+    and the magnitude the filterbank multiplies.
+
+    Reused because a fresh 150 MB buffer per block costs as much in the kernel (page
+    faults, zeroing) as the FFT costs in user time. The magnitude is laid out as
+    ``torch.stft(...).abs()`` lays it out (frames, bins in memory; viewed as
+    ``(n_freqs, frames)``), so the filterbank product is the same BLAS call. Its bins
+    from :func:`_used_bins` up stay 0: the filterbank's weights there are 0, and
+    ``0 * 0`` adds the same +0 as ``0 * |X|`` did, so the product is the same bit for bit.
+    """
+
+    def __init__(self, params: SpectrogramParams) -> None:
+        self.params = params
+        self.used = _used_bins(params)
+        self.left = (params.n_fft - params.win_samples) // 2  # torch.stft centres the window
+        self.window = _hann(params.win_samples)
+        # Outside the window's span the frames stay 0 (as torch.stft's zero-padded window
+        # makes them; a -0 there changes no |X|).
+        self.frames = torch.zeros((MEL_FFT_FRAMES, params.n_fft))
+        self.spectrum = torch.empty((MEL_FFT_FRAMES, params.n_freqs), dtype=torch.complex64)
+        self._magnitude = torch.empty((0, params.n_freqs))
+
+    def magnitude(self, columns: int) -> torch.Tensor:
+        """A ``(columns, n_freqs)`` contiguous buffer whose unused bins are 0."""
+        if self._magnitude.shape[0] < columns:
+            self._magnitude = torch.empty((columns, self.params.n_freqs))
+            self._magnitude[:, self.used :] = 0.0
+        return self._magnitude[:columns]
+
+
+def _mel_block(
+    arr: np.ndarray, params: SpectrogramParams, work: _MelWork | None = None
+) -> np.ndarray:
+    """The mel of one block of mono audio: ``mel_filterbank @ |stft(arr)|``, bit for bit,
+    with the STFT (``center=True``, reflect padding) done here so that its buffers are
+    reused and only the bins the filterbank reads get a magnitude."""
+    work = _MelWork(params) if work is None else work
+    audio = torch.from_numpy(_check_audio(arr, params))
+    half = params.n_fft // 2
+    padded = torch.nn.functional.pad(audio[None, None], (half, half), mode="reflect")[0, 0]
+    columns = num_frames(arr.shape[0], params)
+    mag = work.magnitude(columns)
+    used, left, win = work.used, work.left, params.win_samples
+    for start in range(0, columns, MEL_FFT_FRAMES):
+        # The last batch ends at the last frame and is a whole one (it redoes a few
+        # frames): the FFT of a batch of one frame rounds differently from a batch's.
+        c0 = max(0, min(start, columns - MEL_FFT_FRAMES))
+        c = min(MEL_FFT_FRAMES, columns - c0)
+        # frame j covers padded[j * hop : j * hop + n_fft]; only the window's span is
+        # not 0 (the window, zero-padded to n_fft, sits at ``left``)
+        span = padded.as_strided((c, win), (params.hop_samples, 1), c0 * params.hop_samples + left)
+        frames = work.frames[:c]
+        torch.mul(span, work.window, out=frames[:, left : left + win])
+        spectrum = work.spectrum[:c]
+        torch.fft.rfft(frames, dim=1, out=spectrum)
+        torch.abs(spectrum[:, :used], out=mag[c0 : c0 + c, :used])
+    return (_mel_filterbank_torch(params) @ mag.T).numpy()
 
 
 def _check_finite(name: str, arr: np.ndarray) -> None:

@@ -128,6 +128,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     # Before torch is imported (the render imports it), so its pool starts at this size.
     set_threads(resolve_threads(args))
+    # One render per process: freed blocks stay for the next block (no page faults).
+    from bnmusic_bridge.heap import keep_freed_memory
+
+    keep_freed_memory()
     noise = expand_path(args.noise)
     request = build_request(args)
     options = build_export_options(args, preset_export(args))
