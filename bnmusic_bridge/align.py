@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 
@@ -44,7 +45,15 @@ from .errors import ParameterError
 from .grid import FRAME_PERIOD_S, HOP_SAMPLES, SAMPLE_RATE_HZ
 from .request import RenderRequest
 from .result import AlignmentSummary
-from .scratch import BLOCK_SAMPLES, ArrayStore, BlockArray, MemoryStore, blocks, is_whole
+from .scratch import (
+    BLOCK_SAMPLES,
+    ArrayStore,
+    BlockArray,
+    DiskArray,
+    MemoryStore,
+    blocks,
+    is_whole,
+)
 
 N_FFT = 4_096
 """STFT length of the equaliser, samples (93 ms, 10.8 Hz bins); hop = the grid's 441."""
@@ -148,7 +157,7 @@ def _frames(padded: np.ndarray, first: int, count: int) -> np.ndarray:
 
 def _padded(audio: np.ndarray) -> np.ndarray:
     half = N_FFT // 2
-    mode = "reflect" if audio.shape[-1] > half else "constant"
+    mode: Literal["reflect", "constant"] = "reflect" if audio.shape[-1] > half else "constant"
     return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(half, half)], mode=mode)
 
 
@@ -221,13 +230,15 @@ class _MonoMix:
         self.shape = (audio.shape[1],)
         self.ndim = 1
         self.size = audio.shape[1]
+        # what the mean gives (float32 for float32 audio): an empty slice's, no samples read
+        self.dtype = audio[:, 0:0].mean(axis=0).dtype
 
     def __getitem__(self, key: object) -> np.ndarray:
         if isinstance(key, tuple):  # (..., slice) as _padded_block asks
             key = key[-1]
         return self.audio[:, key].mean(axis=0)  # type: ignore[index]
 
-    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         mix = self[0 : self.size]
         return mix if dtype is None else mix.astype(dtype)
 
@@ -314,7 +325,8 @@ def _band_gains_in_place(
 
     # 1. The level of the shape gain (noise-weighted mean of the distance over the
     #    bands, then over a lane window) and the music's loudest band per frame.
-    numerator = denominator = loudest = None
+    # set together by the first row (bands >= 1 here): arrays wherever they are read
+    numerator = denominator = loudest = cast(Any, None)
     for i in range(bands):
         noise_slow, _, distance = slow_rows(i)
         weight = np.maximum(noise_slow, 0.0)
@@ -365,13 +377,33 @@ def _overlap_add(out: np.ndarray, frames: np.ndarray, first: int) -> np.ndarray:
     return out
 
 
+@overload
+def apply_band_gains(
+    audio: BlockArray,
+    gain_db: np.ndarray,
+    progress: Callable[[float], None] | None = None,
+    *,
+    store: None = None,
+) -> np.ndarray: ...
+
+
+@overload
+def apply_band_gains(
+    audio: BlockArray,
+    gain_db: np.ndarray,
+    progress: Callable[[float], None] | None = None,
+    *,
+    store: ArrayStore,
+) -> np.ndarray | DiskArray: ...
+
+
 def apply_band_gains(
     audio: BlockArray,
     gain_db: np.ndarray,
     progress: Callable[[float], None] | None = None,
     *,
     store: ArrayStore | None = None,
-) -> np.ndarray:
+) -> np.ndarray | DiskArray:
     """Filter ``audio`` with a time-varying equaliser (STFT, weighted overlap-add).
 
     Args:
@@ -432,6 +464,32 @@ def apply_band_gains(
     return result
 
 
+_Music = TypeVar("_Music", bound=BlockArray)
+"""The music's own type: :func:`align_music` may hand the music itself back."""
+
+
+@overload
+def align_music(
+    music: np.ndarray,
+    noise: BlockArray,
+    settings: AlignSettings,
+    progress: Callable[[float], None] | None = None,
+    *,
+    store: None = None,
+) -> tuple[np.ndarray, AlignmentSummary]: ...
+
+
+@overload
+def align_music(
+    music: _Music,
+    noise: BlockArray,
+    settings: AlignSettings,
+    progress: Callable[[float], None] | None = None,
+    *,
+    store: ArrayStore | None = None,
+) -> tuple[np.ndarray | DiskArray | _Music, AlignmentSummary]: ...
+
+
 def align_music(
     music: BlockArray,
     noise: BlockArray,
@@ -439,7 +497,7 @@ def align_music(
     progress: Callable[[float], None] | None = None,
     *,
     store: ArrayStore | None = None,
-) -> tuple[np.ndarray, AlignmentSummary]:
+) -> tuple[np.ndarray | BlockArray, AlignmentSummary]:
     """Move the music's band energy toward the noise's (see the module docstring).
 
     Args:
@@ -492,7 +550,7 @@ def align_music(
     return aligned, alignment
 
 
-def _copy_float32(audio: BlockArray, store: ArrayStore | None) -> np.ndarray:
+def _copy_float32(audio: BlockArray, store: ArrayStore | None) -> np.ndarray | DiskArray:
     """A float32 copy of a ``(channels, samples)`` block array in ``store``, block by block."""
     channels, n = audio.shape
     out = (store or MemoryStore()).empty((channels, n), np.float32)

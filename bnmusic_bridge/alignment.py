@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import ParameterError
 from .grid import FRAME_RATE_HZ
+from .scratch import DiskArray
 
 DEFAULT_FLOOR_DB = -80.0
 """Energies more than this far under a signal's loudest frame or band are floored, dB:
@@ -85,7 +86,9 @@ class RhythmicAlignment:
     music_onsets: int
 
 
-def _check_mels(noise_mel: np.ndarray, music_mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_mels(
+    noise_mel: np.ndarray | DiskArray, music_mel: np.ndarray | DiskArray
+) -> tuple[np.ndarray, np.ndarray]:
     noise = np.asarray(noise_mel, dtype=np.float64)
     music = np.asarray(music_mel, dtype=np.float64)
     if noise.ndim != 2 or noise.shape != music.shape:
@@ -139,9 +142,9 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def spectral_alignment(
-    noise_mel: np.ndarray,
-    music_mel: np.ndarray,
-    mask: np.ndarray | None = None,
+    noise_mel: np.ndarray | DiskArray,
+    music_mel: np.ndarray | DiskArray,
+    mask: np.ndarray | DiskArray | None = None,
     *,
     floor_db: float = DEFAULT_FLOOR_DB,
 ) -> SpectralAlignment:

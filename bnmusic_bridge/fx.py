@@ -31,13 +31,21 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from .errors import ParameterError
 from .grid import AUDIO_EXTENSIONS
-from .scratch import BLOCK_SAMPLES, ArrayStore, BlockArray, MemoryStore, blocks, is_whole
+from .scratch import (
+    BLOCK_SAMPLES,
+    ArrayStore,
+    BlockArray,
+    DiskArray,
+    MemoryStore,
+    blocks,
+    is_whole,
+)
 
 PLUGIN_TYPE = "plugin"
 """``type`` of an external (VST3 / Audio Unit) plugin spec."""
@@ -437,13 +445,33 @@ def _build_plugin(spec: Mapping[str, Any], where: str) -> Any:
     return plugin
 
 
+@overload
+def apply_effects(
+    audio: BlockArray,
+    sample_rate_hz: float,
+    effects: Sequence[Mapping[str, Any]],
+    *,
+    store: None = None,
+) -> np.ndarray: ...
+
+
+@overload
+def apply_effects(
+    audio: BlockArray,
+    sample_rate_hz: float,
+    effects: Sequence[Mapping[str, Any]],
+    *,
+    store: ArrayStore,
+) -> np.ndarray | DiskArray: ...
+
+
 def apply_effects(
     audio: BlockArray,
     sample_rate_hz: float,
     effects: Sequence[Mapping[str, Any]],
     *,
     store: ArrayStore | None = None,
-) -> np.ndarray:
+) -> np.ndarray | DiskArray:
     """Run ``audio`` through the effects chain described by ``effects``.
 
     Args:
@@ -509,7 +537,7 @@ def _apply_effects_blocks(
     sample_rate_hz: float,
     effects: Sequence[Mapping[str, Any]],
     store: ArrayStore,
-) -> np.ndarray:
+) -> np.ndarray | DiskArray:
     """:func:`apply_effects` of a block array, a block at a time, into ``store``."""
     shape = tuple(audio.shape)
     mono = len(shape) == 1
@@ -525,17 +553,18 @@ def _apply_effects_blocks(
         part = np.asarray(part, dtype=np.float32)
         return part[None, :] if mono else part
 
-    def put(out: np.ndarray, a: int, y: np.ndarray) -> None:
+    def put(out: np.ndarray | DiskArray, a: int, y: np.ndarray) -> None:
         if mono:
             # A mono buffer stays mono even when a plugin answers in stereo.
             out[a : a + y.shape[1]] = y.mean(axis=0) if y.shape[0] > 1 else y[0]
         else:
             out[:, a : a + y.shape[1]] = y
 
-    def allocate(channels: int) -> np.ndarray:
+    def allocate(channels: int) -> np.ndarray | DiskArray:
         return store.empty((n,) if mono else (channels, n), np.float32)
 
     in_channels = 1 if mono else shape[0]
+    out: np.ndarray | DiskArray | None  # None: not allocated yet (the streaming loop)
     if not effects:
         out = allocate(in_channels)
         for a, b in blocks(n, EFFECTS_BLOCK_SAMPLES):

@@ -21,9 +21,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:  # typing.TypeIs is Python 3.13+; only the type checker needs it
+    from typing_extensions import TypeIs
 
 BLOCK_SAMPLES = 1 << 18
 """Samples per block when a stage walks audio (5.9 s at 44.1 kHz)."""
@@ -141,7 +144,7 @@ class DiskArray:
                 f"{limit} byte limit (DiskArray.max_read_bytes)"
             )
         buf = np.empty((n, self._rows), dtype=self._dtype)
-        view = memoryview(buf.reshape(-1).view(np.uint8))
+        view = buf.reshape(-1).view(np.uint8).data  # buf's bytes, written in place
         offset = start * self._rows * self._dtype.itemsize
         done = 0
         while done < len(view):
@@ -159,7 +162,7 @@ class DiskArray:
             raise ValueError(
                 f"cannot write {np.shape(values)} at {start} into a DiskArray of shape {self._shape}"
             )
-        data = memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+        data = np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data
         offset = start * self._rows * self._dtype.itemsize
         done = 0
         while done < len(data):
@@ -245,8 +248,9 @@ def store_for(duration_s: float, choice: str | None = None) -> MemoryStore | Dis
     return MemoryStore()
 
 
-def is_whole(x: Any) -> bool:
-    """True for a plain numpy array (whole-array numpy calls are cheap on it)."""
+def is_whole(x: object) -> TypeIs[np.ndarray]:
+    """True for a plain numpy array (whole-array numpy calls are cheap on it); the type
+    checker narrows ``x`` to ``np.ndarray`` (and away from it when False)."""
     return isinstance(x, np.ndarray)
 
 

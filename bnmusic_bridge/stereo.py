@@ -29,11 +29,19 @@ change, and Stage 2, computed on the mono sum, is unchanged by the widening.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
-from .scratch import BLOCK_SAMPLES, ArrayStore, BlockArray, MemoryStore, blocks, is_whole
+from .scratch import (
+    BLOCK_SAMPLES,
+    ArrayStore,
+    BlockArray,
+    DiskArray,
+    MemoryStore,
+    blocks,
+    is_whole,
+)
 
 TARGET_SIDE_TO_MID_DB = (-12.4, -5.0)
 """Side-to-mid level range (dB) of the measured real stereo music: its interquartile range."""
@@ -94,6 +102,28 @@ def _highpass(x: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     return sosfiltfilt(_highpass_sos(sample_rate_hz), x)
 
 
+@overload
+def widen(
+    music: BlockArray,
+    sample_rate_hz: int,
+    *,
+    side_to_mid_db: float = ...,
+    seed: int = ...,
+    store: None = None,
+) -> np.ndarray: ...
+
+
+@overload
+def widen(
+    music: BlockArray,
+    sample_rate_hz: int,
+    *,
+    side_to_mid_db: float = ...,
+    seed: int = ...,
+    store: ArrayStore,
+) -> np.ndarray | DiskArray: ...
+
+
 def widen(
     music: BlockArray,
     sample_rate_hz: int,
@@ -101,7 +131,7 @@ def widen(
     side_to_mid_db: float = DEFAULT_SIDE_TO_MID_DB,
     seed: int = 0,
     store: ArrayStore | None = None,
-) -> np.ndarray:
+) -> np.ndarray | DiskArray:
     """Stereo music at least ``side_to_mid_db`` wide, with its mono sum unchanged.
 
     Args:
@@ -192,7 +222,7 @@ def _widen_blocks(
     seed: int,
     store: ArrayStore | None,
     block: int,
-) -> np.ndarray:
+) -> np.ndarray | DiskArray:
     """:func:`widen` of a block array, ``block`` samples at a time.
 
     Passes over the music: (1) the mid and side powers (float64 sums per block);

@@ -20,6 +20,7 @@ from ..errors import AudioInputError, ParameterError
 from ..grid import AUDIO_EXTENSIONS, SAMPLE_RATE_HZ
 from ..loudness import SILENCE_LUFS, integrated_lufs
 from ..request import expand_path
+from ..result import WholeStemArray
 
 TARGET_LUFS = -18.0
 """Every noise clip is normalised to this integrated loudness first (the paper's setting)."""
@@ -159,7 +160,7 @@ def read_prompts(path: str | os.PathLike[str]) -> tuple[str, ...]:
 
 
 def normalise_loudness(
-    audio: np.ndarray, sample_rate_hz: int, target_lufs: float = TARGET_LUFS
+    audio: WholeStemArray, sample_rate_hz: int, target_lufs: float = TARGET_LUFS
 ) -> tuple[np.ndarray, float, float]:
     """Scale ``(channels, samples)`` audio to ``target_lufs`` integrated loudness.
 
@@ -191,7 +192,7 @@ def load_clip(clip: NoiseClip, target_lufs: float = TARGET_LUFS) -> LoadedClip:
     return LoadedClip(noise, stem.sample_rate_hz, stem.num_samples, before, gain_db)
 
 
-def analysis_mono(audio: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+def analysis_mono(audio: WholeStemArray, sample_rate_hz: int) -> np.ndarray:
     """``(channels, samples)`` or ``(samples,)`` audio as the pipeline's analysis signal:
     the channel mean, resampled to :data:`~bnmusic_bridge.grid.SAMPLE_RATE_HZ` (float32
     ``(samples,)``)."""

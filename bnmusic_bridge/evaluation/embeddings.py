@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -245,7 +245,8 @@ def embed_reference(embedder: AudioEmbedder, reference_dir: Path) -> list[Embedd
         raise AudioInputError(f"--reference-dir {reference_dir}: no audio files in it")
     for f in files:
         stem = read_stem(f)
-        mono = stem.audio.mean(axis=0, keepdims=True)
+        # read_stem without a store reads the samples into a numpy array
+        mono = cast(np.ndarray, stem.audio).mean(axis=0, keepdims=True)
         n = int(round(mono.shape[1] * embedder.sample_rate_hz / stem.sample_rate_hz))
         a = resample(mono, stem.sample_rate_hz, embedder.sample_rate_hz, n)[0]
         seg = int(REFERENCE_SEGMENT_S * embedder.sample_rate_hz)

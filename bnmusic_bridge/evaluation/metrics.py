@@ -17,7 +17,7 @@ import numpy as np
 from ..alignment import DEFAULT_TOLERANCE_MS, rhythmic_alignment, spectral_alignment
 from ..loudness import integrated_lufs
 from ..request import THRESHOLD_MODELS
-from ..result import RenderResult
+from ..result import RenderResult, WholeStemArray
 from .data import NoiseClip, analysis_mono
 
 if TYPE_CHECKING:
@@ -100,8 +100,8 @@ class ClipMetrics:
 
 def loudness_for_coverage(
     field: MaskingField,
-    mask: np.ndarray,
-    music: np.ndarray,
+    mask: WholeStemArray,
+    music: WholeStemArray,
     sample_rate_hz: int,
     target_coverage: float,
 ) -> tuple[float, float]:
@@ -128,7 +128,7 @@ def loudness_for_coverage(
     return integrated_lufs(np.asarray(music, dtype=np.float64) * gain, sample_rate_hz), gain
 
 
-def coverage_ceiling(field: MaskingField, mask: np.ndarray) -> float:
+def coverage_ceiling(field: MaskingField, mask: WholeStemArray) -> float:
     """Largest coverage (0..1) any gain reaches: share of mask bins with a finite
     required gain (1.0 for an empty mask)."""
     gains = field.required_gain()[np.asarray(mask, dtype=bool)]
@@ -153,7 +153,7 @@ def threshold_fields(result: RenderResult) -> tuple[dict[str, MaskingField], Mas
 
 
 def paper_lambda_db(
-    music_mel: np.ndarray, field: MaskingField, mask: np.ndarray, alpha: float
+    music_mel: WholeStemArray, field: MaskingField, mask: WholeStemArray, alpha: float
 ) -> float:
     """The paper's scalar lambda over the whole clip (exact minimiser of its loss), dB re
     unity; ``-inf`` when the loss chooses silence or the music is silent."""
@@ -178,8 +178,8 @@ class ScenarioSignals:
 
     gain: float | np.ndarray
     gain_db: float
-    audio: np.ndarray
-    mel: np.ndarray
+    audio: WholeStemArray
+    mel: WholeStemArray
     mono: np.ndarray
 
 
