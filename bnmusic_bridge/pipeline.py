@@ -37,6 +37,7 @@ from .request import TRACK_GENERATOR, RenderRequest, check_request
 from .result import AlignmentSummary, AnalysisArrays, RenderDetails, RenderResult
 from .scratch import (
     ArrayStore,
+    BlockArray,
     ChannelMean,
     Mapped,
     ZeroPadded,
@@ -295,8 +296,8 @@ def _render_stem(
     music_44k, join_correlations = stitch(
         analysed.plan, music_audio, channels=first.shape[0], store=store
     )
-    # The decode stage's time was spent inside the generation loop: report it apart.
-    prog.start("decode")
+    # Decoding ran inside the generation loop, window by window (no stage of its own in
+    # the progress events): its time is reported apart.
     prog.move_time("generate", "decode", decode.seconds)
     music_windows = diagnostics
     del windows
@@ -644,7 +645,7 @@ def output_speakers(channels: str, stem: audio_io.Stem) -> tuple[str, ...]:
     return stem_speakers(stem.num_channels, stem.channel_mask)
 
 
-def _noise_in_layout(stem: audio_io.Stem, num_channels: int) -> np.ndarray:
+def _noise_in_layout(stem: audio_io.Stem, num_channels: int) -> np.ndarray | BlockArray:
     """The noise as the music's layout plays it: the stem itself when the channel counts
     agree; its mono sum for mono music; a mono stem on both channels of stereo music
     (a mono item on a stereo track at a 0 dB pan law)."""
@@ -663,7 +664,7 @@ def _noise_in_layout(stem: audio_io.Stem, num_channels: int) -> np.ndarray:
     return np.repeat(stem.audio.mean(axis=0, keepdims=True), num_channels, axis=0)
 
 
-def _lufs(audio: np.ndarray, sample_rate_hz: int) -> float:
+def _lufs(audio: np.ndarray | BlockArray, sample_rate_hz: int) -> float:
     # As _check_noise measures it: DC removed (K-weighting turns a DC step into loudness),
     # block by block (``audio - offset`` in the audio's dtype, as a whole copy would be).
     _, means = audio_io.peak_and_means(audio)
@@ -817,9 +818,9 @@ def _collect_result(
     *,
     noise: _CheckedNoise,
     analysed: _NoiseAnalysis,
-    music: np.ndarray,
-    music_mel: np.ndarray,
-    music_gained: np.ndarray,
+    music: Any,
+    music_mel: Any,
+    music_gained: Any,
     blend: Blend,
     music_windows: Sequence[WindowMusic],
     join_correlations: Sequence[float],

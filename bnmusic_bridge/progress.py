@@ -29,7 +29,8 @@ STAGE_ORDER = (
     "write",
 )
 """The stages in the order a render passes them: ``startup`` (one-off imports), the
-pipeline's stages, and ``write`` (stems, lanes, picture and report; added by the front
+pipeline's stages (the pipeline decodes and joins each window inside ``generate``; a
+``decode`` stage is still weighed for callers that report one), and ``write`` (stems, lanes, picture and report; added by the front
 ends around :func:`~bnmusic_bridge.export.write_outputs`)."""
 
 STAGE_WEIGHTS: dict[str, float] = {

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bnmusic_bridge"
 ROOT = "bnmusic_bridge"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "grid", "version", "threads", "progress", "scratch"),
+    ("errors", "grid", "version", "threads", "progress", "scratch", "heap"),
     ("request", "loudness", "device", "channel_layout", "stereo"),
     ("result",),
     ("audio", "spectrogram", "mask", "analysis", "windows", "masking", "alignment"),

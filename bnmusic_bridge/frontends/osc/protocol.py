@@ -28,7 +28,7 @@ from pythonosc.parsing import osc_types
 
 from bnmusic_bridge.errors import BNMusicError
 
-API_VERSION = "1.3"
+API_VERSION = "1.4"
 """Version of the address space in docs/osc.md. Minor: additions; major: breaking."""
 PREFIX = "/bnmusic/"
 MAX_PACKET_BYTES = 8192
