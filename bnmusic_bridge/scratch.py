@@ -32,6 +32,8 @@ BLOCK_SAMPLES = 1 << 18
 """Samples per block when a stage walks audio (5.9 s at 44.1 kHz)."""
 BLOCK_FRAMES = 4096
 """10 ms frames per block when a stage walks a mel (41 s)."""
+TILE_BYTES = 1 << 18
+"""About how many bytes a :class:`DiskArray` keeps together per tile of samples."""
 DISK_ABOVE_S = 300.0
 """Stems longer than this (seconds) keep their whole-stem arrays on disk by default."""
 SCRATCH_ENV = "BNMUSIC_SCRATCH"
@@ -84,13 +86,18 @@ def _cols(key: Any, ndim: int, length: int) -> tuple[Any, int, int, bool]:
 class DiskArray:
     """A 1-D ``(samples,)`` or 2-D ``(rows, samples)`` array in an anonymous scratch file.
 
-    Stored time-major (all rows of sample ``t`` together), so a time slice is one
-    contiguous read. The file has no name (``O_TMPFILE`` where the system has it): it
-    goes when the array is garbage-collected or the process ends, whatever happens.
+    Stored in tiles of :attr:`tile_columns` samples (each tile holds every row of its
+    samples, row after row; about :data:`TILE_BYTES` a tile), so a time slice is one
+    contiguous read of the tiles it touches, and turning them into ``(rows, n)`` copies
+    runs of a tile's width rather than single values (a plain time-major file would need
+    an element-by-element transpose on every read, the costliest part of a long render's
+    disk traffic). A 1-row array is a plain contiguous file. The file has no name
+    (``O_TMPFILE`` where the system has it): it goes when the array is garbage-collected
+    or the process ends, whatever happens.
 
-    Indexing returns numpy arrays: ``x[:, a:b]``, ``x[r, a:b]``, ``x[:, j]`` (2-D) and
-    ``x[a:b]``, ``x[j]`` (1-D); assignment takes the same time slices. ``np.asarray(x)``
-    reads it whole (for small arrays and tests).
+    Indexing returns contiguous numpy arrays: ``x[:, a:b]``, ``x[r, a:b]``, ``x[:, j]``
+    (2-D) and ``x[a:b]``, ``x[j]`` (1-D); assignment takes the same time slices.
+    ``np.asarray(x)`` reads it whole (for small arrays and tests).
     """
 
     max_read_bytes: int | None = None
@@ -103,10 +110,14 @@ class DiskArray:
         self._shape = tuple(int(s) for s in shape)
         self._dtype = np.dtype(dtype)
         self._rows = 1 if len(shape) == 1 else self._shape[0]
+        row_bytes = max(1, self._rows * self._dtype.itemsize)
+        self.tile_columns = 1 << max(0, (TILE_BYTES // row_bytes).bit_length() - 1)
+        self._tile_bytes = self.tile_columns * row_bytes
+        tiles = -(-self._shape[-1] // self.tile_columns)
         # closed with the array (garbage collection), not at the end of a block
         self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115
         self._fd = self._file.fileno()
-        os.ftruncate(self._fd, self.nbytes)  # sparse: unwritten samples read as 0
+        os.ftruncate(self._fd, tiles * self._tile_bytes)  # sparse: unwritten samples read as 0
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -134,6 +145,27 @@ class DiskArray:
     def _length(self) -> int:
         return self._shape[-1]
 
+    def _pread(self, buf: np.ndarray, offset: int) -> None:
+        view = buf.reshape(-1).view(np.uint8).data  # buf's bytes, filled in place
+        done = 0
+        while done < len(view):
+            got = os.preadv(self._fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise OSError(f"scratch file ended early ({done} of {len(view)} bytes)")
+            done += got
+
+    def _pwrite(self, buf: np.ndarray, offset: int) -> None:
+        data = buf.reshape(-1).view(np.uint8).data
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], offset + done)
+
+    def _tiles(self, first: int, count: int) -> np.ndarray:
+        """Tiles ``first..first+count`` as ``(count, rows, tile_columns)``."""
+        buf = np.empty((count, self._rows, self.tile_columns), dtype=self._dtype)
+        self._pread(buf, first * self._tile_bytes)
+        return buf
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``start..stop`` as ``(rows, stop - start)`` (``(n,)`` for 1-D)."""
         n = max(0, stop - start)
@@ -143,30 +175,50 @@ class DiskArray:
                 f"a read of {n} samples x {self._rows} rows from {self!r} is over the "
                 f"{limit} byte limit (DiskArray.max_read_bytes)"
             )
-        buf = np.empty((n, self._rows), dtype=self._dtype)
-        view = buf.reshape(-1).view(np.uint8).data  # buf's bytes, written in place
-        offset = start * self._rows * self._dtype.itemsize
-        done = 0
-        while done < len(view):
-            got = os.preadv(self._fd, [view[done:]], offset + done)
-            if got <= 0:
-                raise OSError(f"scratch file ended early ({done} of {len(view)} bytes)")
-            done += got
-        return buf[:, 0] if self.ndim == 1 else buf.T
+        if self._rows == 1 or n == 0:
+            out = np.empty((self._rows, n), dtype=self._dtype)
+            if n:
+                self._pread(out, start * self._dtype.itemsize)
+            return out[0] if self.ndim == 1 else out
+        t = self.tile_columns
+        first, last = start // t, (stop - 1) // t
+        tiles = self._tiles(first, last - first + 1)
+        out = np.empty((self._rows, n), dtype=self._dtype)
+        for k in range(tiles.shape[0]):
+            lo = max(start, (first + k) * t)
+            hi = min(stop, (first + k + 1) * t)
+            out[:, lo - start : hi - start] = tiles[k, :, lo - (first + k) * t : hi - (first + k) * t]
+        return out
 
     def write(self, start: int, values: np.ndarray) -> None:
         """Store ``values`` (``(rows, n)``; ``(n,)`` for 1-D) at samples ``start..start+n``."""
         arr = np.asarray(values, dtype=self._dtype)
-        arr = arr.reshape(-1, 1) if self.ndim == 1 else arr.T
-        if arr.shape[1] != self._rows or start < 0 or start + arr.shape[0] > self._length():
+        arr = arr.reshape(1, -1) if self.ndim == 1 else arr
+        n = arr.shape[1] if arr.ndim == 2 else -1
+        if arr.ndim != 2 or arr.shape[0] != self._rows or start < 0 or start + n > self._length():
             raise ValueError(
                 f"cannot write {np.shape(values)} at {start} into a DiskArray of shape {self._shape}"
             )
-        data = np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data
-        offset = start * self._rows * self._dtype.itemsize
-        done = 0
-        while done < len(data):
-            done += os.pwrite(self._fd, data[done:], offset + done)
+        if n == 0:
+            return
+        if self._rows == 1:
+            self._pwrite(np.ascontiguousarray(arr), start * self._dtype.itemsize)
+            return
+        t = self.tile_columns
+        stop = start + n
+        first, last = start // t, (stop - 1) // t
+        count = last - first + 1
+        # tiles the write only partly covers keep their other samples: read them first
+        buf = np.empty((count, self._rows, t), dtype=self._dtype)
+        if start > first * t:
+            self._pread(buf[:1], first * self._tile_bytes)
+        if stop < (last + 1) * t and (count > 1 or start == first * t):
+            self._pread(buf[-1:], last * self._tile_bytes)
+        for k in range(count):
+            lo = max(start, (first + k) * t)
+            hi = min(stop, (first + k + 1) * t)
+            buf[k, :, lo - (first + k) * t : hi - (first + k) * t] = arr[:, lo - start : hi - start]
+        self._pwrite(buf, first * self._tile_bytes)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         rows, a, b, drop = _cols(key, self.ndim, self._length())
