@@ -77,3 +77,31 @@ def test_no_stage_reads_a_long_stems_array_whole(monkeypatch: pytest.MonkeyPatch
     assert isinstance(result.music_gained, DiskArray)
     assert result.music_gained.shape == (2, stem.num_samples)
     assert 0.0 < result.coverage <= 1.0
+
+
+@pytest.mark.slow
+def test_cli_render_with_arrays_on_disk_writes_the_same_files(tmp_path, monkeypatch) -> None:
+    """The CLI on a 48 kHz stereo file, its arrays in memory and on disk
+    (``BNMUSIC_SCRATCH``): the same stems and lanes, byte for byte; the reports agree
+    but for timings and float rounding of the DC-removed loudness (sums in blocks)."""
+    import json
+
+    import soundfile as sf
+
+    from bnmusic_bridge.frontends.cli import main
+
+    stem = tmp_path / "hvac.wav"
+    sf.write(stem, _noise(12.0, 48_000, 2).T, 48_000, subtype="PCM_24")
+    reports = {}
+    for mode in ("memory", "disk"):
+        monkeypatch.setenv("BNMUSIC_SCRATCH", mode)
+        out = tmp_path / mode
+        assert main(["render", str(stem), "--out", str(out), "-q"]) == 0
+        reports[mode] = json.loads((out / "hvac.report.json").read_text())
+    for name in ("hvac.music.wav", "hvac.blended.wav", "hvac.lambda.csv", "hvac.lambda.json"):
+        assert (tmp_path / "memory" / name).read_bytes() == (tmp_path / "disk" / name).read_bytes()
+    a, b = reports["memory"], reports["disk"]
+    assert a["coverage"] == pytest.approx(b["coverage"], abs=1e-9)
+    assert a["loudness_lufs"] == b["loudness_lufs"]  # rounded to 1/1000 LU in the report
+    for key in ("speakers", "channels", "bus_trim", "warnings"):
+        assert a[key] == b[key], key
