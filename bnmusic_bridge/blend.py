@@ -340,7 +340,12 @@ def plan_blend(
             progress(fraction)
 
     field = masking_field(
-        settings.threshold_model, noise_mel, music_mel, smr_db=settings.smr_db, store=store
+        settings.threshold_model,
+        noise_mel,
+        music_mel,
+        smr_db=settings.smr_db,
+        store=store,
+        progress=lambda f: step(0.35 * f),
     )
     step(0.35)
     num_frames = field.num_frames

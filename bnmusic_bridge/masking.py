@@ -29,6 +29,7 @@ give the whole array's values bit for bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
@@ -248,6 +249,7 @@ def smr_field(
     smr_db: float,
     *,
     store: ArrayStore | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> MaskingField:
     """The paper's threshold: the music must exceed the noise by ``smr_db`` in each bin.
 
@@ -257,6 +259,8 @@ def smr_field(
         music_mel: same shape, the music at unity gain (loudness-matched to the noise).
         smr_db: signal-to-mask ratio in dB (``RenderRequest.smr_db``).
         store: where ``required`` lives (None: a numpy array).
+        progress: called with the share of frames done after each block (a cancel
+            raised from it stops the field there).
 
     Returns:
         ``required = noise * 10 ** (smr_db / 20)``, ``capacity = music`` (float32;
@@ -270,6 +274,8 @@ def smr_field(
     required = store.empty(tuple(noise_mel.shape), np.float32)
     for a, b in scratch.blocks(noise_mel.shape[1], scratch.BLOCK_FRAMES):
         required[:, a:b] = _float32(noise_mel[:, a:b]) * scale
+        if progress is not None:
+            progress(b / noise_mel.shape[1])
     # capacity is the music itself, read-only (a copy would cost 2 kB a frame: 0.7 GB
     # for an hour)
     return MaskingField(
@@ -565,6 +571,7 @@ def spreading_field(
     full_scale_db_spl: float = FULL_SCALE_DB_SPL,
     params: SpectrogramParams = DEFAULT_PARAMS,
     store: ArrayStore | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> MaskingField:
     """Psychoacoustic model 1 (simplified, Qin et al. 2019) on the mel grid.
 
@@ -632,11 +639,15 @@ def spreading_field(
         # dB SPL power -> mel magnitude: divide out the calibration
         threshold *= to_mel
         capacity[:, a:b] = np.sqrt(threshold, out=threshold)
+        if progress is not None:
+            progress(0.95 * b / num_frames)  # the threshold is nearly all of the work
     ath_mag = (10.0 ** ((geo.ath_db - geo.cal_db) / 20.0)).astype(np.float32)[:, None]
     required = store.empty(shape, np.float32)
     for a, b in scratch.blocks(num_frames, scratch.BLOCK_FRAMES):
         noise = _float32(noise_mel[:, a:b])
         required[:, a:b] = np.where(noise >= ath_mag, noise, np.float32(0.0))
+    if progress is not None:
+        progress(1.0)
     return MaskingField(
         required=required,
         capacity=capacity,
@@ -682,6 +693,7 @@ def masking_field(
     smr_db: float | None = None,
     full_scale_db_spl: float = FULL_SCALE_DB_SPL,
     store: ArrayStore | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> MaskingField:
     """Build the :class:`MaskingField` of ``model`` (one of
     :data:`~bnmusic_bridge.request.THRESHOLD_MODELS`).
@@ -689,14 +701,18 @@ def masking_field(
     ``smr_db`` (dB) applies to ``smr``, which needs it; ``full_scale_db_spl`` to
     ``spreading``. The mels are block arrays (numpy or
     :class:`~bnmusic_bridge.scratch.DiskArray`); ``store`` holds the field's whole-stem
-    arrays (None: numpy arrays).
+    arrays (None: numpy arrays); ``progress(fraction)`` follows its blocks.
     """
     if model == "smr":
         if smr_db is None:
             raise ParameterError("threshold model 'smr' needs smr_db (dB)")
-        return smr_field(noise_mel, music_mel, smr_db=smr_db, store=store)
+        return smr_field(noise_mel, music_mel, smr_db=smr_db, store=store, progress=progress)
     if model == "spreading":
         return spreading_field(
-            noise_mel, music_mel, full_scale_db_spl=full_scale_db_spl, store=store
+            noise_mel,
+            music_mel,
+            full_scale_db_spl=full_scale_db_spl,
+            store=store,
+            progress=progress,
         )
     raise ParameterError(f"threshold model must be one of {THRESHOLD_MODELS}, got {model!r}")

@@ -330,3 +330,24 @@ def test_finish_blend_checks_the_noise_shape(stem):
         plan, stem["music"], SR, noise=Strict(stem["noise"].astype(np.float64))
     )
     assert dataclasses.asdict(got.bus_trim) == dataclasses.asdict(want.bus_trim)
+
+
+@pytest.mark.parametrize("model", ["smr", "spreading"])
+def test_masking_field_reports_progress_per_block_and_stops_on_cancel(monkeypatch, model):
+    from bnmusic_bridge import masking, scratch
+    from bnmusic_bridge.errors import CancelledError
+
+    monkeypatch.setattr(scratch, "BLOCK_FRAMES", 64)
+    monkeypatch.setattr(masking, "SPREADING_BLOCK_FRAMES", 64)
+    rng = np.random.default_rng(3)
+    noise = rng.random((512, 300)).astype(np.float32)
+    music = rng.random((512, 300)).astype(np.float32)
+    seen: list[float] = []
+    masking.masking_field(model, noise, music, smr_db=0.0, progress=seen.append)
+    assert len(seen) >= 5 and seen == sorted(seen) and seen[-1] == 1.0
+
+    def cancel(fraction: float) -> None:
+        raise CancelledError("stop")
+
+    with pytest.raises(CancelledError):
+        masking.masking_field(model, noise, music, smr_db=0.0, progress=cancel)
