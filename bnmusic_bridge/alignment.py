@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import ParameterError
 from .grid import FRAME_RATE_HZ
-from .scratch import DiskArray
+from .scratch import Cropped, DiskArray
 
 DEFAULT_FLOOR_DB = -80.0
 """Energies more than this far under a signal's loudest frame or band are floored, dB:
@@ -87,7 +87,7 @@ class RhythmicAlignment:
 
 
 def _check_mels(
-    noise_mel: np.ndarray | DiskArray, music_mel: np.ndarray | DiskArray
+    noise_mel: np.ndarray | DiskArray | Cropped, music_mel: np.ndarray | DiskArray | Cropped
 ) -> tuple[np.ndarray, np.ndarray]:
     noise = np.asarray(noise_mel, dtype=np.float64)
     music = np.asarray(music_mel, dtype=np.float64)
@@ -142,9 +142,9 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def spectral_alignment(
-    noise_mel: np.ndarray | DiskArray,
-    music_mel: np.ndarray | DiskArray,
-    mask: np.ndarray | DiskArray | None = None,
+    noise_mel: np.ndarray | DiskArray | Cropped,
+    music_mel: np.ndarray | DiskArray | Cropped,
+    mask: np.ndarray | DiskArray | Cropped | None = None,
     *,
     floor_db: float = DEFAULT_FLOOR_DB,
 ) -> SpectralAlignment:

@@ -53,7 +53,7 @@ def _no_numpy_hugepages() -> None:
     collapse of the range into huge pages again: on a 10-minute render 5 s of system
     CPU (measured with ``NUMPY_MADVISE_HUGEPAGE=0``, which does the same from the start)."""
     try:
-        from numpy._core.multiarray import _set_madvise_hugepage
+        from numpy._core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined]
     except ImportError:  # another numpy: its default stays
         return
     _set_madvise_hugepage(False)

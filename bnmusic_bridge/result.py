@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 
 from .request import RenderRequest
-from .scratch import DiskArray
+from .scratch import Cropped, DiskArray
 
-WholeStemArray = np.ndarray | DiskArray
-"""A whole-stem array of a result: numpy (short stems) or a
-:class:`~bnmusic_bridge.scratch.DiskArray` (long stems, a scratch file). Both answer
-time slices (``x[:, a:b]``) with numpy arrays; ``np.asarray(x)`` reads a DiskArray
-whole, which a long stem's memory budget does not allow."""
+WholeStemArray = np.ndarray | DiskArray | Cropped
+"""A whole-stem array of a result: numpy (short stems) or, for a long stem, a
+:class:`~bnmusic_bridge.scratch.DiskArray` (a scratch file) or a
+:class:`~bnmusic_bridge.scratch.Cropped` view of one (the noise's mel and mask, cut
+from the padded analysis to the stem's frames). All answer time slices (``x[:, a:b]``)
+with numpy arrays; ``np.asarray(x)`` reads a long one whole, which a long stem's
+memory budget does not allow."""
 
 LIMITS = ("loudness ceiling", "peak limit", "max_gain_db", "unmaskable", "smoothing")
 """What can stop a lane window reaching its target (``Shortfall.limited_by``)."""
