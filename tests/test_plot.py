@@ -124,13 +124,3 @@ def test_title_font_uses_a_covering_font_else_question_marks(monkeypatch):
     monkeypatch.setattr(plot, "_font_charmaps", lambda: (("DejaVu Sans", "a", latin),))
     families, safe, missing = plot.title_font(NAME)
     assert families == ["DejaVu Sans"] and safe == "?? ??? – ? bounce (1).wav" and missing == 6
-
-
-def test_warm_up_draws_and_leaves_no_figure_open():
-    import matplotlib.pyplot as plt
-
-    from bnmusic_bridge.export.plot import warm_up
-
-    before = set(plt.get_fignums())
-    warm_up()
-    assert set(plt.get_fignums()) == before

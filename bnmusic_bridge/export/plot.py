@@ -155,35 +155,6 @@ def title_font(text: str) -> tuple[list[str], str, int]:
     return families or ["DejaVu Sans"], safe, sum(1 for c in text if ord(c) in missing)
 
 
-def warm_up() -> None:
-    """Draw a small throwaway figure with the picture's parts (constrained layout, an
-    image with a colour bar, titles in the title's fonts, a line, a band and a legend,
-    PNG at the picture's settings), so that matplotlib's first-use costs (font files,
-    text layout caches, the Agg canvas: about half of the first picture's time) are paid
-    beforehand, e.g. on a background thread while the render works."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    families, _, _ = title_font("warm-up")
-    fig = plt.figure(figsize=(3, 3), layout="constrained")
-    grid = fig.add_gridspec(2, 2, width_ratios=[8, 1])
-    ax = fig.add_subplot(grid[0, 0])
-    im = ax.imshow([[0.0, 1.0], [1.0, 0.0]], origin="lower", aspect="auto", cmap="magma")
-    fig.colorbar(im, cax=fig.add_subplot(grid[0, 1]))
-    ax.set_title("warm-up", fontsize=9, loc="left")
-    ax.set_ylabel("kHz")
-    fig.suptitle("warm-up", fontfamily=families)
-    line = fig.add_subplot(grid[1, 0], sharex=ax)
-    line.plot([0.0, 1.0], [0.0, 1.0], label="a")
-    line.fill_between([0.0, 1.0], 0.0, 1.0, alpha=0.2, label="b")
-    line.legend(fontsize=7, loc="upper right")
-    line.set_xlabel("time (s)")
-    fig.savefig(io.BytesIO(), format="png", dpi=90, pil_kwargs={"compress_level": 1})
-    plt.close(fig)
-
-
 def render_plot_png(
     result: RenderResult,
     *,

@@ -101,16 +101,16 @@ class ProgressBar:
 
 
 def preload_picture() -> threading.Thread:
-    """Import matplotlib (Agg) and draw a throwaway figure on a background thread while
-    the render runs (:func:`bnmusic_bridge.export.plot.warm_up`): the picture is drawn
-    last, and its import and first-use costs then overlap the render's numpy and torch
-    work, which runs without the interpreter lock. Join the thread before drawing."""
+    """Import matplotlib (Agg) on a background thread while the render runs: the
+    picture is drawn last, and its import then overlaps the render's numpy and torch
+    work, which runs without the interpreter lock."""
 
     def load() -> None:
         with contextlib.suppress(Exception):  # the picture's own import reports errors
-            from bnmusic_bridge.export.plot import warm_up
+            import matplotlib
 
-            warm_up()
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
 
     thread = threading.Thread(target=load, name="bnmusic-preload-picture", daemon=True)
     thread.start()
@@ -149,7 +149,6 @@ def cmd_render(args: argparse.Namespace) -> int:
         weights=stage_weights(request, startup=True, write=True),
     )
     picture_pending = options.plot
-    preloading: list[threading.Thread] = []
 
     def progress(stage: str, fraction: float) -> None:
         nonlocal picture_pending
@@ -158,13 +157,11 @@ def cmd_render(args: argparse.Namespace) -> int:
         # runs on the core they leave.
         if picture_pending and stage != "startup":
             picture_pending = False
-            preloading.append(preload_picture())
+            preload_picture()
         bar(stage, fraction)
 
     try:
         result = render_file(noise, request, progress=progress)
-        for thread in preloading:  # matplotlib is not drawn from two threads at once
-            thread.join(timeout=30.0)
         written = write_outputs(
             result,
             out_dir,
