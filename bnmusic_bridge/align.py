@@ -49,6 +49,7 @@ from .scratch import (
     BLOCK_SAMPLES,
     ArrayStore,
     BlockArray,
+    ChannelMean,
     DiskArray,
     MemoryStore,
     blocks,
@@ -219,28 +220,6 @@ def band_powers(mono: BlockArray, progress: Callable[[float], None] | None = Non
                 progress((first + sub + c) / frames)
         out[:, first : first + count] = weights @ power.T
     return out
-
-
-class _MonoMix:
-    """The mono mix (mean over channels) of ``(channels, samples)`` audio, computed
-    only for the samples asked for: ``mix[a:b]`` is ``audio[:, a:b].mean(axis=0)``."""
-
-    def __init__(self, audio: BlockArray) -> None:
-        self.audio = audio
-        self.shape = (audio.shape[1],)
-        self.ndim = 1
-        self.size = audio.shape[1]
-        # what the mean gives (float32 for float32 audio): an empty slice's, no samples read
-        self.dtype = audio[:, 0:0].mean(axis=0).dtype
-
-    def __getitem__(self, key: object) -> np.ndarray:
-        if isinstance(key, tuple):  # (..., slice) as _padded_block asks
-            key = key[-1]
-        return self.audio[:, key].mean(axis=0)  # type: ignore[index]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        mix = self[0 : self.size]
-        return mix if dtype is None else mix.astype(dtype)
 
 
 class _AsFloat32:
@@ -529,7 +508,7 @@ def align_music(
         if isinstance(music, _AsFloat32):  # a lazy view goes back as a real array
             music = _copy_float32(music, store)
         return music, AlignmentSummary(settings.strength, settings.max_db, 0.0, 0.0, 0.0)
-    music_power = band_powers(_MonoMix(music), _part(progress, 0.0, 0.15))
+    music_power = band_powers(ChannelMean(music, keepdims=False), _part(progress, 0.0, 0.15))
     noise_power = band_powers(noise, _part(progress, 0.15, 0.3))
     # gain_db and event_db overwrite the band powers: two frame matrices, not four
     _band_gains_in_place(music_power, noise_power, settings)

@@ -316,7 +316,8 @@ class ChannelMean:
         self.keepdims = keepdims
         n = audio.shape[1]
         self.shape: tuple[int, ...] = (1, n) if keepdims else (n,)
-        self.dtype = np.dtype(np.float32)
+        # what the mean gives (float32 for float32 audio): an empty slice's, nothing read
+        self.dtype = audio[:, 0:0].mean(axis=0).dtype
         self.ndim = len(self.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:

@@ -8,6 +8,7 @@ from noise_signals import clacks
 
 from bnmusic_bridge import RenderRequest, render
 from bnmusic_bridge.generators import WindowMusic, register_generator
+from bnmusic_bridge.scratch import ChannelMean
 from bnmusic_bridge.windows import plan_windows
 
 RATE = 44100
@@ -302,7 +303,7 @@ def test_alignment_band_powers_in_blocks_are_the_whole_stft(monkeypatch):
         whole[:, first : first + count] = al.band_weights() @ (np.abs(spectrum) ** 2).T
     monkeypatch.setattr(al, "BLOCK_FRAMES", 300)
     monkeypatch.setattr(al, "FFT_FRAMES", 70)
-    assert np.array_equal(al.band_powers(al._MonoMix(stereo)), whole)
+    assert np.array_equal(al.band_powers(ChannelMean(stereo, keepdims=False)), whole)
     assert np.array_equal(al.band_powers(stereo.mean(axis=0)), whole)
 
 
