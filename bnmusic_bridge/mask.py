@@ -11,6 +11,7 @@ Arrays here are in *mel orientation*: ``(512, frames)``, row 0 = lowest mel band
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import overload
 
 import numpy as np
@@ -123,20 +124,11 @@ def high_energy_mask(
     db = _to_db(mel)
     peak_db = float(db[:, :valid].max()) if valid > 0 else -240.0
     floor_db = peak_db + FLOOR_DB
-    if window_starts is None:
-        window_starts = [0]
-        window_frames = frames
-    centres, thresholds = [], []
-    for start in window_starts:
-        stop = min(start + window_frames, valid)
-        if stop <= start:
-            continue
-        region = db[:, start:stop]
-        thresholds.append(float(np.quantile(region, 1.0 - mask_area)))
-        centres.append(0.5 * (start + stop - 1))
-    if not thresholds:
+    per_frame = _frame_thresholds_db(
+        lambda a, b: db[:, a:b], mask_area, window_starts, window_frames, valid, frames
+    )
+    if per_frame is None:
         return np.zeros_like(mel, dtype=bool)
-    per_frame = np.interp(np.arange(frames), centres, thresholds).astype(np.float32)
     core = (db >= per_frame[None, :]) & (db > floor_db)
     core[:, valid:] = False
     return remove_specks(core)
@@ -176,20 +168,11 @@ def _mask_in_blocks(
     if valid <= 0 or peak <= 0.0:
         return _fill(out, False)
     floor_db = peak_db + FLOOR_DB
-    if window_starts is None:
-        window_starts = [0]
-        window_frames = frames
-    centres, thresholds = [], []
-    for start in window_starts:
-        stop = min(start + window_frames, valid)
-        if stop <= start:
-            continue
-        region = _to_db(mel[:, start:stop])
-        thresholds.append(float(np.quantile(region, 1.0 - mask_area)))
-        centres.append(0.5 * (start + stop - 1))
-    if not thresholds:
+    per_frame = _frame_thresholds_db(
+        lambda a, b: _to_db(mel[:, a:b]), mask_area, window_starts, window_frames, valid, frames
+    )
+    if per_frame is None:
         return _fill(out, False)
-    per_frame = np.interp(np.arange(frames), centres, thresholds).astype(np.float32)
     reach = MIN_COMPONENT_PX
     for a, b in scratch.blocks(frames, scratch.BLOCK_FRAMES):
         lo, hi = max(0, a - reach), min(frames, b + reach)
@@ -198,6 +181,33 @@ def _mask_in_blocks(
         core[:, max(0, valid - lo) :] = False
         out[:, a:b] = remove_specks(core)[:, a - lo : b - lo]
     return out
+
+
+def _frame_thresholds_db(
+    db_of: Callable[[int, int], np.ndarray],
+    mask_area: float,
+    window_starts: list[int] | None,
+    window_frames: int,
+    valid: int,
+    frames: int,
+) -> np.ndarray | None:
+    """Each frame's threshold, dB: every window's ``1 - mask_area`` quantile of its valid
+    frames' dB (``db_of(a, b)``: frames ``a..b`` in dB), interpolated between the
+    windows' centres; without ``window_starts`` one window of all frames. None when no
+    window has a valid frame."""
+    if window_starts is None:
+        window_starts = [0]
+        window_frames = frames
+    centres, thresholds = [], []
+    for start in window_starts:
+        stop = min(start + window_frames, valid)
+        if stop <= start:
+            continue
+        thresholds.append(float(np.quantile(db_of(start, stop), 1.0 - mask_area)))
+        centres.append(0.5 * (start + stop - 1))
+    if not thresholds:
+        return None
+    return np.interp(np.arange(frames), centres, thresholds).astype(np.float32)
 
 
 def _fill(out: np.ndarray | scratch.DiskArray, value: bool) -> np.ndarray | scratch.DiskArray:
