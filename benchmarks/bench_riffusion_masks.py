@@ -54,7 +54,7 @@ from bnmusic_bridge.generators.riffusion import (  # noqa: E402
     latent_repaint_mask,
 )
 from bnmusic_bridge.mask import enlarge_mask  # noqa: E402
-from bnmusic_bridge.pipeline import _analyse_noise, _noise_windows  # noqa: E402
+from bnmusic_bridge.pipeline import NoiseWindows, _analyse_noise  # noqa: E402
 from bnmusic_bridge.request import RenderRequest  # noqa: E402
 
 NOISE_DIR = REPO.parent / "shared" / "data" / "noise"
@@ -144,7 +144,7 @@ def main() -> int:
     for path in files:
         analysed = _analyse_noise(audio_io.read_stem(path), request)
         rows = []
-        for window in _noise_windows(analysed):
+        for window in NoiseWindows(analysed):
             f0 = analysed.plan.start_frames[window.index]
             mel = analysed.mel_padded[:, f0 : f0 + window.image.shape[1]][::-1]  # picture orientation
             rows.append(

@@ -299,7 +299,6 @@ def _render_stem(
     # Decoding ran inside the generation loop, window by window (no stage of its own in
     # the progress events): its time is reported apart.
     prog.move_time("generate", "decode", decode.seconds)
-    music_windows = diagnostics
     del windows
 
     # 5. The alignment step: the music's band energy moved toward the noise's; then the
@@ -377,7 +376,7 @@ def _render_stem(
         music_mel=music_mel,
         music_gained=music_gained,
         blend=blend,
-        music_windows=music_windows,
+        music_windows=diagnostics,
         join_correlations=join_correlations,
         alignment=alignment,
         speakers=speakers,
@@ -516,20 +515,6 @@ class NoiseWindows(Sequence[NoiseWindow]):
         )
 
 
-def _noise_windows(
-    analysed: _NoiseAnalysis, progress: Callable[[float], None] | None = None
-) -> list[NoiseWindow]:
-    """All of Stage 1's noise windows at once (:class:`NoiseWindows` as a list);
-    ``progress(fraction)`` after each window."""
-    windows = NoiseWindows(analysed)
-    out = []
-    for k, w in enumerate(windows):
-        out.append(w)
-        if progress is not None:
-            progress((k + 1) / len(windows))
-    return out
-
-
 def _peek(audio: Iterator[np.ndarray]) -> tuple[np.ndarray, Iterator[np.ndarray]]:
     """The first window's music and all of them again (the first fixes the joined
     music's channels); later windows must not have more channels than the first."""
@@ -559,14 +544,16 @@ class _DecodeTimer:
     def __call__(self, music: Iterable[WindowMusic]) -> Iterator[np.ndarray]:
         for k, m in enumerate(music):
             t0 = time.perf_counter()
-            a = _decode_window(k, m, self.windows[k] if m.audio is None else None, self.seed)
+            a = _decode_window(k, m, self.windows, self.seed)
             self.seconds += time.perf_counter() - t0
             yield a
 
 
-def _decode_window(k: int, m: WindowMusic, w: NoiseWindow | None, seed: int) -> np.ndarray:
+def _decode_window(k: int, m: WindowMusic, windows: Sequence[NoiseWindow], seed: int) -> np.ndarray:
     """Window ``k``'s music as float32 ``(1 or 2, WINDOW_SAMPLES)`` audio: the generator's
-    audio, checked, or its image decoded (``w``: the noise window, for its level)."""
+    audio, checked, or its image decoded. ``windows[k]`` (the noise window, for its
+    level) is only asked for when the generator gave no level of its own: a lazy
+    :class:`NoiseWindows` builds it again."""
     from .spectrogram import image_to_audio
 
     if m.audio is not None:
@@ -579,12 +566,11 @@ def _decode_window(k: int, m: WindowMusic, w: NoiseWindow | None, seed: int) -> 
                 f"(1 or 2, {WINDOW_SAMPLES})"
             )
     elif m.image is not None:
-        assert w is not None
         # The noise window's max_value keeps the music's level in step with the
         # noise from window to window (the image alone has no absolute scale); a
         # generator that re-expressed the window at another level gives its own.
-        level = w.max_value if m.max_value is None else m.max_value
-        a = image_to_audio(m.image, level, num_samples=w.num_samples, seed=seed + k)[None, :]
+        level = windows[k].max_value if m.max_value is None else m.max_value
+        a = image_to_audio(m.image, level, num_samples=WINDOW_SAMPLES, seed=seed + k)[None, :]
     else:
         raise GeneratorError(f"window {k}: the generator returned neither audio nor image")
     if not np.all(np.isfinite(a)):
@@ -596,9 +582,11 @@ def _window_audio(
     music: Sequence[WindowMusic], windows: Sequence[NoiseWindow], seed: int, prog: StageHook
 ) -> list[np.ndarray]:
     """Every window's music as audio (:func:`_decode_window`), in order."""
+    if len(music) != len(windows):
+        raise ValueError(f"{len(music)} music windows for {len(windows)} noise windows")
     out = []
-    for k, (m, w) in enumerate(zip(music, windows, strict=True)):
-        out.append(_decode_window(k, m, w, seed))
+    for k, m in enumerate(music):
+        out.append(_decode_window(k, m, windows, seed))
         prog("decode", (k + 1) / len(music))
     return out
 
