@@ -254,14 +254,25 @@ def peak_and_means(audio: np.ndarray | BlockArray) -> tuple[float, np.ndarray]:
         float32 once (numpy's float32 pairwise mean rounds a little differently: they
         agree to a few float32 ulps, see ``tests/test_audio_blocks.py``).
     """
+    return _peak_and_means(audio, with_peak=True)
+
+
+def channel_means(audio: np.ndarray | BlockArray) -> np.ndarray:
+    """The per-channel means of :func:`peak_and_means` alone (no pass for the peak)."""
+    return _peak_and_means(audio, with_peak=False)[1]
+
+
+def _peak_and_means(audio: np.ndarray | BlockArray, *, with_peak: bool) -> tuple[float, np.ndarray]:
     if isinstance(audio, np.ndarray):
-        return float(np.max(np.abs(audio))), audio.mean(axis=1, keepdims=True)
+        peak = float(np.max(np.abs(audio))) if with_peak else 0.0
+        return peak, audio.mean(axis=1, keepdims=True)
     channels, n = audio.shape
     peak = 0.0
     sums = np.zeros(channels, dtype=np.float64)
     for a, b in scratch.blocks(n, scratch.BLOCK_SAMPLES):
         part = audio[:, a:b]
-        peak = max(peak, float(np.max(np.abs(part))))
+        if with_peak:
+            peak = max(peak, float(np.max(np.abs(part))))
         sums += part.sum(axis=1, dtype=np.float64)
     means = (sums / n).astype(audio.dtype)[:, None]
     return peak, means

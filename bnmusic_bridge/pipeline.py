@@ -655,8 +655,7 @@ def _noise_in_layout(stem: audio_io.Stem, num_channels: int) -> np.ndarray | Blo
 def _lufs(audio: np.ndarray | BlockArray, sample_rate_hz: int) -> float:
     # As _check_noise measures it: DC removed (K-weighting turns a DC step into loudness),
     # block by block (``audio - offset`` in the audio's dtype, as a whole copy would be).
-    _, means = audio_io.peak_and_means(audio)
-    return integrated_lufs(audio, sample_rate_hz, offset=means)
+    return integrated_lufs(audio, sample_rate_hz, offset=audio_io.channel_means(audio))
 
 
 def _shape_width(

@@ -208,3 +208,13 @@ def test_read_stem_into_a_disk_store_keeps_memory_small(tmp_path) -> None:
     assert stem.num_samples == 120 * rate
     size = stem.num_channels * stem.num_samples * 4
     assert peak < size / 4
+
+
+def test_channel_means_are_peak_and_means_means() -> None:
+    from bnmusic_bridge.audio import channel_means
+
+    x = np.random.default_rng(5).standard_normal((3, 40_000)).astype(np.float32)
+    assert np.array_equal(channel_means(x), peak_and_means(x)[1])
+    d = DiskArray(x.shape, np.float32)
+    d[:, :] = x
+    assert np.array_equal(channel_means(d), peak_and_means(d)[1])
