@@ -16,19 +16,21 @@ from bnmusic_bridge.analysis import analyse_stem, onset_envelope, tonal_peaks
 from bnmusic_bridge.errors import AudioInputError, ParameterError
 from bnmusic_bridge.loudness import integrated_lufs
 from bnmusic_bridge.mask import high_energy_mask
-from bnmusic_bridge.scratch import ChannelMean, DiskArray, DiskStore, MemoryStore, ZeroPadded
+from bnmusic_bridge.scratch import (
+    ChannelMean,
+    DiskArray,
+    DiskStore,
+    MemoryStore,
+    ZeroPadded,
+    copy_into,
+)
 
 SR = 44_100
 
 
 def on_disk(x: np.ndarray) -> DiskArray:
-    arr = DiskArray(x.shape, x.dtype)
-    if x.ndim == 1:
-        arr[:] = x
-    else:
-        arr[:, :] = x
-    return arr
-
+    """``x`` copied into a scratch-file DiskArray."""
+    return copy_into(DiskStore(), x)
 
 def clicks_over_noise(seconds: float, seed: int = 0) -> np.ndarray:
     """Band-passed noise with a burst every 0.4 s and a 1 kHz hum: mono float32."""

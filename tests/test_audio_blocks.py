@@ -20,7 +20,7 @@ from bnmusic_bridge.audio import (
     to_analysis_mono,
 )
 from bnmusic_bridge.errors import AudioInputError
-from bnmusic_bridge.scratch import DiskArray, DiskStore, MemoryStore
+from bnmusic_bridge.scratch import DiskArray, DiskStore, MemoryStore, copy_into
 
 
 def noise(seconds: float, rate: int, channels: int = 2, seed: int = 0) -> np.ndarray:
@@ -30,13 +30,8 @@ def noise(seconds: float, rate: int, channels: int = 2, seed: int = 0) -> np.nda
 
 
 def on_disk(x: np.ndarray) -> DiskArray:
-    arr = DiskArray(x.shape, x.dtype)
-    if x.ndim == 1:
-        arr[:] = x
-    else:
-        arr[:, :] = x
-    return arr
-
+    """``x`` copied into a scratch-file DiskArray."""
+    return copy_into(DiskStore(), x)
 
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:

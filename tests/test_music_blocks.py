@@ -16,7 +16,14 @@ from bnmusic_bridge.errors import ParameterError
 from bnmusic_bridge.generators.base import StreamingGenerator, iter_music
 from bnmusic_bridge.generators.procedural import ProceduralGenerator
 from bnmusic_bridge.grid import WINDOW_SAMPLES
-from bnmusic_bridge.scratch import ChannelMean, DiskArray, DiskStore, MemoryStore, ZeroPadded
+from bnmusic_bridge.scratch import (
+    ChannelMean,
+    DiskArray,
+    DiskStore,
+    MemoryStore,
+    ZeroPadded,
+    copy_into,
+)
 from bnmusic_bridge.windows import crossfade_gains, plan_windows, stitch
 
 SR = 44_100
@@ -24,13 +31,7 @@ SR = 44_100
 
 def disk(x: np.ndarray) -> DiskArray:
     """``x`` copied into a scratch-file DiskArray."""
-    d = DiskArray(x.shape, x.dtype)
-    if x.ndim == 1:
-        d[:] = x
-    else:
-        d[:, :] = x
-    return d
-
+    return copy_into(DiskStore(), x)
 
 def music_and_noise(seconds: float, channels: int = 2, seed: int = 0):
     rng = np.random.default_rng(seed)
