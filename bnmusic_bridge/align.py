@@ -53,6 +53,7 @@ from .scratch import (
     DiskArray,
     MemoryStore,
     blocks,
+    copy_into,
     is_whole,
 )
 
@@ -506,7 +507,7 @@ def align_music(
         )
     if not settings.enabled or not _any_nonzero(music):
         if isinstance(music, _AsFloat32):  # a lazy view goes back as a real array
-            music = _copy_float32(music, store)
+            music = copy_into(store or MemoryStore(), music, BLOCK_SAMPLES)
         return music, AlignmentSummary(settings.strength, settings.max_db, 0.0, 0.0, 0.0)
     music_power = band_powers(ChannelMean(music, keepdims=False), _part(progress, 0.0, 0.15))
     noise_power = band_powers(noise, _part(progress, 0.15, 0.3))
@@ -527,15 +528,6 @@ def align_music(
         progress(0.35)
     aligned = apply_band_gains(music, gain_db, _part(progress, 0.35, 1.0), store=store)
     return aligned, alignment
-
-
-def _copy_float32(audio: BlockArray, store: ArrayStore | None) -> np.ndarray | DiskArray:
-    """A float32 copy of a ``(channels, samples)`` block array in ``store``, block by block."""
-    channels, n = audio.shape
-    out = (store or MemoryStore()).empty((channels, n), np.float32)
-    for a, b in blocks(n, BLOCK_SAMPLES):
-        out[:, a:b] = np.asarray(audio[:, a:b], dtype=np.float32)
-    return out
 
 
 def _part(

@@ -237,10 +237,7 @@ def _readonly_float32(music_mel: BlockArray, store: ArrayStore) -> BlockArray:
             view.flags.writeable = False
             return view
         return music_mel
-    out = store.empty(tuple(music_mel.shape), np.float32)
-    for a, b in scratch.blocks(music_mel.shape[1], scratch.BLOCK_FRAMES):
-        out[:, a:b] = _float32(music_mel[:, a:b])
-    return out
+    return scratch.copy_into(store, music_mel, scratch.BLOCK_FRAMES, np.float32)
 
 
 def smr_field(

@@ -420,11 +420,12 @@ def crop(x: Any, length: int) -> Any:
     return x if x.shape[-1] == length else Cropped(x, length)
 
 
-def copy_into(store: ArrayStore, x: Any, size: int = BLOCK_SAMPLES) -> Any:
-    """``x`` (any block array) written block by block into a new array of ``store``."""
-    out = store.empty(tuple(x.shape), x.dtype)
-    length = x.shape[-1]
-    for a, b in blocks(length, size):
+def copy_into(store: ArrayStore, x: Any, size: int | None = None, dtype: Any = None) -> Any:
+    """``x`` (any block array) written block by block (``size`` samples, default
+    :data:`BLOCK_SAMPLES` as it is at the call) into a new array of ``store``, as
+    ``dtype`` (default: ``x``'s)."""
+    out = store.empty(tuple(x.shape), x.dtype if dtype is None else dtype)
+    for a, b in blocks(x.shape[-1], BLOCK_SAMPLES if size is None else size):
         if len(x.shape) == 1:
             out[a:b] = x[a:b]
         else:
