@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -164,6 +165,12 @@ def render_plot_png(
     """The overview PNG (see the module doc). Long stems are decimated in time for the
     picture only. ``progress(fraction)`` is called between the steps (import, figure,
     encoding)."""
+    return draw_png(picture_data(result, max_columns=max_columns), progress=progress)
+
+
+def draw_png(data: PictureData, progress: Callable[[float], None] | None = None) -> bytes:
+    """The overview PNG of :func:`picture_data`'s reduction of a render (what a helper
+    process draws: see :mod:`bnmusic_bridge.export.picture_process`)."""
 
     def report(fraction: float) -> None:
         if progress is not None:
@@ -175,7 +182,7 @@ def render_plot_png(
     import matplotlib.pyplot as plt
 
     report(0.1)
-    fig = overview_figure(result, max_columns=max_columns)
+    fig = draw_overview(data)
     report(0.5)
     buf = io.BytesIO()
     # zlib level 1: a fifth larger file, twice as fast to encode (the PNG encode was a
@@ -213,52 +220,132 @@ def _level_columns(
     return noise_cols, music_cols, vmax
 
 
+@dataclass(frozen=True)
+class Shortfall:
+    """One lane window a limit kept from its target, as the picture draws it."""
+
+    limited_by: str
+    start_s: float
+    end_s: float
+    capped_gain_db: float
+
+
+@dataclass(frozen=True)
+class PictureData:
+    """Everything the overview draws, reduced from a render: at most ``max_columns``
+    columns per panel, so it is small and pickles cheaply (a helper process draws it).
+    Times in seconds, levels in dB, shares 0..1."""
+
+    name: str
+    """The input's file name (drawn with the fonts that cover it)."""
+    caption: str
+    """The rest of the title: generator, seed, model, coverage, NMR."""
+    noise_db: np.ndarray
+    """``(bands, columns)`` noise mel, dB (80 dB below its top floored)."""
+    music_db: np.ndarray
+    """``(bands, columns)`` music mel with the lambda lane applied, dB."""
+    vmax_db: float
+    """Top of the two level panels' shared colour scale: the highest dB of either."""
+    mask: np.ndarray
+    """``(bands, columns)`` high-energy mask (bool)."""
+    mask_share: float
+    duration_s: float
+    lane_times_s: np.ndarray
+    lane_gain_db: np.ndarray
+    window_times_s: np.ndarray
+    window_gain_db: np.ndarray
+    """Each lane window's optimum; +inf where no gain reaches the target."""
+    shortfalls: tuple[Shortfall, ...]
+    lane_hop_s: float
+    coverage_times_s: np.ndarray
+    coverage_pct: np.ndarray
+    """Coverage (%) averaged over ``lane_window_s`` (NaN where a span has no
+    high-energy bin), at ``coverage_times_s``."""
+    lane_window_s: float
+    target_coverage_pct: float | None
+    """The coverage target (%), None when the objective is not coverage."""
+
+
+def picture_data(result: RenderResult, *, max_columns: int = 3000) -> PictureData:
+    """The overview's data from ``result``; its mels and mask are read in blocks of
+    frames (a long stem's scratch files never enter memory whole)."""
+    noise = result.analysis.noise_mel
+    music = result.analysis.music_mel
+    mask = result.analysis.mask
+    frames = int(noise.shape[1])
+    step = max(1, int(np.ceil(frames / max_columns)))
+    frame_t = np.arange(frames) / result.frame_rate_hz
+    gain = 10 ** (np.interp(frame_t, result.lane_times_s, result.lane_gain_db) / 20)
+    noise_cols, music_gained, vmax = _level_columns(noise, music, gain, step)
+    counts = mask_counts(mask)
+    smooth = smoothed_coverage(result, counts) * 100.0
+    req = result.request
+    shortfalls = result.details.shortfalls if result.details is not None else ()
+    return PictureData(
+        name=result.source.name if result.source is not None else "render",
+        caption=(
+            f"{req.generator}, seed {req.seed}, {req.threshold_model} model, "
+            f"coverage {result.coverage * 100:.1f} %, NMR {result.nmr_db:.1f} dB"
+        ),
+        noise_db=_db(noise_cols),
+        music_db=_db(music_gained),
+        vmax_db=vmax,
+        mask=every_nth_column(mask, step),
+        mask_share=mask_share(mask, counts),
+        duration_s=frames / result.frame_rate_hz,
+        lane_times_s=np.asarray(result.lane_times_s, dtype=np.float64),
+        lane_gain_db=np.asarray(result.lane_gain_db, dtype=np.float64),
+        window_times_s=np.asarray(result.window_times_s, dtype=np.float64),
+        window_gain_db=np.asarray(result.window_gain_db, dtype=np.float64),
+        shortfalls=tuple(
+            Shortfall(s.limited_by, float(s.start_s), float(s.end_s), float(s.capped_gain_db))
+            for s in shortfalls
+        ),
+        lane_hop_s=float(req.lane_hop_s),
+        coverage_times_s=(np.arange(smooth.size) / result.frame_rate_hz)[::step],
+        coverage_pct=smooth[::step],
+        lane_window_s=float(req.lane_window_s),
+        target_coverage_pct=req.target_coverage * 100 if req.objective == "coverage" else None,
+    )
+
+
 def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: ignore[no-untyped-def]
     """The overview as a matplotlib figure (Agg; the caller closes it). Axes labels
     (``ax.get_label()``): "noise", "mask", "music", "lane", "coverage"; the two colour
     bars: "colorbar"."""
+    return draw_overview(picture_data(result, max_columns=max_columns))
+
+
+def draw_overview(data: PictureData):  # type: ignore[no-untyped-def]
+    """:func:`overview_figure` of a :class:`PictureData` (matplotlib only: no render
+    module is needed to draw it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    noise = result.analysis.noise_mel
-    music = result.analysis.music_mel
-    mask = result.analysis.mask
-    n_mels, frames = noise.shape
-    step = max(1, int(np.ceil(frames / max_columns)))
-    duration_s = frames / result.frame_rate_hz
-    frame_t = np.arange(frames) / result.frame_rate_hz
-    gain = 10 ** (np.interp(frame_t, result.lane_times_s, result.lane_gain_db) / 20)
-    noise_cols, music_gained, vmax = _level_columns(noise, music, gain, step)
-    mask_cols = every_nth_column(mask, step)
-    counts = mask_counts(mask)
+    n_mels = int(data.noise_db.shape[0])
+    duration_s = data.duration_s
     extent = (0.0, duration_s, 0.0, float(n_mels))
 
     fig = plt.figure(figsize=(12, 13), layout="constrained")
     grid = fig.add_gridspec(5, 2, width_ratios=[60, 1], height_ratios=[3, 2.2, 3, 2.4, 1.8])
     axes = [fig.add_subplot(grid[0, 0])]
     axes += [fig.add_subplot(grid[i, 0], sharex=axes[0]) for i in range(1, 5)]
-    name = result.source.name if result.source is not None else "render"
-    req = result.request
-    families, safe_name, missing = title_font(name)
+    families, safe_name, missing = title_font(data.name)
     note = f" ({missing} character(s) no installed font has)" if missing else ""
-    fig.suptitle(
-        f"{safe_name}{note}: {req.generator}, seed {req.seed}, {req.threshold_model} model, "
-        f"coverage {result.coverage * 100:.1f} %, NMR {result.nmr_db:.1f} dB",
-        fontfamily=families,
-    )
+    fig.suptitle(f"{safe_name}{note}: {data.caption}", fontfamily=families)
 
     # 1-3: spectrograms on a kHz axis; one colour bar for the two level panels.
-    for row, data, title in (
-        (0, _db(noise_cols), "noise (mel dB)"),
-        (2, _db(music_gained), "music with lambda applied (mel dB)"),
+    for row, db, title in (
+        (0, data.noise_db, "noise (mel dB)"),
+        (2, data.music_db, "music with lambda applied (mel dB)"),
     ):
         ax = axes[row]
         im = ax.imshow(
-            data, origin="lower", aspect="auto", extent=extent, cmap="magma",
-            vmin=vmax - 80, vmax=vmax,
+            db, origin="lower", aspect="auto", extent=extent, cmap="magma",
+            vmin=data.vmax_db - 80, vmax=data.vmax_db,
         )  # fmt: skip
         ax.set_title(title, fontsize=9, loc="left")
         _khz_axis(ax, n_mels)
@@ -266,11 +353,11 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
         fig.colorbar(im, cax=cax, label="dB")
     ax = axes[1]
     ax.imshow(
-        mask_cols, origin="lower", aspect="auto", extent=extent, cmap="gray_r",
+        data.mask, origin="lower", aspect="auto", extent=extent, cmap="gray_r",
         interpolation="nearest", vmin=0, vmax=1,
     )  # fmt: skip
     ax.set_title(
-        f"high-energy mask M: black = the {mask_share(mask, counts) * 100:.1f} % of bins the music "
+        f"high-energy mask M: black = the {data.mask_share * 100:.1f} % of bins the music "
         "should mask",
         fontsize=9,
         loc="left",
@@ -279,7 +366,7 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
 
     # 4: the lane, each window's optimum, and why a window stopped short.
     ax = axes[3]
-    shortfalls = result.details.shortfalls if result.details is not None else ()
+    shortfalls = data.shortfalls
     limits_seen: list[str] = []
     for limit in LIMITS:
         spans = [(s.start_s, s.end_s) for s in shortfalls if s.limited_by == limit]
@@ -289,16 +376,16 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
         colour = LIMIT_COLOURS[limit]
         for lo_s, hi_s in merge_spans(spans):  # one shade per stretch: no darker overlaps
             ax.axvspan(lo_s, hi_s, color=colour, alpha=0.16, lw=0)
-    half_hop = 0.5 * req.lane_hop_s
+    half_hop = 0.5 * data.lane_hop_s
     for s in shortfalls:
         # The most the limit allowed, over the window's own hop (windows overlap).
         centre = 0.5 * (s.start_s + s.end_s)
         ax.hlines(s.capped_gain_db, max(0.0, centre - half_hop), min(duration_s, centre + half_hop),
                   color=LIMIT_COLOURS.get(s.limited_by, "0.4"), lw=2.2, alpha=0.9)  # fmt: skip
-    ax.plot(result.lane_times_s, result.lane_gain_db, color="tab:blue", lw=1.4, label="lambda lane")
-    opt = np.asarray(result.window_gain_db, dtype=np.float64)
-    wt = np.asarray(result.window_times_s, dtype=np.float64)
-    lane = np.asarray(result.lane_gain_db, dtype=np.float64)
+    ax.plot(data.lane_times_s, data.lane_gain_db, color="tab:blue", lw=1.4, label="lambda lane")
+    opt = data.window_gain_db
+    wt = data.window_times_s
+    lane = data.lane_gain_db
     finite = np.isfinite(opt)
     caps = np.array([s.capped_gain_db for s in shortfalls], dtype=np.float64)
     values = np.concatenate([lane, opt[finite], caps[np.isfinite(caps)]])
@@ -329,13 +416,11 @@ def overview_figure(result: RenderResult, *, max_columns: int = 3000):  # type: 
 
     # 5: coverage over the lane's window, and its target.
     ax = axes[4]
-    smooth = smoothed_coverage(result, counts) * 100.0
-    t = np.arange(smooth.size) / result.frame_rate_hz
-    ax.plot(t[::step], smooth[::step], color="tab:orange", lw=1.4,
-            label=f"coverage over {req.lane_window_s:g} s")  # fmt: skip
-    if req.objective == "coverage":
-        ax.axhline(req.target_coverage * 100, color="tab:green", lw=1.0, ls="--",
-                   label=f"target {req.target_coverage * 100:.0f} %")  # fmt: skip
+    ax.plot(data.coverage_times_s, data.coverage_pct, color="tab:orange", lw=1.4,
+            label=f"coverage over {data.lane_window_s:g} s")  # fmt: skip
+    if data.target_coverage_pct is not None:
+        ax.axhline(data.target_coverage_pct, color="tab:green", lw=1.0, ls="--",
+                   label=f"target {data.target_coverage_pct:.0f} %")  # fmt: skip
     ax.set_ylim(0, 105)
     ax.set_ylabel("masked (%)")
     ax.set_xlabel("time (s)")
