@@ -47,6 +47,10 @@ assert set(LIMIT_COLOURS) == set(LIMITS)
 
 PLOT_BLOCK_FRAMES = 2048
 """Frames per block while the picture reads the mels (a DiskArray's by time slices)."""
+FIXED_LAYOUT = {
+    "left": 0.058, "right": 0.943, "bottom": 0.048, "top": 0.945, "wspace": 0.018, "hspace": 0.16
+}  # fmt: skip
+"""The overview's margins and gaps (figure fractions; gaps as a share of a panel)."""
 KHZ_TICKS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 """Frequencies (kHz) labelled on the spectrogram panels."""
 
@@ -329,8 +333,13 @@ def draw_overview(data: PictureData):  # type: ignore[no-untyped-def]
     duration_s = data.duration_s
     extent = (0.0, duration_s, 0.0, float(n_mels))
 
-    fig = plt.figure(figsize=(12, 13), layout="constrained")
-    grid = fig.add_gridspec(5, 2, width_ratios=[60, 1], height_ratios=[3, 2.2, 3, 2.4, 1.8])
+    # A fixed layout, not matplotlib's constrained one: that one draws the whole figure
+    # once more only to measure it (a third of the picture's time), and these margins
+    # hold every label the panels have (tick labels of up to four characters).
+    fig = plt.figure(figsize=(12, 13))
+    grid = fig.add_gridspec(
+        5, 2, width_ratios=[60, 1], height_ratios=[3, 2.2, 3, 2.4, 1.8], **FIXED_LAYOUT
+    )
     axes = [fig.add_subplot(grid[0, 0])]
     axes += [fig.add_subplot(grid[i, 0], sharex=axes[0]) for i in range(1, 5)]
     families, safe_name, missing = title_font(data.name)
