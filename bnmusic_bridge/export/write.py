@@ -28,7 +28,8 @@ from .fileset import (
 from .lane_files import lane_outputs
 from .lanes import LANE_FORMATS
 from .outputs import ExportOptions, OutputPaths, output_paths
-from .plot import render_plot_png
+from .picture_process import PictureProcess
+from .plot import picture_data, render_plot_png
 from .report import report_json, write_frames_csv
 from .summary import metering_summary
 
@@ -145,6 +146,7 @@ def write_outputs(
     options: ExportOptions | None = None,
     extra_report: dict | None = None,
     progress: Callable[[float], None] | None = None,
+    picture_process: PictureProcess | None = None,
 ) -> OutputPaths:
     """Write every output of ``result`` into ``out_dir``; returns the paths written.
 
@@ -163,6 +165,10 @@ def write_outputs(
     ``progress(fraction)`` is called as files are written (0..1; the picture, the
     slowest, reports its own steps). Raising from it stops the write like any error:
     the temporary files are removed and the earlier set kept.
+
+    ``picture_process``: a helper that draws the picture while the other files are
+    written (:mod:`~bnmusic_bridge.export.picture_process`); the same PNG, drawn here
+    when there is none or it fails.
 
     Raises:
         OutputExistsError: some target exists and ``options.force`` is False (checked for
@@ -188,6 +194,10 @@ def write_outputs(
             raise OutputExistsError(
                 f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite"
             )
+        helper_png = None
+        if paths.plot is not None and picture_process is not None:
+            # Drawn by the helper while this process encodes and writes the other files.
+            helper_png = picture_process.submit(picture_data(result))
         music_depth, blended_depth, notes = _stem_bit_depths(result, opts, paths)
         if opts.force:
             notes.extend(_stale_outputs(stem_name, folder.report_path(), opts, paths))
@@ -246,17 +256,24 @@ def write_outputs(
         # Expected share of the write's time per file (for progress): one unit per stem,
         # lane file and the report; the picture dominates.
         costs = [1.0] * len(jobs)
+        if paths.frames is not None:
+            costs.append(1.0)
+            jobs.append((paths.frames, lambda f: write_frames_csv(f, result)))
         if paths.plot is not None:
             before = sum(costs)
             costs.append(PICTURE_COST)
             whole = sum(costs) + 1.0
             picture_progress = _scaled(progress, before / whole, (before + PICTURE_COST) / whole)
-            jobs.append(
-                (paths.plot, lambda f: f.write(render_plot_png(result, progress=picture_progress)))
-            )
-        if paths.frames is not None:
-            costs.append(1.0)
-            jobs.append((paths.frames, lambda f: write_frames_csv(f, result)))
+            if helper_png is not None:
+                # Last: its wait is what is left of the drawing.
+                jobs.append((paths.plot, lambda f: f.write(helper_png())))
+            else:
+                jobs.append(
+                    (
+                        paths.plot,
+                        lambda f: f.write(render_plot_png(result, progress=picture_progress)),
+                    )
+                )
         total_cost = sum(costs) + 1.0  # the report
         done_cost = 0.0
         for (p, job), cost in zip(jobs, costs, strict=True):

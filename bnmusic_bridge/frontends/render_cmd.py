@@ -4,10 +4,8 @@ generators`` (the names ``--generator`` takes)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,9 @@ from bnmusic_bridge.request import expand_path
 
 def register(subparsers: Any) -> None:
     """Add the ``render`` and ``generators`` commands to the ``bnmusic`` parser."""
-    p = subparsers.add_parser("render", help="render one noise stem to music, lambda lane and report")
+    p = subparsers.add_parser(
+        "render", help="render one noise stem to music, lambda lane and report"
+    )
     p.add_argument("noise", help="noise stem (WAV, FLAC, AIFF, MP3, OGG)")
     add_render_args(p)
     add_output_args(p)
@@ -100,28 +100,12 @@ class ProgressBar:
             self.bar.close()
 
 
-def preload_picture() -> threading.Thread:
-    """Import matplotlib (Agg) on a background thread while the render runs: the
-    picture is drawn last, and its import then overlaps the render's numpy and torch
-    work, which runs without the interpreter lock."""
-
-    def load() -> None:
-        with contextlib.suppress(Exception):  # the picture's own import reports errors
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot  # noqa: F401
-
-    thread = threading.Thread(target=load, name="bnmusic-preload-picture", daemon=True)
-    thread.start()
-    return thread
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     """Run ``bnmusic render``: refuse unwritable or existing outputs first, render, write,
     print the summary."""
     from bnmusic_bridge.audio import check_output_dir
     from bnmusic_bridge.export import output_paths, write_outputs
+    from bnmusic_bridge.export.picture_process import PictureProcess
     from bnmusic_bridge.pipeline import render_file
     from bnmusic_bridge.progress import stage_weights
     from bnmusic_bridge.threads import set_threads
@@ -142,35 +126,31 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not options.force:
         existing = [str(p) for p in paths.all() if p.exists()]
         if existing:
-            raise BNMusicError(f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite")
+            raise BNMusicError(
+                f"output file(s) exist already: {', '.join(existing)}; pass --force to overwrite"
+            )
     bar = ProgressBar(
         noise.name,
         enabled=sys.stderr.isatty() and not args.quiet,
         weights=stage_weights(request, startup=True, write=True),
     )
-    picture_pending = options.plot
-
-    def progress(stage: str, fraction: float) -> None:
-        nonlocal picture_pending
-        # Once the imports are done: loaded beside them, it would only slow them down
-        # (both hold the interpreter lock); beside the stages' numpy and torch work it
-        # runs on the core they leave.
-        if picture_pending and stage != "startup":
-            picture_pending = False
-            preload_picture()
-        bar(stage, fraction)
-
+    # The picture's helper imports matplotlib and warms up on the core the render
+    # leaves, then draws while the stems are written (none on a one-CPU machine).
+    picture = PictureProcess.start() if options.plot else None
     try:
-        result = render_file(noise, request, progress=progress)
+        result = render_file(noise, request, progress=bar)
         written = write_outputs(
             result,
             out_dir,
             stem_name=noise.stem,
             options=options,
             progress=lambda f: bar("write", f),
+            picture_process=picture,
         )
     finally:
         bar.close()
+        if picture is not None:
+            picture.close()
     for w in (*result.warnings, *written.notes):
         print(f"warning: {w}", file=sys.stderr)
     lane = result.lane_gain_db
