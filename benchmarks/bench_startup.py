@@ -10,6 +10,9 @@ with, in the same run:
 * a warm pipeline: ``render_file`` on the same stem in this process, after a warm-up
   render (no import or first-use cost at all).
 
+Also, each repeat, a fresh interpreter that only imports what every render imports
+(``imports-only``): that plus the pipeline is the floor of the CLI's wall time.
+
 Arms, interleaved repeat by repeat so a change in the machine's load hits them alike:
 ``cli`` (defaults), ``cli-no-plot`` (``--no-plot``: what the picture costs) and, with
 ``--before DIR``, ``before``: the same command run from another checkout (e.g. the main
@@ -80,6 +83,17 @@ def _cli_run(checkout: Path, stem: Path, out: Path, extra: list[str]) -> dict[st
     }
 
 
+def _imports_run(checkout: Path) -> float:
+    """Wall time of a fresh interpreter that only imports what every render imports
+    (``pipeline.warm_up``) and exits: the floor no restructuring of the render removes."""
+    # os._exit, as the CLI ends: no interpreter teardown in the figure.
+    code = "from bnmusic_bridge.pipeline import warm_up; warm_up(); import os; os._exit(0)"
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, check=True)
+    return time.perf_counter() - t0
+
+
 def _commit(checkout: Path) -> str | None:
     proc = subprocess.run(
         ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -107,6 +121,7 @@ def main() -> None:
             arms["before"] = (args.before.resolve(), [])
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in arms}
         warm: list[float] = []
+        imports: list[float] = []
         gaps: list[float] = []
         gap_where: list[str] = []
 
@@ -124,6 +139,8 @@ def main() -> None:
                 out = tmp_path / f"out-{name}"
                 runs[name].append(_cli_run(checkout, stem, out, extra))
                 print(k, name, round(runs[name][-1]["wall_s"], 2), flush=True)
+            imports.append(_imports_run(REPO))
+            print(k, "imports only", round(imports[-1], 2), flush=True)
             events: list[tuple[float, str]] = []
             t0 = time.perf_counter()
             render_file(
@@ -157,6 +174,20 @@ def main() -> None:
             "ratio_wall_over_report_pipeline": _spread(ratios(name, "report_pipeline_s")),
             "ratio_wall_over_warm_pipeline": _spread([r["wall_s"] / warm_median for r in rs]),
         }
+    # The least a fresh process can take: its imports (a separate process) plus the
+    # pipeline; the ratio that floor allows.
+    pipeline = [r["report_pipeline_s"] for r in runs["cli"]]
+    summary["imports_only_s"] = _spread(imports)
+    summary["floor_ratio_imports_plus_pipeline_over_pipeline"] = _spread(
+        [(i + p) / p for i, p in zip(imports, pipeline, strict=True)]
+    )
+    # What the CLI spends beyond that floor (picture, writing, parsing, exit), per repeat.
+    summary["cli_wall_over_floor_s"] = _spread(
+        [
+            r["wall_s"] - i - r["report_pipeline_s"]
+            for r, i in zip(runs["cli"], imports, strict=True)
+        ]
+    )
     if "before" in arms:
         summary["ratio_before_over_cli_wall"] = _spread(
             [b["wall_s"] / a["wall_s"] for a, b in zip(runs["cli"], runs["before"], strict=True)]
@@ -179,6 +210,8 @@ def main() -> None:
             "before_commit": _commit(args.before) if args.before else None,
             "commit": _commit(REPO),
             "warm_pipeline_s": _spread(warm),
+            "imports_only": "a fresh `python -c` that imports what every render imports "
+            "(pipeline.warm_up) and exits, run each repeat",
             "longest_progress_gap_s": {
                 "what": "the longest time between two progress events of the warm render "
                 "(a cancel waits at most this long), startup left out",
