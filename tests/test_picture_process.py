@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,18 @@ def test_a_drawing_error_is_raised_here_as_without_a_helper(rendered, helper):
         helper.submit(bad)()
     with pytest.raises(TypeError, match="shape"):
         draw_png(bad)
+
+
+def test_closing_during_an_exchange_kills_the_helper_without_hanging(rendered, helper):
+    os.kill(helper._proc.pid, signal.SIGSTOP)  # it never reads: the send blocks on the pipe
+    data = picture_data(rendered)
+    png = helper.submit(data)
+    deadline = time.monotonic() + 30
+    while not helper._lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the sending thread holds the pipes
+    helper.close()  # an exchange holds the pipes: the helper is killed, nothing waits
+    assert helper._proc.wait(timeout=30) == -signal.SIGKILL
+    assert png() == draw_png(data)  # and the picture still comes
 
 
 def test_the_helper_ends_when_its_input_closes(helper):

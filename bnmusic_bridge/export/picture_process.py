@@ -166,18 +166,36 @@ class PictureProcess:
 
     def close(self) -> None:
         """End the helper: close its pipes; it exits by itself once its input closes
-        (no wait here: its interpreter's shutdown would only delay the render's)."""
+        (no wait here: its interpreter's shutdown would only delay the render's). If a
+        picture is still being exchanged (the render stopped while the helper drew), the
+        helper is killed instead: closing a pipe another thread is blocked on would wait
+        for that thread."""
+        if not self._lock.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                self._proc.kill()
+            return
+        try:
+            self._close_pipes()
+        finally:
+            self._lock.release()
+
+    def kill(self) -> None:
+        """Stop the helper now (it hung or failed), reap it, then close the pipes (an
+        exchange still waiting on them ends when the helper's end closes)."""
+        with contextlib.suppress(OSError):
+            self._proc.kill()
+        self._proc.wait()
+        if self._lock.acquire(timeout=10.0):
+            try:
+                self._close_pipes()
+            finally:
+                self._lock.release()
+
+    def _close_pipes(self) -> None:
         for stream in (self._proc.stdin, self._proc.stdout):
             with contextlib.suppress(OSError, ValueError):
                 if stream is not None:
                     stream.close()
-
-    def kill(self) -> None:
-        """Stop the helper now (it hung or failed), and reap it."""
-        self.close()
-        with contextlib.suppress(OSError):
-            self._proc.kill()
-        self._proc.wait()
 
 
 def warm_up_data() -> PictureData:
