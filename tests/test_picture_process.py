@@ -33,23 +33,38 @@ def rendered(tmp_path_factory):
     return render_file(path, RenderRequest())
 
 
-@pytest.fixture
-def helper(monkeypatch):
-    monkeypatch.setattr(pp, "available_cpus", lambda: 2)  # a one-CPU runner still tests it
-    proc = pp.PictureProcess.start()
+def _start() -> pp.PictureProcess:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pp, "available_cpus", lambda: 2)  # a one-CPU runner still tests it
+        proc = pp.PictureProcess.start()
     assert proc is not None
+    return proc
+
+
+@pytest.fixture
+def helper():
+    """A helper of its own (the test may break it)."""
+    proc = _start()
     yield proc
     proc.kill()
 
 
-def test_the_helper_draws_the_same_png_as_this_process(rendered, helper):
+@pytest.fixture(scope="module")
+def shared_helper():
+    """One helper for the tests that leave it working (each start costs a warm-up)."""
+    proc = _start()
+    yield proc
+    proc.kill()
+
+
+def test_the_helper_draws_the_same_png_as_this_process(rendered, shared_helper):
     data = picture_data(rendered)
-    png = helper.submit(data)()
+    png = shared_helper.submit(data)()
     assert png.startswith(PNG_MAGIC)
     assert png == draw_png(data)
     # And the next one, from the same helper.
-    assert helper.submit(pp.warm_up_data())() == draw_png(pp.warm_up_data())
-    assert helper.alive
+    assert shared_helper.submit(pp.warm_up_data())() == draw_png(pp.warm_up_data())
+    assert shared_helper.alive
 
 
 def test_a_dead_helper_still_gives_the_picture(rendered, helper):
@@ -102,11 +117,11 @@ def test_no_helper_when_python_cannot_start(monkeypatch):
     assert pp.PictureProcess.start() is None
 
 
-def test_write_outputs_with_a_helper_writes_the_same_files(rendered, helper, tmp_path):
+def test_write_outputs_with_a_helper_writes_the_same_files(rendered, shared_helper, tmp_path):
     opts = ExportOptions(plot=True, lane_formats=("json", "csv"))
     plain = write_outputs(rendered, tmp_path / "plain", stem_name="n", options=opts)
     helped = write_outputs(
-        rendered, tmp_path / "helped", stem_name="n", options=opts, picture_process=helper
+        rendered, tmp_path / "helped", stem_name="n", options=opts, picture_process=shared_helper
     )
     for a, b in zip(plain.all(), helped.all(), strict=True):
         assert a.name == b.name

@@ -70,13 +70,17 @@ def test_mono_48k_stem_on_disk_renders_as_in_memory_smr_lane_peaks() -> None:
 
 @pytest.mark.slow
 def test_no_stage_reads_a_long_stems_array_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    # 150 s of stereo: the stem is 53 MB and each mel 31 MB; every read must be a block
+    # 90 s of stereo: the stem is 32 MB and each mel 18.6 MB, both over the 16 MB limit
+    # (no block read comes near it): every read must be a block
     monkeypatch.setattr(DiskArray, "max_read_bytes", 16 * 2**20)
-    stem = check_audio(_noise(150.0, 44_100, 2), 44_100)
+    stem = check_audio(_noise(90.0, 44_100, 2), 44_100)
+    assert stem.audio.nbytes > 16 * 2**20
     result = _render_stem(stem, RenderRequest(), None, store=DiskStore())
     assert isinstance(result.music_gained, DiskArray)
     assert result.music_gained.shape == (2, stem.num_samples)
     assert 0.0 < result.coverage <= 1.0
+    mel = result.analysis.noise_mel  # over the limit too
+    assert mel.shape[0] * mel.shape[1] * mel.dtype.itemsize > 16 * 2**20
 
 
 @pytest.mark.slow
