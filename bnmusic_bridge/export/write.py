@@ -179,8 +179,10 @@ def write_outputs(
     if stem_name is None:
         stem_name = result.source.stem if result.source is not None else "render"
     opts.check()
-    owned = not isinstance(out_dir, OutputFolder)
-    folder = OutputFolder.open(out_dir) if owned else out_dir
+    if isinstance(out_dir, OutputFolder):
+        folder, owned = out_dir, False
+    else:
+        folder, owned = OutputFolder.open(out_dir), True
     staged: list[tuple[str, str]] = []
     existed = False
     try:
