@@ -14,7 +14,7 @@ import numpy as np
 
 from ..audio import FILE_TYPES, encode_audio
 from ..errors import BNMusicError, OutputError, OutputExistsError, ParameterError
-from ..result import RenderResult
+from ..result import RenderResult, WholeStemArray
 from ..scratch import BlockArray, blocks
 from .fileset import (
     KEPT_NONE,
@@ -210,29 +210,20 @@ def write_outputs(
             "stem_bit_depths": {"music": music_depth, "blended": blended_depth},
         }
         mask = _channel_mask(result)
+
+        def audio_job(audio: WholeStemArray, bit_depth: int) -> Callable[[BinaryIO], object]:
+            return lambda f: encode_audio(
+                f,
+                audio,
+                result.sample_rate_hz,
+                bit_depth=bit_depth,
+                file_type=opts.file_type,
+                channel_mask=mask,
+            )
+
         jobs: list[tuple[Path, Callable[[BinaryIO], object]]] = [
-            (
-                paths.music,
-                lambda f: encode_audio(
-                    f,
-                    result.music,
-                    result.sample_rate_hz,
-                    bit_depth=music_depth,
-                    file_type=opts.file_type,
-                    channel_mask=mask,
-                ),
-            ),
-            (
-                paths.blended,
-                lambda f: encode_audio(
-                    f,
-                    result.music_gained,
-                    result.sample_rate_hz,
-                    bit_depth=blended_depth,
-                    file_type=opts.file_type,
-                    channel_mask=mask,
-                ),
-            ),
+            (paths.music, audio_job(result.music, music_depth)),
+            (paths.blended, audio_job(result.music_gained, blended_depth)),
         ]
         # Every lane file is encoded before the first write, so an encoding error
         # leaves nothing behind.
@@ -266,16 +257,9 @@ def write_outputs(
             costs.append(PICTURE_COST)
             whole = sum(costs) + 1.0
             picture_progress = _scaled(progress, before / whole, (before + PICTURE_COST) / whole)
-            if helper_png is not None:
-                # Last: its wait is what is left of the drawing.
-                jobs.append((paths.plot, lambda f: f.write(helper_png())))
-            else:
-                jobs.append(
-                    (
-                        paths.plot,
-                        lambda f: f.write(render_plot_png(result, progress=picture_progress)),
-                    )
-                )
+            # Last: with a helper, its wait is what is left of the drawing.
+            png = helper_png or (lambda: render_plot_png(result, progress=picture_progress))
+            jobs.append((paths.plot, lambda f: f.write(png())))
         total_cost = sum(costs) + 1.0  # the report
         done_cost = 0.0
         for (p, job), cost in zip(jobs, costs, strict=True):
